@@ -1,0 +1,62 @@
+"""The user-facing error hierarchy.
+
+Every mistake a user can make in a file or on the command line becomes one of these, carrying
+where it happened; the CLI turns it into one clear line and an exit code (DESIGN §8). Anything
+else that escapes is a bug in sandfleet and exits 70.
+
+    SandfleetError          exit 70 (internal)
+    ├── UsageError          exit 64 (bad command line)
+    └── InputError          exit 65 (invalid playbook or inventory; nothing ran)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A position in a user's file: 1-based line and column, as editors count them."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class SandfleetError(Exception):
+    exit_code = 70
+
+
+class UsageError(SandfleetError):
+    exit_code = 64
+
+
+class InputError(SandfleetError):
+    """A mistake in a playbook or inventory: where, what is wrong, and what is allowed."""
+
+    exit_code = 65
+
+    def __init__(
+        self,
+        message: str,
+        mark: Optional[Mark] = None,
+        *,
+        allowed: Optional[Iterable[str]] = None,
+        file: Optional[str] = None,
+    ) -> None:
+        self.message = message
+        self.mark = mark if mark is not None else (Mark(file, 1, 1) if file else None)
+        self.allowed = tuple(allowed) if allowed is not None else ()
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.mark}: " if self.mark else ""
+        text = f"{where}error: {self.message}"
+        if self.allowed:
+            text += f" (allowed: {', '.join(self.allowed)})"
+        return text

@@ -1,0 +1,124 @@
+"""YAML loading that remembers where every key and value came from.
+
+PyYAML's plain loaders forget positions, so an error found after loading could not name the line.
+Here mappings load as :class:`YMap` and sequences as :class:`YList`: ordinary ``dict``/``list``
+subclasses that also carry the :class:`~sandfleet.errors.Mark` of themselves, of each key and of
+each value, and the source text of each scalar value (``raw``), so that ``argv: [sleep, 010]``
+can run exactly what was written rather than YAML's reading of it (``8``). Duplicate keys are an
+error (PyYAML would silently keep the last one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from sandfleet.errors import InputError, Mark
+
+
+class YMap(dict):  # type: ignore[type-arg]
+    """A mapping with the position of itself, each key and each value."""
+
+    mark: Mark
+    key_marks: dict[Any, Mark]
+    value_marks: dict[Any, Mark]
+    value_raw: dict[Any, str]
+
+    def key_mark(self, key: Any) -> Mark:
+        return self.key_marks.get(key, self.mark)
+
+    def value_mark(self, key: Any) -> Mark:
+        return self.value_marks.get(key, self.mark)
+
+    def raw(self, key: Any) -> Optional[str]:
+        """The source text of a scalar value as written (``None`` for containers)."""
+        return self.value_raw.get(key)
+
+
+class YList(list):  # type: ignore[type-arg]
+    """A sequence with the position of itself and of each item."""
+
+    mark: Mark
+    item_marks: list[Mark]
+    item_raw: list[Optional[str]]
+
+    def item_mark(self, index: int) -> Mark:
+        return self.item_marks[index] if 0 <= index < len(self.item_marks) else self.mark
+
+    def raw(self, index: int) -> Optional[str]:
+        """The source text of a scalar item as written (``None`` for containers)."""
+        return self.item_raw[index] if 0 <= index < len(self.item_raw) else None
+
+
+def mark_of(value: Any, default: Mark) -> Mark:
+    """The position of a loaded container, or ``default`` for scalars (which carry none)."""
+    return getattr(value, "mark", default)
+
+
+def _mark(node: Node, file: str) -> Mark:
+    return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _convert(loader: yaml.SafeLoader, node: Node, file: str) -> Any:
+    if isinstance(node, MappingNode):
+        loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
+        out = YMap()
+        out.mark, out.key_marks, out.value_marks, out.value_raw = _mark(node, file), {}, {}, {}
+        for key_node, value_node in node.value:
+            key = _convert(loader, key_node, file)
+            if isinstance(key, (dict, list)):
+                raise InputError("a mapping key must be a plain value, not a mapping or list",
+                                 _mark(key_node, file))
+            if key in out:
+                raise InputError(f"duplicate key {key!r} (first given at line "
+                                 f"{out.key_marks[key].line})", _mark(key_node, file))
+            out[key] = _convert(loader, value_node, file)
+            out.key_marks[key] = _mark(key_node, file)
+            out.value_marks[key] = _mark(value_node, file)
+            if isinstance(value_node, ScalarNode):
+                out.value_raw[key] = value_node.value
+        return out
+    if isinstance(node, SequenceNode):
+        seq = YList(_convert(loader, item, file) for item in node.value)
+        seq.mark = _mark(node, file)
+        seq.item_marks = [_mark(item, file) for item in node.value]
+        seq.item_raw = [item.value if isinstance(item, ScalarNode) else None for item in node.value]
+        return seq
+    assert isinstance(node, ScalarNode)
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml_text(text: str, file: str) -> Any:
+    """Parse one YAML document; a syntax error becomes an :class:`InputError` at its position."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return None if node is None else _convert(loader, node, file)
+    except yaml.MarkedYAMLError as exc:
+        where = exc.problem_mark or exc.context_mark
+        mark = Mark(file, where.line + 1, where.column + 1) if where else Mark(file, 1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InputError(f"invalid YAML: {problem}", mark) from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"invalid YAML: {exc}", Mark(file, 1, 1)) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: Union[str, Path]) -> Any:
+    """Read and parse a YAML file; unreadable files are user errors too."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("file not found", file=name) from None
+    except IsADirectoryError:
+        raise InputError("is a directory, expected a YAML file", file=name) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=name) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", file=name) from None
+    return load_yaml_text(text, name)
