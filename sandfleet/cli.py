@@ -1,2 +1,143 @@
-def main() -> int:
-    return 0
+"""The ``sandfleet`` command line (DESIGN §8).
+
+Every user mistake reaches the user as one line naming file, line and column with exit 65 (or 64
+for the command line itself); a bug in sandfleet exits 70 with a one-line message, and the
+traceback only under ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn, Optional, TextIO
+
+from sandfleet import __version__
+from sandfleet.errors import SandfleetError, UsageError
+
+EXIT_OK = 0
+EXIT_INTERNAL = 70
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a bad command line; DESIGN §8 says 64."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sandfleet", description="Run commands across a fleet, each in its host's OS sandbox.")
+    parser.add_argument("--version", action="version", version=f"sandfleet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a playbook (or --dry-run it)")
+    run.add_argument("playbook")
+    _inventory_arg(run)
+    run.add_argument("-l", "--limit", metavar="PATTERN", help="further limit the hosts (pattern grammar)")
+    run.add_argument("-f", "--forks", type=_positive_int, default=None, metavar="N",
+                     help="hosts to run at once")
+    run.add_argument("--dry-run", action="store_true",
+                     help="render every host's exact wrapper without touching any host")
+    run.add_argument("--format", choices=("text", "json"), default="text")
+    run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",
+                     help="unknown SSH host keys: refuse (default) or record them")
+    run.add_argument("--allow-unsandboxed", action="store_true",
+                     help="consent to running tasks marked 'sandbox: false' without a sandbox")
+    run.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+
+    inv = sub.add_parser("inventory", help="show an inventory as ansible-inventory does")
+    _inventory_arg(inv)
+    what = inv.add_mutually_exclusive_group(required=True)
+    what.add_argument("--list", action="store_true", help="all groups and hosts as JSON")
+    what.add_argument("--graph", action="store_true", help="the group tree")
+    what.add_argument("--host", metavar="HOST", help="one host's merged variables as JSON")
+
+    check = sub.add_parser("check", help="validate a playbook and inventory, show the targets")
+    check.add_argument("playbook")
+    _inventory_arg(check)
+    check.add_argument("-l", "--limit", metavar="PATTERN")
+    return parser
+
+
+def _inventory_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--inventory", action="append", required=True, metavar="INVENTORY",
+                        help="inventory file or directory (repeat to merge, in order)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
+    from sandfleet.inventory import load_inventory
+
+    inventory = load_inventory(args.inventory)
+    if args.list:
+        out.write(json.dumps(inventory.to_list_json(), indent=4, sort_keys=True) + "\n")
+    elif args.graph:
+        out.write(inventory.graph().rstrip("\n") + "\n")
+    else:
+        out.write(json.dumps(inventory.host(args.host), indent=4, sort_keys=True) + "\n")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from sandfleet.inventory import load_inventory
+    from sandfleet.playbook import load_playbook
+
+    playbook = load_playbook(args.playbook)
+    inventory = load_inventory(args.inventory)
+    for warning in playbook.warnings:
+        err.write(f"{warning}\n")
+    for play in playbook.plays:
+        hosts = inventory.select(play.hosts, args.limit)
+        for name in hosts:
+            inventory.host_config(name)  # validates every sandfleet_*/ansible_* variable it reads
+        out.write(f"play {play.name or play.hosts!r}: {len(play.tasks)} task(s) on {len(hosts)} host(s)"
+                  f"{': ' + ', '.join(hosts) if hosts else ' (the pattern matches no host)'}\n")
+    out.write(f"{args.playbook}: OK\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from sandfleet.run import run_command
+
+    return run_command(args, out, err)
+
+
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "inventory":
+            return cmd_inventory(args, out)
+        if args.command == "check":
+            return cmd_check(args, out, err)
+        return cmd_run(args, out, err)
+    except SandfleetError as exc:
+        err.write(f"sandfleet: {exc}\n")
+        if debug and exc.exit_code == EXIT_INTERNAL:
+            traceback.print_exc(file=err)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.write("sandfleet: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # a bug in sandfleet, not a user mistake
+        err.write(f"sandfleet: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)\n")
+        if debug:
+            traceback.print_exc(file=err)
+        return EXIT_INTERNAL

@@ -1,0 +1,61 @@
+"""What every sandbox backend provides: render a bound policy into the exact wrapper to run.
+
+A backend is a small class plus a Jinja2 template. ``render`` is pure (it may look at the
+filesystem through the policy's binding, but starts nothing), so a dry-run calls the very same
+code as a run. Backends that must act inside the child (Landlock) also give a ``preexec`` hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+from ..binding import BoundPolicy
+from ..escaping import sh_join
+from ..facts import HostFacts
+
+
+class Refused(Exception):
+    """This backend cannot enforce the policy as asked; the task fails closed with the reason."""
+
+
+@dataclass(frozen=True)
+class Wrapper:
+    """The exact command that runs: ``argv`` for execve, plus any generated files (shown in a
+    dry-run, e.g. the Landlock ruleset) and environment the sandbox adds."""
+
+    backend: str
+    argv: Tuple[str, ...]
+    files: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Optional[str] = None
+
+    @property
+    def display(self) -> str:
+        return sh_join(self.argv)
+
+
+class Backend:
+    name = "none"
+
+    def __init__(self, facts: HostFacts) -> None:
+        self.facts = facts
+
+    def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
+        raise NotImplementedError
+
+    def preexec(self, wrapper: Wrapper) -> Optional[Callable[[], None]]:
+        """A hook to run in the child between fork and exec; ``None`` for most backends."""
+        return None
+
+
+class Bare(Backend):
+    """No sandbox at all: only for tasks that said ``sandbox: false`` with the operator's consent."""
+
+    name = "none"
+
+    def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
+        return self.render_bare(argv, policy.cwd)
+
+    def render_bare(self, argv: Sequence[str], cwd: Optional[str]) -> Wrapper:
+        return Wrapper(self.name, tuple(argv), cwd=cwd)

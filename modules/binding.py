@@ -1,0 +1,363 @@
+"""Binding: turn a portable intent into this host's concrete, ordered filesystem policy.
+
+Symbols become this host's paths (``:workspace_roots`` → each root, ``:tmpdir`` → the temp dir,
+``~`` → home ...), URIs become native paths (or are refused when they belong to another OS),
+symlinks are resolved, precedence is settled (deeper path wins; at equal depth deny > write >
+read), and ``.git`` inside a writable root is carved out read-only unless a rule writes it. Every
+backend renders from the resulting :class:`BoundPolicy`, so they all enforce the same thing.
+
+The filesystem is consulted through a :class:`FsView` so the same code binds for a real host
+(:class:`LocalFs`) and for a host we may not touch in a dry-run (:class:`AssumedFs`).
+"""
+
+from __future__ import annotations
+
+import ntpath
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+from .facts import HostFacts
+from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
+from .pathuri import PathUri
+
+#: Names kept read-only inside a writable root unless a rule writes them: a sandboxed command
+#: must not plant git hooks or rewrite history that the user's own tools run later.
+PROTECTED_NAMES = (".git",)
+
+
+class BindError(Exception):
+    """The intent cannot be bound on this host (e.g. a Windows path sent to a Linux host)."""
+
+
+class FsView:
+    """How binding sees the host's filesystem. The base class sees nothing (assumes no file
+    exists and no symlink), which is all a dry-run may know of a remote host."""
+
+    def __init__(self, system: str) -> None:
+        self.system = system
+        self.path: Any = ntpath if system == "windows" else posixpath
+
+    def realpath(self, path: str) -> str:
+        return str(self.path.normpath(path))
+
+    def is_dir(self, path: str) -> bool:
+        return False
+
+    def is_file(self, path: str) -> bool:
+        return False
+
+    def read_head(self, path: str) -> Optional[str]:
+        return None
+
+
+class AssumedFs(FsView):
+    """A host we may not touch. On macOS the well-known firmlinks are applied (``/tmp`` is
+    ``/private/tmp``), because Seatbelt matches canonical paths only."""
+
+    _MACOS_LINKS = ("/tmp", "/var", "/etc")
+
+    def realpath(self, path: str) -> str:
+        norm = super().realpath(path)
+        if self.system == "macos":
+            for link in self._MACOS_LINKS:
+                if norm == link or norm.startswith(link + "/"):
+                    return "/private" + norm
+        return norm
+
+
+class LocalFs(FsView):
+    """The filesystem of the machine this code runs on."""
+
+    def __init__(self) -> None:
+        from .facts import host_os
+
+        super().__init__(host_os())
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def is_file(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def read_head(self, path: str) -> Optional[str]:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                return fh.read(4096)
+        except OSError:
+            return None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One concrete path and its access; ``source`` says which intent entry put it there."""
+
+    path: str
+    access: Access
+    source: str
+
+
+@dataclass(frozen=True)
+class BoundPolicy:
+    """The concrete policy for one task on one host, ordered shallow → deep, one rule per path."""
+
+    os: str
+    rules: Tuple[Rule, ...]
+    cwd: str
+    network: NetworkPolicy
+    minimal_read: bool = False
+    deny_globs: Tuple[str, ...] = ()
+    workspace_roots: Tuple[str, ...] = ()
+    hints: Mapping[str, Any] = field(default_factory=dict)
+    warnings: Tuple[str, ...] = ()
+
+    @property
+    def root(self) -> str:
+        return _fs_root(self.os, self.cwd)
+
+    def access(self, path: str) -> Optional[Access]:
+        """The access the policy gives ``path``: the deepest rule containing it wins."""
+        found: Optional[Rule] = None
+        for rule in self.rules:
+            if _contains(self.os, rule.path, path) and (found is None or _depth(self.os, rule.path)
+                                                        >= _depth(self.os, found.path)):
+                found = rule
+        return found.access if found else None
+
+    @property
+    def full_read(self) -> bool:
+        return self.access(self.root) in (Access.READ, Access.WRITE)
+
+    @property
+    def full_write(self) -> bool:
+        """Everything writable: ``:root`` write and nothing narrower."""
+        return all(r.access is Access.WRITE for r in self.rules) and self.access(self.root) is Access.WRITE \
+            and not self.deny_globs
+
+    def paths(self, access: Access) -> Tuple[str, ...]:
+        return tuple(r.path for r in self.rules if r.access is access)
+
+
+def _pathmod(system: str) -> Any:
+    return ntpath if system == "windows" else posixpath
+
+
+def _fs_root(system: str, cwd: str) -> str:
+    if system == "windows":
+        drive = ntpath.splitdrive(cwd)[0]
+        return (drive or "C:") + "\\"
+    return "/"
+
+
+def _parts(system: str, path: str) -> List[str]:
+    mod = _pathmod(system)
+    drive, rest = mod.splitdrive(mod.normpath(path))
+    sep = "\\" if system == "windows" else "/"
+    return [drive.lower() if system == "windows" else drive] + [
+        (p.lower() if system == "windows" else p) for p in rest.split(sep) if p
+    ]
+
+
+def _depth(system: str, path: str) -> int:
+    return len(_parts(system, path))
+
+
+def _contains(system: str, parent: str, child: str) -> bool:
+    a, b = _parts(system, parent), _parts(system, child)
+    return b[: len(a)] == a
+
+
+def _join(system: str, base: str, subpath: Optional[str]) -> str:
+    if not subpath or subpath == ".":
+        return base
+    mod = _pathmod(system)
+    parts = [p for p in subpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise BindError(f"subpath {subpath!r} may not contain '..'")
+    return str(mod.join(base, *parts))
+
+
+def _native(uri: str, system: str) -> str:
+    try:
+        return PathUri.parse(uri).to_native(system)
+    except ValueError as exc:
+        raise BindError(str(exc)) from None
+
+
+CwdSpec = Union[Special, FilePath, None]
+
+
+def bind_cwd(cwd: CwdSpec, roots: Tuple[str, ...], facts: HostFacts, fs: FsView) -> str:
+    """The directory the command starts in. Unset: the first workspace root, else home."""
+    if cwd is None:
+        chosen = roots[0] if roots else facts.home
+    elif isinstance(cwd, FilePath):
+        chosen = _native(cwd.uri, facts.os)
+    elif cwd.name == "workspace_roots":
+        if not roots:
+            raise BindError("cwd ':workspace_roots' needs workspace roots, and this host has none "
+                            "(set sandfleet_workspace_roots in the inventory or give an absolute cwd)")
+        chosen = _join(facts.os, roots[0], cwd.subpath)
+    elif cwd.name == "home":
+        chosen = _join(facts.os, facts.home, cwd.subpath)
+    elif cwd.name == "tmpdir" and facts.tmpdir:
+        chosen = _join(facts.os, facts.tmpdir, cwd.subpath)
+    else:
+        raise BindError(f"cwd {cwd} is not a symbol a cwd can use (allowed: :workspace_roots[/sub], ~/sub, "
+                        "an absolute path)")
+    return fs.realpath(chosen)
+
+
+def workspace_roots(intent: Optional[SandboxIntent], facts: HostFacts) -> Tuple[str, ...]:
+    """The intent's own roots when it carries some (as URIs), else the host's."""
+    if intent is not None and intent.workspace_roots:
+        return tuple(_native(uri, facts.os) for uri in intent.workspace_roots)
+    return facts.workspace_roots
+
+
+def bind(
+    intent: SandboxIntent,
+    facts: HostFacts,
+    cwd: CwdSpec = None,
+    fs: Optional[FsView] = None,
+) -> BoundPolicy:
+    """Bind ``intent`` for one task on the host described by ``facts``.
+
+    Raises :class:`BindError` when the intent names something this host cannot honour as asked
+    (a path of another OS's convention, a cwd that needs roots the host lacks); the caller fails
+    the task closed rather than running it with less protection.
+    """
+    fs = fs or FsView(facts.os)
+    system = facts.os
+    warnings: List[str] = []
+    roots = workspace_roots(intent, facts)
+    real_cwd = bind_cwd(cwd, roots, facts, fs)
+    if roots:
+        project_roots: Tuple[str, ...] = roots
+    elif cwd is not None:
+        project_roots = (real_cwd,)
+    else:
+        project_roots = ()
+    entries: List[Tuple[str, Access, str]] = []
+    deny_globs: List[str] = []
+    minimal = False
+
+    for perm in intent.permissions:
+        target, access, label = perm.path, perm.access, str(perm.path)
+        if isinstance(target, FilePath):
+            entries.append((_native(target.uri, system), access, label))
+        elif isinstance(target, Glob):
+            if access is not Access.DENY:
+                warnings.append(f"glob {target.pattern!r} with {access.value} ignored: globs can only deny")
+                continue
+            deny_globs.extend(_anchor_glob(target.pattern, system, facts.home, project_roots or (real_cwd,)))
+        elif not target.known:
+            warnings.append(f"unknown symbol :{target.name} ignored (this host understands "
+                            f"{', '.join(':' + s for s in KNOWN_SYMBOLS if s != 'home')})")
+        elif target.name == "minimal":
+            if access is Access.READ:
+                minimal = True
+            else:
+                warnings.append(f":minimal={access.value} ignored: :minimal only grants platform reads")
+        else:
+            for path in _symbol_paths(target, system, facts, real_cwd, project_roots, fs, warnings):
+                entries.append((path, access, label))
+
+    rules = _carve_outs(_resolve(entries, system, fs), system, fs)
+    rules.sort(key=lambda r: (_depth(system, r.path), _key(system, r.path)))
+    return BoundPolicy(
+        os=system,
+        rules=tuple(rules),
+        cwd=real_cwd,
+        network=intent.network,
+        minimal_read=minimal,
+        deny_globs=tuple(dict.fromkeys(deny_globs)),
+        workspace_roots=tuple(fs.realpath(r) for r in project_roots),
+        hints=dict(intent.per_os.get(system, {})),
+        warnings=tuple(warnings),
+    )
+
+
+def _key(system: str, path: str) -> str:
+    return path.lower() if system == "windows" else path
+
+
+def _resolve(entries: List[Tuple[str, Access, str]], system: str, fs: FsView) -> List[Rule]:
+    """One rule per canonical path; at the same path the stronger access wins (deny > write > read)."""
+    by_key: Dict[str, Rule] = {}
+    for path, access, source in entries:
+        real = fs.realpath(path)
+        prev = by_key.get(_key(system, real))
+        if prev is None or access.precedence > prev.access.precedence:
+            by_key[_key(system, real)] = Rule(real, access, source)
+    return list(by_key.values())
+
+
+def _symbol_paths(target: Special, system: str, facts: HostFacts, cwd: str, roots: Tuple[str, ...],
+                  fs: FsView, warnings: List[str]) -> List[str]:
+    name, sub = target.name, target.subpath
+    if name == "root":
+        return [_fs_root(system, cwd)]
+    if name == "workspace_roots":
+        if not roots:
+            warnings.append(f"{target} grants nothing: the host has no workspace roots and the task "
+                            "no cwd (set sandfleet_workspace_roots or give the task a cwd)")
+        return [_join(system, root, sub) for root in roots]
+    if name == "home":
+        return [_join(system, facts.home, sub)]
+    if name == "tmpdir":
+        return [_join(system, facts.tmpdir, sub)] if facts.tmpdir else []
+    if name == "slash_tmp":
+        return [] if system == "windows" else [_join(system, "/tmp", sub)]
+    raise AssertionError(f"unhandled symbol {name}")  # KNOWN_SYMBOLS and this function disagree
+
+
+def _anchor_glob(pattern: str, system: str, home: str, roots: Tuple[str, ...]) -> List[str]:
+    """Relative globs apply under each workspace root, ``~/`` globs under home."""
+    mod = _pathmod(system)
+    if pattern == "~" or pattern.startswith(("~/", "~\\")):
+        return [str(mod.join(home, pattern[2:]))]
+    if mod.isabs(pattern):
+        return [pattern]
+    return [str(mod.join(root, pattern)) for root in roots]
+
+
+def _carve_outs(rules: List[Rule], system: str, fs: FsView) -> List[Rule]:
+    """Keep ``.git`` (and the ``gitdir:`` a ``.git`` file points at) read-only inside each
+    writable root, unless a rule already says something about that exact path. The filesystem
+    root is exempt: ``:root=write`` asks for everything."""
+    explicit = {_key(system, r.path) for r in rules}
+    added: List[Rule] = []
+    for rule in rules:
+        if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path):
+            continue
+        for name in PROTECTED_NAMES:
+            guarded = _join(system, rule.path, name)
+            if _key(system, guarded) in explicit:
+                continue
+            explicit.add(_key(system, guarded))
+            added.append(Rule(guarded, Access.READ, f"protected {name} of writable {rule.path}"))
+            target = _gitdir_target(guarded, system, fs)
+            if target is not None and _key(system, target) not in explicit:
+                explicit.add(_key(system, target))
+                added.append(Rule(target, Access.READ, f"gitdir of {guarded}"))
+    return rules + added
+
+
+def _gitdir_target(dot_git: str, system: str, fs: FsView) -> Optional[str]:
+    """Where a ``.git`` *file* (worktrees, submodules) points: ``gitdir: <path>``."""
+    if not fs.is_file(dot_git):
+        return None
+    head = fs.read_head(dot_git) or ""
+    first = head.strip().splitlines()[0] if head.strip() else ""
+    key, _, value = first.partition(":")
+    if key.strip() != "gitdir" or not value.strip():
+        return None
+    mod = _pathmod(system)
+    target = mod.join(mod.dirname(dot_git), value.strip())
+    real = fs.realpath(str(target))
+    return real if fs.is_dir(real) else None

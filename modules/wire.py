@@ -1,0 +1,542 @@
+"""Wire format v1: one JSON object per line between controller and agent (DESIGN §5).
+
+Compatibility rules, so old and new controllers and agents interoperate:
+
+* Unknown fields are ignored; missing optional fields take their defaults. Encoding always writes
+  every field, so a reader never has to guess.
+* ``"sandbox"`` is the exception: it must be present. ``null`` means "explicitly unsandboxed";
+  a request that merely omits it is refused, so a dropped field can never mean "run bare".
+* Concrete paths travel as canonical ``file:`` URIs (:mod:`.pathuri`); a malformed URI makes the
+  request undecodable rather than silently changing which path is meant.
+* Unknown ``special`` names (``{"special": "future_thing"}``) decode into ``Special`` and re-encode
+  identically; binding decides what to do with them.
+* A permission whose path kind this version does not know (``{"registry": ...}``), or whose access
+  is unknown, is never silently dropped in a way that widens access. Dropping a ``write`` entry can
+  only narrow (write is the widest access), so it is dropped with a note in
+  ``ExecRequest.warnings``. Dropping a ``read`` or ``deny`` entry could widen (a ``read`` can
+  narrow a broader ``write``; a ``deny`` always narrows), so it is recorded in
+  ``ExecRequest.unenforceable``: the request stays decodable (the agent can answer with its id)
+  but the agent must refuse it with status ``sandbox_unavailable``. An unknown network mode is
+  treated the same way. Such a request cannot be re-encoded, so it cannot be relayed widened.
+* Strings are written with ``ensure_ascii`` so lone surrogates (non-UTF-8 argv decoded with
+  ``surrogateescape``) and NUL survive; validity for ``exec`` is the spawner's concern.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional, Union
+
+from .intent import (
+    Access,
+    FilePath,
+    Glob,
+    NetworkMode,
+    NetworkPolicy,
+    PathSpec,
+    Permission,
+    SandboxIntent,
+    Special,
+)
+from .pathuri import PathUri
+
+WIRE_VERSION = 1
+
+#: Where a task runs: a symbol bound on the host (``:workspace_roots/svc``) or a ``file:`` URI.
+Cwd = Union[Special, FilePath]
+
+
+class WireError(ValueError):
+    """A line that is not a valid v1 message; the text names the offending field."""
+
+
+class Status(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ExecRequest:
+    """One command for one host. ``sandbox=None`` means explicitly unsandboxed.
+
+    ``warnings`` and ``unenforceable`` are filled by the decoder (never sent): notes about entries
+    this version ignored, and reasons the agent must refuse the request.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    cwd: Optional[Cwd] = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: Optional[float] = None
+    sandbox: Optional[SandboxIntent] = None
+    v: int = WIRE_VERSION
+    warnings: tuple[str, ...] = ()
+    unenforceable: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one request; ``wrapper`` is the exact argv that ran, ``message`` the clear
+    reason when not ok, ``started`` an ISO-8601 UTC timestamp."""
+
+    id: str
+    status: Status
+    rc: Optional[int] = None
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    started: Optional[str] = None
+    duration_ms: int = 0
+    backend: Optional[str] = None
+    wrapper: tuple[str, ...] = ()
+    message: Optional[str] = None
+    warnings: tuple[str, ...] = ()
+
+
+# -- lines ---------------------------------------------------------------------------------------
+
+
+def encode_request(req: ExecRequest) -> str:
+    """One line (no trailing newline) holding ``req``."""
+    return _dumps(request_to_json(req))
+
+
+def decode_request(line: Union[str, bytes]) -> ExecRequest:
+    return request_from_json(_loads(line, "request"))
+
+
+def encode_result(res: ExecResult) -> str:
+    return _dumps(result_to_json(res))
+
+
+def decode_result(line: Union[str, bytes]) -> ExecResult:
+    return result_from_json(_loads(line, "result"))
+
+
+def _dumps(obj: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:  # e.g. a per_os hint holding a non-JSON value
+        raise WireError(f"cannot encode as JSON: {exc}") from None
+
+
+def _loads(line: Union[str, bytes], what: str) -> object:
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WireError(f"{what} line is not UTF-8: {exc}") from None
+    try:
+        return json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise WireError(f"{what} line is not JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Duplicate keys would let two readers see two different messages; refuse them."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise WireError(f"duplicate key {key!r} in a JSON object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> object:
+    raise WireError(f"{name} is not valid JSON")
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def request_to_json(req: ExecRequest) -> dict[str, Any]:
+    """The wire object for ``req`` (also what ``--dry-run --format json`` shows as ``request``)."""
+    if req.v != WIRE_VERSION:
+        raise WireError(f"cannot encode wire version {req.v!r}; this version speaks v{WIRE_VERSION}")
+    if req.unenforceable:
+        raise WireError(
+            "refusing to encode a request with unenforceable entries: " + "; ".join(req.unenforceable)
+        )
+    obj: dict[str, Any] = {
+        "v": WIRE_VERSION,
+        "id": req.id,
+        "argv": list(req.argv),
+        "cwd": _cwd_to_json(req.cwd),
+        "env": dict(req.env),
+        "timeout_s": req.timeout_s,
+        "sandbox": None if req.sandbox is None else intent_to_json(req.sandbox),
+    }
+    # Whatever we send must be readable by the same version: check types once, on the way out.
+    try:
+        request_from_json(obj)
+    except WireError as exc:
+        raise WireError(f"cannot encode request: {exc}") from None
+    return obj
+
+
+def request_from_json(obj: object) -> ExecRequest:
+    o = _object(obj, "request")
+    _check_version(o, "request")
+    notes = _Notes()
+    if "sandbox" not in o:
+        raise WireError(
+            "request is missing 'sandbox': send null to run explicitly unsandboxed; "
+            "a missing sandbox is refused so it can never mean 'run bare'"
+        )
+    raw_sandbox = o["sandbox"]
+    return ExecRequest(
+        id=_id(o),
+        argv=_argv(_required(o, "argv", "request")),
+        cwd=_cwd_from_json(o.get("cwd")),
+        env=_str_map(o.get("env"), "env"),
+        timeout_s=_timeout(o.get("timeout_s")),
+        sandbox=None if raw_sandbox is None else _intent_from_json(raw_sandbox, "sandbox", notes),
+        warnings=tuple(notes.warnings),
+        unenforceable=tuple(notes.unenforceable),
+    )
+
+
+def _id(o: Mapping[str, object]) -> str:
+    value = _required(o, "id", "request")
+    if not isinstance(value, str) or not value:
+        raise WireError(f"id must be a non-empty string, not {_describe(value)}")
+    return value
+
+
+def _argv(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise WireError("argv must be a list of strings; a shell string would be parsed by a shell")
+    items = _str_list(value, "argv")
+    if not items:
+        raise WireError("argv must not be empty")
+    return items
+
+
+def _timeout(value: object) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise WireError(f"timeout_s must be a number of seconds or null, not {_describe(value)}")
+    if not math.isfinite(value) or value <= 0:
+        raise WireError(f"timeout_s must be positive, not {value!r}")
+    return value
+
+
+def _cwd_to_json(cwd: Optional[Cwd]) -> Optional[dict[str, Any]]:
+    if cwd is None:
+        return None
+    if isinstance(cwd, Special):
+        out: dict[str, Any] = {"symbol": ":" + cwd.name}
+        if cwd.subpath is not None:
+            out["subpath"] = cwd.subpath
+        return out
+    if isinstance(cwd, FilePath):
+        return {"uri": _checked_uri(cwd.uri, "cwd.uri")}
+    raise WireError(f"cwd must be a Special or a FilePath, not {type(cwd).__name__}")
+
+
+def _cwd_from_json(value: object) -> Optional[Cwd]:
+    if value is None:
+        return None
+    o = _object(value, "cwd")
+    if ("symbol" in o) == ("uri" in o):
+        raise WireError('cwd must have exactly one of "symbol" (":workspace_roots") or "uri" (file URI)')
+    if "uri" in o:
+        return FilePath(_uri(o["uri"], "cwd.uri"))
+    symbol = _string(o["symbol"], "cwd.symbol")
+    if not symbol.startswith(":") or len(symbol) == 1:
+        raise WireError(f"cwd.symbol must look like ':workspace_roots', not {symbol!r}")
+    return Special(symbol[1:], _opt_string(o.get("subpath"), "cwd.subpath"))
+
+
+# -- intent --------------------------------------------------------------------------------------
+
+
+class _Notes:
+    """What the decoder ignored (warnings) and what makes the request unenforceable."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.unenforceable: list[str] = []
+
+
+def intent_to_json(intent: SandboxIntent) -> dict[str, Any]:
+    net = intent.network
+    return {
+        "permissions": [
+            {
+                "path": _path_to_json(p.path, f"sandbox.permissions[{i}].path"),
+                "access": Access(p.access).value,
+            }
+            for i, p in enumerate(intent.permissions)
+        ],
+        "network": {"mode": NetworkMode(net.mode).value, "allow": list(net.allow), "deny": list(net.deny)},
+        "workspace_roots": [
+            _checked_uri(root, f"sandbox.workspace_roots[{i}]")
+            for i, root in enumerate(intent.workspace_roots)
+        ],
+        "per_os": {os_name: dict(hints) for os_name, hints in intent.per_os.items()},
+    }
+
+
+def intent_from_json(value: object, where: str = "sandbox") -> SandboxIntent:
+    """Decode a standalone intent; anything this version cannot enforce raises :class:`WireError`."""
+    notes = _Notes()
+    intent = _intent_from_json(value, where, notes)
+    if notes.unenforceable:
+        raise WireError("; ".join(notes.unenforceable))
+    return intent
+
+
+def _intent_from_json(value: object, where: str, notes: _Notes) -> SandboxIntent:
+    o = _object(value, where)
+    return SandboxIntent(
+        permissions=tuple(_permissions(o.get("permissions"), f"{where}.permissions", notes)),
+        network=_network(o.get("network"), f"{where}.network", notes),
+        workspace_roots=tuple(
+            _uri(item, f"{where}.workspace_roots[{i}]")
+            for i, item in enumerate(_list(o.get("workspace_roots"), f"{where}.workspace_roots"))
+        ),
+        per_os=_per_os(o.get("per_os"), f"{where}.per_os"),
+    )
+
+
+def _path_to_json(path: PathSpec, where: str) -> dict[str, Any]:
+    if isinstance(path, Special):
+        out: dict[str, Any] = {"special": path.name}
+        if path.subpath is not None:
+            out["subpath"] = path.subpath
+        return out
+    if isinstance(path, FilePath):
+        return {"uri": _checked_uri(path.uri, f"{where}.uri")}
+    if isinstance(path, Glob):
+        return {"glob": path.pattern}
+    raise WireError(f"{where} must be a Special, FilePath or Glob, not {type(path).__name__}")
+
+
+_PATH_KINDS = ("special", "uri", "glob")
+
+
+def _permissions(value: object, where: str, notes: _Notes) -> list[Permission]:
+    out: list[Permission] = []
+    for i, item in enumerate(_list(value, where)):
+        at = f"{where}[{i}]"
+        entry = _object(item, at)
+        path = _object(_required(entry, "path", at), f"{at}.path")
+        access_text = _string(_required(entry, "access", at), f"{at}.access")
+        access = Access(access_text) if access_text in _ACCESS_VALUES else None
+        kinds = [k for k in _PATH_KINDS if k in path]
+        if len(kinds) > 1:
+            raise WireError(f"{at}.path has several kinds {kinds}; exactly one is allowed")
+        if not kinds:
+            described = f"unknown path kind {sorted(path)} with access {access_text!r}"
+            if access is Access.WRITE:
+                notes.warnings.append(f"{at}: {described} ignored (dropping a write entry only narrows)")
+            else:
+                notes.unenforceable.append(
+                    f"{at}: {described} is not understood by this agent, and ignoring it could widen access"
+                )
+            continue
+        spec = _path_from_json(path, kinds[0], f"{at}.path")
+        if access is None:
+            notes.unenforceable.append(
+                f"{at}: unknown access {access_text!r} for {spec}; allowed: read, write, deny"
+            )
+            continue
+        out.append(Permission(spec, access))
+    return out
+
+
+_ACCESS_VALUES = frozenset(a.value for a in Access)
+
+
+def _path_from_json(path: Mapping[str, object], kind: str, where: str) -> PathSpec:
+    if kind == "special":
+        name = _string(path["special"], f"{where}.special")
+        if not name:
+            raise WireError(f"{where}.special must not be empty")
+        return Special(name, _opt_string(path.get("subpath"), f"{where}.subpath"))
+    if kind == "uri":
+        return FilePath(_uri(path["uri"], f"{where}.uri"))
+    pattern = _string(path["glob"], f"{where}.glob")
+    if not pattern:
+        raise WireError(f"{where}.glob must not be empty")
+    return Glob(pattern)
+
+
+def _network(value: object, where: str, notes: _Notes) -> NetworkPolicy:
+    if value is None:
+        return NetworkPolicy()
+    o = _object(value, where)
+    mode_text = _string(o.get("mode", NetworkMode.NONE.value), f"{where}.mode")
+    try:
+        mode = NetworkMode(mode_text)
+    except ValueError:
+        notes.unenforceable.append(
+            f"{where}.mode {mode_text!r} is not understood by this agent; allowed: none, full, managed"
+        )
+        mode = NetworkMode.NONE
+    return NetworkPolicy(
+        mode=mode,
+        allow=_str_list(o.get("allow"), f"{where}.allow"),
+        deny=_str_list(o.get("deny"), f"{where}.deny"),
+    )
+
+
+def _per_os(value: object, where: str) -> dict[str, Mapping[str, Any]]:
+    if value is None:
+        return {}
+    return {name: dict(_object(hints, f"{where}.{name}")) for name, hints in _object(value, where).items()}
+
+
+def _uri(value: object, where: str) -> str:
+    text = _string(value, where)
+    try:
+        return str(PathUri.parse(text))
+    except ValueError as exc:
+        raise WireError(f"{where}: {exc}") from None
+
+
+def _checked_uri(uri: str, where: str) -> str:
+    """Refuse to send a URI the reader would rewrite or reject."""
+    if _uri(uri, where) != uri:
+        raise WireError(f"{where}: {uri!r} is not canonical; build it with PathUri")
+    return uri
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+def result_to_json(res: ExecResult) -> dict[str, Any]:
+    """The wire object for ``res`` (the fields of a ``task_result`` event)."""
+    obj: dict[str, Any] = {
+        "id": res.id,
+        "status": Status(res.status).value,
+        "rc": res.rc,
+        "stdout": res.stdout,
+        "stderr": res.stderr,
+        "stdout_truncated": res.stdout_truncated,
+        "stderr_truncated": res.stderr_truncated,
+        "started": res.started,
+        "duration_ms": res.duration_ms,
+        "backend": res.backend,
+        "wrapper": list(res.wrapper),
+        "message": res.message,
+        "warnings": list(res.warnings),
+    }
+    try:
+        result_from_json(obj)
+    except WireError as exc:
+        raise WireError(f"cannot encode result: {exc}") from None
+    return obj
+
+
+def result_from_json(obj: object) -> ExecResult:
+    o = _object(obj, "result")
+    _check_version(o, "result")
+    warnings = list(_str_list(o.get("warnings"), "warnings"))
+    status_text = _string(_required(o, "status", "result"), "status")
+    try:
+        status = Status(status_text)
+    except ValueError:  # a newer agent's status: never mistake it for success
+        status = Status.ERROR
+        warnings.append(f"unknown status {status_text!r} from a newer agent, reported as error")
+    result_id = _required(o, "id", "result")
+    if not isinstance(result_id, str):
+        raise WireError(f"id must be a string, not {_describe(result_id)}")
+    duration = o.get("duration_ms", 0)
+    if isinstance(duration, bool) or not isinstance(duration, int) or duration < 0:
+        raise WireError(f"duration_ms must be a non-negative integer, not {_describe(duration)}")
+    rc = o.get("rc")
+    if rc is not None and (isinstance(rc, bool) or not isinstance(rc, int)):
+        raise WireError(f"rc must be an integer or null, not {_describe(rc)}")
+    return ExecResult(
+        id=result_id,
+        status=status,
+        rc=rc,
+        stdout=_string(o.get("stdout", ""), "stdout"),
+        stderr=_string(o.get("stderr", ""), "stderr"),
+        stdout_truncated=_bool(o.get("stdout_truncated", False), "stdout_truncated"),
+        stderr_truncated=_bool(o.get("stderr_truncated", False), "stderr_truncated"),
+        started=_opt_string(o.get("started"), "started"),
+        duration_ms=duration,
+        backend=_opt_string(o.get("backend"), "backend"),
+        wrapper=_str_list(o.get("wrapper"), "wrapper"),
+        message=_opt_string(o.get("message"), "message"),
+        warnings=tuple(warnings),
+    )
+
+
+# -- JSON shape checks ---------------------------------------------------------------------------
+
+
+def _check_version(o: Mapping[str, object], what: str) -> None:
+    version = o.get("v", WIRE_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version != WIRE_VERSION:
+        raise WireError(
+            f"{what} has unsupported wire version {version!r}; this version supports only v{WIRE_VERSION}"
+        )
+
+
+def _describe(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+
+
+def _required(o: Mapping[str, object], key: str, where: str) -> object:
+    if key not in o:
+        raise WireError(f"{where} is missing the required field {key!r}")
+    return o[key]
+
+
+def _object(value: object, where: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise WireError(f"{where} must be an object, not {_describe(value)}")
+    return value
+
+
+def _list(value: object, where: str) -> list[object]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise WireError(f"{where} must be an array, not {_describe(value)}")
+    return value
+
+
+def _string(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{where} must be a string, not {_describe(value)}")
+    return value
+
+
+def _opt_string(value: object, where: str) -> Optional[str]:
+    return None if value is None else _string(value, where)
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise WireError(f"{where} must be true or false, not {_describe(value)}")
+    return value
+
+
+def _str_list(value: object, where: str) -> tuple[str, ...]:
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+
+
+def _str_map(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, item in _object(value, where).items():
+        if not isinstance(key, str):  # only reachable when encoding; json.dumps would stringify it
+            raise WireError(f"{where} keys must be strings, not {_describe(key)}")
+        out[key] = _string(item, f"{where}[{key!r}]")
+    return out

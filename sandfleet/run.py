@@ -1,0 +1,45 @@
+"""``sandfleet run``: load, select, run (or dry-run) and report."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TextIO
+
+from sandfleet.errors import UsageError
+from sandfleet.inventory import HostConfig, load_inventory
+from sandfleet.playbook import load_playbook
+from sandfleet.report import final_exit, make_reporter
+from sandfleet.runner.base import Connection
+from sandfleet.runner.dry import DryConnection, dry_execute
+from sandfleet.runner.hostloop import run_on_connection
+from sandfleet.runner.local import LocalConnection
+from sandfleet.runner.scheduler import run_playbook
+
+
+def connect_for_run(config: HostConfig) -> Connection:
+    if config.connection == "local":
+        return LocalConnection(config.name)
+    raise UsageError(f"host {config.name!r} uses the ssh connection, which this version cannot run yet; "
+                     "use --dry-run to see what it would run, or ansible_connection: local")
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    playbook = load_playbook(args.playbook)
+    inventory = load_inventory(args.inventory)
+    for warning in playbook.warnings:
+        err.write(f"{warning}\n")
+    if args.junit:
+        raise UsageError("--junit is not built yet")
+    if not args.dry_run:
+        # Fail before anything runs if a targeted host cannot be reached by this version at all.
+        for play in playbook.plays:
+            for host in inventory.select(play.hosts, args.limit):
+                connect_for_run(inventory.host_config(host))
+    reporter = make_reporter(args.format, out, args.dry_run)
+    if args.dry_run:
+        run_playbook(playbook, inventory, reporter, DryConnection, limit=args.limit, forks=args.forks,
+                     consent=args.allow_unsandboxed, executor=dry_execute)
+    else:
+        run_playbook(playbook, inventory, reporter, connect_for_run, limit=args.limit, forks=args.forks,
+                     consent=args.allow_unsandboxed, executor=run_on_connection)
+    return final_exit(reporter, args.dry_run)

@@ -1,0 +1,50 @@
+"""Dry-run: the same host loop and the same host-side rendering, without touching any host.
+
+Facts come from the inventory (:func:`assumed_facts`); a local-connection host is the controller
+itself, so its facts are probed for real (read-only), which makes its dry-run wrapper exactly
+the one a run executes. Nothing is spawned and no connection is opened.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from sandfleet.errors import InputError
+from sandfleet.inventory import HostConfig
+from sandfleet.modules.backends.base import Wrapper
+from sandfleet.modules.binding import AssumedFs, FsView, LocalFs
+from sandfleet.modules.executor import Prepared, prepare
+from sandfleet.modules.facts import HostFacts, assumed_facts, probe
+from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet.runner.base import AgentInit, Connection
+
+
+class DryConnection(Connection):
+    def __init__(self, config: HostConfig) -> None:
+        self.host, self.config = config.name, config
+        self.facts: Optional[HostFacts] = None
+        self.fs: FsView = LocalFs() if config.connection == "local" else AssumedFs(config.os or "linux")
+
+    def start(self, init: AgentInit) -> HostFacts:
+        if self.config.connection == "local":
+            self.facts = probe(init.workspace_roots)
+        elif self.config.os is None:
+            raise InputError(f"host {self.host!r} has no sandfleet_os; a dry-run renders that host's sandbox "
+                             "from it, so it is required", allowed=["linux", "macos", "windows"])
+        else:
+            self.facts = assumed_facts(self.config.os, self.config.user, init.workspace_roots,
+                                       self.config.home, self.config.tmpdir)
+        return self.facts
+
+    def execute(self, request: ExecRequest) -> ExecResult:
+        return dry_execute(self, request)[0]
+
+
+def dry_execute(connection: Connection, request: ExecRequest) -> Tuple[ExecResult, Optional[Wrapper]]:
+    assert isinstance(connection, DryConnection) and connection.facts is not None
+    prepared = prepare(request, connection.facts, connection.fs, connection.config.sandbox_pin)
+    if not isinstance(prepared, Prepared):
+        return prepared, None
+    wrapper = prepared.wrapper
+    return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
+                      message="dry-run: not executed", warnings=prepared.warnings), wrapper

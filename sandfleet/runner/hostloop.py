@@ -1,0 +1,171 @@
+"""One host working through a play: variables, ``when``, ``loop``, ``register``, consent, results.
+
+Tasks on a host run in order; a failed task (not ignored) ends the host's part of the play and
+of the playbook, as in Ansible; an unreachable host is done for the whole run. Every outcome is
+handed to the reporter as it happens, so nothing a host finished is lost when it later fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional
+
+from sandfleet.errors import InputError
+from sandfleet.inventory import HostConfig
+from sandfleet.modules.backends.base import Wrapper
+from sandfleet.modules.facts import HostFacts
+from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet.playbook import Play, Task
+from sandfleet.runner.base import AgentInit, Connection, HostUnreachable
+from sandfleet.runner.requests import build_request
+from sandfleet.templating import evaluate, render_data
+
+SKIPPED = "skipped"
+UNSANDBOXED_REFUSAL = ("this task is marked 'sandbox: false' and would run without any sandbox; the "
+                       "operator must consent with --allow-unsandboxed (or sandfleet_allow_unsandboxed: "
+                       "true for this host in the inventory)")
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One task (or loop item) on one host: what was asked, and what came of it."""
+
+    host: str
+    play: str
+    task: str
+    status: str  # a wire Status value, or "skipped"
+    result: Optional[ExecResult] = None
+    request: Optional[ExecRequest] = None
+    wrapper: Optional[Wrapper] = None  # dry-run only: the exact wrapper that would run
+    os: Optional[str] = None
+    ignored: bool = False
+    item: Any = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in (Status.OK.value, SKIPPED)
+
+
+class Reporter:
+    """What the host loops tell about progress; the output formats implement it."""
+
+    def play_start(self, play: Play, hosts: List[str]) -> None: ...
+
+    def task_event(self, event: TaskEvent) -> None: ...
+
+    def host_unreachable(self, host: str, message: str) -> None: ...
+
+
+Executor = Callable[[Connection, ExecRequest], "tuple[ExecResult, Optional[Wrapper]]"]
+
+
+def run_on_connection(connection: Connection, request: ExecRequest) -> "tuple[ExecResult, Optional[Wrapper]]":
+    return connection.execute(request), None
+
+
+class HostRun:
+    """The state of one host across the plays of a run."""
+
+    def __init__(self, config: HostConfig, host_vars: Dict[str, Any], connection: Connection,
+                 reporter: Reporter, *, consent: bool, playbook_dir: str,
+                 executor: Executor = run_on_connection) -> None:
+        self.config, self.connection, self.reporter = config, connection, reporter
+        self.consent, self.executor = consent, executor
+        self.vars: Dict[str, Any] = {**host_vars, "playbook_dir": playbook_dir}
+        self.facts: Optional[HostFacts] = None
+        self.done = False  # failed or unreachable: takes no part in later plays
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _start(self) -> HostFacts:
+        if self.facts is None:
+            facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin))
+            if self.config.os and facts.os != self.config.os:
+                raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
+                                      f"{self.config.os}; fix the inventory")
+            self.facts = facts
+            self.vars["sandfleet_facts"] = facts.to_dict()
+        return self.facts
+
+    def run_play(self, play_index: int, play: Play) -> None:
+        try:
+            facts = self._start()
+            variables = {**self.vars, **play.vars}
+            for task_index, task in enumerate(play.tasks):
+                if not self._run_task(play, play_index, task, task_index, variables, facts):
+                    self.done = True
+                    return
+        except HostUnreachable as exc:
+            self.done = True
+            self.reporter.host_unreachable(self.name, str(exc))
+
+    def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, variables: Dict[str, Any],
+                  facts: HostFacts) -> bool:
+        """Run every item of one task; False when the host must stop."""
+        where = {"mark": task.mark, "host": self.name, "task": task.name}
+        items: List[Any] = [None]
+        if task.loop is not None:
+            try:
+                items = self._loop_items(task, variables, where)
+            except InputError as exc:
+                event = TaskEvent(self.name, play.name, task.name, Status.ERROR.value,
+                                  ExecResult(id=f"p{play_index + 1}/t{task_index + 1}/{self.name}",
+                                             status=Status.ERROR, message=str(exc)),
+                                  os=facts.os, ignored=task.ignore_errors)
+                self.reporter.task_event(event)
+                return task.ignore_errors
+        outcomes: List[TaskEvent] = []
+        for n, item in enumerate(items):
+            scope = variables if task.loop is None else {**variables, "item": item}
+            base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
+            request_id = base_id if task.loop is None else f"{base_id}/{n}"
+            try:
+                event = self._run_item(play, task, scope, request_id, item, facts, where)
+            except InputError as exc:  # e.g. an undefined variable on this host: its task fails, others go on
+                result = ExecResult(id=request_id, status=Status.ERROR, message=str(exc))
+                event = TaskEvent(self.name, play.name, task.name, Status.ERROR.value, result, os=facts.os,
+                                  ignored=task.ignore_errors, item=item)
+            outcomes.append(event)
+            self.reporter.task_event(event)
+        if task.register:
+            variables[task.register] = _registered(outcomes, task.loop is not None)
+        return not any(e.failed and not e.ignored for e in outcomes)
+
+    def _loop_items(self, task: Task, variables: Dict[str, Any], where: Dict[str, Any]) -> List[Any]:
+        looped = render_data(task.loop, variables, what="loop", **where)
+        if not isinstance(looped, list):
+            raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
+                             f"got {type(looped).__name__}", task.mark)
+        return looped
+
+    def _run_item(self, play: Play, task: Task, scope: Dict[str, Any], request_id: str, item: Any,
+                  facts: HostFacts, where: Dict[str, Any]) -> TaskEvent:
+        common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item}
+        if task.when is not None and not evaluate(task.when, scope, what="when", **where):
+            return TaskEvent(status=SKIPPED, **common)
+        request = build_request(task, request_id, scope, self.name, facts.os)
+        if request.sandbox is None and not (self.consent or self.config.allow_unsandboxed):
+            result = ExecResult(id=request_id, status=Status.SANDBOX_UNAVAILABLE, message=UNSANDBOXED_REFUSAL)
+            wrapper = None
+        else:
+            result, wrapper = self.executor(self.connection, request)
+        ignored = task.ignore_errors and result.status is not Status.OK
+        return TaskEvent(status=result.status.value, result=result, request=request, wrapper=wrapper,
+                         ignored=ignored, **common)
+
+
+def _registered(events: List[TaskEvent], looped: bool) -> Dict[str, Any]:
+    def one(e: TaskEvent) -> Dict[str, Any]:
+        r = e.result
+        if r is None:
+            return {"skipped": True, "changed": False, "failed": False, "item": e.item}
+        return {"rc": r.rc, "stdout": r.stdout, "stderr": r.stderr, "stdout_lines": r.stdout.splitlines(),
+                "stderr_lines": r.stderr.splitlines(), "failed": e.failed, "skipped": False, "changed": True,
+                "status": e.status, "backend": r.backend, "msg": r.message or "", "item": e.item}
+    if looped:
+        results = [one(e) for e in events]
+        return {"results": results, "failed": any(r["failed"] for r in results),
+                "skipped": all(r["skipped"] for r in results), "changed": any(r["changed"] for r in results)}
+    return one(events[0])

@@ -1,0 +1,64 @@
+"""Hosts in parallel (up to ``forks``), tasks on a host in order, play after play.
+
+One connection per host for the whole run. A host that fails or becomes unreachable drops out
+of later plays; it never blocks or loses the results of the others.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
+
+from sandfleet.inventory import HostConfig, Inventory
+from sandfleet.playbook import Playbook
+from sandfleet.runner.base import Connection
+from sandfleet.runner.hostloop import Executor, HostRun, Reporter, run_on_connection
+
+DEFAULT_FORKS = 20
+
+
+def run_playbook(
+    playbook: Playbook,
+    inventory: Inventory,
+    reporter: Reporter,
+    connect: Callable[[HostConfig], Connection],
+    *,
+    limit: Optional[str] = None,
+    forks: Optional[int] = None,
+    consent: bool = False,
+    executor: Executor = run_on_connection,
+) -> Dict[str, HostRun]:
+    runs: Dict[str, HostRun] = {}
+    playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
+    try:
+        for index, play in enumerate(playbook.plays):
+            hosts = [h for h in inventory.select(play.hosts, limit) if not (h in runs and runs[h].done)]
+            for host in hosts:
+                if host not in runs:
+                    config = inventory.host_config(host)
+                    runs[host] = HostRun(config, inventory.host_vars(host), connect(config), reporter,
+                                         consent=consent, playbook_dir=playbook_dir, executor=executor)
+            reporter.play_start(play, hosts)
+            if not hosts:
+                continue
+            workers = max(1, min(forks or DEFAULT_FORKS, len(hosts)))
+            if workers == 1:
+                for host in hosts:
+                    runs[host].run_play(index, play)
+                continue
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
+                futures = [pool.submit(runs[h].run_play, index, play) for h in hosts]
+                for future in futures:
+                    future.result()
+    finally:
+        for run in runs.values():
+            run.connection.close()
+    return runs
+
+
+def selected_hosts(playbook: Playbook, inventory: Inventory, limit: Optional[str]) -> List[str]:
+    seen: Dict[str, None] = {}
+    for play in playbook.plays:
+        seen.update(dict.fromkeys(inventory.select(play.hosts, limit)))
+    return list(seen)
