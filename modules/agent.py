@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import IO, Any, Optional
 
 from . import wire
 from .executor import execute
@@ -30,7 +31,7 @@ def hello(facts: HostFacts) -> str:
                       ensure_ascii=True, separators=(",", ":"))
 
 
-def read_init(line: str) -> Tuple[Tuple[str, ...], Optional[str]]:
+def read_init(line: str) -> tuple[tuple[str, ...], Optional[str]]:
     data: Any = json.loads(line)
     init: Mapping[str, Any] = data.get("init", {}) if isinstance(data, dict) else {}
     roots = tuple(str(r) for r in init.get("workspace_roots") or ())

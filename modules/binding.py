@@ -15,8 +15,9 @@ from __future__ import annotations
 import ntpath
 import os
 import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 from .facts import HostFacts
 from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
@@ -106,14 +107,14 @@ class BoundPolicy:
     """The concrete policy for one task on one host, ordered shallow → deep, one rule per path."""
 
     os: str
-    rules: Tuple[Rule, ...]
+    rules: tuple[Rule, ...]
     cwd: str
     network: NetworkPolicy
     minimal_read: bool = False
-    deny_globs: Tuple[str, ...] = ()
-    workspace_roots: Tuple[str, ...] = ()
+    deny_globs: tuple[str, ...] = ()
+    workspace_roots: tuple[str, ...] = ()
     hints: Mapping[str, Any] = field(default_factory=dict)
-    warnings: Tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     @property
     def root(self) -> str:
@@ -138,7 +139,7 @@ class BoundPolicy:
         return all(r.access is Access.WRITE for r in self.rules) and self.access(self.root) is Access.WRITE \
             and not self.deny_globs
 
-    def paths(self, access: Access) -> Tuple[str, ...]:
+    def paths(self, access: Access) -> tuple[str, ...]:
         return tuple(r.path for r in self.rules if r.access is access)
 
 
@@ -153,7 +154,7 @@ def _fs_root(system: str, cwd: str) -> str:
     return "/"
 
 
-def _parts(system: str, path: str) -> List[str]:
+def _parts(system: str, path: str) -> list[str]:
     mod = _pathmod(system)
     drive, rest = mod.splitdrive(mod.normpath(path))
     sep = "\\" if system == "windows" else "/"
@@ -191,7 +192,7 @@ def _native(uri: str, system: str) -> str:
 CwdSpec = Union[Special, FilePath, None]
 
 
-def bind_cwd(cwd: CwdSpec, roots: Tuple[str, ...], facts: HostFacts, fs: FsView) -> str:
+def bind_cwd(cwd: CwdSpec, roots: tuple[str, ...], facts: HostFacts, fs: FsView) -> str:
     """The directory the command starts in. Unset: the first workspace root, else home."""
     if cwd is None:
         chosen = roots[0] if roots else facts.home
@@ -212,7 +213,7 @@ def bind_cwd(cwd: CwdSpec, roots: Tuple[str, ...], facts: HostFacts, fs: FsView)
     return fs.realpath(chosen)
 
 
-def workspace_roots(intent: Optional[SandboxIntent], facts: HostFacts) -> Tuple[str, ...]:
+def workspace_roots(intent: Optional[SandboxIntent], facts: HostFacts) -> tuple[str, ...]:
     """The intent's own roots when it carries some (as URIs), else the host's."""
     if intent is not None and intent.workspace_roots:
         return tuple(_native(uri, facts.os) for uri in intent.workspace_roots)
@@ -233,17 +234,17 @@ def bind(
     """
     fs = fs or FsView(facts.os)
     system = facts.os
-    warnings: List[str] = []
+    warnings: list[str] = []
     roots = workspace_roots(intent, facts)
     real_cwd = bind_cwd(cwd, roots, facts, fs)
     if roots:
-        project_roots: Tuple[str, ...] = roots
+        project_roots: tuple[str, ...] = roots
     elif cwd is not None:
         project_roots = (real_cwd,)
     else:
         project_roots = ()
-    entries: List[Tuple[str, Access, str]] = []
-    deny_globs: List[str] = []
+    entries: list[tuple[str, Access, str]] = []
+    deny_globs: list[str] = []
     minimal = False
 
     for perm in intent.permissions:
@@ -286,9 +287,9 @@ def _key(system: str, path: str) -> str:
     return path.lower() if system == "windows" else path
 
 
-def _resolve(entries: List[Tuple[str, Access, str]], system: str, fs: FsView) -> List[Rule]:
+def _resolve(entries: list[tuple[str, Access, str]], system: str, fs: FsView) -> list[Rule]:
     """One rule per canonical path; at the same path the stronger access wins (deny > write > read)."""
-    by_key: Dict[str, Rule] = {}
+    by_key: dict[str, Rule] = {}
     for path, access, source in entries:
         real = fs.realpath(path)
         prev = by_key.get(_key(system, real))
@@ -297,8 +298,8 @@ def _resolve(entries: List[Tuple[str, Access, str]], system: str, fs: FsView) ->
     return list(by_key.values())
 
 
-def _symbol_paths(target: Special, system: str, facts: HostFacts, cwd: str, roots: Tuple[str, ...],
-                  fs: FsView, warnings: List[str]) -> List[str]:
+def _symbol_paths(target: Special, system: str, facts: HostFacts, cwd: str, roots: tuple[str, ...],
+                  fs: FsView, warnings: list[str]) -> list[str]:
     name, sub = target.name, target.subpath
     if name == "root":
         return [_fs_root(system, cwd)]
@@ -316,7 +317,7 @@ def _symbol_paths(target: Special, system: str, facts: HostFacts, cwd: str, root
     raise AssertionError(f"unhandled symbol {name}")  # KNOWN_SYMBOLS and this function disagree
 
 
-def _anchor_glob(pattern: str, system: str, home: str, roots: Tuple[str, ...]) -> List[str]:
+def _anchor_glob(pattern: str, system: str, home: str, roots: tuple[str, ...]) -> list[str]:
     """Relative globs apply under each workspace root, ``~/`` globs under home."""
     mod = _pathmod(system)
     if pattern == "~" or pattern.startswith(("~/", "~\\")):
@@ -326,12 +327,12 @@ def _anchor_glob(pattern: str, system: str, home: str, roots: Tuple[str, ...]) -
     return [str(mod.join(root, pattern)) for root in roots]
 
 
-def _carve_outs(rules: List[Rule], system: str, fs: FsView) -> List[Rule]:
+def _carve_outs(rules: list[Rule], system: str, fs: FsView) -> list[Rule]:
     """Keep ``.git`` (and the ``gitdir:`` a ``.git`` file points at) read-only inside each
     writable root, unless a rule already says something about that exact path. The filesystem
     root is exempt: ``:root=write`` asks for everything."""
     explicit = {_key(system, r.path) for r in rules}
-    added: List[Rule] = []
+    added: list[Rule] = []
     for rule in rules:
         if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path):
             continue

@@ -8,7 +8,7 @@ comes back as a ``sandbox_unavailable`` result before a single process starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 from . import spawn
 from .backends import Refused, Wrapper, backend_class, wrap
@@ -21,10 +21,10 @@ from .wire import ExecRequest, ExecResult, Status
 @dataclass(frozen=True)
 class Prepared:
     wrapper: Wrapper
-    warnings: Tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
-def refusal(request: ExecRequest, message: str, warnings: Tuple[str, ...] = ()) -> ExecResult:
+def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) -> ExecResult:
     return ExecResult(id=request.id, status=Status.SANDBOX_UNAVAILABLE, message=message, warnings=warnings)
 
 

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Optional
 
 OSES = ("linux", "macos", "windows")
-BACKENDS_BY_OS: Mapping[str, Tuple[str, ...]] = {
+BACKENDS_BY_OS: Mapping[str, tuple[str, ...]] = {
     "linux": ("bwrap", "landlock"),
     "macos": ("seatbelt",),
     "windows": ("windows",),
@@ -39,12 +40,12 @@ class HostFacts:
     os: str
     home: str
     tmpdir: Optional[str]
-    workspace_roots: Tuple[str, ...] = ()
+    workspace_roots: tuple[str, ...] = ()
     user: str = ""
-    backends: Tuple[BackendStatus, ...] = ()
+    backends: tuple[BackendStatus, ...] = ()
     landlock_abi: int = 0
     assumed: bool = False  # True in a dry-run: taken from the inventory, not probed
-    python: str = field(default_factory=lambda: "%d.%d.%d" % sys.version_info[:3])
+    python: str = field(default_factory=lambda: ".".join(map(str, sys.version_info[:3])))
 
     def backend(self, name: str) -> Optional[BackendStatus]:
         return next((b for b in self.backends if b.name == name), None)
@@ -103,7 +104,7 @@ def probe_bwrap() -> BackendStatus:
     return BackendStatus("bwrap", True, "", path)
 
 
-def probe_landlock() -> Tuple[BackendStatus, int]:
+def probe_landlock() -> tuple[BackendStatus, int]:
     from .landlock import landlock_abi
 
     abi = landlock_abi()
@@ -113,7 +114,7 @@ def probe_landlock() -> Tuple[BackendStatus, int]:
     return BackendStatus("landlock", True, f"ABI {abi}"), abi
 
 
-def probe(workspace_roots: Tuple[str, ...] = ()) -> HostFacts:
+def probe(workspace_roots: tuple[str, ...] = ()) -> HostFacts:
     """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms)."""
     system = host_os()
     backends: list[BackendStatus] = []
@@ -142,7 +143,7 @@ def probe(workspace_roots: Tuple[str, ...] = ()) -> HostFacts:
 def assumed_facts(
     system: str,
     user: Optional[str] = None,
-    workspace_roots: Tuple[str, ...] = (),
+    workspace_roots: tuple[str, ...] = (),
     home: Optional[str] = None,
     tmpdir: Optional[str] = None,
     landlock_abi: int = 7,

@@ -7,9 +7,10 @@ are ``file:`` URIs (see :mod:`.pathuri`) so a Windows path never masquerades as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 
 class Access(str, Enum):
@@ -89,8 +90,8 @@ class NetworkPolicy:
     (``*.x`` includes subdomains and the apex) through a host-side proxy, ``deny`` winning."""
 
     mode: NetworkMode = NetworkMode.NONE
-    allow: Tuple[str, ...] = ()
-    deny: Tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,9 @@ class SandboxIntent:
     a hint may choose how to enforce the intent, never weaken it.
     """
 
-    permissions: Tuple[Permission, ...]
+    permissions: tuple[Permission, ...]
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
-    workspace_roots: Tuple[str, ...] = ()
+    workspace_roots: tuple[str, ...] = ()
     per_os: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -112,7 +113,7 @@ class SandboxIntent:
 # write the workspace roots and temp dirs; `.git` stays read-only (added at binding time).
 _READ_ROOT = Permission(Special("root"), Access.READ)
 
-PROFILES: Mapping[str, Tuple[Permission, ...]] = {
+PROFILES: Mapping[str, tuple[Permission, ...]] = {
     "read-only": (_READ_ROOT,),
     "workspace": (
         _READ_ROOT,

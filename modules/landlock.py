@@ -28,7 +28,7 @@ All four keys are required, so an omission never reads as "unrestricted".
     ABI, or :func:`build` raises :class:`LandlockUnavailable`; a newer kernel is used at this
     ABI, so a ruleset means the same thing on every host that accepts it.
 ``fs``
-    Path rules, each path absolute and listed once. A rule covers the path and everything
+    Path rules, each path absolute. A rule covers the path and everything
     beneath it (a file path covers that file). ``access`` is ``read`` or ``write``:
 
     ========= ===== ===================================================================
@@ -46,10 +46,11 @@ All four keys are required, so an omission never reads as "unrestricted".
     On a non-directory only the file rights apply (EXECUTE, READ_FILE, WRITE_FILE, TRUNCATE,
     IOCTL_DEV, RESOLVE_UNIX). Exec needs EXECUTE on the binary, its interpreter and its shared
     libraries, so those directories need ``read``. A path that does not exist when the ruleset
-    is built is skipped and reported, since a rule on nothing grants nothing. Landlock cannot
-    take a right back beneath a granted tree, so a rule at or beneath a ``write`` path is
-    rejected rather than silently ineffective (a read-only ``.git`` inside a writable
-    workspace must be expressed by granting its siblings, or by another backend).
+    is built is skipped and reported, since a rule on nothing grants nothing. Rules add up
+    (nested or repeated rules grant the union), and Landlock cannot take a right back beneath
+    a granted tree, so a ``read`` rule at or beneath a ``write`` path is rejected rather than
+    silently ineffective (a read-only ``.git`` inside a writable workspace must be expressed
+    by granting its siblings, or by another backend).
     Non-UTF-8 paths travel as surrogate escapes (``os.fsdecode``) and round-trip exactly.
 ``net``
     ``null``: TCP is not handled (not restricted). An object: TCP bind and connect are
@@ -242,19 +243,14 @@ class LandlockRuleset:
             raise RulesetError(f"abi must be an integer >= 1, got {self.abi!r}")
         object.__setattr__(self, "fs", tuple(self.fs))
         object.__setattr__(self, "scope", tuple(self.scope))
-        seen = set()
         for rule in self.fs:
             if not isinstance(rule, FsRule):
                 raise RulesetError(f"fs entries must be FsRule, got {rule!r}")
-            norm = os.path.normpath(rule.path)
-            if norm in seen:
-                raise RulesetError(f"fs path {rule.path!r} is listed twice")
-            seen.add(norm)
         for rule in self.fs:
             for other in self.fs:
-                if other is not rule and other.access == WRITE and _beneath(rule.path, other.path):
+                if rule.access == READ and other.access == WRITE and _beneath(rule.path, other.path):
                     raise RulesetError(
-                        f"fs rule {rule.path!r} ({rule.access}) lies beneath the write rule "
+                        f"fs rule {rule.path!r} (read) lies at or beneath the write rule "
                         f"{other.path!r}; Landlock rules only add rights, so it would be writable"
                     )
         for name in self.scope:

@@ -100,7 +100,7 @@ class PathUri:
 
     @classmethod
     def _trusted(cls, uri: str) -> PathUri:
-        """Wrap a string this module built itself, skipping re-validation (and its recursion)."""
+        """Wrap a string this module built itself (already canonical), skipping re-validation."""
         obj = object.__new__(cls)
         object.__setattr__(obj, "uri", uri)
         return obj
@@ -149,6 +149,15 @@ class PathUri:
             return convention
         host, segments = _split(self.uri)
         return WINDOWS if host or _is_drive(segments[0]) else POSIX
+
+    @property
+    def basename(self) -> Optional[str]:
+        """The decoded last non-empty segment (``surrogateescape`` for non-UTF-8 bytes); ``None``
+        for ``file:///`` and for opaque URIs, whose payload is not lexical."""
+        if self.is_opaque:
+            return None
+        names = [s for s in _split(self.uri)[1] if s]
+        return unquote_to_bytes(names[-1]).decode("utf-8", "surrogateescape") if names else None
 
     def _opaque_bytes(self) -> bytes:
         payload = self.uri[len(_OPAQUE_PREFIX) :]

@@ -9,15 +9,15 @@ emits HTML; instead every value goes through an explicit filter for its target l
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from typing import Any, List
+from functools import cache
+from typing import Any
 
 import jinja2
 
 from . import escaping
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(__package__ or "sandfleet.modules", "templates"),
@@ -37,7 +37,7 @@ def render_text(template: str, **context: Any) -> str:
     return environment().get_template(template).render(**context)
 
 
-def render_argv(template: str, **context: Any) -> List[str]:
+def render_argv(template: str, **context: Any) -> list[str]:
     """Render a template that writes a JSON array of strings, and return that argv.
 
     Going through JSON means every element was placed with the ``json`` filter, so an argument

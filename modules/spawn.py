@@ -8,14 +8,16 @@ the task or holds its pipes open.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Optional
 
 DEFAULT_CAP = 1 << 20  # 1 MiB per stream
 _GRACE_S = 1.0  # how long leftover writers may keep a pipe open after the command exited
@@ -53,7 +55,7 @@ class _Capped:
         return self.buf.decode("utf-8", errors="replace")
 
 
-def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     source = os.environ if base is None else base
     env = {k: source[k] for k in INHERITED_ENV if k in source}
     env.update({k: v for k, v in source.items() if k.startswith("LC_")})
@@ -63,10 +65,8 @@ def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None)
 
 
 def _killpg(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def run(

@@ -14,10 +14,11 @@ Compatibility rules, so old and new controllers and agents interoperate:
   is unknown, is never silently dropped in a way that widens access. Dropping a ``write`` entry can
   only narrow (write is the widest access), so it is dropped with a note in
   ``ExecRequest.warnings``. Dropping a ``read`` or ``deny`` entry could widen (a ``read`` can
-  narrow a broader ``write``; a ``deny`` always narrows), so it is recorded in
-  ``ExecRequest.unenforceable``: the request stays decodable (the agent can answer with its id)
-  but the agent must refuse it with status ``sandbox_unavailable``. An unknown network mode is
-  treated the same way. Such a request cannot be re-encoded, so it cannot be relayed widened.
+  narrow a broader ``write``; a ``deny`` always narrows), and so could ignoring an unknown
+  network mode: the line is still fully decoded and checked, then :class:`UnenforceableRequest`
+  (a :class:`WireError`) is raised carrying the request id and the reasons, so the agent can
+  answer ``sandbox_unavailable`` for that id. No widened ``ExecRequest`` is ever built, and a
+  caller that only knows ``WireError`` still fails closed.
 * Strings are written with ``ensure_ascii`` so lone surrogates (non-UTF-8 argv decoded with
   ``surrogateescape``) and NUL survive; validity for ``exec`` is the spawner's concern.
 """
@@ -54,6 +55,18 @@ class WireError(ValueError):
     """A line that is not a valid v1 message; the text names the offending field."""
 
 
+class UnenforceableRequest(WireError):
+    """A well-formed request whose sandbox holds entries this version does not understand and
+    cannot safely ignore; answer it with ``sandbox_unavailable`` for ``request_id``."""
+
+    def __init__(self, request_id: str, reasons: tuple[str, ...]) -> None:
+        super().__init__(
+            f"request {request_id!r} asks for a sandbox this agent cannot enforce: " + "; ".join(reasons)
+        )
+        self.request_id = request_id
+        self.reasons = reasons
+
+
 class Status(str, Enum):
     OK = "ok"
     FAILED = "failed"
@@ -66,8 +79,7 @@ class Status(str, Enum):
 class ExecRequest:
     """One command for one host. ``sandbox=None`` means explicitly unsandboxed.
 
-    ``warnings`` and ``unenforceable`` are filled by the decoder (never sent): notes about entries
-    this version ignored, and reasons the agent must refuse the request.
+    ``warnings`` is filled by the decoder and never sent: entries this version safely ignored.
     """
 
     id: str
@@ -78,7 +90,6 @@ class ExecRequest:
     sandbox: Optional[SandboxIntent] = None
     v: int = WIRE_VERSION
     warnings: tuple[str, ...] = ()
-    unenforceable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,10 +172,6 @@ def request_to_json(req: ExecRequest) -> dict[str, Any]:
     """The wire object for ``req`` (also what ``--dry-run --format json`` shows as ``request``)."""
     if req.v != WIRE_VERSION:
         raise WireError(f"cannot encode wire version {req.v!r}; this version speaks v{WIRE_VERSION}")
-    if req.unenforceable:
-        raise WireError(
-            "refusing to encode a request with unenforceable entries: " + "; ".join(req.unenforceable)
-        )
     obj: dict[str, Any] = {
         "v": WIRE_VERSION,
         "id": req.id,
@@ -192,7 +199,7 @@ def request_from_json(obj: object) -> ExecRequest:
             "a missing sandbox is refused so it can never mean 'run bare'"
         )
     raw_sandbox = o["sandbox"]
-    return ExecRequest(
+    request = ExecRequest(
         id=_id(o),
         argv=_argv(_required(o, "argv", "request")),
         cwd=_cwd_from_json(o.get("cwd")),
@@ -200,8 +207,10 @@ def request_from_json(obj: object) -> ExecRequest:
         timeout_s=_timeout(o.get("timeout_s")),
         sandbox=None if raw_sandbox is None else _intent_from_json(raw_sandbox, "sandbox", notes),
         warnings=tuple(notes.warnings),
-        unenforceable=tuple(notes.unenforceable),
     )
+    if notes.unenforceable:
+        raise UnenforceableRequest(request.id, tuple(notes.unenforceable))
+    return request
 
 
 def _id(o: Mapping[str, object]) -> str:
@@ -261,7 +270,7 @@ def _cwd_from_json(value: object) -> Optional[Cwd]:
 
 
 class _Notes:
-    """What the decoder ignored (warnings) and what makes the request unenforceable."""
+    """What the decoder safely ignored (warnings) and what it could not ignore (unenforceable)."""
 
     def __init__(self) -> None:
         self.warnings: list[str] = []

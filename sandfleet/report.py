@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, TextIO
+from typing import Any, TextIO
 
 from sandfleet.modules.escaping import sh_join
 from sandfleet.modules.wire import Status, encode_request
@@ -34,8 +34,8 @@ class Recap:
     """Counts per host and the failing tasks by name, for the recap and the exit code."""
 
     def __init__(self) -> None:
-        self.hosts: Dict[str, HostTally] = {}
-        self.failures: List[str] = []
+        self.hosts: dict[str, HostTally] = {}
+        self.failures: list[str] = []
         self._lock = threading.Lock()
 
     def tally(self, host: str) -> HostTally:
@@ -85,7 +85,7 @@ class TextReporter(Reporter):
             self.out.write(text + "\n")
             self.out.flush()
 
-    def play_start(self, play: Play, hosts: List[str]) -> None:
+    def play_start(self, play: Play, hosts: list[str]) -> None:
         note = "" if hosts else "  (no hosts matched)"
         self._write(f"\nPLAY [{play.name}] {len(hosts)} host(s){note}")
 
@@ -147,7 +147,7 @@ class JsonReporter(Reporter):
         self.out, self.recap, self.dry_run = out, recap, dry_run
         self._lock = threading.Lock()
 
-    def _emit(self, obj: Dict[str, Any]) -> None:
+    def _emit(self, obj: dict[str, Any]) -> None:
         with self._lock:
             self.out.write(json.dumps(obj, ensure_ascii=True) + "\n")
             self.out.flush()
@@ -157,7 +157,7 @@ class JsonReporter(Reporter):
         if self.dry_run:
             self._emit(self._dry_obj(event))
             return
-        obj: Dict[str, Any] = {"event": "task_result", "host": event.host, "play": event.play, "task": event.task}
+        obj: dict[str, Any] = {"event": "task_result", "host": event.host, "play": event.play, "task": event.task}
         if event.result is not None:
             fields = asdict(event.result)
             fields["status"] = event.status
@@ -171,8 +171,8 @@ class JsonReporter(Reporter):
             obj["item"] = event.item
         self._emit(obj)
 
-    def _dry_obj(self, event: TaskEvent) -> Dict[str, Any]:
-        obj: Dict[str, Any] = {"host": event.host, "play": event.play, "task": event.task, "os": event.os,
+    def _dry_obj(self, event: TaskEvent) -> dict[str, Any]:
+        obj: dict[str, Any] = {"host": event.host, "play": event.play, "task": event.task, "os": event.os,
                                "status": event.status}
         if event.request is not None:
             obj["request"] = json.loads(encode_request(event.request))
@@ -196,12 +196,12 @@ class JsonReporter(Reporter):
             self._emit({"event": "recap", "hosts": {h: asdict(t) for h, t in self.recap.hosts.items()}})
 
 
-def make_reporter(fmt: str, out: TextIO, dry_run: bool) -> "TextReporter | JsonReporter":
+def make_reporter(fmt: str, out: TextIO, dry_run: bool) -> TextReporter | JsonReporter:
     recap = Recap()
     return JsonReporter(out, recap, dry_run) if fmt == "json" else TextReporter(out, recap, dry_run)
 
 
-def final_exit(reporter: "TextReporter | JsonReporter", dry_run: bool) -> int:
+def final_exit(reporter: TextReporter | JsonReporter, dry_run: bool) -> int:
     reporter.finish()
     return reporter.recap.exit_code()
 

@@ -301,6 +301,9 @@ def _looks_absolute(key: str) -> bool:
 
 
 def _symbol_key(key: str, mark: Mark, warn: WarnFn, is_glob: bool) -> PathSpec:
+    if "\\" in key:
+        raise InputError(f"{key!r}: separate a symbol's subpath with '/', not '\\' (it is read the same "
+                         "on every OS)", mark)
     name, sep, sub = key[1:].partition("/")
     if not _SYMBOL_NAME.fullmatch(name):
         raise InputError(f"{key!r} is not a symbol: ':' must be followed by a name", mark,

@@ -7,8 +7,9 @@ string. Each argv element renders to exactly one element, whatever the variable 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment

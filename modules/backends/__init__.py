@@ -9,13 +9,14 @@ policy the task fails closed with every candidate's reason.
 from __future__ import annotations
 
 import importlib
-from typing import List, Mapping, Optional, Sequence, Tuple, Type
+from collections.abc import Mapping, Sequence
+from typing import List, Optional, Tuple, Type
 
 from ..binding import BoundPolicy
 from ..facts import BACKENDS_BY_OS, HostFacts
 from .base import Backend, Refused, Wrapper
 
-_CLASSES: Mapping[str, Tuple[str, str]] = {
+_CLASSES: Mapping[str, tuple[str, str]] = {
     "bwrap": ("bwrap", "Bwrap"),
     "landlock": ("landlock", "Landlock"),
     "seatbelt": ("seatbelt", "Seatbelt"),
@@ -23,14 +24,14 @@ _CLASSES: Mapping[str, Tuple[str, str]] = {
 }
 
 
-def backend_class(name: str) -> Type[Backend]:
+def backend_class(name: str) -> type[Backend]:
     module, cls = _CLASSES[name]
     mod = importlib.import_module(f".{module}", __name__)
-    found: Type[Backend] = getattr(mod, cls)
+    found: type[Backend] = getattr(mod, cls)
     return found
 
 
-def candidates(facts: HostFacts, pin: Optional[str], hints: Mapping[str, object]) -> List[str]:
+def candidates(facts: HostFacts, pin: Optional[str], hints: Mapping[str, object]) -> list[str]:
     if pin:
         if pin not in BACKENDS_BY_OS.get(facts.os, ()):
             raise Refused(f"sandfleet_sandbox={pin} cannot run on a {facts.os} host "
@@ -46,7 +47,7 @@ def candidates(facts: HostFacts, pin: Optional[str], hints: Mapping[str, object]
 
 def wrap(policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Optional[str] = None) -> Wrapper:
     """The wrapper of the first candidate that is available here and can enforce ``policy``."""
-    reasons: List[str] = []
+    reasons: list[str] = []
     for name in candidates(facts, pin, policy.hints):
         status = facts.backend(name)
         if status is None or not status.available:

@@ -7,8 +7,9 @@ code as a run. Backends that must act inside the child (Landlock) also give a ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 from ..binding import BoundPolicy
 from ..escaping import sh_join
@@ -25,7 +26,7 @@ class Wrapper:
     dry-run, e.g. the Landlock ruleset) and environment the sandbox adds."""
 
     backend: str
-    argv: Tuple[str, ...]
+    argv: tuple[str, ...]
     files: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None

@@ -11,7 +11,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import IO, Any, Optional, Tuple
+from typing import IO, Any, Optional
 
 from sandfleet.modules import wire
 from sandfleet.modules.facts import HostFacts
@@ -23,7 +23,7 @@ class HostUnreachable(Exception):
 
 @dataclass(frozen=True)
 class AgentInit:
-    workspace_roots: Tuple[str, ...] = ()
+    workspace_roots: tuple[str, ...] = ()
     sandbox_pin: Optional[str] = None
 
     def line(self) -> str:

@@ -7,7 +7,7 @@ the one a run executes. Nothing is spawned and no connection is opened.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
@@ -40,7 +40,7 @@ class DryConnection(Connection):
         return dry_execute(self, request)[0]
 
 
-def dry_execute(connection: Connection, request: ExecRequest) -> Tuple[ExecResult, Optional[Wrapper]]:
+def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
     assert isinstance(connection, DryConnection) and connection.facts is not None
     prepared = prepare(request, connection.facts, connection.fs, connection.config.sandbox_pin)
     if not isinstance(prepared, Prepared):

@@ -8,7 +8,7 @@ handed to the reporter as it happens, so nothing a host finished is lost when it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Optional
 
 from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
@@ -49,7 +49,7 @@ class TaskEvent:
 class Reporter:
     """What the host loops tell about progress; the output formats implement it."""
 
-    def play_start(self, play: Play, hosts: List[str]) -> None: ...
+    def play_start(self, play: Play, hosts: list[str]) -> None: ...
 
     def task_event(self, event: TaskEvent) -> None: ...
 
@@ -59,19 +59,19 @@ class Reporter:
 Executor = Callable[[Connection, ExecRequest], "tuple[ExecResult, Optional[Wrapper]]"]
 
 
-def run_on_connection(connection: Connection, request: ExecRequest) -> "tuple[ExecResult, Optional[Wrapper]]":
+def run_on_connection(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
     return connection.execute(request), None
 
 
 class HostRun:
     """The state of one host across the plays of a run."""
 
-    def __init__(self, config: HostConfig, host_vars: Dict[str, Any], connection: Connection,
+    def __init__(self, config: HostConfig, host_vars: dict[str, Any], connection: Connection,
                  reporter: Reporter, *, consent: bool, playbook_dir: str,
                  executor: Executor = run_on_connection) -> None:
         self.config, self.connection, self.reporter = config, connection, reporter
         self.consent, self.executor = consent, executor
-        self.vars: Dict[str, Any] = {**host_vars, "playbook_dir": playbook_dir}
+        self.vars: dict[str, Any] = {**host_vars, "playbook_dir": playbook_dir}
         self.facts: Optional[HostFacts] = None
         self.done = False  # failed or unreachable: takes no part in later plays
 
@@ -101,11 +101,11 @@ class HostRun:
             self.done = True
             self.reporter.host_unreachable(self.name, str(exc))
 
-    def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, variables: Dict[str, Any],
+    def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, variables: dict[str, Any],
                   facts: HostFacts) -> bool:
         """Run every item of one task; False when the host must stop."""
         where = {"mark": task.mark, "host": self.name, "task": task.name}
-        items: List[Any] = [None]
+        items: list[Any] = [None]
         if task.loop is not None:
             try:
                 items = self._loop_items(task, variables, where)
@@ -116,7 +116,7 @@ class HostRun:
                                   os=facts.os, ignored=task.ignore_errors)
                 self.reporter.task_event(event)
                 return task.ignore_errors
-        outcomes: List[TaskEvent] = []
+        outcomes: list[TaskEvent] = []
         for n, item in enumerate(items):
             scope = variables if task.loop is None else {**variables, "item": item}
             base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
@@ -133,15 +133,15 @@ class HostRun:
             variables[task.register] = _registered(outcomes, task.loop is not None)
         return not any(e.failed and not e.ignored for e in outcomes)
 
-    def _loop_items(self, task: Task, variables: Dict[str, Any], where: Dict[str, Any]) -> List[Any]:
+    def _loop_items(self, task: Task, variables: dict[str, Any], where: dict[str, Any]) -> list[Any]:
         looped = render_data(task.loop, variables, what="loop", **where)
         if not isinstance(looped, list):
             raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
                              f"got {type(looped).__name__}", task.mark)
         return looped
 
-    def _run_item(self, play: Play, task: Task, scope: Dict[str, Any], request_id: str, item: Any,
-                  facts: HostFacts, where: Dict[str, Any]) -> TaskEvent:
+    def _run_item(self, play: Play, task: Task, scope: dict[str, Any], request_id: str, item: Any,
+                  facts: HostFacts, where: dict[str, Any]) -> TaskEvent:
         common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item}
         if task.when is not None and not evaluate(task.when, scope, what="when", **where):
             return TaskEvent(status=SKIPPED, **common)
@@ -156,8 +156,8 @@ class HostRun:
                          ignored=ignored, **common)
 
 
-def _registered(events: List[TaskEvent], looped: bool) -> Dict[str, Any]:
-    def one(e: TaskEvent) -> Dict[str, Any]:
+def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
+    def one(e: TaskEvent) -> dict[str, Any]:
         r = e.result
         if r is None:
             return {"skipped": True, "changed": False, "failed": False, "item": e.item}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,7 @@ class LocalConnection(Connection):
         self._stderr: Optional[IO[bytes]] = None
 
     def start(self, init: AgentInit) -> HostFacts:
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the agent
         try:
             self._proc = subprocess.Popen([self.python, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr)
@@ -53,10 +54,8 @@ class LocalConnection(Connection):
         proc, self._proc = self._proc, None
         if proc is not None:
             assert proc.stdin is not None
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

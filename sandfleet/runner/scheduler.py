@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 from sandfleet.inventory import HostConfig, Inventory
 from sandfleet.playbook import Playbook
@@ -28,8 +28,8 @@ def run_playbook(
     forks: Optional[int] = None,
     consent: bool = False,
     executor: Executor = run_on_connection,
-) -> Dict[str, HostRun]:
-    runs: Dict[str, HostRun] = {}
+) -> dict[str, HostRun]:
+    runs: dict[str, HostRun] = {}
     playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
     try:
         for index, play in enumerate(playbook.plays):
@@ -57,8 +57,8 @@ def run_playbook(
     return runs
 
 
-def selected_hosts(playbook: Playbook, inventory: Inventory, limit: Optional[str]) -> List[str]:
-    seen: Dict[str, None] = {}
+def selected_hosts(playbook: Playbook, inventory: Inventory, limit: Optional[str]) -> list[str]:
+    seen: dict[str, None] = {}
     for play in playbook.plays:
         seen.update(dict.fromkeys(inventory.select(play.hosts, limit)))
     return list(seen)
