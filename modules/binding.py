@@ -327,14 +327,19 @@ def _anchor_glob(pattern: str, system: str, home: str, roots: tuple[str, ...]) -
     return [str(mod.join(root, pattern)) for root in roots]
 
 
+_SCRATCH_SYMBOLS = (":tmpdir", ":slash_tmp")  # scratch space holds no repositories worth guarding
+
+
 def _carve_outs(rules: list[Rule], system: str, fs: FsView) -> list[Rule]:
     """Keep ``.git`` (and the ``gitdir:`` a ``.git`` file points at) read-only inside each
     writable root, unless a rule already says something about that exact path. The filesystem
-    root is exempt: ``:root=write`` asks for everything."""
+    root and the temp dirs are exempt: ``:root=write`` asks for everything, and temp dirs are
+    scratch space (as in Codex)."""
     explicit = {_key(system, r.path) for r in rules}
     added: list[Rule] = []
     for rule in rules:
-        if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path):
+        if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path) \
+                or rule.source in _SCRATCH_SYMBOLS:
             continue
         for name in PROTECTED_NAMES:
             guarded = _join(system, rule.path, name)

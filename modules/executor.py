@@ -28,7 +28,9 @@ def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) 
     return ExecResult(id=request.id, status=Status.SANDBOX_UNAVAILABLE, message=message, warnings=warnings)
 
 
-def prepare(request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[str] = None) -> Union[Prepared, ExecResult]:
+def prepare(
+    request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[str] = None
+) -> Union[Prepared, ExecResult]:
     """The exact wrapper for ``request`` on this host, or the result that refuses it."""
     if request.sandbox is None:
         try:
@@ -47,7 +49,9 @@ def prepare(request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[st
     return Prepared(wrapper, policy.warnings)
 
 
-def execute(request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None) -> ExecResult:
+def execute(
+    request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None
+) -> ExecResult:
     prepared = prepare(request, facts, fs or LocalFs(), pin)
     if isinstance(prepared, ExecResult):
         return prepared
@@ -65,7 +69,8 @@ def execute(request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, f
     elif done.rc == 0:
         status, message = Status.OK, None
     else:
-        status, message = Status.FAILED, f"exited with {done.rc}" if (done.rc or 0) >= 0 else f"killed by signal {-(done.rc or 0)}"
+        rc = done.rc or 0
+        status, message = Status.FAILED, f"exited with {rc}" if rc >= 0 else f"killed by signal {-rc}"
     return ExecResult(
         id=request.id, status=status, rc=done.rc, stdout=done.stdout, stderr=done.stderr,
         stdout_truncated=done.stdout_truncated, stderr_truncated=done.stderr_truncated,

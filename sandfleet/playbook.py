@@ -5,7 +5,20 @@ broken ``{{ }}`` syntax, bad sandbox blocks. Each mistake is one :class:`InputEr
 offending key or value. argv, cwd and env stay raw strings: templates are rendered later, per
 host, by the runner; here they are only parsed.
 
-The sandbox block grammar lives in :mod:`sandfleet.sandbox_spec`.
+Decisions beyond DESIGN §3 (the sandbox block grammar lives in :mod:`sandfleet.sandbox_spec`):
+
+- argv items and env values are scalars taken as written (``010`` stays ``"010"``, ``yes`` stays
+  ``"yes"``); null, lists and mappings are errors, as is NUL anywhere or an empty argv[0].
+  A literal ``{{`` is written ``{{ '{{' }}``, since every argv/cwd/env string is a template.
+- cwd: ``:workspace_roots[/sub]``, ``~[/sub]``, an absolute POSIX or Windows path, or any string
+  holding a template (checked as a path only once rendered on the host). Kept as written.
+- ``timeout`` may be given on the task (Ansible style) or in ``exec``, not both; the effective
+  value is on both ``Task.timeout`` and ``ExecSpec.timeout``.
+- ``when`` is a bare Jinja expression (``{{ }}`` in it is an error), a boolean, or a list of them
+  (joined with ``and``, as Ansible does). ``loop`` is a list or a template string.
+- Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
+- A play without ``tasks`` loads with a warning; ``vars`` names must be identifiers.
+- Ansible action keys (``shell``, ``command``, ...) and ``with_*`` get a pointed hint.
 """
 
 from __future__ import annotations
@@ -455,7 +468,8 @@ class _Loader:
         for key, value in env_node.items():
             key_mark = env_node.key_mark(key)
             if not isinstance(key, str):
-                raise InputError(f"env name {key!r} must be a string, got {describe(key)}; quote it", key_mark)
+                raise InputError(f"env name {key!r} must be a string, got {describe(key)}; quote it",
+                                 key_mark)
             if not key or "=" in key or "\0" in key:
                 raise InputError(f"env name {key!r} is invalid: it must be non-empty, without '=' or NUL",
                                  key_mark)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import List, Optional, Tuple, Type
+from typing import Optional
 
 from ..binding import BoundPolicy
 from ..facts import BACKENDS_BY_OS, HostFacts

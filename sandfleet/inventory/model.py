@@ -67,3 +67,32 @@ class Host:
 def plain_vars(settings: VarMap) -> dict[str, Any]:
     """The values alone, for callers that do not need positions."""
     return {name: setting.value for name, setting in settings.items()}
+
+
+def hosts_under(groups: Mapping[str, Group], name: str) -> list[str]:
+    """All hosts of a group and its descendants, in Ansible's order.
+
+    The group's own hosts first, then its children's, then grandchildren's, level by level
+    (Ansible walks each level as a set, so its order among cousins can vary from run to run;
+    here it is the order the children were declared).
+    """
+    ordered = [name, *groups[name].children]
+    seen = set(ordered)
+    level = list(groups[name].children)
+    while level:
+        nxt: list[str] = []
+        for group in level:
+            for child in groups[group].children:
+                if child not in seen:
+                    seen.add(child)
+                    nxt.append(child)
+        ordered.extend(nxt)
+        level = nxt
+    out: list[str] = []
+    taken: set[str] = set()
+    for group in ordered:
+        for host in groups[group].hosts:
+            if host not in taken:
+                taken.add(host)
+                out.append(host)
+    return out
