@@ -1,0 +1,491 @@
+"""bubblewrap backend: a bound policy becomes one ``bwrap`` argv (Linux).
+
+The class computes a *mount plan* (which host paths appear where, read-only or writable, and
+what is masked); ``templates/bwrap.j2`` lays that plan out as the argv. Codex's bwrap argv
+(research §5.3) is the model. The plan, in bwrap's order (it applies mounts in sequence, so a
+later, deeper mount overrides an earlier, shallower one):
+
+1. The base from the rule on ``/``: read → ``--ro-bind / /``; write → ``--bind / /``; none or
+   deny → an empty ``--tmpfs /`` (restricted reads), then fresh ``--dev /dev`` and ``--proc /proc``
+   (before anything below them, so a writable ``/dev/shm`` rule still lands on top).
+2. Every rule, shallow → deep, realised against its nearest realised ancestor: a write →
+   ``--bind``; a read under a writable or empty parent → ``--ro-bind``; a deny → an empty,
+   unreadable mask (dir: ``--perms 000 --tmpfs``; file: ``--ro-bind /dev/null``, which opens with
+   EACCES because bwrap mounts it ``nodev``). A rule giving what its parent already gives is a no-op.
+3. With ``:minimal`` and restricted reads, the platform paths a process needs to start
+   (:data:`PLATFORM_READ`) are read-only too, unless a rule on or above them says otherwise.
+4. Every tmpfs we create is remounted read-only right after the last mount placed inside it, so a
+   denied dir can hold re-opened descendants (bwrap makes their mount points while it is still
+   writable; the mask then gets ``--perms 111``: traversable, not listable).
+
+What a process needs in a restricted-read sandbox: the loader, libraries and the binary
+(``/usr``, ``/lib*``, ``/bin``), ``/etc`` (``ld.so.cache``, ``passwd``, ``resolv.conf``, certs),
+``/proc`` and ``/dev`` (always given, fresh), and a readable cwd (refused otherwise). Without
+``:minimal`` only the named roots are there, and most commands will fail with ``execvp``.
+
+Always ``--cap-drop ALL``: started by root, bwrap keeps every capability inside its user
+namespace, and a root task could then ``umount`` a deny mask or remount a read-only bind
+writable. Full write with full network is still wrapped (unlike Codex case 18) so every task gets
+the same pid/user/ipc namespaces, fresh ``/proc`` and ``/dev``, and no capabilities.
+
+Known limits: files matching a deny glob that appear after launch are not masked; blocking the
+creation of a missing ``.git`` (or other read-only / denied path) inside a writable root leaves
+an empty mount point on the host after the run (:attr:`MountPlan.placeholders` lists them).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ..binding import PROTECTED_NAMES, BoundPolicy
+from ..facts import HostFacts
+from ..intent import Access, NetworkMode
+from ..render import render_argv
+from .base import Backend, Refused, Wrapper
+
+#: Read-only with ``:minimal`` when present: what a dynamically linked program needs to start
+#: and behave (loader, libraries, config, certificates). ``/etc/resolv.conf`` is listed on its own
+#: because it is often a symlink into ``/run``, whose target is then made readable as well.
+PLATFORM_READ: Tuple[str, ...] = (
+    "/bin", "/sbin", "/usr", "/etc", "/lib", "/lib64", "/lib32", "/nix/store",
+    "/run/current-system/sw", "/etc/resolv.conf",
+)
+
+#: Beyond this many matches a deny glob is refused: a mount per match must stay cheap.
+MAX_GLOB_MATCHES = 10_000
+#: Beyond this many directory entries scanned, a deny glob is refused rather than stalling the task.
+MAX_GLOB_SCAN = 500_000
+
+_OPS = ("bind", "ro-bind", "ro-bind-try", "symlink", "tmpfs", "remount-ro", "dev", "proc")
+_GLOB_MAGIC = re.compile(r"[*?[]")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One bwrap filesystem operation; ``src`` is the host path (or symlink target)."""
+
+    op: str
+    dest: str
+    src: Optional[str] = None
+    perms: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"unknown bwrap mount op {self.op!r}")
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """The mounts in bwrap order, plus what the operator should know: ``notes`` (skipped missing
+    paths, unexpanded globs) and ``placeholders`` (host paths bwrap creates as empty mount points
+    to block their creation; the runner may remove them after the run if still empty)."""
+
+    mounts: Tuple[Mount, ...]
+    notes: Tuple[str, ...] = ()
+    placeholders: Tuple[str, ...] = ()
+
+
+class HostPaths:
+    """What planning may know of the host's filesystem. This base *assumes* (dry-run on a host
+    we may not touch): every path exists as a plain directory and no glob matches anything."""
+
+    exact = False
+
+    def kind(self, path: str) -> Optional[str]:
+        """``dir``, ``file``, ``link``, ``other`` (without following a final symlink), or ``None``."""
+        return "dir"
+
+    def realpath(self, path: str) -> str:
+        return posixpath.normpath(path)
+
+    def readlink(self, path: str) -> str:
+        raise OSError(f"{path} is not a symlink")
+
+    def scandir(self, path: str) -> Iterator[Tuple[str, Optional[str]]]:
+        return iter(())
+
+
+class LocalPaths(HostPaths):
+    """The filesystem of the machine this code runs on (the host that will run the task)."""
+
+    exact = True
+
+    def kind(self, path: str) -> Optional[str]:
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        return _mode_kind(mode)
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def scandir(self, path: str) -> Iterator[Tuple[str, Optional[str]]]:
+        try:
+            with os.scandir(path) as it:
+                entries = [(e.name, _mode_kind(e.stat(follow_symlinks=False).st_mode)) for e in it]
+        except OSError:
+            return iter(())
+        return iter(entries)
+
+
+def _mode_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A path to realise: a policy rule, a deny-glob match, or a platform default."""
+
+    path: str
+    access: Access
+    origin: str  # "rule" | "glob" | "platform"
+    src: Optional[str] = None  # platform path reached through a symlinked ancestor
+    link: Optional[str] = None  # platform path that is itself a symlink: recreate it
+
+    @property
+    def depth(self) -> int:
+        return _depth(self.path)
+
+
+@dataclass
+class _State:
+    """Mutable bookkeeping while one plan is built."""
+
+    mounts: List[Mount] = field(default_factory=list)
+    realised: Dict[str, Optional[Access]] = field(default_factory=dict)
+    masks: List[int] = field(default_factory=list)  # indices of tmpfs mounts we create
+    notes: List[str] = field(default_factory=list)
+    placeholders: List[str] = field(default_factory=list)
+
+
+class Bwrap(Backend):
+    """Enforce a bound policy with bubblewrap (user, pid, ipc, uts, cgroup and optionally net
+    namespaces; a mount namespace built from the plan)."""
+
+    name = "bwrap"
+    unshare: Tuple[str, ...] = (
+        "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+    )
+
+    def __init__(self, facts: HostFacts, paths: Optional[HostPaths] = None,
+                 platform_read: Optional[Sequence[str]] = None) -> None:
+        super().__init__(facts)
+        self.paths = paths or (HostPaths() if facts.assumed else LocalPaths())
+        self.platform_read = tuple(PLATFORM_READ if platform_read is None else platform_read)
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
+        if not argv:
+            raise ValueError("nothing to run: argv is empty")
+        bwrap = self._binary()
+        if policy.network.mode is NetworkMode.MANAGED:
+            raise Refused("managed network needs the host-side proxy, which this host's sandfleet "
+                          "does not provide yet")
+        plan = self.plan(policy)
+        words = render_argv(
+            "bwrap.j2",
+            bwrap=bwrap,
+            unshare=list(self.unshare),
+            unshare_net=policy.network.mode is not NetworkMode.FULL,
+            mounts=list(plan.mounts),
+            cwd=policy.cwd,
+            argv=list(argv),
+        )
+        return Wrapper(self.name, tuple(words), cwd=policy.cwd)
+
+    def _binary(self) -> str:
+        status = self.facts.backend(self.name)
+        if status is None or not status.available:
+            reason = status.reason if status and status.reason else "bwrap was not probed on this host"
+            raise Refused(f"bwrap cannot run here: {reason}")
+        return status.path or "bwrap"
+
+    # -- the mount plan ---------------------------------------------------------------------
+
+    def plan(self, policy: BoundPolicy) -> MountPlan:
+        """The mounts that make the sandbox's view of the filesystem match ``policy``."""
+        if policy.os != "linux":
+            raise Refused(f"bwrap enforces Linux policies only; this one was bound for {policy.os}")
+        st = _State()
+        entries = self._entries(policy, st)
+        base = next((e.access for e in entries if e.path == "/"), None)
+        if base is Access.WRITE:
+            st.mounts.append(Mount("bind", "/", "/"))
+        elif base is Access.READ:
+            st.mounts.append(Mount("ro-bind", "/", "/"))
+        else:
+            base = None
+            st.masks.append(len(st.mounts))
+            st.mounts.append(Mount("tmpfs", "/"))
+        st.realised["/"] = base
+        st.mounts += [Mount("dev", "/dev"), Mount("proc", "/proc")]
+        for entry in entries:
+            if entry.path != "/":
+                self._realise(entry, st)
+        cwd = posixpath.normpath(policy.cwd)
+        if _realised_parent(st.realised, cwd, inclusive=True) not in (Access.READ, Access.WRITE):
+            raise Refused(f"the working directory {cwd} is not readable under this policy "
+                          "(give it a read or write rule, or choose another cwd)")
+        return MountPlan(_seal(st.mounts, st.masks), tuple(st.notes), tuple(st.placeholders))
+
+    def _entries(self, policy: BoundPolicy, st: _State) -> List[_Entry]:
+        """Rules (canonical), deny-glob matches and platform defaults, one per path, shallow first."""
+        by_path: Dict[str, _Entry] = {}
+
+        def add(entry: _Entry) -> None:
+            prev = by_path.get(entry.path)
+            if prev is None or entry.access.precedence > prev.access.precedence:
+                by_path[entry.path] = entry
+
+        for rule in policy.rules:
+            add(_Entry(self._canonical(policy, rule.path, rule.access), rule.access, "rule"))
+        for pattern in policy.deny_globs:
+            for match in self._expand_glob(pattern, st):
+                add(_Entry(match, Access.DENY, "glob"))
+        explicit = list(by_path.values())
+        if policy.minimal_read and policy.access("/") not in (Access.READ, Access.WRITE):
+            for entry in self._platform(explicit):
+                by_path.setdefault(entry.path, entry)
+        return sorted(by_path.values(), key=lambda e: (e.depth, e.path))
+
+    def _canonical(self, policy: BoundPolicy, path: str, access: Access) -> str:
+        """The path bwrap should mount. A read-only or denied path reached through a symlink the
+        sandbox could replace (one inside a writable root) cannot be enforced: refused."""
+        norm = posixpath.normpath(path)
+        real = self.paths.realpath(norm)
+        if real == norm:
+            return norm
+        link = next((p for p in _prefixes(norm) if self.paths.kind(p) == "link"), None)
+        if link is not None and access is not Access.WRITE and policy.access(posixpath.dirname(link)) \
+                is Access.WRITE and posixpath.dirname(link) != "/":
+            what = "read-only" if access is Access.READ else "deny"
+            raise Refused(f"cannot enforce {what} path {norm}: {link} is a symlink inside a writable "
+                          "root, which the sandboxed command could replace")
+        return real
+
+    def _platform(self, explicit: List[_Entry]) -> Iterator[_Entry]:
+        """Platform defaults not governed by an explicit rule on or above them."""
+        ruled = [e.path for e in explicit if e.origin == "rule"]
+        plain = [p for p in self.platform_read
+                 if self.paths.kind(p) not in (None, "link") and self.paths.realpath(p) == p]
+        for path in self.platform_read:
+            if any(_contains(r, path) for r in ruled):
+                continue
+            kind = self.paths.kind(path)
+            if kind is None:
+                continue
+            real = self.paths.realpath(path)
+            if real == path:
+                yield _Entry(path, Access.READ, "platform")
+                continue
+            if any(_contains(p, path) for p in plain if p != path):
+                pass  # visible through a plain parent already; only its target may be missing
+            elif kind == "link" and self.paths.realpath(posixpath.dirname(path)) == posixpath.dirname(path):
+                yield _Entry(path, Access.READ, "platform", link=self.paths.readlink(path))
+            else:
+                yield _Entry(path, Access.READ, "platform", src=real)
+                continue
+            if not any(_contains(p, real) for p in plain) and self.paths.kind(real) is not None:
+                yield _Entry(real, Access.READ, "platform")
+
+    def _realise(self, entry: _Entry, st: _State) -> None:
+        """Append the mounts that give ``entry.path`` its access, given its realised parent."""
+        parent = _realised_parent(st.realised, entry.path)
+        if entry.access is parent:
+            return
+        path = entry.path
+        kind = self.paths.kind(path)
+        if entry.access is Access.WRITE:
+            if kind is None:
+                st.notes.append(f"writable path {path} does not exist on this host; not mounted")
+                return
+            st.mounts.append(Mount("bind", path, path))
+        elif entry.access is Access.READ:
+            if kind is None:
+                if parent is Access.WRITE:
+                    self._block_creation(entry, st)
+                return
+            if entry.link is not None:
+                st.mounts.append(Mount("symlink", path, entry.link))
+            elif entry.origin == "platform" and not self.paths.exact:
+                st.mounts.append(Mount("ro-bind-try", path, entry.src or path))
+            else:
+                st.mounts.append(Mount("ro-bind", path, entry.src or path))
+        else:
+            if parent is None:
+                return  # nothing of the host is visible there anyway
+            if kind is None:
+                if parent is Access.WRITE:
+                    self._block_creation(entry, st)
+                return
+            self._mask(path, kind == "dir", "000", st)
+        st.realised[path] = entry.access
+
+    def _mask(self, path: str, is_dir: bool, perms: str, st: _State) -> None:
+        if is_dir:
+            st.masks.append(len(st.mounts))
+            st.mounts.append(Mount("tmpfs", path, perms=perms))
+        else:
+            st.mounts.append(Mount("ro-bind", path, "/dev/null"))
+
+    def _block_creation(self, entry: _Entry, st: _State) -> None:
+        """A read-only or denied path missing inside a writable root must not be creatable:
+        occupy its first missing component with an empty read-only mount. Protected names
+        (``.git``) get a directory, so git still walks up to a parent repository; others an
+        unopenable empty file (``/dev/null``, mounted ``nodev``)."""
+        first = next((p for p in _prefixes(entry.path) if self.paths.kind(p) is None), None)
+        if first is None or self.paths.kind(posixpath.dirname(first)) != "dir":
+            return  # under an existing non-directory: can never be created
+        if posixpath.basename(first) in PROTECTED_NAMES:
+            self._mask(first, True, "555" if entry.access is Access.READ else "000", st)
+        else:
+            self._mask(first, False, "", st)
+        st.placeholders.append(first)
+        st.realised[first] = entry.access
+
+    # -- deny globs -------------------------------------------------------------------------
+
+    def _expand_glob(self, pattern: str, st: _State) -> List[str]:
+        """The existing paths ``pattern`` matches now (canonical), found by walking its anchor:
+        the longest leading part without glob characters. Symlinked dirs are not followed."""
+        parts = [p for p in posixpath.normpath(pattern).split("/") if p]
+        literal = 0
+        while literal < len(parts) and not _GLOB_MAGIC.search(parts[literal]):
+            literal += 1
+        anchor = "/" + "/".join(parts[:literal])
+        rest = parts[literal:]
+        if not self.paths.exact:
+            st.notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
+            return []
+        if not rest:
+            return [self.paths.realpath(anchor)] if self.paths.kind(anchor) is not None else []
+        if anchor == "/":
+            raise Refused(f"deny glob {pattern} would scan the whole filesystem; anchor it under a directory")
+        regex = re.compile(_glob_regex(rest))
+        max_depth = None if "**" in rest else len(rest)
+        matches: List[str] = []
+        scanned = 0
+        stack: List[Tuple[str, str, int]] = [(anchor, "", 0)]
+        while stack:
+            directory, rel, depth = stack.pop()
+            for name, kind in sorted(self.paths.scandir(directory), reverse=True):
+                scanned += 1
+                if scanned > MAX_GLOB_SCAN:
+                    raise Refused(f"deny glob {pattern} scans more than {MAX_GLOB_SCAN} entries under "
+                                  f"{anchor}; narrow it")
+                sub = f"{rel}/{name}" if rel else name
+                full = posixpath.join(directory, name)
+                if regex.fullmatch(sub):
+                    target = self.paths.realpath(full) if kind == "link" else full
+                    if kind != "link" or self.paths.kind(target) is not None:
+                        matches.append(target)
+                    if len(matches) > MAX_GLOB_MATCHES:
+                        raise Refused(f"deny glob {pattern} matches more than {MAX_GLOB_MATCHES} paths; "
+                                      "narrow it or deny their directory instead")
+                    continue  # a masked directory hides everything below it
+                if kind == "dir" and (max_depth is None or depth + 1 < max_depth):
+                    stack.append((full, sub, depth + 1))
+        return matches
+
+
+def _glob_regex(parts: List[str]) -> str:
+    """Git-style: ``**`` spans any number of directories, ``*``/``?``/``[..]`` stay within one
+    name and match dotfiles too."""
+    out = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out += ".*" if last else "(?:[^/]+/)*"
+        else:
+            out += _name_regex(part) + ("" if last else "/")
+    return out
+
+
+def _name_regex(name: str) -> str:
+    out, i = "", 0
+    while i < len(name):
+        c = name[i]
+        if c == "*":
+            while i + 1 < len(name) and name[i + 1] == "*":
+                i += 1
+            out += "[^/]*"
+        elif c == "?":
+            out += "[^/]"
+        elif c == "[":
+            end = name.find("]", i + 2 if name[i + 1:i + 2] in ("!", "^") else i + 1)
+            if end == -1:
+                out += re.escape(c)
+            else:
+                body = name[i + 1:end]
+                neg = body[:1] in ("!", "^")
+                body = body[1:] if neg else body
+                out += "[" + ("^/" if neg else "") + body.replace("\\", "\\\\") + "]"
+                i = end
+        else:
+            out += re.escape(c)
+        i += 1
+    return out
+
+
+# -- path helpers (canonical POSIX paths) ------------------------------------------------------
+
+def _depth(path: str) -> int:
+    return len([p for p in path.split("/") if p])
+
+
+def _contains(parent: str, child: str) -> bool:
+    return parent == "/" or child == parent or child.startswith(parent.rstrip("/") + "/")
+
+
+def _prefixes(path: str) -> Iterator[str]:
+    """``/a``, ``/a/b``, ``/a/b/c`` for ``/a/b/c``."""
+    cur = ""
+    for part in path.split("/"):
+        if part:
+            cur += "/" + part
+            yield cur
+
+
+def _realised_parent(realised: Dict[str, Optional[Access]], path: str,
+                     inclusive: bool = False) -> Optional[Access]:
+    """The access the sandbox gives ``path`` so far: that of its deepest realised ancestor."""
+    cur = path if inclusive else posixpath.dirname(path)
+    while True:
+        if cur in realised:
+            return realised[cur]
+        if cur == "/":
+            return None
+        cur = posixpath.dirname(cur)
+
+
+def _seal(mounts: List[Mount], masks: List[int]) -> Tuple[Mount, ...]:
+    """Remount each tmpfs we created read-only right after the last mount inside it, and make a
+    deny mask traversable (111) when something below it is re-opened."""
+    after: Dict[int, List[str]] = {}
+    out = list(mounts)
+    for index in masks:
+        mask = mounts[index]
+        inside = [j for j in range(index + 1, len(mounts)) if mounts[j].dest != mask.dest
+                  and _contains(mask.dest, mounts[j].dest)]
+        if inside and mask.perms == "000":
+            out[index] = Mount("tmpfs", mask.dest, perms="111")
+        after.setdefault(inside[-1] if inside else index, []).insert(0, mask.dest)
+    sealed: List[Mount] = []
+    for i, mount in enumerate(out):
+        sealed.append(mount)
+        sealed.extend(Mount("remount-ro", dest) for dest in after.get(i, ()))
+    return tuple(sealed)

@@ -1,0 +1,224 @@
+"""What sandfleet needs to know about one host, read from its variables and checked.
+
+Every bad value is reported at the file and line that set it, with what is allowed, before
+anything runs. Ansible's names are read where one exists, including the ``ansible_ssh_*``
+spellings, which win over the plain ones as in Ansible's ssh connection plugin.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sandfleet.errors import InputError
+from sandfleet.inventory.template import VarRenderer
+
+OS_NAMES = ("linux", "macos", "windows")
+CONNECTIONS = ("ssh", "local")
+_SSH_ALIASES = ("smart", "paramiko", "paramiko_ssh")
+# Which OS each backend can run on.
+SANDBOX_OS = {"bwrap": "linux", "landlock": "linux", "seatbelt": "macos", "windows": "windows"}
+SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_os", "sandfleet_python",
+                  "sandfleet_sandbox", "sandfleet_tmpdir", "sandfleet_workspace_roots")
+_TRUE = ("y", "yes", "on", "1", "true", "t")
+_FALSE = ("n", "no", "off", "0", "false", "f")
+_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """How to reach a host and what its sandbox should start from.
+
+    ``vars`` holds all of the host's variables (inventory and magic ones) as written, templates
+    unrendered: the playbook renders what it uses.
+    """
+
+    name: str
+    connection: str = "ssh"
+    address: str = ""
+    port: int = 22
+    user: Optional[str] = None
+    key_file: Optional[str] = None
+    os: Optional[str] = None
+    workspace_roots: tuple[str, ...] = ()
+    sandbox_pin: Optional[str] = None
+    python: str = "python3"
+    allow_unsandboxed: bool = False
+    home: Optional[str] = None
+    tmpdir: Optional[str] = None
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+def build_host_config(name: str, renderer: VarRenderer, all_vars: Mapping[str, Any]) -> HostConfig:
+    reader = _Reader(renderer)
+    reader.check_sandfleet_names(all_vars)
+    os_name = reader.choice("sandfleet_os", OS_NAMES)
+    return HostConfig(
+        name=name,
+        connection=reader.connection(),
+        address=reader.text("ansible_ssh_host") or reader.text("ansible_host") or name,
+        port=reader.port(),
+        user=reader.text("ansible_ssh_user") or reader.text("ansible_user"),
+        key_file=reader.text("ansible_ssh_private_key_file") or reader.text("ansible_private_key_file"),
+        os=os_name,
+        workspace_roots=reader.workspace_roots(os_name),
+        sandbox_pin=reader.sandbox(os_name),
+        python=reader.python(),
+        allow_unsandboxed=reader.boolean("sandfleet_allow_unsandboxed"),
+        home=reader.absolute_path("sandfleet_home", os_name),
+        tmpdir=reader.absolute_path("sandfleet_tmpdir", os_name),
+        vars=dict(all_vars),
+    )
+
+
+class _Reader:
+    def __init__(self, renderer: VarRenderer) -> None:
+        self.r = renderer
+
+    def fail(self, var: str, message: str, *, allowed: Optional[tuple[str, ...]] = None,
+             index: Optional[int] = None) -> InputError:
+        mark = self.r.mark(var)
+        raw = self.r.raw(var)
+        if index is not None and hasattr(raw, "item_mark"):
+            mark = raw.item_mark(index)
+        return InputError(f"{var}: {message}", mark, allowed=allowed)
+
+    def check_sandfleet_names(self, all_vars: Mapping[str, Any]) -> None:
+        for var in all_vars:
+            if var.startswith("sandfleet_") and var not in SANDFLEET_VARS:
+                raise InputError(f"unknown sandfleet variable {var!r}", self.r.mark(var), allowed=SANDFLEET_VARS)
+
+    def text(self, var: str) -> Optional[str]:
+        value = self.r.get(var)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.fail(var, f"must be a string, got {_show(value)}")
+        text = str(value)
+        if not text.strip():
+            raise self.fail(var, "must not be empty")
+        return text
+
+    def choice(self, var: str, allowed: tuple[str, ...]) -> Optional[str]:
+        value = self.r.get(var)
+        if value is None:
+            return None
+        if value not in allowed:
+            raise self.fail(var, f"unknown value {_show(value)}", allowed=allowed)
+        return str(value)
+
+    def connection(self) -> str:
+        value = self.r.get("ansible_connection")
+        if value is None:
+            return "ssh"
+        if value in _SSH_ALIASES:
+            return "ssh"
+        if value not in CONNECTIONS:
+            raise self.fail("ansible_connection", f"unsupported connection {_show(value)}", allowed=CONNECTIONS)
+        return str(value)
+
+    def port(self) -> int:
+        var = "ansible_ssh_port" if self.r.get("ansible_ssh_port") is not None else "ansible_port"
+        value = self.r.get(var)
+        if value is None:
+            return 22
+        number: Optional[int] = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value.strip())
+        if number is None or not 1 <= number <= 65535:
+            raise self.fail(var, f"must be a port number from 1 to 65535, got {_show(value)}")
+        return number
+
+    def boolean(self, var: str) -> bool:
+        value = self.r.get(var)
+        if value is None:
+            return False
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise self.fail(var, f"must be a boolean, got {_show(value)}", allowed=("true", "false"))
+
+    def python(self) -> str:
+        value = self.text("sandfleet_python")
+        if value is not None:
+            return value
+        interpreter = self.r.get("ansible_python_interpreter")
+        if isinstance(interpreter, str) and interpreter.strip() and not interpreter.startswith("auto"):
+            return interpreter
+        return "python3"
+
+    def sandbox(self, os_name: Optional[str]) -> Optional[str]:
+        pin = self.choice("sandfleet_sandbox", tuple(SANDBOX_OS))
+        if pin is not None and os_name is not None and SANDBOX_OS[pin] != os_name:
+            fits = tuple(name for name, target in SANDBOX_OS.items() if target == os_name)
+            raise self.fail("sandfleet_sandbox", f"{pin!r} cannot run on a {os_name} host "
+                            f"(sandfleet_os is {os_name})", allowed=fits)
+        return pin
+
+    def workspace_roots(self, os_name: Optional[str]) -> tuple[str, ...]:
+        var = "sandfleet_workspace_roots"
+        value = self.r.get(var)
+        if value is None:
+            return ()
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise self.fail(var, f"must be a list of paths or one path, got {_show(value)}")
+        roots: list[str] = []
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.fail(var, f"each root must be a string path, got {_show(item)}", index=index)
+            problem = path_problem(item, os_name, allow_home=True)
+            if problem:
+                raise self.fail(var, problem, index=index if not isinstance(value, str) else None)
+            roots.append(item)
+        return tuple(roots)
+
+    def absolute_path(self, var: str, os_name: Optional[str]) -> Optional[str]:
+        value = self.text(var)
+        if value is None:
+            return None
+        problem = path_problem(value, os_name, allow_home=False)
+        if problem:
+            raise self.fail(var, problem)
+        return value
+
+
+def path_problem(path: str, os_name: Optional[str], *, allow_home: bool) -> Optional[str]:
+    """Why ``path`` is not an absolute path for a host of ``os_name`` (``None`` if it is one)."""
+    if "\0" in path:
+        return f"{path!r} contains a NUL character"
+    posix = path.startswith("/")
+    windows = bool(_WINDOWS_ABSOLUTE.match(path))
+    home = allow_home and (path == "~" or path.startswith("~/") or (os_name == "windows" and path.startswith("~\\")))
+    if home:
+        return None
+    example = {"windows": r"C:\work or \\server\share", None: r"/srv/work or C:\work"}.get(os_name, "/srv/work")
+    also = " or ~/..." if allow_home else ""
+    if os_name in ("linux", "macos") and windows:
+        return f"{path!r} is a Windows path, but sandfleet_os is {os_name} (use a POSIX path like {example}{also})"
+    if os_name == "windows" and posix and not windows:
+        return f"{path!r} is a POSIX path, but sandfleet_os is windows (use a path like {example}{also})"
+    if posix or windows:
+        return None
+    return f"{path!r} is not an absolute path (use a path like {example}{also})"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "null"
+    return repr(value)

@@ -1,0 +1,177 @@
+"""The loaded inventory: host selection, merged variables, host configuration and listings.
+
+Variable precedence is Ansible's (its default ``VARIABLE_PRECEDENCE``), lowest first:
+
+1. ``all`` group vars from the inventory sources
+2. other groups' vars from the inventory sources, ordered by depth, ``ansible_group_priority``,
+   then name (a child group beats its parent)
+3. ``group_vars/all`` files
+4. other groups' ``group_vars`` files, in the same order, each source directory in turn
+5. the host's own vars from the inventory sources
+6. ``host_vars`` files
+
+So a ``group_vars/all.yml`` value beats a ``[web:vars]`` value: that surprises people, but it is
+what Ansible does, and an inventory must mean the same thing to both tools.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from sandfleet.errors import InputError
+from sandfleet.inventory.hostconfig import HostConfig, build_host_config
+from sandfleet.inventory.model import ALL, LOCALHOST_NAMES, Group, Host, VarSetting, plain_vars
+from sandfleet.inventory.patterns import PatternMatcher
+from sandfleet.inventory.ranges import is_ip_address
+from sandfleet.inventory.render import graph, list_json
+from sandfleet.inventory.template import VarRenderer
+from sandfleet.inventory.vars_dirs import VarsDirs
+
+# Names ansible-inventory leaves out of --host and --list output (Ansible's INTERNAL_STATIC_VARS,
+# the ones an inventory could set).
+INTERNAL_VARS = frozenset((
+    "ansible_async_path", "ansible_collection_name", "ansible_config_file", "ansible_dependent_role_names",
+    "ansible_diff_mode", "ansible_facts", "ansible_forks", "ansible_inventory_sources", "ansible_limit",
+    "ansible_play_batch", "ansible_play_hosts", "ansible_play_hosts_all", "ansible_play_role_names",
+    "ansible_playbook_python", "ansible_role_name", "ansible_role_names", "ansible_run_tags",
+    "ansible_skip_tags", "ansible_verbosity", "ansible_version", "inventory_dir", "inventory_file",
+    "inventory_hostname", "inventory_hostname_short", "groups", "group_names", "hostvars", "playbook_dir",
+    "play_hosts", "role_name", "role_names", "role_path", "role_uuid",
+))
+
+
+class Inventory:
+    """Hosts and groups from every source, with their variables resolved as Ansible would."""
+
+    def __init__(self, groups: Mapping[str, Group], hosts: Mapping[str, Host], vars_dirs: VarsDirs) -> None:
+        self._groups = dict(groups)
+        self._hosts = dict(hosts)
+        self._vars_dirs = vars_dirs
+        self._matcher = PatternMatcher(self._groups, list(self._hosts), self._localhost_name)
+        self._settings: dict[str, dict[str, VarSetting]] = {}
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Host names in the order the sources first named them."""
+        return tuple(self._hosts)
+
+    @property
+    def groups(self) -> Mapping[str, Group]:
+        """Groups by name, in the order they were declared (``all`` and ``ungrouped`` first)."""
+        return dict(self._groups)
+
+    def group_hosts(self, group: str) -> list[str]:
+        """Every host in ``group`` or below it, in Ansible's order."""
+        if group not in self._groups:
+            raise InputError(f"unknown group {group!r}{_did_you_mean(group, self._groups)}")
+        return list(self._matcher.group_hosts(group))
+
+    def select(self, pattern: str, limit: Optional[str] = None) -> list[str]:
+        """Hosts matching an Ansible host pattern, restricted by a ``--limit`` pattern if given."""
+        return self._matcher.select(pattern, limit)
+
+    def host_vars(self, name: str) -> dict[str, Any]:
+        """The host's merged variables (no magic variables), templates unrendered."""
+        return plain_vars(self.var_settings(name))
+
+    def var_settings(self, name: str) -> dict[str, VarSetting]:
+        """Like :meth:`host_vars`, with the place each value was set."""
+        host = self._host(name)
+        if name not in self._settings:
+            self._settings[name] = self._merge(host)
+        return dict(self._settings[name])
+
+    def magic_vars(self, name: str) -> dict[str, Any]:
+        """The variables Ansible defines itself for a host."""
+        host = self._host(name)
+        source = host.source
+        return {
+            "inventory_hostname": host.name,
+            "inventory_hostname_short": host.name if is_ip_address(host.name) else host.name.split(".")[0],
+            "group_names": sorted(g for g in self._memberships(host) if g != ALL),
+            "groups": {group: list(self._matcher.group_hosts(group)) for group in self._groups},
+            "inventory_file": source,
+            "inventory_dir": os.path.dirname(source) if source else None,
+        }
+
+    def renderer(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> VarRenderer:
+        """Renders templates against the host's variables; ``extra_vars`` (play vars) win over them."""
+        settings = self.var_settings(name)
+        for key, value in (extra_vars or {}).items():
+            settings[key] = VarSetting(value, None)
+        return VarRenderer(settings, self.magic_vars(name))
+
+    def host_config(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> HostConfig:
+        """The host's checked connection and sandbox settings; a bad value is an InputError."""
+        renderer = self.renderer(name, extra_vars)
+        all_vars = {**self.host_vars(name), **(extra_vars or {}), **self.magic_vars(name)}
+        return build_host_config(self._host(name).name, renderer, all_vars)
+
+    def host(self, name: str) -> dict[str, Any]:
+        """One host's variables as ``ansible-inventory --host`` prints them."""
+        return {k: v for k, v in self.host_vars(name).items() if k not in INTERNAL_VARS}
+
+    def to_list_json(self) -> dict[str, Any]:
+        """The structure ``ansible-inventory --list`` prints (dump it with ``render.dumps``)."""
+        return list_json(self._groups, self._matcher.group_hosts(ALL), self.host)
+
+    def graph(self, group: str = ALL) -> str:
+        """The ``ansible-inventory --graph`` tree, from ``group`` down."""
+        if group not in self._groups:
+            raise InputError(f"unknown group {group!r}{_did_you_mean(group, self._groups)}")
+        return graph(self._groups, group)
+
+    def _host(self, name: str) -> Host:
+        host = self._hosts.get(name)
+        if host is not None:
+            return host
+        if name in LOCALHOST_NAMES:
+            explicit = self._localhost_name(name)
+            if explicit is not None and explicit in self._hosts:
+                return self._hosts[explicit]
+            return Host(name=name, groups=(), implicit=True, vars={
+                "ansible_connection": VarSetting("local", None),
+                "ansible_python_interpreter": VarSetting(sys.executable, None),
+            })
+        raise InputError(f"unknown host {name!r}: it is not in the inventory{_did_you_mean(name, self._hosts)}")
+
+    def _localhost_name(self, requested: str) -> Optional[str]:
+        """The host a localhost pattern means: the inventory's first localhost-like host, if any."""
+        for host in self._hosts:
+            if host in LOCALHOST_NAMES:
+                return host
+        return requested
+
+    def _memberships(self, host: Host) -> list[str]:
+        out: list[str] = []
+        todo = list(host.groups)
+        while todo:
+            group = todo.pop(0)
+            if group not in out:
+                out.append(group)
+                todo.extend(self._groups[group].parents)
+        if not host.implicit and ALL not in out:
+            out.append(ALL)
+        return out
+
+    def _merge(self, host: Host) -> dict[str, VarSetting]:
+        groups = sorted((self._groups[g] for g in self._memberships(host) if g != ALL),
+                        key=lambda g: (g.depth, g.priority, g.name))
+        names = [g.name for g in groups]
+        merged: dict[str, VarSetting] = dict(self._groups[ALL].vars)
+        for group in groups:
+            merged.update(group.vars)
+        merged.update(self._vars_dirs.collect("group_vars", [ALL]))
+        merged.update(self._vars_dirs.collect("group_vars", names))
+        merged.update(host.vars)
+        merged.update(self._vars_dirs.collect("host_vars", [host.name]))
+        return merged
+
+
+def _did_you_mean(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""

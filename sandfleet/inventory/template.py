@@ -1,0 +1,129 @@
+"""Renders ``{{ }}`` in inventory values against one host's variables, lazily and sandboxed.
+
+Variables may refer to variables that are themselves templates (``ansible_host: "{{ ip }}"``,
+``ip: "10.0.0.{{ n }}"``); each is rendered when first used, at most once, and a loop between
+them is an error instead of a hang. A value that is exactly one ``{{ expression }}`` keeps the
+expression's type (a list stays a list), as in Ansible. Inventories may come from other people,
+so the environment is Jinja2's sandbox, and an undefined name is an error that says which
+variable used it and where that variable was set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+from sandfleet.errors import InputError, Mark
+from sandfleet.inventory.model import VarSetting
+
+_SINGLE_EXPRESSION = re.compile(r"^\{\{((?:(?!\{\{|\}\}).)*)\}\}$", re.S)
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined")
+_RESULT = "__sandfleet_result"
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+class _LazyVars(dict):  # type: ignore[type-arg]
+    """The variables as Jinja sees them: each rendered on first lookup, then cached."""
+
+    def __init__(self, renderer: VarRenderer) -> None:
+        super().__init__()
+        self._renderer = renderer
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (self._renderer.has(key) or key in _ENV.globals)
+
+    def __getitem__(self, key: str) -> Any:
+        if self._renderer.has(key):
+            return self._renderer.get(key)
+        return _ENV.globals[key]
+
+
+class VarRenderer:
+    """One host's variables, rendered on demand.
+
+    ``settings`` are templates to render (inventory vars, and play vars layered over them);
+    ``fixed`` are values taken as they are (magic vars such as ``groups``), which win over both.
+    """
+
+    def __init__(self, settings: Mapping[str, VarSetting], fixed: Optional[Mapping[str, Any]] = None) -> None:
+        self._settings = settings
+        self._fixed = dict(fixed or {})
+        self._done: dict[str, Any] = {}
+        self._active: list[str] = []
+        self._lazy = _LazyVars(self)
+
+    def has(self, name: str) -> bool:
+        return name in self._fixed or name in self._settings
+
+    def mark(self, name: str) -> Optional[Mark]:
+        setting = self._settings.get(name)
+        return setting.mark if setting is not None and name not in self._fixed else None
+
+    def raw(self, name: str) -> Any:
+        if name in self._fixed:
+            return self._fixed[name]
+        setting = self._settings.get(name)
+        return setting.value if setting is not None else None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The rendered value of ``name`` (``default`` when it is not set)."""
+        if name in self._fixed:
+            return self._fixed[name]
+        if name in self._done:
+            return self._done[name]
+        setting = self._settings.get(name)
+        if setting is None:
+            return default
+        if name in self._active:
+            chain = " -> ".join([*self._active[self._active.index(name):], name])
+            raise InputError(f"variable {name!r} refers to itself ({chain})", setting.mark)
+        self._active.append(name)
+        try:
+            value = self.render(setting.value, name, setting.mark)
+        finally:
+            self._active.pop()
+        self._done[name] = value
+        return value
+
+    def render(self, value: Any, what: str, mark: Optional[Mark]) -> Any:
+        """Render every string inside ``value``; ``what`` names it in error messages."""
+        if isinstance(value, str):
+            return self._render_text(value, what, mark) if ("{{" in value or "{%" in value) else value
+        if isinstance(value, dict):
+            return {key: self.render(item, what, mark) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.render(item, what, mark) for item in value]
+        return value
+
+    def _render_text(self, text: str, what: str, mark: Optional[Mark]) -> Any:
+        try:
+            single = _SINGLE_EXPRESSION.match(text)
+            if single:
+                template = _ENV.from_string(f"{{% set {_RESULT} = ({single.group(1)}) %}}")
+                context = template.new_context(self._lazy, shared=True)
+                for _ in template.root_render_func(context):
+                    pass
+                result = context.vars.get(_RESULT)
+                if isinstance(result, Undefined):
+                    str(result)  # StrictUndefined raises here, naming the variable
+                return result
+            template = _ENV.from_string(text)
+            return "".join(template.root_render_func(template.new_context(self._lazy, shared=True)))
+        except InputError:
+            raise
+        except UndefinedError as exc:
+            m = _UNDEFINED_NAME.match(str(exc))
+            if m:
+                raise InputError(f"undefined variable {m.group(1)!r} in the value of {what!r}", mark) from None
+            raise InputError(f"cannot render the value of {what!r}: {exc}", mark) from None
+        except TemplateSyntaxError as exc:
+            raise InputError(f"invalid template in the value of {what!r}: {exc.message}", mark) from None
+        except SecurityError as exc:
+            raise InputError(f"unsafe template in the value of {what!r}: {exc}", mark) from None
+        except Exception as exc:  # any other failure of a user's template is the user's to fix
+            raise InputError(f"cannot render the value of {what!r}: {exc}", mark) from None
