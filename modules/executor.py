@@ -7,6 +7,7 @@ comes back as a ``sandbox_unavailable`` result before a single process starts.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -46,7 +47,7 @@ def prepare(
         wrapper = wrap(policy, request.argv, facts, pin)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
-    return Prepared(wrapper, policy.warnings)
+    return Prepared(wrapper, policy.warnings + wrapper.notes)
 
 
 def execute(
@@ -57,9 +58,15 @@ def execute(
         return prepared
     wrapper = prepared.wrapper
     env = spawn.task_env({**request.env, **wrapper.env})
-    preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
+    try:
+        preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
+    except Refused as exc:
+        return refusal(request, f"{wrapper.backend}: {exc}", prepared.warnings)
     try:
         done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec)
+    except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
+        return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
+                       prepared.warnings)
     except OSError as exc:
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
                           message=f"cannot start {wrapper.argv[0]!r}: {exc.strerror}",

@@ -58,6 +58,10 @@ All four keys are required, so an omission never reads as "unrestricted".
 ``scope``
     IPC scopes (ABI 6+): ``abstract_unix_socket`` (no connecting to abstract UNIX sockets
     created outside the sandbox) and ``signal`` (no signalling processes outside it).
+``sockets``
+    ``any``, or ``unix_only``: a seccomp filter (:mod:`.seccomp`) lets ``socket()`` create
+    UNIX-domain sockets only, which closes UDP, raw and netlink (Landlock's gaps) for
+    "network none". Installed right after the Landlock ruleset, in the same child.
 
 See :func:`unenforced` for what Landlock cannot restrict; a caller whose intent needs one of
 those must refuse (``sandbox_unavailable``) instead of running with this backend.
@@ -78,6 +82,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
+
+from .seccomp import SocketFilter, prepare_socket_filter
 
 if TYPE_CHECKING:
     import subprocess
@@ -142,6 +148,7 @@ NET_BIND_TCP = 1 << 0
 NET_CONNECT_TCP = 1 << 1
 
 #: Scope names in the ruleset file and their ``scoped`` bits (ABI 6+).
+SOCKETS = ("any", "unix_only")
 SCOPES: Mapping[str, int] = {"abstract_unix_socket": 1 << 0, "signal": 1 << 1}
 
 #: First ABI with each filesystem right beyond ABI 1's thirteen.
@@ -237,8 +244,11 @@ class LandlockRuleset:
     fs: tuple[FsRule, ...] = ()
     net: Optional[NetRules] = None
     scope: tuple[str, ...] = ()
+    sockets: str = "any"
 
     def __post_init__(self) -> None:
+        if self.sockets not in SOCKETS:
+            raise RulesetError(f"sockets must be one of {', '.join(SOCKETS)}, got {self.sockets!r}")
         if isinstance(self.abi, bool) or not isinstance(self.abi, int) or self.abi < 1:
             raise RulesetError(f"abi must be an integer >= 1, got {self.abi!r}")
         object.__setattr__(self, "fs", tuple(self.fs))
@@ -272,6 +282,7 @@ class LandlockRuleset:
             "fs": [{"path": r.path, "access": r.access} for r in self.fs],
             "net": net,
             "scope": list(self.scope),
+            "sockets": self.sockets,
         }
 
     def to_json(self, indent: Optional[int] = None) -> str:
@@ -281,7 +292,7 @@ class LandlockRuleset:
     def from_dict(cls, data: Mapping[str, Any]) -> LandlockRuleset:
         if not isinstance(data, Mapping):
             raise RulesetError(f"a ruleset is a JSON object, got {type(data).__name__}")
-        _exact_keys("ruleset", data, ("abi", "fs", "net", "scope"))
+        _exact_keys("ruleset", data, ("abi", "fs", "net", "scope", "sockets"))
         fs_data = data["fs"]
         if not isinstance(fs_data, list):
             raise RulesetError("fs must be a list of {path, access} objects")
@@ -301,7 +312,7 @@ class LandlockRuleset:
         scope = data["scope"]
         if not isinstance(scope, list) or not all(isinstance(s, str) for s in scope):
             raise RulesetError("scope must be a list of scope names")
-        return cls(abi=data["abi"], fs=tuple(fs), net=net, scope=tuple(scope))
+        return cls(abi=data["abi"], fs=tuple(fs), net=net, scope=tuple(scope), sockets=data["sockets"])
 
     @classmethod
     def from_json(cls, text: str) -> LandlockRuleset:
@@ -563,6 +574,17 @@ def restrict_current(fd: int) -> None:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
 
 
+def socket_filter_for(ruleset: LandlockRuleset) -> Optional[SocketFilter]:
+    """The seccomp filter ``sockets: unix_only`` asks for; refuses rather than drop it."""
+    if ruleset.sockets == "any":
+        return None
+    socket_filter = prepare_socket_filter()
+    if socket_filter is None:
+        raise LandlockUnavailable("sockets: unix_only needs a seccomp filter, which sandfleet has for x86_64 "
+                                  "and aarch64 only")
+    return socket_filter
+
+
 class PreparedRuleset:
     """A built ruleset fd plus the ``Popen`` arguments that apply it; a context manager.
 
@@ -572,10 +594,13 @@ class PreparedRuleset:
 
     def __init__(self, ruleset: LandlockRuleset, *, kernel_abi: Optional[int] = None) -> None:
         self.ruleset = ruleset
+        self.socket_filter = socket_filter_for(ruleset)
         self.fd, self.abi, self.skipped = _build(ruleset, kernel_abi)
 
     def preexec_fn(self) -> None:
         restrict_current(self.fd)
+        if self.socket_filter is not None:
+            self.socket_filter.install()
 
     def popen_kwargs(self) -> dict[str, Any]:
         """``preexec_fn`` for ``subprocess.Popen``/``run``; a failure raises ``SubprocessError``."""

@@ -18,7 +18,14 @@ import os
 import sys
 from typing import Optional
 
-from .landlock import LandlockRuleset, LandlockUnavailable, RulesetError, build, restrict_current
+from .landlock import (
+    LandlockRuleset,
+    LandlockUnavailable,
+    RulesetError,
+    build,
+    restrict_current,
+    socket_filter_for,
+)
 
 USAGE = "usage: python3 -m sandfleet.modules.landlock_exec RULESET.json -- COMMAND [ARG...]"
 PROG = "landlock_exec"
@@ -46,11 +53,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (OSError, UnicodeDecodeError, RulesetError) as exc:
         return _fail(f"cannot read ruleset {source}: {exc}", 126)
     try:
+        socket_filter = socket_filter_for(ruleset)
         fd = build(ruleset)
     except LandlockUnavailable as exc:
         return _fail(f"sandbox unavailable: {exc}", 126)
     try:
         restrict_current(fd)
+        if socket_filter is not None:
+            socket_filter.install()
     except OSError as exc:
         return _fail(f"sandbox unavailable: cannot apply the Landlock ruleset: {exc}", 126)
     finally:

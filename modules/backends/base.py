@@ -30,6 +30,7 @@ class Wrapper:
     files: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None
+    notes: tuple[str, ...] = ()  # what the backend did differently from the letter of the policy
 
     @property
     def display(self) -> str:

@@ -39,8 +39,9 @@ import os
 import posixpath
 import re
 import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Optional
 
 from ..binding import PROTECTED_NAMES, BoundPolicy
 from ..facts import HostFacts
@@ -51,7 +52,7 @@ from .base import Backend, Refused, Wrapper
 #: Read-only with ``:minimal`` when present: what a dynamically linked program needs to start
 #: and behave (loader, libraries, config, certificates). ``/etc/resolv.conf`` is listed on its own
 #: because it is often a symlink into ``/run``, whose target is then made readable as well.
-PLATFORM_READ: Tuple[str, ...] = (
+PLATFORM_READ: tuple[str, ...] = (
     "/bin", "/sbin", "/usr", "/etc", "/lib", "/lib64", "/lib32", "/nix/store",
     "/run/current-system/sw", "/etc/resolv.conf",
 )
@@ -85,9 +86,9 @@ class MountPlan:
     paths, unexpanded globs) and ``placeholders`` (host paths bwrap creates as empty mount points
     to block their creation; the runner may remove them after the run if still empty)."""
 
-    mounts: Tuple[Mount, ...]
-    notes: Tuple[str, ...] = ()
-    placeholders: Tuple[str, ...] = ()
+    mounts: tuple[Mount, ...]
+    notes: tuple[str, ...] = ()
+    placeholders: tuple[str, ...] = ()
 
 
 class HostPaths:
@@ -106,7 +107,7 @@ class HostPaths:
     def readlink(self, path: str) -> str:
         raise OSError(f"{path} is not a symlink")
 
-    def scandir(self, path: str) -> Iterator[Tuple[str, Optional[str]]]:
+    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
         return iter(())
 
 
@@ -128,7 +129,7 @@ class LocalPaths(HostPaths):
     def readlink(self, path: str) -> str:
         return os.readlink(path)
 
-    def scandir(self, path: str) -> Iterator[Tuple[str, Optional[str]]]:
+    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
         try:
             with os.scandir(path) as it:
                 entries = [(e.name, _mode_kind(e.stat(follow_symlinks=False).st_mode)) for e in it]
@@ -164,11 +165,11 @@ class _Entry:
 class _State:
     """Mutable bookkeeping while one plan is built."""
 
-    mounts: List[Mount] = field(default_factory=list)
-    realised: Dict[str, Optional[Access]] = field(default_factory=dict)
-    masks: List[int] = field(default_factory=list)  # indices of tmpfs mounts we create
-    notes: List[str] = field(default_factory=list)
-    placeholders: List[str] = field(default_factory=list)
+    mounts: list[Mount] = field(default_factory=list)
+    realised: dict[str, Optional[Access]] = field(default_factory=dict)
+    masks: list[int] = field(default_factory=list)  # indices of tmpfs mounts we create
+    notes: list[str] = field(default_factory=list)
+    placeholders: list[str] = field(default_factory=list)
 
 
 class Bwrap(Backend):
@@ -176,7 +177,7 @@ class Bwrap(Backend):
     namespaces; a mount namespace built from the plan)."""
 
     name = "bwrap"
-    unshare: Tuple[str, ...] = (
+    unshare: tuple[str, ...] = (
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
     )
 
@@ -242,9 +243,9 @@ class Bwrap(Backend):
                           "(give it a read or write rule, or choose another cwd)")
         return MountPlan(_seal(st.mounts, st.masks), tuple(st.notes), tuple(st.placeholders))
 
-    def _entries(self, policy: BoundPolicy, st: _State) -> List[_Entry]:
+    def _entries(self, policy: BoundPolicy, st: _State) -> list[_Entry]:
         """Rules (canonical), deny-glob matches and platform defaults, one per path, shallow first."""
-        by_path: Dict[str, _Entry] = {}
+        by_path: dict[str, _Entry] = {}
 
         def add(entry: _Entry) -> None:
             prev = by_path.get(entry.path)
@@ -263,21 +264,22 @@ class Bwrap(Backend):
         return sorted(by_path.values(), key=lambda e: (e.depth, e.path))
 
     def _canonical(self, policy: BoundPolicy, path: str, access: Access) -> str:
-        """The path bwrap should mount. A read-only or denied path reached through a symlink the
-        sandbox could replace (one inside a writable root) cannot be enforced: refused."""
+        """The path bwrap should mount: the canonical one. A read-only path reached through a
+        symlink the sandbox could replace (one inside a writable root) is refused: other tools
+        trust that *name* (``.git``), and a replaced link would point it at planted content. A
+        denied path through such a link is fine: the mask sits on the content itself."""
         norm = posixpath.normpath(path)
         real = self.paths.realpath(norm)
         if real == norm:
             return norm
-        link = next((p for p in _prefixes(norm) if self.paths.kind(p) == "link"), None)
-        if link is not None and access is not Access.WRITE and policy.access(posixpath.dirname(link)) \
-                is Access.WRITE and posixpath.dirname(link) != "/":
-            what = "read-only" if access is Access.READ else "deny"
-            raise Refused(f"cannot enforce {what} path {norm}: {link} is a symlink inside a writable "
-                          "root, which the sandboxed command could replace")
+        if access is Access.READ:
+            link = next((p for p in _prefixes(norm) if self.paths.kind(p) == "link"), None)
+            if link is not None and policy.access(posixpath.dirname(link)) is Access.WRITE:
+                raise Refused(f"cannot enforce read-only path {norm}: {link} is a symlink inside a "
+                              "writable root, which the sandboxed command could replace")
         return real
 
-    def _platform(self, explicit: List[_Entry]) -> Iterator[_Entry]:
+    def _platform(self, explicit: list[_Entry]) -> Iterator[_Entry]:
         """Platform defaults not governed by an explicit rule on or above them."""
         ruled = [e.path for e in explicit if e.origin == "rule"]
         plain = [p for p in self.platform_read
@@ -318,6 +320,8 @@ class Bwrap(Backend):
             if kind is None:
                 if parent is Access.WRITE:
                     self._block_creation(entry, st)
+                elif entry.origin == "rule":
+                    st.notes.append(f"readable path {path} does not exist on this host; not mounted")
                 return
             if entry.link is not None:
                 st.mounts.append(Mount("symlink", path, entry.link))
@@ -335,7 +339,7 @@ class Bwrap(Backend):
             self._mask(path, kind == "dir", "000", st)
         st.realised[path] = entry.access
 
-    def _mask(self, path: str, is_dir: bool, perms: str, st: _State) -> None:
+    def _mask(self, path: str, is_dir: bool, perms: Optional[str], st: _State) -> None:
         if is_dir:
             st.masks.append(len(st.mounts))
             st.mounts.append(Mount("tmpfs", path, perms=perms))
@@ -353,13 +357,13 @@ class Bwrap(Backend):
         if posixpath.basename(first) in PROTECTED_NAMES:
             self._mask(first, True, "555" if entry.access is Access.READ else "000", st)
         else:
-            self._mask(first, False, "", st)
+            self._mask(first, False, None, st)
         st.placeholders.append(first)
         st.realised[first] = entry.access
 
     # -- deny globs -------------------------------------------------------------------------
 
-    def _expand_glob(self, pattern: str, st: _State) -> List[str]:
+    def _expand_glob(self, pattern: str, st: _State) -> list[str]:
         """The existing paths ``pattern`` matches now (canonical), found by walking its anchor:
         the longest leading part without glob characters. Symlinked dirs are not followed."""
         parts = [p for p in posixpath.normpath(pattern).split("/") if p]
@@ -377,9 +381,9 @@ class Bwrap(Backend):
             raise Refused(f"deny glob {pattern} would scan the whole filesystem; anchor it under a directory")
         regex = re.compile(_glob_regex(rest))
         max_depth = None if "**" in rest else len(rest)
-        matches: List[str] = []
+        matches: list[str] = []
         scanned = 0
-        stack: List[Tuple[str, str, int]] = [(anchor, "", 0)]
+        stack: list[tuple[str, str, int]] = [(anchor, "", 0)]
         while stack:
             directory, rel, depth = stack.pop()
             for name, kind in sorted(self.paths.scandir(directory), reverse=True):
@@ -390,8 +394,8 @@ class Bwrap(Backend):
                 sub = f"{rel}/{name}" if rel else name
                 full = posixpath.join(directory, name)
                 if regex.fullmatch(sub):
-                    target = self.paths.realpath(full) if kind == "link" else full
-                    if kind != "link" or self.paths.kind(target) is not None:
+                    target = self.paths.realpath(full)
+                    if self.paths.kind(target) is not None:
                         matches.append(target)
                     if len(matches) > MAX_GLOB_MATCHES:
                         raise Refused(f"deny glob {pattern} matches more than {MAX_GLOB_MATCHES} paths; "
@@ -402,7 +406,7 @@ class Bwrap(Backend):
         return matches
 
 
-def _glob_regex(parts: List[str]) -> str:
+def _glob_regex(parts: list[str]) -> str:
     """Git-style: ``**`` spans any number of directories, ``*``/``?``/``[..]`` stay within one
     name and match dotfiles too."""
     out = ""
@@ -426,14 +430,15 @@ def _name_regex(name: str) -> str:
         elif c == "?":
             out += "[^/]"
         elif c == "[":
-            end = name.find("]", i + 2 if name[i + 1:i + 2] in ("!", "^") else i + 1)
+            start = i + 2 if name[i + 1:i + 2] in ("!", "^") else i + 1
+            end = name.find("]", start + 1)  # a "]" right after "[" or "[!" is literal
             if end == -1:
                 out += re.escape(c)
             else:
-                body = name[i + 1:end]
-                neg = body[:1] in ("!", "^")
-                body = body[1:] if neg else body
-                out += "[" + ("^/" if neg else "") + body.replace("\\", "\\\\") + "]"
+                body = name[start:end]
+                chars = [ch if ch == "-" and 0 < k < len(body) - 1 and "-" not in (body[k - 1], body[k + 1])
+                         else re.escape(ch) for k, ch in enumerate(body)]
+                out += "[" + ("^/" if start == i + 2 else "") + "".join(chars) + "]"
                 i = end
         else:
             out += re.escape(c)
@@ -460,7 +465,7 @@ def _prefixes(path: str) -> Iterator[str]:
             yield cur
 
 
-def _realised_parent(realised: Dict[str, Optional[Access]], path: str,
+def _realised_parent(realised: dict[str, Optional[Access]], path: str,
                      inclusive: bool = False) -> Optional[Access]:
     """The access the sandbox gives ``path`` so far: that of its deepest realised ancestor."""
     cur = path if inclusive else posixpath.dirname(path)
@@ -472,19 +477,25 @@ def _realised_parent(realised: Dict[str, Optional[Access]], path: str,
         cur = posixpath.dirname(cur)
 
 
-def _seal(mounts: List[Mount], masks: List[int]) -> Tuple[Mount, ...]:
+def _seal(mounts: list[Mount], masks: list[int]) -> tuple[Mount, ...]:
     """Remount each tmpfs we created read-only right after the last mount inside it, and make a
     deny mask traversable (111) when something below it is re-opened."""
-    after: Dict[int, List[str]] = {}
+    by_dest = {mounts[i].dest: i for i in masks}
+    last = {i: i for i in masks}
+    for j, mount in enumerate(mounts):
+        ancestors = ["/", *_prefixes(mount.dest)][:-1] if mount.dest != "/" else []
+        for ancestor in ancestors:
+            index = by_dest.get(ancestor)
+            if index is not None and index < j:
+                last[index] = j
     out = list(mounts)
+    after: dict[int, list[str]] = {}
     for index in masks:
         mask = mounts[index]
-        inside = [j for j in range(index + 1, len(mounts)) if mounts[j].dest != mask.dest
-                  and _contains(mask.dest, mounts[j].dest)]
-        if inside and mask.perms == "000":
+        if last[index] != index and mask.perms == "000":
             out[index] = Mount("tmpfs", mask.dest, perms="111")
-        after.setdefault(inside[-1] if inside else index, []).insert(0, mask.dest)
-    sealed: List[Mount] = []
+        after.setdefault(last[index], []).insert(0, mask.dest)
+    sealed: list[Mount] = []
     for i, mount in enumerate(out):
         sealed.append(mount)
         sealed.extend(Mount("remount-ro", dest) for dest in after.get(i, ()))

@@ -5,7 +5,8 @@ then intersections, then exclusions, whatever order they were written in, and a 
 only of ``&``/``!`` terms starts from ``all``. A term is a host or group name, a glob
 (``web*``, ``*.example.com``), a regex after ``~`` (anchored at the start only, as
 ``re.match``), optionally followed by a subscript ``[0]``, ``[-1]``, ``[1:3]`` (inclusive end,
-as in Ansible) or ``[2:]``. Matching nothing is not an error; a pattern that cannot be read is.
+as in Ansible) or ``[2:]``. Matching nothing is not an error; a pattern that cannot be read is,
+and so is an index past the end of what the term matched (as in Ansible).
 
 Deliberate differences from Ansible: an empty pattern or limit is an error (Ansible silently
 takes it as "all hosts"); a ``[`` without its ``]`` is an error (Ansible silently drops it, and
@@ -112,13 +113,12 @@ class PatternMatcher:
         if subscript is None or not matched:
             return matched
         start, end = subscript
-        if end is None:
-            return [matched[start]] if -len(matched) <= start < len(matched) else []
-        if end == 0:
-            return [matched[start]] if start < len(matched) else []  # Ansible reads [x:0] as [x]
-        if end == -1:
-            end = len(matched) - 1
-        return matched[start:end + 1]
+        if end:  # a slice, inclusive of its end; [x:] runs to the last host
+            return matched[start:(len(matched) if end == -1 else end + 1)]
+        if not -len(matched) <= start < len(matched):  # [x] (and Ansible's reading of [x:0])
+            raise InputError(f"subscript in host pattern {term!r} is out of range: {expr!r} matches "
+                             f"{len(matched)} host(s), indexes {-len(matched)} to {len(matched) - 1}")
+        return [matched[start]]
 
     def _enumerate(self, expr: str) -> list[str]:
         regex = _compile(expr)

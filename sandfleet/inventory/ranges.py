@@ -22,11 +22,12 @@ _LABEL = rf"(?:[\w]|{_ALNUM_RANGE})(?:[\w_-]|{_ALNUM_RANGE})*(?<![_-])"
 _BRACKETED_HOSTPORT = re.compile(r"^\[(.+)\]:([0-9]+)$")
 _HOSTPORT = re.compile(r"^((?:[^:\[\]]|\[[^\]]*\])*):([0-9]+)$")
 IPV4 = re.compile(rf"^(?:{_IPV4_PART}\.){{3}}{_IPV4_PART}$", re.I)
+_H = _IPV6_PART
 IPV6 = re.compile(
-    r"^((?:{0}:){{7}}{0}|(?:{0}:){{1,6}}:|(?:{0}:)(?::{0}){{1,6}}|(?:{0}:){{2}}(?::{0}){{1,5}}|"
-    r"(?:{0}:){{3}}(?::{0}){{1,4}}|(?:{0}:){{4}}(?::{0}){{1,3}}|(?:{0}:){{5}}(?::{0}){{1,2}}|"
-    r"(?:{0}:){{6}}(?::{0})|:(?::{0}){{1,6}}|{0}?::|(?:0:){{6}}(?:{0}\.){{3}}{0}|"
-    r"::(?:ffff:)?(?:{0}\.){{3}}{0}|(?:0:){{5}}ffff:(?:{0}\.){{3}}{0})$".format(_IPV6_PART),
+    rf"^((?:{_H}:){{7}}{_H}|(?:{_H}:){{1,6}}:|(?:{_H}:)(?::{_H}){{1,6}}|(?:{_H}:){{2}}(?::{_H}){{1,5}}|"
+    rf"(?:{_H}:){{3}}(?::{_H}){{1,4}}|(?:{_H}:){{4}}(?::{_H}){{1,3}}|(?:{_H}:){{5}}(?::{_H}){{1,2}}|"
+    rf"(?:{_H}:){{6}}(?::{_H})|:(?::{_H}){{1,6}}|{_H}?::|(?:0:){{6}}(?:{_H}\.){{3}}{_H}|"
+    rf"::(?:ffff:)?(?:{_H}\.){{3}}{_H}|(?:0:){{5}}ffff:(?:{_H}\.){{3}}{_H})$",
     re.I,
 )
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$", re.I | re.UNICODE)
@@ -103,6 +104,8 @@ def expand_ranges(name: str) -> list[str]:
             raise RangeError(
                 f"host range [{body}] must be numbers (like [01:20]) or single letters (like [a:f])"
             ) from None
+        if not numbers:
+            raise RangeError(f"host range [{body}] is empty: begin must be <= end")
         items = [str(n).zfill(width) for n in numbers]
     out: list[str] = []
     for item in items:

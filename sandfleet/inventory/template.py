@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any, Optional
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from sandfleet.errors import InputError, Mark
 from sandfleet.inventory.model import VarSetting

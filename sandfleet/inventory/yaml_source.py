@@ -89,10 +89,11 @@ def _parse_host_entry(builder: InventoryBuilder, group: str, pattern: Any, host_
         names, port = expand_host_pattern(pattern)
     except RangeError as exc:
         raise InputError(str(exc), key_mark) from None
+    entries = host_vars or {}
     for host in names:
         builder.add_host(host, group, port, key_mark)
-        for var in host_vars or {}:
-            builder.set_host_var(host, var, host_vars[var], _value_mark(host_vars, var, value_mark))
+        for var in entries:
+            builder.set_host_var(host, var, entries[var], _value_mark(entries, var, value_mark))
 
 
 def _key_mark(mapping: Any, key: Any, fallback: Mark) -> Mark:

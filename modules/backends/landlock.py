@@ -1,0 +1,179 @@
+"""Landlock: the Linux backend that needs no namespaces, applied in the child before exec.
+
+The wrapper is the command's own argv plus a ruleset file (``landlock.json``, rendered from
+``templates/landlock.j2``); the agent applies the ruleset between fork and exec, so no extra
+interpreter starts per task. By hand: ``python3 -m sandfleet.modules.landlock_exec landlock.json
+-- argv...``.
+
+Landlock only ever adds rights to a subtree. Where the policy wants a weaker path inside a
+granted one (a read-only ``.git`` inside a writable workspace, a denied file inside a readable
+tree), the enclosing directory is not granted; its entries are, one by one, except the weaker
+path — exact, but the directory itself then takes no new entries, which the task is told. What
+Landlock cannot express at all is refused, never weakened:
+
+* ``network: managed``: Landlock filters TCP by port, never by host name.
+* ``network: none`` without TCP rules (ABI < 4) or without the seccomp socket filter.
+* more than :data:`MAX_GRANTS` grants after splitting (a deny glob matching thousands of files).
+
+Known gaps, shared with bwrap or inherent: pathname UNIX sockets stay connectable below ABI 9;
+without ABI 6 signals to other processes of the same user are not scoped.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from typing import Callable, Optional
+
+from .. import seccomp
+from ..binding import BoundPolicy, Rule
+from ..intent import Access, NetworkMode
+from ..landlock import MAX_ABI, LandlockRuleset, LandlockUnavailable, NetRules, RulesetError, prepare
+from ..render import render_text
+from .base import Backend, Refused, Wrapper
+
+RULESET_FILE = "landlock.json"
+MAX_GRANTS = 4096
+MAX_GLOB_MATCHES = 10000
+#: What a process needs to start when reads are restricted to ``:minimal``.
+PLATFORM_READS = ("/bin", "/sbin", "/usr", "/etc", "/lib", "/lib64", "/lib32", "/nix/store",
+                  "/run/current-system/sw")
+DEVICES_WRITE = ("/dev/null",)
+DEVICES_READ = ("/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+_NET_ABI, _SCOPE_ABI = 4, 6
+
+
+def _beneath(path: str, parent: str) -> bool:
+    return path != parent and path.startswith(parent.rstrip("/") + "/")
+
+
+def _grants_rights(access: Optional[Access]) -> int:
+    return {None: 0, Access.DENY: 0, Access.READ: 1, Access.WRITE: 2}[access]
+
+
+class _Planner:
+    """Turns ordered rules into Landlock grants, splitting directories around weaker paths."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = list(rules)
+        self.grants: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+
+    def access(self, path: str) -> Optional[Access]:
+        best: Optional[Rule] = None
+        for rule in self.rules:
+            if (rule.path == path or _beneath(path, rule.path)) and (best is None or len(rule.path) >= len(best.path)):
+                best = rule
+        return best.access if best else None
+
+    def plan(self) -> list[tuple[str, str]]:
+        for rule in self.rules:
+            if not any(_beneath(rule.path, other.path) for other in self.rules):
+                self._grant_tree(rule.path, rule.access)
+        return self.grants
+
+    def _grant_tree(self, path: str, access: Optional[Access]) -> None:
+        inner = [r for r in self.rules if _beneath(r.path, path)]
+        weaker = [r for r in inner if _grants_rights(r.access) < _grants_rights(access)]
+        if not weaker:
+            if _grants_rights(access):
+                self.grants.append((path, "write" if access is Access.WRITE else "read"))
+            for rule in inner:
+                if _grants_rights(rule.access) > _grants_rights(access) and not any(
+                        _beneath(rule.path, o.path) and _grants_rights(o.access) > _grants_rights(access)
+                        for o in inner):
+                    self._grant_tree(rule.path, rule.access)
+            return
+        if _grants_rights(access) and os.path.isdir(path):
+            shown = ", ".join(sorted(r.path for r in weaker)[:3])
+            self.notes.append(f"landlock: {path} is granted entry by entry to keep {shown} "
+                              f"{'read-only' if access is Access.WRITE else 'unreadable'}; new entries "
+                              f"directly in {path} cannot be created (bwrap has no such limit)")
+        try:
+            children = sorted(os.listdir(path))
+        except OSError:
+            return  # missing or unreadable: nothing there to grant
+        for name in children:
+            child = os.path.join(path, name)
+            if os.path.islink(child):
+                continue  # a grant would follow it out of the tree; its target keeps its own access
+            if any(r.path == child or _beneath(r.path, child) for r in inner):
+                self._grant_tree(child, self.access(child))
+            elif _grants_rights(access):
+                self.grants.append((child, "write" if access is Access.WRITE else "read"))
+            if len(self.grants) > MAX_GRANTS:
+                raise Refused(f"the policy needs more than {MAX_GRANTS} Landlock grants; use bwrap")
+
+
+def _expand_globs(patterns: Sequence[str]) -> list[str]:
+    found: list[str] = []
+    for pattern in patterns:
+        found.extend(glob.glob(pattern, recursive=True))
+        if len(found) > MAX_GLOB_MATCHES:
+            raise Refused(f"deny globs match more than {MAX_GLOB_MATCHES} paths; narrow them")
+    return sorted(set(found))
+
+
+class Landlock(Backend):
+    name = "landlock"
+
+    def ruleset(self, policy: BoundPolicy) -> tuple[str, list[str]]:
+        """The ruleset file's text (validated) and notes on what was split to express it."""
+        abi = min(self.facts.landlock_abi, MAX_ABI)
+        if abi < 1:
+            raise Refused("Landlock is not available in this kernel")
+        mode = policy.network.mode
+        if mode is NetworkMode.MANAGED:
+            raise Refused("a managed network needs bwrap: Landlock filters TCP by port, never by host name")
+        net: Optional[NetRules] = None
+        sockets = "any"
+        if mode is NetworkMode.NONE:
+            if abi < _NET_ABI:
+                raise Refused(f"network none needs Landlock ABI {_NET_ABI} (Linux 6.7) for TCP rules; "
+                              f"this kernel has ABI {abi}")
+            if not seccomp.supported():
+                raise Refused("network none needs the seccomp socket filter, which sandfleet has for x86_64 and "
+                              "aarch64 only")
+            net, sockets = NetRules(), "unix_only"
+        scope = ("abstract_unix_socket", "signal") if abi >= _SCOPE_ABI else ()
+        rules = list(policy.rules)
+        rules += [Rule(p, Access.DENY, "deny glob") for p in _expand_globs(policy.deny_globs)]
+        extra: list[Rule] = []
+        if policy.minimal_read:
+            extra += [Rule(p, Access.READ, ":minimal") for p in PLATFORM_READS if os.path.exists(p)]
+        extra += [Rule(p, Access.READ, "device") for p in DEVICES_READ if os.path.exists(p)]
+        extra += [Rule(p, Access.WRITE, "device") for p in DEVICES_WRITE if os.path.exists(p)]
+        planner = _Planner(rules + [r for r in extra if _accepts(rules, r)])
+        grants = planner.plan()
+        notes = list(planner.notes)
+        if abi < _SCOPE_ABI:
+            notes.append(f"landlock: ABI {abi} cannot scope signals; the task may signal other processes of its "
+                         "user (bwrap's pid namespace can)")
+        text = render_text("landlock.j2", abi=abi, grants=grants, net=net, scope=scope, sockets=sockets)
+        try:
+            LandlockRuleset.from_json(text)
+            return text, notes
+        except RulesetError as exc:
+            raise Refused(f"cannot express this policy with Landlock: {exc}") from None
+
+    def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
+        text, notes = self.ruleset(policy)
+        return Wrapper(self.name, tuple(argv), files={RULESET_FILE: text},
+                       cwd=policy.cwd, notes=tuple(notes))
+
+    def preexec(self, wrapper: Wrapper) -> Optional[Callable[[], None]]:
+        try:
+            prepared = prepare(LandlockRuleset.from_json(wrapper.files[RULESET_FILE]))
+        except LandlockUnavailable as exc:
+            raise Refused(str(exc)) from None
+        return prepared.preexec_fn
+
+
+def _accepts(rules: Sequence[Rule], extra: Rule) -> bool:
+    """Platform paths are added only where the policy has not already said something stronger."""
+    covering = [r for r in rules if r.path == extra.path or _beneath(extra.path, r.path)]
+    if not covering:
+        return True
+    deepest = max(covering, key=lambda r: len(r.path))
+    return deepest.access is not Access.DENY and _grants_rights(deepest.access) < _grants_rights(extra.access)

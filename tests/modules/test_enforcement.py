@@ -1,0 +1,222 @@
+"""Each backend, through the real executor, against real attempts to break each rule.
+
+The same matrix runs for bwrap and Landlock: the forbidden thing must fail *and* the allowed
+thing must still work, or a backend that blocks everything would pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import need
+
+from sandfleet.modules.executor import execute
+from sandfleet.modules.facts import HostFacts, probe
+from sandfleet.modules.intent import (
+    PROFILES,
+    Access,
+    FilePath,
+    NetworkMode,
+    NetworkPolicy,
+    Permission,
+    SandboxIntent,
+    Special,
+)
+from sandfleet.modules.pathuri import PathUri
+from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+
+BACKENDS = ("bwrap", "landlock")
+
+
+@pytest.fixture(scope="module")
+def host_facts() -> HostFacts:
+    return probe()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, host_facts: HostFacts) -> str:
+    status = host_facts.backend(request.param)
+    need(status is not None and status.available, f"{request.param} unavailable: {status.reason if status else ''}")
+    return str(request.param)
+
+
+@pytest.fixture
+def box(tmp_path: Path, host_facts: HostFacts) -> dict[str, Path]:
+    """A workspace with a git dir, a scratch temp dir and an outside dir, all outside /tmp's root."""
+    ws, tmp, outside = tmp_path / "ws", tmp_path / "scratch", tmp_path / "outside"
+    for d in (ws / ".git" / "hooks", ws / "src", tmp, outside):
+        d.mkdir(parents=True)
+    (ws / "secret.txt").write_text("top secret\n")
+    (outside / "data.txt").write_text("outside\n")
+    return {"ws": ws, "tmp": tmp, "outside": outside}
+
+
+def facts_for(host_facts: HostFacts, box: dict[str, Path]) -> HostFacts:
+    return dataclasses.replace(host_facts, workspace_roots=(str(box["ws"]),), tmpdir=str(box["tmp"]))
+
+
+def workspace(network: NetworkMode = NetworkMode.NONE, *extra: Permission) -> SandboxIntent:
+    perms = tuple(p for p in PROFILES["workspace"] if p.path != Special("slash_tmp"))
+    return SandboxIntent(perms + extra, NetworkPolicy(network))
+
+
+def run(backend: str, facts: HostFacts, intent: SandboxIntent, *argv: str) -> ExecResult:
+    return execute(ExecRequest(id="t", argv=argv, sandbox=intent, timeout_s=30), facts, pin=backend)
+
+
+def sh(script: str) -> tuple[str, ...]:
+    return ("/bin/sh", "-c", script)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    thread.join()
+    srv.close()
+
+
+CONNECT = "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=3); print('connected')"
+UDP = ("import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+       "s.sendto(b'leak', ('127.0.0.1', int(sys.argv[1])))")
+
+
+class TestFilesystem:
+    def test_writes_inside_the_workspace_work(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        r = run(backend, facts_for(host_facts, box), workspace(), *sh(f"echo hi > {box['ws']}/src/out.txt"))
+        assert r.status is Status.OK, r
+        assert (box["ws"] / "src" / "out.txt").read_text() == "hi\n"
+        assert r.backend == backend
+
+    def test_writes_outside_the_roots_fail(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        target = box["outside"] / "planted"
+        r = run(backend, facts_for(host_facts, box), workspace(), "touch", str(target))
+        assert r.status is Status.FAILED and not target.exists()
+
+    def test_git_hooks_stay_read_only(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        hook = box["ws"] / ".git" / "hooks" / "pre-commit"
+        r = run(backend, facts_for(host_facts, box), workspace(), "touch", str(hook))
+        assert r.status is Status.FAILED and not hook.exists()
+
+    def test_a_missing_git_cannot_be_created(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        fresh = box["ws"] / "src"  # a workspace root with no .git yet
+        facts = dataclasses.replace(facts_for(host_facts, box), workspace_roots=(str(fresh),))
+        r = run(backend, facts, workspace(), *sh(f"mkdir -p {fresh}/.git/hooks && touch {fresh}/.git/hooks/x"))
+        assert r.status is Status.FAILED and not (fresh / ".git" / "hooks" / "x").exists()
+        ok = run(backend, facts, workspace(), *sh(f"echo ok > {fresh}/existing-dir-file || true; ls {fresh}"))
+        assert ok.status is Status.OK
+
+    def test_deny_path_cannot_be_read(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        secret = box["ws"] / "secret.txt"
+        intent = workspace(NetworkMode.NONE, Permission(FilePath(str(PathUri.from_native(str(secret)))), Access.DENY))
+        r = run(backend, facts_for(host_facts, box), intent, "cat", str(secret))
+        assert r.status is Status.FAILED and "top secret" not in r.stdout
+
+    def test_system_reads_and_tmpdir_writes_work(self, backend: str, host_facts: HostFacts,
+                                                 box: dict[str, Path]) -> None:
+        r = run(backend, facts_for(host_facts, box), workspace(),
+                *sh(f"ls /usr/bin >/dev/null && echo t > {box['tmp']}/t.txt && cat {box['tmp']}/t.txt"))
+        assert r.status is Status.OK, r
+        assert r.stdout == "t\n"
+
+    def test_read_only_profile_writes_nothing(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        r = run(backend, facts_for(host_facts, box), SandboxIntent(PROFILES["read-only"]),
+                *sh(f"cat {box['outside']}/data.txt; touch {box['ws']}/src/x"))
+        assert r.status is Status.FAILED and r.stdout == "outside\n" and not (box["ws"] / "src" / "x").exists()
+
+
+class TestNetwork:
+    def test_network_none_blocks_tcp(self, backend: str, host_facts: HostFacts, box: dict[str, Path],
+                                     listener: int) -> None:
+        r = run(backend, facts_for(host_facts, box), workspace(), sys.executable, "-c", CONNECT, str(listener))
+        assert r.status is Status.FAILED and "connected" not in r.stdout
+
+    def test_network_none_blocks_udp(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        """Whether the send fails (Landlock's socket filter) or lands on the sandbox's own loopback
+        (bwrap's network namespace), no datagram may reach the host."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(0.5)
+            run(backend, facts_for(host_facts, box), workspace(), sys.executable, "-c", UDP,
+                str(udp.getsockname()[1]))
+            with pytest.raises(socket.timeout):
+                udp.recv(16)
+
+    def test_udp_reaches_the_host_with_network_full(self, backend: str, host_facts: HostFacts,
+                                                    box: dict[str, Path]) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            udp.settimeout(5)
+            r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), sys.executable, "-c", UDP,
+                    str(udp.getsockname()[1]))
+            assert r.status is Status.OK, r
+            assert udp.recv(16) == b"leak"
+
+    def test_network_full_connects(self, backend: str, host_facts: HostFacts, box: dict[str, Path],
+                                   listener: int) -> None:
+        r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), sys.executable, "-c", CONNECT,
+                str(listener))
+        assert r.status is Status.OK and r.stdout == "connected\n", r
+
+
+class TestFailClosed:
+    def test_landlock_refuses_a_managed_network(self, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        need(host_facts.landlock_abi > 0, "Landlock unavailable")
+        intent = SandboxIntent(PROFILES["workspace"], NetworkPolicy(NetworkMode.MANAGED, ("pypi.org",)))
+        r = run("landlock", facts_for(host_facts, box), intent, "touch", str(box["ws"] / "src" / "ran"))
+        assert r.status is Status.SANDBOX_UNAVAILABLE and "host name" in (r.message or "")
+        assert not (box["ws"] / "src" / "ran").exists()
+
+    def test_landlock_without_tcp_rules_refuses_network_none(self, host_facts: HostFacts,
+                                                             box: dict[str, Path]) -> None:
+        old_kernel = dataclasses.replace(facts_for(host_facts, box), landlock_abi=3)
+        r = run("landlock", old_kernel, workspace(), "touch", str(box["ws"] / "src" / "ran"))
+        assert r.status is Status.SANDBOX_UNAVAILABLE and "ABI 4" in (r.message or "")
+        assert not (box["ws"] / "src" / "ran").exists()
+
+    def test_nothing_available_means_nothing_runs(self, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        from sandfleet.modules.facts import BackendStatus
+
+        none_work = dataclasses.replace(
+            facts_for(host_facts, box),
+            backends=(BackendStatus("bwrap", False, "bwrap is not installed (install the 'bubblewrap' package)"),
+                      BackendStatus("landlock", False, "Landlock is not enabled in this kernel")))
+        for pin in (None, "bwrap", "landlock"):
+            r = execute(ExecRequest(id="t", argv=("touch", str(box["ws"] / "src" / "ran")), sandbox=workspace()),
+                        none_work, pin=pin)
+            assert r.status is Status.SANDBOX_UNAVAILABLE, r
+            assert "bubblewrap" in (r.message or "") or pin == "landlock"
+        assert not (box["ws"] / "src" / "ran").exists()
+
+    def test_a_pin_is_never_replaced(self, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        from sandfleet.modules.facts import BackendStatus
+
+        facts = dataclasses.replace(facts_for(host_facts, box), backends=(
+            BackendStatus("bwrap", False, "bwrap is not installed"), *[b for b in host_facts.backends
+                                                                      if b.name == "landlock"]))
+        r = execute(ExecRequest(id="t", argv=("true",), sandbox=workspace()), facts, pin="bwrap")
+        assert r.status is Status.SANDBOX_UNAVAILABLE and "pinned" in (r.message or "")
+        r = execute(ExecRequest(id="t", argv=("true",), sandbox=workspace()), facts, pin="seatbelt")
+        assert r.status is Status.SANDBOX_UNAVAILABLE and "cannot run on a linux host" in (r.message or "")

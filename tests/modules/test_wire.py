@@ -1,0 +1,359 @@
+"""Wire v1: golden messages in data/wire/*.json, compatibility rules, and hostile round trips.
+
+Each fixture holds a ``message`` as it travels and either what it ``decoded`` to (the Python model,
+tagged with class names) plus the exact canonical line it re-``encoded`` to, or the ``error`` it
+raises. Adding a case is adding a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sandfleet.modules import wire
+from sandfleet.modules.intent import (
+    Access,
+    FilePath,
+    Glob,
+    NetworkMode,
+    NetworkPolicy,
+    Permission,
+    SandboxIntent,
+    Special,
+)
+from sandfleet.modules.pathuri import PathUri
+from sandfleet.modules.wire import (
+    ExecRequest,
+    ExecResult,
+    Status,
+    UnenforceableRequest,
+    WireError,
+    decode_request,
+    decode_result,
+    encode_request,
+    encode_result,
+)
+
+FIXTURES = sorted((Path(__file__).parent / "data" / "wire").glob("*.json"))
+
+
+def plain(value: Any) -> Any:
+    """The decoded model as JSON-comparable data, tagged with class names."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__class__": type(value).__name__, **fields}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    return value
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="ascii"))
+    return data
+
+
+def test_fixture_set_is_complete() -> None:
+    names = {p.stem for p in FIXTURES}
+    for required in [
+        "request_minimal",
+        "request_design_example",
+        "request_unsandboxed",
+        "request_unknown_fields",
+        "request_unknown_special",
+        "request_non_utf8_argv",
+        "result_ok",
+        "result_failed",
+        "result_sandbox_unavailable",
+        "result_truncated",
+    ]:
+        assert required in names
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_fixture(path: Path) -> None:
+    case = load(path)
+    decode, encode = (
+        (decode_request, encode_request) if case["kind"] == "request" else (decode_result, encode_result)
+    )
+    line = json.dumps(case["message"], ensure_ascii=True)
+    if "error" in case:
+        with pytest.raises(WireError) as info:
+            decode(line)
+        assert type(info.value).__name__ == case["error"]["type"]
+        assert str(info.value) == case["error"]["message"]
+        if "request_id" in case["error"]:
+            assert isinstance(info.value, UnenforceableRequest)
+            assert info.value.request_id == case["error"]["request_id"]
+        return
+    decoded = decode(line)
+    assert plain(decoded) == case["decoded"]
+    assert decode(line.encode("utf-8")) == decoded  # bytes in, same message
+    encoded = encode(decoded)  # type: ignore[arg-type]
+    assert encoded == case["encoded"]
+    assert encode(decode(encoded)) == encoded  # stable
+    if isinstance(decoded, ExecRequest):  # request warnings are the reader's notes, never sent
+        decoded = dataclasses.replace(decoded, warnings=())
+    assert decode(encoded) == decoded
+
+
+# -- compatibility ------------------------------------------------------------------------------------------
+
+
+def _design_example() -> dict[str, Any]:
+    message: dict[str, Any] = load(Path(__file__).parent / "data" / "wire" / "request_design_example.json")[
+        "message"
+    ]
+    return message
+
+
+def test_older_reader_ignores_unknown_fields_everywhere() -> None:
+    message = _design_example()
+    baseline = decode_request(json.dumps(message))
+    grown = json.loads(json.dumps(message))
+    grown["new_top"] = {"nested": [1, 2]}
+    grown["cwd"]["new_cwd"] = True
+    grown["sandbox"]["new_sandbox"] = "x"
+    grown["sandbox"]["network"]["new_network"] = 1
+    for entry in grown["sandbox"]["permissions"]:
+        entry["new_entry"] = None
+        entry["path"]["new_path"] = []
+    grown["sandbox"]["per_os"]["linux"]["new_hint"] = "y"  # hints are carried as-is
+    decoded = decode_request(json.dumps(grown))
+    assert dataclasses.replace(decoded, sandbox=baseline.sandbox) == baseline
+    assert decoded.sandbox is not None and baseline.sandbox is not None
+    assert decoded.sandbox.permissions == baseline.sandbox.permissions
+    assert decoded.sandbox.network == baseline.sandbox.network
+
+
+def test_newer_reader_fills_defaults() -> None:
+    req = decode_request('{"id":"a","argv":["x"],"sandbox":{}}')
+    assert req == ExecRequest(id="a", argv=("x",), sandbox=SandboxIntent(permissions=()))
+    assert req.sandbox is not None and req.sandbox.network == NetworkPolicy(NetworkMode.NONE)
+    res = decode_result('{"id":"a","status":"ok"}')
+    assert res == ExecResult(id="a", status=Status.OK)
+    # null in an optional field means its default
+    req = decode_request('{"id":"a","argv":["x"],"cwd":null,"env":null,"timeout_s":null,"sandbox":null}')
+    assert req == ExecRequest(id="a", argv=("x",))
+
+
+def test_sandbox_null_is_explicit_and_missing_is_refused() -> None:
+    assert decode_request('{"id":"a","argv":["x"],"sandbox":null}').sandbox is None
+    assert '"sandbox":null' in encode_request(ExecRequest(id="a", argv=("x",)))
+    with pytest.raises(WireError, match="missing 'sandbox'"):
+        decode_request('{"id":"a","argv":["x"]}')
+
+
+def test_unknown_write_kind_is_dropped_with_warning() -> None:
+    req = decode_request(
+        '{"id":"a","argv":["x"],"sandbox":{"permissions":['
+        '{"path":{"registry":"HKCU"},"access":"write"},{"path":{"special":"root"},"access":"read"}]}}'
+    )
+    assert req.sandbox is not None
+    assert req.sandbox.permissions == (Permission(Special("root"), Access.READ),)
+    assert len(req.warnings) == 1 and "registry" in req.warnings[0]
+
+
+@pytest.mark.parametrize("access", ["read", "deny", "some-future-access"])
+def test_unknown_kind_that_could_widen_is_refused_with_its_id(access: str) -> None:
+    line = (
+        '{"id":"p1/t1/h","argv":["x"],"sandbox":{"permissions":['
+        f'{{"path":{{"registry":"HKLM"}},"access":"{access}"}}]}}}}'
+    )
+    with pytest.raises(UnenforceableRequest) as info:
+        decode_request(line)
+    assert info.value.request_id == "p1/t1/h"
+    assert "sandbox.permissions[0]" in str(info.value)
+    assert isinstance(info.value, WireError)  # callers that only know WireError fail closed
+
+
+def test_intent_from_json_refuses_what_it_cannot_enforce() -> None:
+    with pytest.raises(WireError, match="loopback"):
+        wire.intent_from_json({"permissions": [], "network": {"mode": "loopback"}})
+    intent = wire.intent_from_json({"permissions": [{"path": {"glob": "**/*.pem"}, "access": "deny"}]})
+    assert wire.intent_to_json(intent)["permissions"] == [{"path": {"glob": "**/*.pem"}, "access": "deny"}]
+
+
+# -- rejections ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"argv":["x"],"sandbox":null}', "'id'"),
+        ('{"id":"a","sandbox":null}', "'argv'"),
+        ('{"id":"","argv":["x"],"sandbox":null}', "id must be a non-empty string"),
+        ('{"id":7,"argv":["x"],"sandbox":null}', "id must be a non-empty string, not a number"),
+        ('{"id":"a","argv":[],"sandbox":null}', "argv must not be empty"),
+        ('{"id":"a","argv":"ls -l","sandbox":null}', "argv must be a list"),
+        ('{"id":"a","argv":["x",null],"sandbox":null}', r"argv\[1\] must be a string, not null"),
+        ('{"id":"a","argv":{"0":"x"},"sandbox":null}', "argv must be an array, not an object"),
+        ('{"id":"a","argv":["x"],"env":{"A":1},"sandbox":null}', r"env\['A'\] must be a string"),
+        ('{"id":"a","argv":["x"],"env":["A=1"],"sandbox":null}', "env must be an object"),
+        ('{"id":"a","argv":["x"],"timeout_s":"60","sandbox":null}', "timeout_s must be a number"),
+        ('{"id":"a","argv":["x"],"timeout_s":true,"sandbox":null}', "timeout_s must be a number"),
+        ('{"id":"a","argv":["x"],"timeout_s":-1,"sandbox":null}', "timeout_s must be positive"),
+        ('{"id":"a","argv":["x"],"timeout_s":Infinity,"sandbox":null}', "Infinity is not valid JSON"),
+        ('{"id":"a","argv":["x"],"cwd":"/tmp","sandbox":null}', "cwd must be an object"),
+        ('{"id":"a","argv":["x"],"cwd":{},"sandbox":null}', "cwd must have exactly one"),
+        ('{"id":"a","argv":["x"],"cwd":{"symbol":"workspace_roots"},"sandbox":null}', "cwd.symbol must look"),
+        ('{"id":"a","argv":["x"],"cwd":{"uri":"/tmp"},"sandbox":null}', "cwd.uri: '/tmp' is a native path"),
+        ('{"id":"a","argv":["x"],"sandbox":[]}', "sandbox must be an object"),
+        ('{"id":"a","argv":["x"],"sandbox":{"permissions":[{"access":"read"}]}}', r"permissions\[0\] is missing"),
+        (
+            '{"id":"a","argv":["x"],"sandbox":{"permissions":[{"path":{"special":"root"}}]}}',
+            "missing the required field 'access'",
+        ),
+        (
+            '{"id":"a","argv":["x"],"sandbox":{"permissions":[{"path":{"special":"root","glob":"*"},'
+            '"access":"read"}]}}',
+            "several kinds",
+        ),
+        (
+            '{"id":"a","argv":["x"],"sandbox":{"permissions":[{"path":{"uri":"http://x/y"},"access":"read"}]}}',
+            r"sandbox.permissions\[0\].path.uri: .*unsupported scheme",
+        ),
+        ('{"id":"a","argv":["x"],"sandbox":{"workspace_roots":["C:\\\\ws"]}}', r"workspace_roots\[0\]"),
+        ('{"id":"a","argv":["x"],"sandbox":{"network":{"allow":"pypi.org"}}}', "network.allow must be an array"),
+        ('{"id":"a","argv":["x"],"sandbox":{"per_os":{"linux":"landlock"}}}', "per_os.linux must be an object"),
+        ('{"v":2,"id":"a","argv":["x"],"sandbox":null}', "unsupported wire version 2.*only v1"),
+        ('{"v":"1","id":"a","argv":["x"],"sandbox":null}', "unsupported wire version '1'"),
+        ('{"v":true,"id":"a","argv":["x"],"sandbox":null}', "unsupported wire version True"),
+        ('{"id":"a","id":"b","argv":["x"],"sandbox":null}', "duplicate key 'id'"),
+        ('["a"]', "request must be an object, not an array"),
+        ("not json", "request line is not JSON"),
+        (b'{"id":"\xff"}', "not UTF-8"),
+    ],
+)
+def test_request_rejections_name_the_field(line: str | bytes, field: str) -> None:
+    with pytest.raises(WireError, match=field):
+        decode_request(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"status":"ok"}', "'id'"),
+        ('{"id":"a"}', "'status'"),
+        ('{"id":"a","status":3}', "status must be a string"),
+        ('{"id":"a","status":"ok","rc":"0"}', "rc must be an integer"),
+        ('{"id":"a","status":"ok","rc":1.5}', "rc must be an integer"),
+        ('{"id":"a","status":"ok","duration_ms":-1}', "duration_ms must be a non-negative integer"),
+        ('{"id":"a","status":"ok","stdout_truncated":"yes"}', "stdout_truncated must be true or false"),
+        ('{"id":"a","status":"ok","wrapper":"bwrap --"}', "wrapper must be an array"),
+        ('{"v":3,"id":"a","status":"ok"}', "unsupported wire version 3"),
+    ],
+)
+def test_result_rejections_name_the_field(line: str, field: str) -> None:
+    with pytest.raises(WireError, match=field):
+        decode_result(line)
+
+
+def test_encode_refuses_what_decode_would_reject() -> None:
+    with pytest.raises(WireError, match="argv must not be empty"):
+        encode_request(ExecRequest(id="a", argv=()))
+    with pytest.raises(WireError, match="version 2"):
+        encode_request(ExecRequest(id="a", argv=("x",), v=2))
+    with pytest.raises(WireError, match="not canonical"):
+        encode_request(ExecRequest(id="a", argv=("x",), cwd=FilePath("FILE:///x")))
+    with pytest.raises(WireError, match="native path"):
+        encode_request(
+            ExecRequest(id="a", argv=("x",), sandbox=SandboxIntent((Permission(FilePath("/etc"), Access.READ),)))
+        )
+    with pytest.raises(WireError, match="keys must be strings"):
+        encode_request(ExecRequest(id="a", argv=("x",), env={1: "x"}))  # type: ignore[dict-item]
+    with pytest.raises(WireError, match="cannot encode as JSON"):
+        intent = SandboxIntent((), per_os={"linux": {"prefer": object()}})
+        encode_request(ExecRequest(id="a", argv=("x",), sandbox=intent))
+    with pytest.raises(WireError, match="duration_ms"):
+        encode_result(ExecResult(id="a", status=Status.OK, duration_ms=-5))
+
+
+def test_status_is_a_str_enum() -> None:
+    assert Status.SANDBOX_UNAVAILABLE == "sandbox_unavailable"
+    assert [s.value for s in Status] == ["ok", "failed", "timeout", "sandbox_unavailable", "error"]
+
+
+# -- hostile round trips ------------------------------------------------------------------------------------
+
+HOSTILE = ['"', "'", "\\", "\n", "\r", "\0", "\t", "$(id)", "`id`", "\udce9", "\udcff", "\ud800", "\u2028",
+           "\u00e9", "\U0001f600", "%00", "}", "{", ",", ":", "\x7f", "\ufeff"]
+hostile_text = st.lists(
+    st.one_of(st.text(st.characters(exclude_categories=()), max_size=5), st.sampled_from(HOSTILE)), max_size=6
+).map("".join)
+nonempty_text = hostile_text.filter(bool)
+
+posix_uris = st.binary(max_size=12).map(lambda b: str(PathUri.from_native(b"/" + b)))
+windows_uris = st.text(st.characters(exclude_characters="\\/\0", exclude_categories=("Cs",)), max_size=8).map(
+    lambda name: str(PathUri.from_native("C:\\" + name))
+)
+uris = st.one_of(posix_uris, windows_uris)
+specials = st.builds(Special, nonempty_text, st.none() | hostile_text)
+path_specs = st.one_of(specials, st.builds(FilePath, uris), st.builds(Glob, nonempty_text))
+json_scalars = st.none() | st.booleans() | st.integers() | hostile_text
+intents = st.builds(
+    SandboxIntent,
+    permissions=st.lists(st.builds(Permission, path_specs, st.sampled_from(Access)), max_size=5).map(tuple),
+    network=st.builds(
+        NetworkPolicy,
+        st.sampled_from(NetworkMode),
+        st.lists(hostile_text, max_size=3).map(tuple),
+        st.lists(hostile_text, max_size=3).map(tuple),
+    ),
+    workspace_roots=st.lists(uris, max_size=3).map(tuple),
+    per_os=st.dictionaries(hostile_text, st.dictionaries(hostile_text, json_scalars, max_size=3), max_size=2),
+)
+requests = st.builds(
+    ExecRequest,
+    id=nonempty_text,
+    argv=st.lists(hostile_text, min_size=1, max_size=6).map(tuple),
+    cwd=st.none() | specials | st.builds(FilePath, uris),
+    env=st.dictionaries(hostile_text, hostile_text, max_size=4),
+    timeout_s=st.none()
+    | st.floats(min_value=1e-3, max_value=1e9, allow_nan=False)
+    | st.integers(min_value=1, max_value=10**9),
+    sandbox=st.none() | intents,
+)
+results = st.builds(
+    ExecResult,
+    id=hostile_text,
+    status=st.sampled_from(Status),
+    rc=st.none() | st.integers(min_value=-(2**31), max_value=2**32),
+    stdout=hostile_text,
+    stderr=hostile_text,
+    stdout_truncated=st.booleans(),
+    stderr_truncated=st.booleans(),
+    started=st.none() | hostile_text,
+    duration_ms=st.integers(min_value=0, max_value=10**12),
+    backend=st.none() | hostile_text,
+    wrapper=st.lists(hostile_text, max_size=5).map(tuple),
+    message=st.none() | hostile_text,
+    warnings=st.lists(hostile_text, max_size=3).map(tuple),
+)
+
+
+@given(requests)
+def test_any_request_round_trips_exactly(req: ExecRequest) -> None:
+    line = encode_request(req)
+    assert "\n" not in line and line.isascii()
+    assert decode_request(line) == req
+    assert decode_request(line.encode("ascii")) == req
+    assert encode_request(decode_request(line)) == line
+
+
+@given(results)
+def test_any_result_round_trips_exactly(res: ExecResult) -> None:
+    line = encode_result(res)
+    assert "\n" not in line and line.isascii()
+    assert decode_result(line) == res
+    assert encode_result(decode_result(line)) == line
