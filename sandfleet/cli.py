@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="render every host's exact wrapper without touching any host")
     run.add_argument("--format", choices=("text", "json"), default="text")
+    run.add_argument("-v", "--verbose", action="store_true", help="show every task's output, not only failures")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",
                      help="unknown SSH host keys: refuse (default) or record them")

@@ -75,8 +75,8 @@ def _tail(text: str, lines: int = 10) -> str:
 
 
 class TextReporter(Reporter):
-    def __init__(self, out: TextIO, recap: Recap, dry_run: bool = False) -> None:
-        self.out, self.recap, self.dry_run = out, recap, dry_run
+    def __init__(self, out: TextIO, recap: Recap, dry_run: bool = False, verbose: bool = False) -> None:
+        self.out, self.recap, self.dry_run, self.verbose = out, recap, dry_run, verbose
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
 
@@ -103,10 +103,13 @@ class TextReporter(Reporter):
             if r.rc is not None and event.status != Status.OK.value:
                 detail += f" rc={r.rc}"
         lines = [f"{event.host:<20} {status:<20} {label}{detail}"]
-        if r is not None and event.status != Status.OK.value and event.status != SKIPPED:
-            if r.message:
+        if r is not None and event.status != SKIPPED:
+            failed = event.status != Status.OK.value
+            if failed and r.message:
                 lines.append(f"    {r.message}")
-            if r.stderr.strip():
+            if self.verbose and r.stdout.strip():
+                lines.extend("    > " + ln for ln in _tail(r.stdout, 40).splitlines())
+            if (failed or self.verbose) and r.stderr.strip():
                 lines.extend("    | " + ln for ln in _tail(r.stderr).splitlines())
         if r is not None:
             lines.extend(f"    warning: {w}" for w in r.warnings)
@@ -196,9 +199,9 @@ class JsonReporter(Reporter):
             self._emit({"event": "recap", "hosts": {h: asdict(t) for h, t in self.recap.hosts.items()}})
 
 
-def make_reporter(fmt: str, out: TextIO, dry_run: bool) -> TextReporter | JsonReporter:
+def make_reporter(fmt: str, out: TextIO, dry_run: bool, verbose: bool = False) -> TextReporter | JsonReporter:
     recap = Recap()
-    return JsonReporter(out, recap, dry_run) if fmt == "json" else TextReporter(out, recap, dry_run)
+    return JsonReporter(out, recap, dry_run) if fmt == "json" else TextReporter(out, recap, dry_run, verbose)
 
 
 def final_exit(reporter: TextReporter | JsonReporter, dry_run: bool) -> int:

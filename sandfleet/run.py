@@ -35,7 +35,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for play in playbook.plays:
             for host in inventory.select(play.hosts, args.limit):
                 connect_for_run(inventory.host_config(host))
-    reporter = make_reporter(args.format, out, args.dry_run)
+    reporter = make_reporter(args.format, out, args.dry_run, args.verbose)
     if args.dry_run:
         run_playbook(playbook, inventory, reporter, DryConnection, limit=args.limit, forks=args.forks,
                      consent=args.allow_unsandboxed, executor=dry_execute)
