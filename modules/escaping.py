@@ -14,16 +14,21 @@ from collections.abc import Iterable
 from typing import Any
 
 _SHELL_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+_DOUBLE_QUOTE_ACTIVE = re.compile(r'[$`\\"!]')
 
 
 def sh(value: str) -> str:
     """POSIX shell quoting for the displayed command: ``shlex.split`` gives ``value`` back.
 
-    Single quotes protect everything except a single quote itself, which is closed, escaped and
-    reopened. Newlines, ``$()``, backticks and globs are inert inside single quotes.
+    Single quotes protect everything except a single quote itself. A value holding single quotes
+    but nothing double quotes would interpret (``$`` `` ` `` ``\\`` ``"`` ``!``) is shown in double
+    quotes, which reads better; otherwise the quote is closed, escaped and reopened. Newlines,
+    ``$()``, backticks and globs are inert inside single quotes.
     """
     if value and _SHELL_SAFE.match(value):
         return value
+    if "'" in value and not _DOUBLE_QUOTE_ACTIVE.search(value):
+        return '"' + value + '"'
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 

@@ -135,6 +135,12 @@ class TextReporter(Reporter):
         self._write(f"{host:<20} UNREACHABLE          {message}")
 
     def finish(self) -> None:
+        if self.dry_run:
+            self._write(f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed")
+            for host, t in self.recap.hosts.items():
+                self._write(f"{host:<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
+                            f"skipped={t.skipped} unreachable={t.unreachable}")
+            return
         self._write(f"\nRECAP ({time.monotonic() - self._t0:.2f} s)")
         for host, t in self.recap.hosts.items():
             self._write(f"{host:<20} ok={t.ok} failed={t.failed} unreachable={t.unreachable} "
