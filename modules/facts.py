@@ -104,10 +104,19 @@ def probe_bwrap() -> BackendStatus:
     return BackendStatus("bwrap", True, "", path)
 
 
+#: Caps the Landlock ABI this host will use, to reproduce an older kernel; it can only lower it.
+MAX_ABI_ENV = "SANDFLEET_LANDLOCK_MAX_ABI"
+
+
 def probe_landlock() -> tuple[BackendStatus, int]:
     from .landlock import landlock_abi
 
     abi = landlock_abi()
+    cap = os.environ.get(MAX_ABI_ENV, "")
+    if cap.isdigit() and int(cap) < abi:
+        abi = int(cap)
+        if abi <= 0:
+            return BackendStatus("landlock", False, f"Landlock is turned off here by {MAX_ABI_ENV}={cap}"), 0
     if abi <= 0:
         return BackendStatus("landlock", False, "Landlock is not enabled in this kernel "
                              "(needs Linux >= 5.13 with 'landlock' in the lsm= boot parameter)"), 0

@@ -1,0 +1,173 @@
+"""`sandfleet run` end to end on the local connection: real agent, real sandboxes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import need
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = [str(ROOT / "playbooks" / "example.yml"), "-i", str(ROOT / "inventory" / "localhost.yml")]
+
+
+def sandfleet(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sandfleet", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=120)
+
+
+def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def no_bwrap_path(tmp_path: Path) -> str:
+    """A PATH with the usual tools but without bwrap."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("uname", "python3", "mktemp", "touch", "ls", "sh", "cat", "true"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def write_playbook(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "pb.yml"
+    path.write_text(body)
+    return path
+
+
+def write_inventory(tmp_path: Path, extra: str = "") -> Path:
+    ws = tmp_path / "ws"
+    ws.mkdir(exist_ok=True)
+    path = tmp_path / "inv.yml"
+    path.write_text(f"all:\n  hosts:\n    here:\n      ansible_connection: local\n      sandfleet_os: linux\n"
+                    f"      sandfleet_workspace_roots: [{json.dumps(str(ws))}]\n{extra}")
+    return path
+
+
+class TestDefaultJob:
+    def test_runs_under_bwrap(self) -> None:
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        proc = sandfleet("run", *EXAMPLE, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        results = [e for e in events(proc) if e["event"] == "task_result"]
+        assert [e["status"] for e in results] == ["ok", "ok", "ok", "failed", "failed", "failed"]
+        assert [e.get("ignored", False) for e in results] == [False, False, False, True, True, True]
+        assert {e["backend"] for e in results} == {"bwrap"}
+        assert results[1]["stdout"] == "hello from inside the sandbox\n"
+        assert "Read-only file system" in results[3]["stderr"]
+        assert events(proc)[-1] == {"event": "recap", "hosts": {"localhost": {
+            "ok": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "skipped": 0, "ignored": 3}}}
+
+    def test_runs_under_landlock_without_bwrap(self, tmp_path: Path) -> None:
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        proc = sandfleet("run", *EXAMPLE, "--format", "json",
+                         env={"PATH": no_bwrap_path(tmp_path), "TMPDIR": str(scratch)})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results = [e for e in events(proc) if e["event"] == "task_result"]
+        assert {e["backend"] for e in results} == {"landlock"}
+        assert [e["status"] for e in results] == ["ok", "ok", "ok", "failed", "failed", "failed"]
+        assert "Permission denied" in results[3]["stderr"]  # .git stays read-only under Landlock too
+
+    def test_dry_run_wrapper_is_the_wrapper_that_ran(self) -> None:
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        ran = [e for e in events(sandfleet("run", *EXAMPLE, "--format", "json")) if e["event"] == "task_result"]
+        dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
+        assert len(ran) == len(dry) == 6
+        for r, d in zip(ran, dry):
+            assert (d["host"], d["task"], d["backend"]) == (r["host"], r["task"], r["backend"])
+            assert d["wrapper"]["argv"] == r["wrapper"]
+            assert d["request"]["argv"] == d["wrapper"]["argv"][d["wrapper"]["argv"].index("--") + 1:]
+
+    def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
+        dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
+        request = dry[1]["request"]
+        assert request["cwd"] == {"symbol": ":workspace_roots", "subpath": "playbooks"}
+        paths = [p["path"] for p in request["sandbox"]["permissions"]]
+        assert {"special": "workspace_roots"} in paths and {"special": "root"} in paths
+        deny = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))[5]["request"]
+        assert {"path": {"special": "home", "subpath": ".ssh"}, "access": "deny"} in deny["sandbox"]["permissions"]
+
+
+class TestFailClosed:
+    def test_no_sandbox_available_runs_nothing(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ws" / "ran"
+        pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n")
+        proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)), "--format", "json",
+                         env={"PATH": no_bwrap_path(tmp_path), "SANDFLEET_LANDLOCK_MAX_ABI": "0"})
+        assert proc.returncode == 8, proc.stdout + proc.stderr
+        result = events(proc)[0]
+        assert result["status"] == "sandbox_unavailable"
+        assert "bubblewrap" in result["message"] and "SANDFLEET_LANDLOCK_MAX_ABI" in result["message"]
+        assert not marker.exists()
+
+    def test_pinned_backend_missing_is_refused_not_replaced(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ws" / "ran"
+        pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n")
+        inv = write_inventory(tmp_path, "      sandfleet_sandbox: bwrap\n")
+        proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json", env={"PATH": no_bwrap_path(tmp_path)})
+        assert proc.returncode == 8
+        assert "pinned" in events(proc)[0]["message"] and not marker.exists()
+
+    def test_unsandboxed_needs_consent(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ws" / "bare"
+        pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n"
+                                      "      sandbox: false\n")
+        inv = str(write_inventory(tmp_path))
+        refused = sandfleet("run", str(pb), "-i", inv, "--format", "json")
+        assert refused.returncode == 8 and "--allow-unsandboxed" in events(refused)[0]["message"]
+        assert not marker.exists()
+        allowed = sandfleet("run", str(pb), "-i", inv, "--format", "json", "--allow-unsandboxed")
+        assert allowed.returncode == 0 and events(allowed)[0]["backend"] == "none" and marker.exists()
+
+
+class TestExitCodes:
+    def test_failed_task_sets_bit_2_and_stops_the_host(self, tmp_path: Path) -> None:
+        pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: ['false']}\n"
+                                      "    - exec: {argv: ['true']}\n")
+        proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)), "--format", "json")
+        assert proc.returncode == 2
+        assert [e["event"] for e in events(proc)] == ["task_result", "recap"]
+
+    def test_broken_playbook_is_65_with_position_and_no_traceback(self, tmp_path: Path) -> None:
+        pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: echo hi}\n")
+        proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)))
+        assert proc.returncode == 65
+        assert f"{pb}:3:" in proc.stderr and "Traceback" not in proc.stderr
+
+    def test_bad_command_line_is_64(self) -> None:
+        proc = sandfleet("run", "--no-such-flag")
+        assert proc.returncode == 64 and "Traceback" not in proc.stderr
+
+    def test_undefined_variable_fails_that_task_with_its_name(self, tmp_path: Path) -> None:
+        pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: [echo, '{{ nope }}']}\n")
+        proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)), "--format", "json")
+        assert proc.returncode == 2
+        assert "'nope' is undefined" in events(proc)[0]["message"]
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "landlock"])
+def test_timeout_kills_the_command_and_what_it_forked(backend: str, tmp_path: Path) -> None:
+    from sandfleet.modules.executor import execute
+    from sandfleet.modules.facts import probe
+    from sandfleet.modules.intent import PROFILES, SandboxIntent
+    from sandfleet.modules.wire import ExecRequest, Status
+
+    facts = probe((str(tmp_path),))
+    status = facts.backend(backend)
+    need(status is not None and status.available, f"{backend} unavailable")
+    tag = f"{os.getpid()}{backend}"
+    script = f"(exec -a grandchild{tag} sleep 300) & exec -a child{tag} sleep 300"
+    result = execute(ExecRequest(id="t", argv=("bash", "-c", script), timeout_s=1,
+                                 sandbox=SandboxIntent(PROFILES["workspace"])), facts, pin=backend)
+    assert result.status is Status.TIMEOUT and result.rc is None
+    left = subprocess.run(["pgrep", "-f", tag], capture_output=True, text=True)
+    assert left.stdout == "", f"left running: {left.stdout}"
