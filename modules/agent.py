@@ -61,13 +61,20 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
             result = wire.ExecResult(id=_id_of(line), status=wire.Status.ERROR, message=f"bad request: {exc}")
         else:
             try:
-                result = execute(request, facts, pin)
+                result = execute(request, facts, pin, cancel_fd=_fileno(stdin))
             except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
                 result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
                                          message=f"agent error: {type(exc).__name__}: {exc}")
         stdout.write(wire.encode_result(result) + "\n")
         stdout.flush()
     return 0
+
+
+def _fileno(stream: IO[str]) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None  # not a real file (tests feed a StringIO): no cancellation
 
 
 def _id_of(line: str) -> str:

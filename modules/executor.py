@@ -7,6 +7,7 @@ comes back as a ``sandbox_unavailable`` result before a single process starts.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -51,19 +52,25 @@ def prepare(
 
 
 def execute(
-    request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None
+    request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None,
+    cancel_fd: Optional[int] = None,
 ) -> ExecResult:
     prepared = prepare(request, facts, fs or LocalFs(), pin)
     if isinstance(prepared, ExecResult):
         return prepared
     wrapper = prepared.wrapper
+    if wrapper.cwd and not os.path.isdir(wrapper.cwd):
+        return ExecResult(id=request.id, status=Status.ERROR, backend=wrapper.backend, wrapper=wrapper.argv,
+                          message=f"the working directory {wrapper.cwd} does not exist on this host",
+                          warnings=prepared.warnings)
     env = spawn.task_env({**request.env, **wrapper.env})
     try:
         preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
     except Refused as exc:
         return refusal(request, f"{wrapper.backend}: {exc}", prepared.warnings)
     try:
-        done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec)
+        done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec,
+                         cancel_fd=cancel_fd)
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
@@ -71,7 +78,9 @@ def execute(
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
                           message=f"cannot start {wrapper.argv[0]!r}: {exc.strerror}",
                           backend=wrapper.backend, wrapper=wrapper.argv, warnings=prepared.warnings)
-    if done.timed_out:
+    if done.cancelled:
+        status, message = Status.ERROR, "cancelled: the controller went away; the task's process group was killed"
+    elif done.timed_out:
         status, message = Status.TIMEOUT, f"timed out after {request.timeout_s:g} s; its process group was killed"
     elif done.rc == 0:
         status, message = Status.OK, None

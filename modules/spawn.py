@@ -35,6 +35,7 @@ class Completed:
     stdout_truncated: bool
     stderr_truncated: bool
     timed_out: bool
+    cancelled: bool
     started: str
     duration_ms: int
 
@@ -78,8 +79,14 @@ def run(
     preexec: Optional[Callable[[], None]] = None,
     cap: int = DEFAULT_CAP,
     pass_fds: Sequence[int] = (),
+    cancel_fd: Optional[int] = None,
 ) -> Completed:
-    """Run ``argv`` to completion. Raises ``OSError`` when it cannot start (caller reports it)."""
+    """Run ``argv`` to completion. Raises ``OSError`` when it cannot start (caller reports it).
+
+    ``cancel_fd`` (the agent's stdin) is watched while the command runs: the controller sends
+    nothing during a task, so anything there, EOF included, means it is gone or wants the task
+    stopped, and the command's process group is killed.
+    """
     started = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -91,13 +98,15 @@ def run(
     out, err = _Capped(cap), _Capped(cap)
     sinks = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
     deadline = None if timeout_s is None else t0 + timeout_s
-    timed_out = False
+    timed_out = cancelled = False
     exited_at: Optional[float] = None
     with selectors.DefaultSelector() as sel:
         for stream in (proc.stdout, proc.stderr):
             os.set_blocking(stream.fileno(), False)
             sel.register(stream, selectors.EVENT_READ)
-        while sel.get_map():
+        if cancel_fd is not None:
+            sel.register(cancel_fd, selectors.EVENT_READ)
+        while len(sel.get_map()) > (0 if cancel_fd is None else 1):
             now = time.monotonic()
             if deadline is not None and now >= deadline and not timed_out:
                 timed_out = True
@@ -111,6 +120,11 @@ def run(
             if deadline is not None and not timed_out:
                 wait = max(0.0, min(wait, deadline - now))
             for key, _ in sel.select(wait):
+                if key.fd == cancel_fd:
+                    sel.unregister(cancel_fd)
+                    cancelled = True
+                    _killpg(proc.pid)
+                    continue
                 chunk = os.read(key.fd, 65536)
                 if chunk:
                     sinks[key.fd].add(chunk)
@@ -127,6 +141,7 @@ def run(
         stdout_truncated=out.truncated,
         stderr_truncated=err.truncated,
         timed_out=timed_out,
+        cancelled=cancelled,
         started=started,
         duration_ms=int((time.monotonic() - t0) * 1000),
     )

@@ -20,13 +20,17 @@ Compatibility rules, so old and new controllers and agents interoperate:
   answer ``sandbox_unavailable`` for that id. No widened ``ExecRequest`` is ever built, and a
   caller that only knows ``WireError`` still fails closed.
 * Strings are written with ``ensure_ascii`` so lone surrogates (non-UTF-8 argv decoded with
-  ``surrogateescape``) and NUL survive; validity for ``exec`` is the spawner's concern.
+  ``surrogateescape``) and NUL survive; validity for ``exec`` is the spawner's concern. The one
+  thing JSON cannot carry exactly is a high+low surrogate held as two code points (it reads back
+  as the character the pair encodes): a request holding one is refused when encoded; in a result
+  (display data) it is left to read back as that character.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -60,9 +64,7 @@ class UnenforceableRequest(WireError):
     cannot safely ignore; answer it with ``sandbox_unavailable`` for ``request_id``."""
 
     def __init__(self, request_id: str, reasons: tuple[str, ...]) -> None:
-        super().__init__(
-            f"request {request_id!r} asks for a sandbox this agent cannot enforce: " + "; ".join(reasons)
-        )
+        super().__init__(f"request {request_id!r} asks for a sandbox this agent cannot enforce: " + "; ".join(reasons))
         self.request_id = request_id
         self.reasons = reasons
 
@@ -147,8 +149,12 @@ def _loads(line: Union[str, bytes], what: str) -> object:
             raise WireError(f"{what} line is not UTF-8: {exc}") from None
     try:
         return json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
+    except WireError:
+        raise
+    except ValueError as exc:  # JSONDecodeError, or an integer beyond Python's digit limit
         raise WireError(f"{what} line is not JSON: {exc}") from None
+    except RecursionError:
+        raise WireError(f"{what} line is nested too deeply") from None
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -186,7 +192,31 @@ def request_to_json(req: ExecRequest) -> dict[str, Any]:
         request_from_json(obj)
     except WireError as exc:
         raise WireError(f"cannot encode request: {exc}") from None
+    _check_no_split_pairs(obj)
     return obj
+
+
+# A high surrogate followed by a low one, held as two separate code points: JSON spells it exactly
+# like the one character the pair encodes, so it would come back changed. ``surrogateescape``
+# (non-UTF-8 bytes) only yields low surrogates, so real argv never holds one.
+_SPLIT_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _check_no_split_pairs(value: object) -> None:
+    """Requests are executed, so they must arrive exactly; refuse what JSON cannot carry."""
+    if isinstance(value, str):
+        if _SPLIT_PAIR.search(value):
+            raise WireError(
+                f"cannot encode {value!r}: it holds a surrogate pair as two separate code points, "
+                "which JSON cannot tell apart from the character they encode"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_no_split_pairs(key)
+            _check_no_split_pairs(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_no_split_pairs(item)
 
 
 def request_from_json(obj: object) -> ExecRequest:
@@ -234,8 +264,12 @@ def _timeout(value: object) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise WireError(f"timeout_s must be a number of seconds or null, not {_describe(value)}")
-    if not math.isfinite(value) or value <= 0:
-        raise WireError(f"timeout_s must be positive, not {value!r}")
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite or value <= 0:
+        raise WireError(f"timeout_s must be a positive, finite number of seconds, not {value!r}")
     return value
 
 
@@ -289,8 +323,7 @@ def intent_to_json(intent: SandboxIntent) -> dict[str, Any]:
         ],
         "network": {"mode": NetworkMode(net.mode).value, "allow": list(net.allow), "deny": list(net.deny)},
         "workspace_roots": [
-            _checked_uri(root, f"sandbox.workspace_roots[{i}]")
-            for i, root in enumerate(intent.workspace_roots)
+            _checked_uri(root, f"sandbox.workspace_roots[{i}]") for i, root in enumerate(intent.workspace_roots)
         ],
         "per_os": {os_name: dict(hints) for os_name, hints in intent.per_os.items()},
     }
@@ -356,9 +389,7 @@ def _permissions(value: object, where: str, notes: _Notes) -> list[Permission]:
             continue
         spec = _path_from_json(path, kinds[0], f"{at}.path")
         if access is None:
-            notes.unenforceable.append(
-                f"{at}: unknown access {access_text!r} for {spec}; allowed: read, write, deny"
-            )
+            notes.unenforceable.append(f"{at}: unknown access {access_text!r} for {spec}; allowed: read, write, deny")
             continue
         out.append(Permission(spec, access))
     return out
@@ -490,9 +521,7 @@ def result_from_json(obj: object) -> ExecResult:
 def _check_version(o: Mapping[str, object], what: str) -> None:
     version = o.get("v", WIRE_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version != WIRE_VERSION:
-        raise WireError(
-            f"{what} has unsupported wire version {version!r}; this version supports only v{WIRE_VERSION}"
-        )
+        raise WireError(f"{what} has unsupported wire version {version!r}; this version supports only v{WIRE_VERSION}")
 
 
 def _describe(value: object) -> str:

@@ -6,14 +6,17 @@ import argparse
 from typing import TextIO
 
 from sandfleet.errors import UsageError
-from sandfleet.inventory import HostConfig, load_inventory
-from sandfleet.playbook import load_playbook
+from sandfleet.inventory import HostConfig, Inventory, load_inventory
+from sandfleet.playbook import Playbook, load_playbook
 from sandfleet.report import final_exit, make_reporter
 from sandfleet.runner.base import Connection
 from sandfleet.runner.dry import DryConnection, dry_execute
-from sandfleet.runner.hostloop import run_on_connection
+from sandfleet.runner.hostloop import Reporter, run_on_connection
 from sandfleet.runner.local import LocalConnection
 from sandfleet.runner.scheduler import run_playbook
+
+
+EXIT_INTERRUPTED = 130
 
 
 def connect_for_run(config: HostConfig) -> Connection:
@@ -36,10 +39,19 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             for host in inventory.select(play.hosts, args.limit):
                 connect_for_run(inventory.host_config(host))
     reporter = make_reporter(args.format, out, args.dry_run, args.verbose)
+    try:
+        _run(args, playbook, inventory, reporter)
+    except KeyboardInterrupt:
+        err.write("sandfleet: interrupted; the running tasks were killed\n")
+        reporter.finish()
+        return EXIT_INTERRUPTED
+    return final_exit(reporter, args.dry_run)
+
+
+def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter) -> None:
     if args.dry_run:
         run_playbook(playbook, inventory, reporter, DryConnection, limit=args.limit, forks=args.forks,
                      consent=args.allow_unsandboxed, executor=dry_execute)
     else:
         run_playbook(playbook, inventory, reporter, connect_for_run, limit=args.limit, forks=args.forks,
                      consent=args.allow_unsandboxed, executor=run_on_connection)
-    return final_exit(reporter, args.dry_run)

@@ -28,6 +28,11 @@ namespace, and a root task could then ``umount`` a deny mask or remount a read-o
 writable. Full write with full network is still wrapped (unlike Codex case 18) so every task gets
 the same pid/user/ipc namespaces, fresh ``/proc`` and ``/dev``, and no capabilities.
 
+Refused (the task fails closed): managed network (no host-side proxy yet); a read-only path
+reached through a symlink inside a writable root (the link could be swapped); a cwd the policy
+does not let the command read; a deny glob anchored at ``/`` or matching/scanning too much; a
+policy bound for another OS; bwrap missing or unable to create namespaces.
+
 Known limits: files matching a deny glob that appear after launch are not masked; blocking the
 creation of a missing ``.git`` (or other read-only / denied path) inside a writable root leaves
 an empty mount point on the host after the run (:attr:`MountPlan.placeholders` lists them).
@@ -82,11 +87,13 @@ class Mount:
 
 @dataclass(frozen=True)
 class MountPlan:
-    """The mounts in bwrap order, plus what the operator should know: ``notes`` (skipped missing
-    paths, unexpanded globs) and ``placeholders`` (host paths bwrap creates as empty mount points
-    to block their creation; the runner may remove them after the run if still empty)."""
+    """The mounts in bwrap order and the canonical cwd, plus what the operator should know:
+    ``notes`` (skipped missing paths, unexpanded globs) and ``placeholders`` (host paths bwrap
+    creates as empty mount points to block their creation; the runner may remove them after the
+    run if still empty)."""
 
     mounts: tuple[Mount, ...]
+    cwd: str
     notes: tuple[str, ...] = ()
     placeholders: tuple[str, ...] = ()
 
@@ -131,10 +138,11 @@ class LocalPaths(HostPaths):
 
     def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
         try:
-            with os.scandir(path) as it:
-                entries = [(e.name, _mode_kind(e.stat(follow_symlinks=False).st_mode)) for e in it]
+            with os.scandir(path) as it:  # d_type: no stat per entry on large trees
+                entries = [(e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False)
+                            else "file" if e.is_file(follow_symlinks=False) else "other") for e in it]
         except OSError:
-            return iter(())
+            return iter(())  # unreadable to us is unreadable to the sandbox (same uid, no caps)
         return iter(entries)
 
 
@@ -203,10 +211,10 @@ class Bwrap(Backend):
             unshare=list(self.unshare),
             unshare_net=policy.network.mode is not NetworkMode.FULL,
             mounts=list(plan.mounts),
-            cwd=policy.cwd,
+            cwd=plan.cwd,
             argv=list(argv),
         )
-        return Wrapper(self.name, tuple(words), cwd=policy.cwd)
+        return Wrapper(self.name, tuple(words), cwd=plan.cwd)
 
     def _binary(self) -> str:
         status = self.facts.backend(self.name)
@@ -237,11 +245,11 @@ class Bwrap(Backend):
         for entry in entries:
             if entry.path != "/":
                 self._realise(entry, st)
-        cwd = posixpath.normpath(policy.cwd)
+        cwd = self.paths.realpath(policy.cwd)
         if _realised_parent(st.realised, cwd, inclusive=True) not in (Access.READ, Access.WRITE):
             raise Refused(f"the working directory {cwd} is not readable under this policy "
                           "(give it a read or write rule, or choose another cwd)")
-        return MountPlan(_seal(st.mounts, st.masks), tuple(st.notes), tuple(st.placeholders))
+        return MountPlan(_seal(st.mounts, st.masks), cwd, tuple(st.notes), tuple(st.placeholders))
 
     def _entries(self, policy: BoundPolicy, st: _State) -> list[_Entry]:
         """Rules (canonical), deny-glob matches and platform defaults, one per path, shallow first."""

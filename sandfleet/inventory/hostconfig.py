@@ -194,6 +194,7 @@ def path_problem(path: str, os_name: Optional[str], *, allow_home: bool) -> Opti
     """Why ``path`` is not an absolute path for a host of ``os_name`` (``None`` if it is one)."""
     if "\0" in path:
         return f"{path!r} contains a NUL character"
+    shown = f"'{path}'"  # not repr(): a Windows path should read as written, single backslashes
     posix = path.startswith("/")
     windows = bool(_WINDOWS_ABSOLUTE.match(path))
     home = allow_home and (path == "~" or path.startswith("~/") or (os_name == "windows" and path.startswith("~\\")))
@@ -202,12 +203,12 @@ def path_problem(path: str, os_name: Optional[str], *, allow_home: bool) -> Opti
     example = {"windows": r"C:\work or \\server\share", None: r"/srv/work or C:\work"}.get(os_name, "/srv/work")
     also = " or ~/..." if allow_home else ""
     if os_name in ("linux", "macos") and windows:
-        return f"{path!r} is a Windows path, but sandfleet_os is {os_name} (use a POSIX path like {example}{also})"
+        return f"{shown} is a Windows path, but sandfleet_os is {os_name} (use a POSIX path like {example}{also})"
     if os_name == "windows" and posix and not windows:
-        return f"{path!r} is a POSIX path, but sandfleet_os is windows (use a path like {example}{also})"
+        return f"{shown} is a POSIX path, but sandfleet_os is windows (use a path like {example}{also})"
     if posix or windows:
         return None
-    return f"{path!r} is not an absolute path (use a path like {example}{also})"
+    return f"{shown} is not an absolute path (use a path like {example}{also})"
 
 
 def _show(value: Any) -> str:

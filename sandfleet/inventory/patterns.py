@@ -101,6 +101,7 @@ class PatternMatcher:
             else:
                 for host in matched:
                     if host not in present:
+                        present.add(host)
                         hosts.append(host)
             present = set(hosts)
         return hosts

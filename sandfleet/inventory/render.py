@@ -72,8 +72,8 @@ def _indent(text: str, depth: int) -> str:
 
 
 def dumps(data: Any) -> str:
-    """JSON as ``ansible-inventory`` writes it: sorted keys, four-space indent, ASCII escapes."""
-    return json.dumps(data, sort_keys=True, indent=4, default=_json_default)
+    """JSON as ``ansible-inventory`` writes it: sorted keys, four-space indent, UTF-8 unescaped."""
+    return json.dumps(data, sort_keys=True, indent=4, ensure_ascii=False, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

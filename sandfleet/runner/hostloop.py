@@ -7,6 +7,7 @@ handed to the reporter as it happens, so nothing a host finished is lost when it
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -21,6 +22,9 @@ from sandfleet.runner.requests import build_request
 from sandfleet.templating import evaluate, render_data
 
 SKIPPED = "skipped"
+#: How long past a task's own timeout the controller waits for the agent's answer before it
+#: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
+WATCHDOG_GRACE_S = 30.0
 UNSANDBOXED_REFUSAL = ("this task is marked 'sandbox: false' and would run without any sandbox; the "
                        "operator must consent with --allow-unsandboxed (or sandfleet_allow_unsandboxed: "
                        "true for this host in the inventory)")
@@ -68,9 +72,10 @@ class HostRun:
 
     def __init__(self, config: HostConfig, host_vars: dict[str, Any], connection: Connection,
                  reporter: Reporter, *, consent: bool, playbook_dir: str,
-                 executor: Executor = run_on_connection) -> None:
+                 executor: Executor = run_on_connection, stopping: Optional[threading.Event] = None) -> None:
         self.config, self.connection, self.reporter = config, connection, reporter
         self.consent, self.executor = consent, executor
+        self.stopping = stopping or threading.Event()
         self.vars: dict[str, Any] = {**host_vars, "playbook_dir": playbook_dir}
         self.facts: Optional[HostFacts] = None
         self.done = False  # failed or unreachable: takes no part in later plays
@@ -94,12 +99,16 @@ class HostRun:
             facts = self._start()
             variables = {**self.vars, **play.vars}
             for task_index, task in enumerate(play.tasks):
+                if self.stopping.is_set():
+                    self.done = True
+                    return
                 if not self._run_task(play, play_index, task, task_index, variables, facts):
                     self.done = True
                     return
         except HostUnreachable as exc:
             self.done = True
-            self.reporter.host_unreachable(self.name, str(exc))
+            if not self.stopping.is_set():  # after Ctrl-C every host "drops": that is not news
+                self.reporter.host_unreachable(self.name, str(exc))
 
     def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, variables: dict[str, Any],
                   facts: HostFacts) -> bool:
@@ -133,6 +142,23 @@ class HostRun:
             variables[task.register] = _registered(outcomes, task.loop is not None)
         return not any(e.failed and not e.ignored for e in outcomes)
 
+    def _execute_watched(self, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
+        if request.timeout_s is None:
+            return self.executor(self.connection, request)
+        fired = threading.Event()
+        timer = threading.Timer(request.timeout_s + WATCHDOG_GRACE_S, _watchdog_expired, (self.connection, fired))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.executor(self.connection, request)
+        except HostUnreachable:
+            if fired.is_set():
+                raise HostUnreachable(f"{self.name} did not answer within {request.timeout_s:g} s + "
+                                      f"{WATCHDOG_GRACE_S:g} s grace; gave the host up") from None
+            raise
+        finally:
+            timer.cancel()
+
     def _loop_items(self, task: Task, variables: dict[str, Any], where: dict[str, Any]) -> list[Any]:
         looped = render_data(task.loop, variables, what="loop", **where)
         if not isinstance(looped, list):
@@ -150,10 +176,15 @@ class HostRun:
             result = ExecResult(id=request_id, status=Status.SANDBOX_UNAVAILABLE, message=UNSANDBOXED_REFUSAL)
             wrapper = None
         else:
-            result, wrapper = self.executor(self.connection, request)
+            result, wrapper = self._execute_watched(request)
         ignored = task.ignore_errors and result.status is not Status.OK
         return TaskEvent(status=result.status.value, result=result, request=request, wrapper=wrapper,
                          ignored=ignored, **common)
+
+
+def _watchdog_expired(connection: Connection, fired: threading.Event) -> None:
+    fired.set()
+    connection.close()
 
 
 def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:

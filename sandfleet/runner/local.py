@@ -24,8 +24,10 @@ class LocalConnection(Connection):
     def start(self, init: AgentInit) -> HostFacts:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the agent
         try:
+            # Its own session: a Ctrl-C at the terminal reaches only the controller, which then
+            # closes the agent's stdin; the agent kills the running task and exits (as over SSH).
             self._proc = subprocess.Popen([self.python, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr)
+                                          stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
         except OSError as exc:
             raise HostUnreachable(f"cannot start the local agent with {self.python}: {exc.strerror}") from None
         assert self._proc.stdin is not None and self._proc.stdout is not None

@@ -7,6 +7,7 @@ of later plays; it never blocks or loses the results of the others.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -31,6 +32,7 @@ def run_playbook(
 ) -> dict[str, HostRun]:
     runs: dict[str, HostRun] = {}
     playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
+    stopping = threading.Event()
     try:
         for index, play in enumerate(playbook.plays):
             hosts = [h for h in inventory.select(play.hosts, limit) if not (h in runs and runs[h].done)]
@@ -38,7 +40,8 @@ def run_playbook(
                 if host not in runs:
                     config = inventory.host_config(host)
                     runs[host] = HostRun(config, inventory.host_vars(host), connect(config), reporter,
-                                         consent=consent, playbook_dir=playbook_dir, executor=executor)
+                                         consent=consent, playbook_dir=playbook_dir, executor=executor,
+                                         stopping=stopping)
             reporter.play_start(play, hosts)
             if not hosts:
                 continue
@@ -49,8 +52,18 @@ def run_playbook(
                 continue
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
                 futures = [pool.submit(runs[h].run_play, index, play) for h in hosts]
-                for future in futures:
-                    future.result()
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    # Ctrl-C (or a bug): stop every host now. Closing a connection makes its agent
+                    # kill the running task's process group; the pool can then drain.
+                    stopping.set()
+                    for future in futures:
+                        future.cancel()
+                    for run in runs.values():
+                        run.connection.close()
+                    raise
     finally:
         for run in runs.values():
             run.connection.close()

@@ -1,0 +1,73 @@
+"""The agent's protocol: init, hello with facts, one result per request, errors that never kill it."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+
+from sandfleet.modules import agent, wire
+
+
+def converse(*lines: str) -> list[dict[str, object]]:
+    out = io.StringIO()
+    agent.serve(io.StringIO("".join(line + "\n" for line in lines)), out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+INIT = json.dumps({"v": 1, "init": {"workspace_roots": ["/"], "sandbox_pin": None}})
+
+
+def test_hello_carries_probed_facts_and_the_given_roots() -> None:
+    hello = converse(INIT)[0]["hello"]
+    assert isinstance(hello, dict)
+    facts = hello["facts"]
+    assert facts["os"] == "linux" and facts["workspace_roots"] == ["/"]
+    assert {b["name"] for b in facts["backends"]} == {"bwrap", "landlock"}
+
+
+def test_each_request_gets_its_result_and_bad_lines_do_not_stop_the_agent() -> None:
+    ok = wire.encode_request(wire.ExecRequest(id="a", argv=("echo", "hi"), sandbox=None))
+    replies = converse(INIT, "{not json", json.dumps({"v": 1, "id": "b", "argv": "echo hi", "sandbox": None}), ok)
+    results = [wire.decode_result(json.dumps(r)) for r in replies[1:]]
+    assert [r.status for r in results] == [wire.Status.ERROR, wire.Status.ERROR, wire.Status.OK]
+    assert results[1].id == "b" and "argv" in (results[1].message or "")
+    assert results[2].stdout == "hi\n" and results[2].backend == "none"
+
+
+def test_unknown_fields_from_a_newer_controller_are_ignored() -> None:
+    line = json.dumps({"v": 1, "id": "n", "argv": ["true"], "sandbox": None, "future_field": {"x": 1}})
+    assert converse(INIT, line)[1]["status"] == "ok"
+
+
+def test_eof_during_a_task_kills_it() -> None:
+    tag = f"agentcancel{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(INIT + "\n")
+    proc.stdin.flush()
+    proc.stdout.readline()
+    request = wire.ExecRequest(id="c", argv=("bash", "-c", f"exec -a {tag} sleep 300"), sandbox=None)
+    proc.stdin.write(wire.encode_request(request) + "\n")
+    proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while subprocess.run(["pgrep", "-f", tag], capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.stdin.close()
+    result = wire.decode_result(proc.stdout.readline())
+    assert proc.wait(timeout=10) == 0
+    proc.stdout.close()
+    assert result.status is wire.Status.ERROR and "cancelled" in (result.message or "")
+    assert subprocess.run(["pgrep", "-f", tag], capture_output=True).returncode == 1
+
+
+def test_a_missing_working_directory_is_named() -> None:
+    init = json.dumps({"v": 1, "init": {"workspace_roots": ["/nonexistent/ws"]}})
+    line = wire.encode_request(wire.ExecRequest(id="m", argv=("true",), sandbox=None))
+    result = converse(init, line)[1]
+    assert result["status"] == "error" and "/nonexistent/ws does not exist" in str(result["message"])
