@@ -57,6 +57,9 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
             continue
         try:
             request = wire.decode_request(line)
+        except wire.UnenforceableRequest as exc:  # a newer controller's rule this host cannot honour
+            result = wire.ExecResult(id=exc.request_id or _id_of(line), status=wire.Status.SANDBOX_UNAVAILABLE,
+                                     message=str(exc))
         except wire.WireError as exc:
             result = wire.ExecResult(id=_id_of(line), status=wire.Status.ERROR, message=f"bad request: {exc}")
         else:

@@ -6,22 +6,24 @@ symlinks are resolved, precedence is settled (deeper path wins; at equal depth d
 read), and ``.git`` inside a writable root is carved out read-only unless a rule writes it. Every
 backend renders from the resulting :class:`BoundPolicy`, so they all enforce the same thing.
 
-The filesystem is consulted through a :class:`FsView` so the same code binds for a real host
-(:class:`LocalFs`) and for a host we may not touch in a dry-run (:class:`AssumedFs`).
+The filesystem is consulted through a :class:`~.hostfs.FsView`, so the same code binds for a
+real host (``LocalFs``) and for a host we may not touch in a dry-run (``AssumedFs``).
 """
 
 from __future__ import annotations
 
 import ntpath
-import os
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .facts import HostFacts
+from .hostfs import AssumedFs, FsView, LocalFs
 from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
 from .pathuri import PathUri
+
+__all__ = ["AssumedFs", "BindError", "BoundPolicy", "FsView", "LocalFs", "Rule", "bind", "bind_cwd"]
 
 #: Names kept read-only inside a writable root unless a rule writes them: a sandboxed command
 #: must not plant git hooks or rewrite history that the user's own tools run later.
@@ -30,67 +32,6 @@ PROTECTED_NAMES = (".git",)
 
 class BindError(Exception):
     """The intent cannot be bound on this host (e.g. a Windows path sent to a Linux host)."""
-
-
-class FsView:
-    """How binding sees the host's filesystem. The base class sees nothing (assumes no file
-    exists and no symlink), which is all a dry-run may know of a remote host."""
-
-    def __init__(self, system: str) -> None:
-        self.system = system
-        self.path: Any = ntpath if system == "windows" else posixpath
-
-    def realpath(self, path: str) -> str:
-        return str(self.path.normpath(path))
-
-    def is_dir(self, path: str) -> bool:
-        return False
-
-    def is_file(self, path: str) -> bool:
-        return False
-
-    def read_head(self, path: str) -> Optional[str]:
-        return None
-
-
-class AssumedFs(FsView):
-    """A host we may not touch. On macOS the well-known firmlinks are applied (``/tmp`` is
-    ``/private/tmp``), because Seatbelt matches canonical paths only."""
-
-    _MACOS_LINKS = ("/tmp", "/var", "/etc")
-
-    def realpath(self, path: str) -> str:
-        norm = super().realpath(path)
-        if self.system == "macos":
-            for link in self._MACOS_LINKS:
-                if norm == link or norm.startswith(link + "/"):
-                    return "/private" + norm
-        return norm
-
-
-class LocalFs(FsView):
-    """The filesystem of the machine this code runs on."""
-
-    def __init__(self) -> None:
-        from .facts import host_os
-
-        super().__init__(host_os())
-
-    def realpath(self, path: str) -> str:
-        return os.path.realpath(path)
-
-    def is_dir(self, path: str) -> bool:
-        return os.path.isdir(path)
-
-    def is_file(self, path: str) -> bool:
-        return os.path.isfile(path)
-
-    def read_head(self, path: str) -> Optional[str]:
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-                return fh.read(4096)
-        except OSError:
-            return None
 
 
 @dataclass(frozen=True)
@@ -232,7 +173,7 @@ def bind(
     (a path of another OS's convention, a cwd that needs roots the host lacks); the caller fails
     the task closed rather than running it with less protection.
     """
-    fs = fs or FsView(facts.os)
+    fs = fs or AssumedFs(facts.os)
     system = facts.os
     warnings: list[str] = []
     roots = workspace_roots(intent, facts)
@@ -257,8 +198,12 @@ def bind(
                 continue
             deny_globs.extend(_anchor_glob(target.pattern, system, facts.home, project_roots or (real_cwd,)))
         elif not target.known:
-            warnings.append(f"unknown symbol :{target.name} ignored (this host understands "
-                            f"{', '.join(':' + s for s in KNOWN_SYMBOLS if s != 'home')})")
+            understood = ", ".join(":" + s for s in KNOWN_SYMBOLS if s != "home")
+            if access is Access.DENY:  # ignoring a grant narrows; ignoring a deny would widen
+                raise BindError(f"{label}={access.value}: this host does not know :{target.name}, and ignoring a "
+                                f"deny would grant more than asked (this host understands {understood}); "
+                                "update sandfleet on the host")
+            warnings.append(f"unknown symbol :{target.name} ignored (this host understands {understood})")
         elif target.name == "minimal":
             if access is Access.READ:
                 minimal = True

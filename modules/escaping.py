@@ -25,7 +25,7 @@ def sh(value: str) -> str:
     quotes, which reads better; otherwise the quote is closed, escaped and reopened. Newlines,
     ``$()``, backticks and globs are inert inside single quotes.
     """
-    if value and _SHELL_SAFE.match(value):
+    if value and _SHELL_SAFE.fullmatch(value):
         return value
     if "'" in value and not _DOUBLE_QUOTE_ACTIVE.search(value):
         return '"' + value + '"'

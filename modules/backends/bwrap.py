@@ -40,16 +40,15 @@ an empty mount point on the host after the run (:attr:`MountPlan.placeholders` l
 
 from __future__ import annotations
 
-import os
 import posixpath
-import re
-import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
 from ..binding import PROTECTED_NAMES, BoundPolicy
 from ..facts import HostFacts
+from ..globs import GlobError, expand
+from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..render import render_argv
 from .base import Backend, Refused, Wrapper
@@ -62,13 +61,8 @@ PLATFORM_READ: tuple[str, ...] = (
     "/run/current-system/sw", "/etc/resolv.conf",
 )
 
-#: Beyond this many matches a deny glob is refused: a mount per match must stay cheap.
-MAX_GLOB_MATCHES = 10_000
-#: Beyond this many directory entries scanned, a deny glob is refused rather than stalling the task.
-MAX_GLOB_SCAN = 500_000
 
 _OPS = ("bind", "ro-bind", "ro-bind-try", "symlink", "tmpfs", "remount-ro", "dev", "proc")
-_GLOB_MAGIC = re.compile(r"[*?[]")
 
 
 @dataclass(frozen=True)
@@ -96,62 +90,6 @@ class MountPlan:
     cwd: str
     notes: tuple[str, ...] = ()
     placeholders: tuple[str, ...] = ()
-
-
-class HostPaths:
-    """What planning may know of the host's filesystem. This base *assumes* (dry-run on a host
-    we may not touch): every path exists as a plain directory and no glob matches anything."""
-
-    exact = False
-
-    def kind(self, path: str) -> Optional[str]:
-        """``dir``, ``file``, ``link``, ``other`` (without following a final symlink), or ``None``."""
-        return "dir"
-
-    def realpath(self, path: str) -> str:
-        return posixpath.normpath(path)
-
-    def readlink(self, path: str) -> str:
-        raise OSError(f"{path} is not a symlink")
-
-    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
-        return iter(())
-
-
-class LocalPaths(HostPaths):
-    """The filesystem of the machine this code runs on (the host that will run the task)."""
-
-    exact = True
-
-    def kind(self, path: str) -> Optional[str]:
-        try:
-            mode = os.lstat(path).st_mode
-        except OSError:
-            return None
-        return _mode_kind(mode)
-
-    def realpath(self, path: str) -> str:
-        return os.path.realpath(path)
-
-    def readlink(self, path: str) -> str:
-        return os.readlink(path)
-
-    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
-        try:
-            with os.scandir(path) as it:  # d_type: no stat per entry on large trees
-                entries = [(e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False)
-                            else "file" if e.is_file(follow_symlinks=False) else "other") for e in it]
-        except OSError:
-            return iter(())  # unreadable to us is unreadable to the sandbox (same uid, no caps)
-        return iter(entries)
-
-
-def _mode_kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "link"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    return "file" if stat.S_ISREG(mode) else "other"
 
 
 @dataclass(frozen=True)
@@ -189,10 +127,10 @@ class Bwrap(Backend):
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
     )
 
-    def __init__(self, facts: HostFacts, paths: Optional[HostPaths] = None,
+    def __init__(self, facts: HostFacts, paths: Optional[FsView] = None,
                  platform_read: Optional[Sequence[str]] = None) -> None:
         super().__init__(facts)
-        self.paths = paths or (HostPaths() if facts.assumed else LocalPaths())
+        self.paths = paths or (AssumedFs(facts.os) if facts.assumed else LocalFs())
         self.platform_read = tuple(PLATFORM_READ if platform_read is None else platform_read)
 
     # -- rendering --------------------------------------------------------------------------
@@ -372,86 +310,13 @@ class Bwrap(Backend):
     # -- deny globs -------------------------------------------------------------------------
 
     def _expand_glob(self, pattern: str, st: _State) -> list[str]:
-        """The existing paths ``pattern`` matches now (canonical), found by walking its anchor:
-        the longest leading part without glob characters. Symlinked dirs are not followed."""
-        parts = [p for p in posixpath.normpath(pattern).split("/") if p]
-        literal = 0
-        while literal < len(parts) and not _GLOB_MAGIC.search(parts[literal]):
-            literal += 1
-        anchor = "/" + "/".join(parts[:literal])
-        rest = parts[literal:]
         if not self.paths.exact:
             st.notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
             return []
-        if not rest:
-            return [self.paths.realpath(anchor)] if self.paths.kind(anchor) is not None else []
-        if anchor == "/":
-            raise Refused(f"deny glob {pattern} would scan the whole filesystem; anchor it under a directory")
-        regex = re.compile(_glob_regex(rest))
-        max_depth = None if "**" in rest else len(rest)
-        matches: list[str] = []
-        scanned = 0
-        stack: list[tuple[str, str, int]] = [(anchor, "", 0)]
-        while stack:
-            directory, rel, depth = stack.pop()
-            for name, kind in sorted(self.paths.scandir(directory), reverse=True):
-                scanned += 1
-                if scanned > MAX_GLOB_SCAN:
-                    raise Refused(f"deny glob {pattern} scans more than {MAX_GLOB_SCAN} entries under "
-                                  f"{anchor}; narrow it")
-                sub = f"{rel}/{name}" if rel else name
-                full = posixpath.join(directory, name)
-                if regex.fullmatch(sub):
-                    target = self.paths.realpath(full)
-                    if self.paths.kind(target) is not None:
-                        matches.append(target)
-                    if len(matches) > MAX_GLOB_MATCHES:
-                        raise Refused(f"deny glob {pattern} matches more than {MAX_GLOB_MATCHES} paths; "
-                                      "narrow it or deny their directory instead")
-                    continue  # a masked directory hides everything below it
-                if kind == "dir" and (max_depth is None or depth + 1 < max_depth):
-                    stack.append((full, sub, depth + 1))
-        return matches
-
-
-def _glob_regex(parts: list[str]) -> str:
-    """Git-style: ``**`` spans any number of directories, ``*``/``?``/``[..]`` stay within one
-    name and match dotfiles too."""
-    out = ""
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            out += ".*" if last else "(?:[^/]+/)*"
-        else:
-            out += _name_regex(part) + ("" if last else "/")
-    return out
-
-
-def _name_regex(name: str) -> str:
-    out, i = "", 0
-    while i < len(name):
-        c = name[i]
-        if c == "*":
-            while i + 1 < len(name) and name[i + 1] == "*":
-                i += 1
-            out += "[^/]*"
-        elif c == "?":
-            out += "[^/]"
-        elif c == "[":
-            start = i + 2 if name[i + 1:i + 2] in ("!", "^") else i + 1
-            end = name.find("]", start + 1)  # a "]" right after "[" or "[!" is literal
-            if end == -1:
-                out += re.escape(c)
-            else:
-                body = name[start:end]
-                chars = [ch if ch == "-" and 0 < k < len(body) - 1 and "-" not in (body[k - 1], body[k + 1])
-                         else re.escape(ch) for k, ch in enumerate(body)]
-                out += "[" + ("^/" if start == i + 2 else "") + "".join(chars) + "]"
-                i = end
-        else:
-            out += re.escape(c)
-        i += 1
-    return out
+        try:
+            return expand(pattern, self.paths)
+        except GlobError as exc:
+            raise Refused(str(exc)) from None
 
 
 # -- path helpers (canonical POSIX paths) ------------------------------------------------------

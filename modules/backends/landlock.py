@@ -21,13 +21,15 @@ without ABI 6 signals to other processes of the same user are not scoped.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from typing import Callable, Optional
 
 from .. import seccomp
 from ..binding import BoundPolicy, Rule
+from ..facts import HostFacts
+from ..globs import GlobError, expand
+from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..landlock import MAX_ABI, LandlockRuleset, LandlockUnavailable, NetRules, RulesetError, prepare
 from ..render import render_text
@@ -35,7 +37,6 @@ from .base import Backend, Refused, Wrapper
 
 RULESET_FILE = "landlock.json"
 MAX_GRANTS = 4096
-MAX_GLOB_MATCHES = 10000
 #: What a process needs to start when reads are restricted to ``:minimal``.
 PLATFORM_READS = ("/bin", "/sbin", "/usr", "/etc", "/lib", "/lib64", "/lib32", "/nix/store",
                   "/run/current-system/sw")
@@ -55,8 +56,8 @@ def _grants_rights(access: Optional[Access]) -> int:
 class _Planner:
     """Turns ordered rules into Landlock grants, splitting directories around weaker paths."""
 
-    def __init__(self, rules: Sequence[Rule]) -> None:
-        self.rules = list(rules)
+    def __init__(self, rules: Sequence[Rule], fs: FsView) -> None:
+        self.rules, self.fs = list(rules), fs
         self.grants: list[tuple[str, str]] = []
         self.notes: list[str] = []
 
@@ -85,18 +86,16 @@ class _Planner:
                         for o in inner):
                     self._grant_tree(rule.path, rule.access)
             return
-        if _grants_rights(access) and os.path.isdir(path):
+        if _grants_rights(access) and self.fs.kind(path) == "dir":
             shown = ", ".join(sorted(r.path for r in weaker)[:3])
             self.notes.append(f"landlock: {path} is granted entry by entry to keep {shown} "
                               f"{'read-only' if access is Access.WRITE else 'unreadable'}; new entries "
                               f"directly in {path} cannot be created (bwrap has no such limit)")
-        try:
-            children = sorted(os.listdir(path))
-        except OSError:
-            return  # missing or unreadable: nothing there to grant
-        for name in children:
+        if not self.fs.exact:
+            self.notes.append(f"landlock: the entries of {path} are granted one by one on the host")
+        for name, kind in sorted(self.fs.scandir(path)):  # nothing when missing or unreadable
             child = os.path.join(path, name)
-            if os.path.islink(child):
+            if kind == "link":
                 continue  # a grant would follow it out of the tree; its target keeps its own access
             if any(r.path == child or _beneath(r.path, child) for r in inner):
                 self._grant_tree(child, self.access(child))
@@ -106,17 +105,22 @@ class _Planner:
                 raise Refused(f"the policy needs more than {MAX_GRANTS} Landlock grants; use bwrap")
 
 
-def _expand_globs(patterns: Sequence[str]) -> list[str]:
-    found: list[str] = []
+def _expand_globs(patterns: Sequence[str], fs: FsView) -> list[str]:
+    found: set[str] = set()
     for pattern in patterns:
-        found.extend(glob.glob(pattern, recursive=True))
-        if len(found) > MAX_GLOB_MATCHES:
-            raise Refused(f"deny globs match more than {MAX_GLOB_MATCHES} paths; narrow them")
-    return sorted(set(found))
+        try:
+            found.update(expand(pattern, fs))
+        except GlobError as exc:
+            raise Refused(str(exc)) from None
+    return sorted(found)
 
 
 class Landlock(Backend):
     name = "landlock"
+
+    def __init__(self, facts: HostFacts, fs: Optional[FsView] = None) -> None:
+        super().__init__(facts)
+        self.fs = fs or (AssumedFs(facts.os) if facts.assumed else LocalFs())
 
     def ruleset(self, policy: BoundPolicy) -> tuple[str, list[str]]:
         """The ruleset file's text (validated) and notes on what was split to express it."""
@@ -138,13 +142,13 @@ class Landlock(Backend):
             net, sockets = NetRules(), "unix_only"
         scope = ("abstract_unix_socket", "signal") if abi >= _SCOPE_ABI else ()
         rules = list(policy.rules)
-        rules += [Rule(p, Access.DENY, "deny glob") for p in _expand_globs(policy.deny_globs)]
+        rules += [Rule(p, Access.DENY, "deny glob") for p in _expand_globs(policy.deny_globs, self.fs)]
         extra: list[Rule] = []
         if policy.minimal_read:
-            extra += [Rule(p, Access.READ, ":minimal") for p in PLATFORM_READS if os.path.exists(p)]
-        extra += [Rule(p, Access.READ, "device") for p in DEVICES_READ if os.path.exists(p)]
-        extra += [Rule(p, Access.WRITE, "device") for p in DEVICES_WRITE if os.path.exists(p)]
-        planner = _Planner(rules + [r for r in extra if _accepts(rules, r)])
+            extra += [Rule(p, Access.READ, ":minimal") for p in PLATFORM_READS if self.fs.kind(p) is not None]
+        extra += [Rule(p, Access.READ, "device") for p in DEVICES_READ if self.fs.kind(p) is not None]
+        extra += [Rule(p, Access.WRITE, "device") for p in DEVICES_WRITE if self.fs.kind(p) is not None]
+        planner = _Planner(rules + [r for r in extra if _accepts(rules, r)], self.fs)
         grants = planner.plan()
         notes = list(planner.notes)
         if abi < _SCOPE_ABI:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from sandfleet.modules.binding import AssumedFs, BindError, LocalFs, bind, bind_cwd
 from sandfleet.modules.facts import assumed_facts
 from sandfleet.modules.intent import (
@@ -151,6 +150,10 @@ class TestForwardCompatibility:
         p = bind(intent((Special("future_thing", "x"), W), (Special("root"), R)), LINUX)
         assert rules(p) == {"/": R}
         assert "unknown symbol :future_thing ignored" in p.warnings[0]
+
+    def test_unknown_symbol_that_denies_fails_closed(self) -> None:
+        with pytest.raises(BindError, match="ignoring a deny would grant more"):
+            bind(intent((Special("root"), R), (Special("future_secrets"), D)), LINUX)
 
     def test_minimal_only_reads(self) -> None:
         p = bind(intent((Special("minimal"), W)), LINUX)

@@ -18,16 +18,18 @@ import subprocess
 import tempfile
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import need
-from sandfleet.modules.backends import bwrap as bwrap_mod
+from sandfleet.modules import globs
 from sandfleet.modules.backends.base import Refused
-from sandfleet.modules.backends.bwrap import Bwrap, HostPaths
+from sandfleet.modules.backends.bwrap import Bwrap
 from sandfleet.modules.binding import BoundPolicy, LocalFs, Rule, bind
 from sandfleet.modules.facts import BackendStatus, HostFacts, probe_bwrap
+from sandfleet.modules.hostfs import AssumedFs
 from sandfleet.modules.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent
 
 CASES = sorted((Path(__file__).parent / "cases" / "bwrap").glob("*.json"))
@@ -111,7 +113,7 @@ def _bwrap_accepts(prefix: tuple[str, ...]) -> None:
     assert proc.returncode == 0 or "execvp /bin/true" in proc.stderr, proc.stderr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bwrap_status() -> BackendStatus:
     return probe_bwrap()
 
@@ -150,18 +152,19 @@ def test_dry_run_assumes_paths_and_leaves_globs_to_the_host() -> None:
     policy = BoundPolicy(os="linux", rules=(Rule("/srv/ws", Access.WRITE, "t"),), cwd="/srv/ws",
                          network=NetworkPolicy(), minimal_read=True, deny_globs=("/srv/ws/**/*.pem",))
     backend = Bwrap(facts, platform_read=["/usr", "/lib32"])
-    assert type(backend.paths) is HostPaths
+    assert type(backend.paths) is AssumedFs
     argv = backend.render(policy, ["make"]).argv
     assert argv[0] == "bwrap"
     text = " ".join(argv)
-    assert "--ro-bind-try /usr /usr --ro-bind-try /lib32 /lib32 --bind /srv/ws /srv/ws --remount-ro /" in text
+    assert "--tmpfs / --dev /dev --proc /proc --ro-bind-try /lib32 /lib32 --ro-bind-try /usr /usr " \
+        "--bind /srv/ws /srv/ws --remount-ro / --chdir /srv/ws -- make" in text
     assert backend.plan(policy).notes == ("deny glob /srv/ws/**/*.pem is expanded on the host when the task runs",)
 
 
 def test_deny_glob_with_too_many_matches_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(6):
         (tmp_path / f"{i}.key").write_text("")
-    monkeypatch.setattr(bwrap_mod, "MAX_GLOB_MATCHES", 5)
+    monkeypatch.setattr(globs, "MAX_GLOB_MATCHES", 5)
     policy = _ro_policy(deny_globs=(f"{tmp_path}/*.key",))
     with pytest.raises(Refused, match="matches more than 5 paths"):
         Bwrap(_facts()).plan(policy)
@@ -170,7 +173,7 @@ def test_deny_glob_with_too_many_matches_is_refused(tmp_path: Path, monkeypatch:
 def test_deny_glob_scanning_too_much_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(6):
         (tmp_path / f"d{i}").mkdir()
-    monkeypatch.setattr(bwrap_mod, "MAX_GLOB_SCAN", 5)
+    monkeypatch.setattr(globs, "MAX_GLOB_SCAN", 5)
     with pytest.raises(Refused, match="scans more than 5 entries"):
         Bwrap(_facts()).plan(_ro_policy(deny_globs=(f"{tmp_path}/**/*.key",)))
 
@@ -198,7 +201,7 @@ def test_deny_glob_anchored_at_the_filesystem_root_is_refused() -> None:
 def test_glob_translation_is_git_style(pattern: str, path: str, matches: bool) -> None:
     import re
 
-    regex = re.compile(bwrap_mod._glob_regex(pattern.split("/")))
+    regex = re.compile(globs._glob_regex(pattern.split("/")))
     assert bool(regex.fullmatch(path)) is matches
 
 

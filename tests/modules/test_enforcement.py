@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from conftest import need
-
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import HostFacts, probe
 from sandfleet.modules.intent import (

@@ -10,7 +10,6 @@ import re
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-
 from sandfleet.modules.pathuri import PathUri
 
 OPAQUE_CASE_5 = "file:///%00/bad/path/L3RtcC9udWxsLQAt_y1ieXRl"
@@ -297,7 +296,7 @@ def test_from_native_rejects_relative(native: str) -> None:
 
 
 def test_from_native_hints_at_parse_for_uris() -> None:
-    with pytest.raises(ValueError, match="use PathUri.parse"):
+    with pytest.raises(ValueError, match=r"use PathUri\.parse"):
         PathUri.from_native("file:///x")
 
 
@@ -432,8 +431,28 @@ def test_starts_with(path: str, base: str, expected: bool) -> None:
 
 # -- properties ----------------------------------------------------------------------------------------------
 
-HOSTILE_BYTES = [b"/", b"\0", b"\x80", b"\xff", b"\xed\xa0\x80", b"%", b"%00", b"?", b"#", b" ", b"\n", b"\\",
-                 b"..", b".", b"C:", b":", b"@", "\u00e9".encode(), "\U0001f600".encode(), b"bad/path"]
+HOSTILE_BYTES = [
+    b"/",
+    b"\0",
+    b"\x80",
+    b"\xff",
+    b"\xed\xa0\x80",
+    b"%",
+    b"%00",
+    b"?",
+    b"#",
+    b" ",
+    b"\n",
+    b"\\",
+    b"..",
+    b".",
+    b"C:",
+    b":",
+    b"@",
+    "\u00e9".encode(),
+    "\U0001f600".encode(),
+    b"bad/path",
+]
 posix_paths = st.lists(st.one_of(st.binary(max_size=6), st.sampled_from(HOSTILE_BYTES)), max_size=12).map(
     lambda parts: b"/" + b"".join(parts)
 )
@@ -441,8 +460,26 @@ posix_paths = st.lists(st.one_of(st.binary(max_size=6), st.sampled_from(HOSTILE_
 # separately: a pair of lone surrogates would read back as the one character it encodes).
 # Characters Windows forbids in names (<>:"|?* and controls) are kept on purpose: the URI must
 # carry them exactly and leave rejecting them to the Windows host.
-HOSTILE_CHARS = ["%", "?", "#", " ", "\n", ":", "<", ">", "|", "*", '"', ".", "..", "\u00e9", "\U0001f600",
-                 "\u202e", "%00", "C:"]
+HOSTILE_CHARS = [
+    "%",
+    "?",
+    "#",
+    " ",
+    "\n",
+    ":",
+    "<",
+    ">",
+    "|",
+    "*",
+    '"',
+    ".",
+    "..",
+    "\u00e9",
+    "\U0001f600",
+    "\u202e",
+    "%00",
+    "C:",
+]
 windows_names = st.lists(
     st.one_of(
         st.text(st.characters(exclude_characters="\\/\0", exclude_categories=("Cs",)), max_size=5),
@@ -501,7 +538,7 @@ def test_windows_lone_surrogates_round_trip(prefix: str, surrogate: str) -> None
     assert uri.to_native("windows") == path
 
 
-URI_ALPHABET = st.sampled_from(list("/%:.@AaCcZz09fF \u00e9?#\\\0") + ["%00", "%2F", "%5c", "%FF", "localhost"])
+URI_ALPHABET = st.sampled_from([*"/%:.@AaCcZz09fF \u00e9?#\\\0", "%00", "%2F", "%5c", "%FF", "localhost"])
 
 
 @given(
