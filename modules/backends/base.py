@@ -31,6 +31,9 @@ class Wrapper:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None
     notes: tuple[str, ...] = ()  # what the backend did differently from the letter of the policy
+    #: Empty mount points the sandbox leaves on the host (bwrap blocking a missing ``.git``);
+    #: removed after the task if they are still empty.
+    placeholders: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:

@@ -152,7 +152,7 @@ class Bwrap(Backend):
             cwd=plan.cwd,
             argv=list(argv),
         )
-        return Wrapper(self.name, tuple(words), cwd=plan.cwd)
+        return Wrapper(self.name, tuple(words), cwd=plan.cwd, notes=plan.notes, placeholders=plan.placeholders)
 
     def _binary(self) -> str:
         status = self.facts.backend(self.name)
