@@ -117,6 +117,16 @@ class TestFailClosed:
         assert proc.returncode == 8
         assert "pinned" in events(proc)[0]["message"] and not marker.exists()
 
+    def test_pinned_landlock_unsupported_is_refused_though_bwrap_works(self, tmp_path: Path) -> None:
+        marker = tmp_path / "ws" / "ran"
+        pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n")
+        inv = write_inventory(tmp_path, "      sandfleet_sandbox: landlock\n")
+        proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json", env={"SANDFLEET_LANDLOCK_MAX_ABI": "0"})
+        assert proc.returncode == 8
+        message = events(proc)[0]["message"]
+        assert "pinned by sandfleet_sandbox=landlock" in message and "bwrap" not in message.split(":", 1)[1]
+        assert not marker.exists()
+
     def test_unsandboxed_needs_consent(self, tmp_path: Path) -> None:
         marker = tmp_path / "ws" / "bare"
         pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n"

@@ -137,3 +137,26 @@ def test_hostile_strings_reach_the_sandboxed_child_exactly(facts: HostFacts, arg
         seen = json.loads(proc.stdout)
         assert [os.fsencode(a) for a in seen["argv"]] == args
         assert os.fsencode(seen["cwd"]) == cwd
+
+
+ENV_PROBE = "import os, sys; print(os.environb[b'SF_HOSTILE'].hex(), os.fsencode(sys.argv[1]).hex())"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=fs_text.filter(lambda v: "\0" not in v), arg=fs_text.filter(lambda v: "\0" not in v))
+def test_env_and_argv_reach_a_sandboxed_child_exactly_through_the_wire(value: str, arg: str) -> None:
+    """A hostile env value and argv element go controller → JSON line → agent → bwrap → child,
+    and the child sees exactly the bytes that were sent."""
+    from sandfleet.modules import wire
+    from sandfleet.modules.executor import execute
+    from sandfleet.modules.facts import probe
+    from sandfleet.modules.intent import PROFILES, SandboxIntent
+
+    facts = probe()
+    need(bool(facts.backend("bwrap") and facts.backend("bwrap").available), "bwrap unavailable")  # type: ignore[union-attr]
+    request = wire.ExecRequest(id="e", argv=("python3", "-c", ENV_PROBE, arg), env={"SF_HOSTILE": value},
+                               sandbox=SandboxIntent(PROFILES["read-only"]))
+    received = wire.decode_request(wire.encode_request(request))
+    result = execute(received, facts, pin="bwrap")
+    assert result.status is wire.Status.OK, result
+    assert result.stdout == f"{os.fsencode(value).hex()} {os.fsencode(arg).hex()}\n"

@@ -6,8 +6,9 @@
 For every family in cases.yml and every variant of it, this runs ``ansible-inventory --list``,
 ``--graph`` and ``--host`` and evaluates the patterns with Ansible's InventoryManager, checks
 that all variants agree, and writes expected/<family>/. A pattern Ansible rejects is recorded
-as {"error": true}. Each pattern is evaluated twice in fresh managers to make sure Ansible's own
-order is stable for it (Ansible walks group levels as sets).
+as {"error": true}. Each pattern is evaluated six times in fresh managers to make sure Ansible's own
+order is stable for it (Ansible walks group levels as sets); where it is not, only the set of
+hosts is recorded, with "unordered": true.
 """
 
 from __future__ import annotations
@@ -36,16 +37,23 @@ def patterns(sources: list[str], cases: list[list[str | None]]) -> list[dict[str
     out = []
     for pattern, limit in cases:
         results = []
-        for _ in range(2):
+        for _ in range(6):
             manager = InventoryManager(loader=DataLoader(), sources=sources)
             manager.subset(limit)
             try:
                 results.append([h.name for h in manager.get_hosts(pattern)])
             except Exception:
                 results.append(None)
-        assert results[0] == results[1], f"unstable Ansible order for {pattern!r}: {results}"
         entry: dict[str, object] = {"pattern": pattern, "limit": limit}
-        entry.update({"error": True} if results[0] is None else {"hosts": results[0]})
+        if results[0] is None:
+            assert all(r is None for r in results)
+            entry["error"] = True
+        elif all(r == results[0] for r in results):
+            entry["hosts"] = results[0]
+        else:  # Ansible's order varies between runs here: only the set of hosts is golden
+            assert all(sorted(r or []) == sorted(results[0]) for r in results)
+            entry["hosts"] = sorted(results[0])
+            entry["unordered"] = True
         out.append(entry)
     return out
 

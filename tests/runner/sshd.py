@@ -1,0 +1,240 @@
+"""Real OpenSSH servers for the SSH transport tests and the fleet benchmark.
+
+Each test host is its own ``sshd`` on its own loopback address (127.P.Q.X, P.Q from this
+process's pid so parallel test runs never meet), with throw-away host keys, one throw-away client
+key and an unprivileged login user. Each host has its own cache directory (``SetEnv
+XDG_CACHE_HOME``), so the hosts behave like separate machines for the agent's zip cache, and its
+own workspace directory owned by that user.
+
+Used by ``tests/runner/conftest.py`` and ``bench/fleet.py``; needs root and /usr/sbin/sshd.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+SSHD = "/usr/sbin/sshd"
+USER = "sandfleet-test"
+
+
+def missing_reason() -> Optional[str]:
+    """Why real sshd hosts cannot run here, or None when they can."""
+    if not os.path.exists(SSHD):
+        return f"{SSHD} is missing (apt-get install openssh-server)"
+    if os.geteuid() != 0:
+        return "starting sshd test hosts needs root"
+    if shutil.which("ssh-keygen") is None:
+        return "ssh-keygen is missing (apt-get install openssh-client)"
+    return None
+
+
+def ensure_user(name: str = USER) -> pwd.struct_passwd:
+    """An unprivileged login user with a home and a password field that allows key logins."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True)  # may race another run
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)  # '!' blocks UsePAM no
+        return pwd.getpwnam(name)
+
+
+def keygen(path: Path) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
+    return (path.parent / (path.name + ".pub")).read_text().strip()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc: no psutil)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids whose environment has ``name=value``: how a test finds what runs on one fixture host."""
+    needle = f"{name}={value}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in env:
+                found.append(int(entry))
+    return found
+
+
+def free_port(address: str) -> int:
+    with socket.socket() as s:
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SshHost:
+    name: str
+    address: str
+    port: int
+    dir: Path
+    host_key: str  # "ssh-ed25519 AAAA..." as in its .pub file
+    cache: Path  # its XDG_CACHE_HOME
+    workspace: Path
+    log: Path
+    proc: Optional[subprocess.Popen[bytes]] = field(default=None, repr=False)
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def known_hosts_line(self) -> str:
+        return f"{self.known_hosts_name} {self.host_key}\n"
+
+    def agents(self) -> list[int]:
+        """Processes running with this host's environment: its agents and their tasks."""
+        return processes_with_env("XDG_CACHE_HOME", str(self.cache))
+
+    def stop(self) -> None:
+        """Kill this sshd and every process under it (connections and sessions), like a host dying."""
+        if self.proc is None:
+            return
+        doomed = [self.proc.pid, *descendants(self.proc.pid)]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
+        self.proc = None
+
+
+class Fleet:
+    """Starts and stops sshd test hosts under one temporary directory."""
+
+    def __init__(self, base: Optional[Path] = None) -> None:
+        self.base = base or Path(tempfile.mkdtemp(prefix="sandfleet-sshd-"))
+        self.base.chmod(0o755)  # the login user must reach its workspace and cache below it
+        self.user = ensure_user()
+        self.client_key = self.base / "client_key"
+        public = keygen(self.client_key)
+        self.authorized_keys = self.base / "authorized_keys"
+        self.authorized_keys.write_text(public + "\n")
+        self.authorized_keys.chmod(0o644)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        pid = os.getpid()
+        self._prefix = f"127.{(pid >> 8) % 250 + 1}.{pid % 256}"
+        self.hosts: list[SshHost] = []
+
+    def spawn(self, name: Optional[str] = None, *, log_level: str = "VERBOSE") -> SshHost:
+        index = len(self.hosts)
+        if index >= 240:
+            raise RuntimeError("at most 240 test hosts per process")
+        name = name or f"h{index:02d}"
+        address = f"{self._prefix}.{10 + index}"
+        hdir = self.base / name
+        hdir.mkdir(mode=0o755)
+        host_key = keygen(hdir / "ssh_host_ed25519_key")
+        cache, workspace = hdir / "cache", hdir / "ws"
+        for d in (cache, workspace):
+            d.mkdir()
+            os.chown(d, self.user.pw_uid, self.user.pw_gid)
+        port = free_port(address)
+        config = hdir / "sshd_config"
+        config.write_text(f"""\
+ListenAddress {address}:{port}
+HostKey {hdir / "ssh_host_ed25519_key"}
+PidFile {hdir / "sshd.pid"}
+AuthorizedKeysFile {self.authorized_keys}
+AllowUsers {USER}
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+MaxStartups 1000:30:2000
+MaxSessions 256
+AllowTcpForwarding yes
+LogLevel {log_level}
+SetEnv XDG_CACHE_HOME={cache}
+""")
+        log = hdir / "sshd.log"
+        host = SshHost(name, address, port, hdir, host_key, cache, workspace, log)
+        self.hosts.append(host)
+        self.start(host)
+        return host
+
+    def start(self, host: SshHost) -> None:
+        with open(host.log, "ab") as log:
+            host.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(host.dir / "sshd_config")],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((host.address, host.port), timeout=1) as s:
+                    if s.recv(64).startswith(b"SSH-2.0-"):
+                        return
+            except OSError:
+                pass
+            if host.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd for {host.name} did not start: {host.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def dead_address(self) -> tuple[str, int]:
+        """An address and port where nothing listens (refused at once)."""
+        address = f"{self._prefix}.250"
+        return address, free_port(address)
+
+    def stop_all(self) -> None:
+        for host in self.hosts:
+            host.stop()
+
+    def cleanup(self) -> None:
+        self.stop_all()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # --- files a controller needs -------------------------------------------------------------
+
+    def known_hosts(self, path: Path, hosts: list[SshHost]) -> Path:
+        path.write_text("".join(h.known_hosts_line() for h in hosts))
+        return path
+
+    def ssh_config(self, path: Path, known_hosts: Path, extra: str = "") -> Path:
+        """An ssh_config that keeps the controller away from root's own ~/.ssh files."""
+        path.write_text(f"{extra}\nHost *\n    UserKnownHostsFile {known_hosts}\n    IdentitiesOnly yes\n"
+                        f"    IdentityFile {self.client_key}\n")
+        return path
+
+    def inventory(self, path: Path, hosts: list[SshHost], extra: str = "", **per_host: dict[str, str]) -> Path:
+        """A YAML inventory reaching ``hosts`` with the fixture's user, port and client key."""
+        lines = ["all:", "  hosts:"]
+        for h in hosts:
+            lines += [f"    {h.name}:", f"      ansible_host: {h.address}", f"      ansible_port: {h.port}",
+                      f"      ansible_user: {USER}", f"      ansible_ssh_private_key_file: {self.client_key}",
+                      "      sandfleet_os: linux", f"      sandfleet_workspace_roots: [{h.workspace}]"]
+            lines += [f"      {k}: {v}" for k, v in per_host.get(h.name, {}).items()]
+        path.write_text("\n".join(lines) + "\n" + extra)
+        return path
