@@ -18,6 +18,7 @@ import time
 
 from sandfleet.modules.intent import PROFILES, SandboxIntent
 from sandfleet.modules.wire import ExecRequest, Status
+
 from sandfleet.runner.base import AgentInit
 from sandfleet.runner.local import LocalConnection
 
@@ -54,7 +55,8 @@ def main() -> int:
             for backend in backends:
                 samples[backend].append(per_task_ms(backend, args.tasks, root))
     base = statistics.median(samples["none"]) if "none" in samples else None
-    print(f"{'backend':<10} {'ms/task (median)':>17} {'added vs none':>14}   ({args.tasks} tasks x {args.rounds} rounds)")
+    header = f"{'backend':<10} {'ms/task (median)':>17} {'added vs none':>14}"
+    print(f"{header}   ({args.tasks} tasks x {args.rounds} rounds)")
     for backend, values in samples.items():
         med = statistics.median(values)
         added = f"{med - base:+.2f}" if base is not None and backend != "none" else "-"

@@ -8,7 +8,6 @@ traceback only under ``--debug``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import traceback
 from collections.abc import Sequence
@@ -82,15 +81,15 @@ def _positive_int(text: str) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
-    from sandfleet.inventory import load_inventory
+    from sandfleet.inventory import dumps, load_inventory
 
     inventory = load_inventory(args.inventory)
     if args.list:
-        out.write(json.dumps(inventory.to_list_json(), indent=4, sort_keys=True) + "\n")
+        out.write(dumps(inventory.to_list_json()) + "\n")
     elif args.graph:
         out.write(inventory.graph().rstrip("\n") + "\n")
     else:
-        out.write(json.dumps(inventory.host(args.host), indent=4, sort_keys=True) + "\n")
+        out.write(dumps(inventory.host(args.host)) + "\n")
     return EXIT_OK
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TextIO
+from typing import Callable, TextIO
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
@@ -14,16 +14,24 @@ from sandfleet.runner.dry import DryConnection, dry_execute
 from sandfleet.runner.hostloop import Reporter, run_on_connection
 from sandfleet.runner.local import LocalConnection
 from sandfleet.runner.scheduler import run_playbook
-
+from sandfleet.runner.ssh import SshConnector
 
 EXIT_INTERRUPTED = 130
 
 
-def connect_for_run(config: HostConfig) -> Connection:
-    if config.connection == "local":
-        return LocalConnection(config.name)
-    raise UsageError(f"host {config.name!r} uses the ssh connection, which this version cannot run yet; "
-                     "use --dry-run to see what it would run, or ansible_connection: local")
+def connect_for_run(args: argparse.Namespace) -> Callable[[HostConfig], Connection]:
+    """The connection factory of a real run; the SSH side (ssh_config, known_hosts, agent zip) is
+    set up once, on the first ssh host."""
+    ssh: list[SshConnector] = []
+
+    def connect(config: HostConfig) -> Connection:
+        if config.connection == "local":
+            return LocalConnection(config.name)
+        if not ssh:
+            ssh.append(SshConnector(args.host_key_policy, args.ssh_config))
+        return ssh[0](config)
+
+    return connect
 
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -33,14 +41,15 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"{warning}\n")
     if args.junit:
         raise UsageError("--junit is not built yet")
+    connect = connect_for_run(args)
     if not args.dry_run:
-        # Fail before anything runs if a targeted host cannot be reached by this version at all.
+        # Fail before anything runs on a bad host variable or ssh_config, whichever host it concerns.
         for play in playbook.plays:
             for host in inventory.select(play.hosts, args.limit):
-                connect_for_run(inventory.host_config(host))
+                connect(inventory.host_config(host))
     reporter = make_reporter(args.format, out, args.dry_run, args.verbose)
     try:
-        _run(args, playbook, inventory, reporter)
+        _run(args, playbook, inventory, reporter, connect)
     except KeyboardInterrupt:
         err.write("sandfleet: interrupted; the running tasks were killed\n")
         reporter.finish()
@@ -48,10 +57,11 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return final_exit(reporter, args.dry_run)
 
 
-def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter) -> None:
+def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter,
+         connect: Callable[[HostConfig], Connection]) -> None:
     if args.dry_run:
         run_playbook(playbook, inventory, reporter, DryConnection, limit=args.limit, forks=args.forks,
                      consent=args.allow_unsandboxed, executor=dry_execute)
     else:
-        run_playbook(playbook, inventory, reporter, connect_for_run, limit=args.limit, forks=args.forks,
+        run_playbook(playbook, inventory, reporter, connect, limit=args.limit, forks=args.forks,
                      consent=args.allow_unsandboxed, executor=run_on_connection)

@@ -161,7 +161,9 @@ class TestExitCodes:
         pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: [echo, '{{ nope }}']}\n")
         proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)), "--format", "json")
         assert proc.returncode == 2
-        assert "'nope' is undefined" in events(proc)[0]["message"]
+        message = events(proc)[0]["message"]
+        assert "undefined variable 'nope'" in message and "on host 'here'" in message
+        assert f"{pb}:3:" in message
 
 
 @pytest.mark.parametrize("backend", ["bwrap", "landlock"])
@@ -212,3 +214,34 @@ def test_ctrl_c_kills_running_tasks_prints_a_partial_recap_and_exits_130(tmp_pat
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "RECAP" in out and "ok=1" in out
     assert gone(tag), "the task survived Ctrl-C"
+
+
+def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
+    inv = write_inventory(tmp_path, "      base: /srv\n      app_dir: \"{{ base }}/app\"\n")
+    pb = write_playbook(tmp_path, """\
+- hosts: all
+  vars: {greeting: "hello world"}
+  tasks:
+    - name: nested inventory vars render; one argv element stays one
+      exec: {argv: [echo, "{{ app_dir }}", "{{ greeting }}"]}
+      register: first
+    - name: loop
+      exec: {argv: [echo, "{{ item }}"]}
+      loop: [a, "b c"]
+      register: looped
+    - name: when true
+      exec: {argv: [echo, "{{ first.stdout | trim }}", "{{ looped.results | length }}"]}
+      when: first.rc == 0
+    - name: when false
+      exec: {argv: ['false']}
+      when: looped.results[0].stdout == "nope"
+""")
+    proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = [e for e in events(proc) if e["event"] == "task_result"]
+    assert [(r["task"], r["status"]) for r in results] == [
+        ("nested inventory vars render; one argv element stays one", "ok"), ("loop", "ok"), ("loop", "ok"),
+        ("when true", "ok"), ("when false", "skipped")]
+    assert results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
+    assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
+    assert results[3]["stdout"] == "/srv/app hello world 2\n"

@@ -150,10 +150,11 @@ class InventoryBuilder:
     def _check_name_clashes(self) -> None:
         for name, host in self._hosts.items():
             if name in self._groups:
-                mark = self._groups[name].mark or host.mark
+                group_mark = self._groups[name].mark
+                where = f" (the host is at {host.mark})" if host.mark and group_mark else ""
                 raise InputError(
-                    f"{name!r} is both a host and a group; a pattern could not tell which one is meant, "
-                    "so rename one of them", mark)
+                    f"{name!r} is both a host and a group{where}; a pattern could not tell which one "
+                    "is meant, so rename one of them", group_mark or host.mark)
 
 
 def _check_var_name(key: Any, mark: Optional[Mark]) -> None:

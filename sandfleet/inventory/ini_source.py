@@ -37,7 +37,7 @@ class _Pending:
 def decode_ini(data: bytes, file: str) -> list[str]:
     """Split into lines; like Ansible, bytes that are not UTF-8 are tolerated in comment lines only."""
     try:
-        return data.decode("utf-8").splitlines()
+        return data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError:
         pass
     lines: list[str] = []

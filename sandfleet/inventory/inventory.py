@@ -53,6 +53,7 @@ class Inventory:
         self._vars_dirs = vars_dirs
         self._matcher = PatternMatcher(self._groups, list(self._hosts), self._localhost_name)
         self._settings: dict[str, dict[str, VarSetting]] = {}
+        self._groups_magic: Optional[dict[str, list[str]]] = None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -86,29 +87,39 @@ class Inventory:
         return dict(self._settings[name])
 
     def magic_vars(self, name: str) -> dict[str, Any]:
-        """The variables Ansible defines itself for a host."""
+        """The variables Ansible defines itself for a host.
+
+        ``groups`` is one dict shared by every host (building it per host is the slow part of
+        a large fleet): read it, do not change it.
+        """
         host = self._host(name)
+        if self._groups_magic is None:
+            self._groups_magic = {group: list(self._matcher.group_hosts(group)) for group in self._groups}
         source = host.source
         return {
             "inventory_hostname": host.name,
             "inventory_hostname_short": host.name if is_ip_address(host.name) else host.name.split(".")[0],
             "group_names": sorted(g for g in self._memberships(host) if g != ALL),
-            "groups": {group: list(self._matcher.group_hosts(group)) for group in self._groups},
+            "groups": self._groups_magic,
             "inventory_file": source,
             "inventory_dir": os.path.dirname(source) if source else None,
         }
 
     def renderer(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> VarRenderer:
         """Renders templates against the host's variables; ``extra_vars`` (play vars) win over them."""
+        return self._renderer(name, extra_vars, self.magic_vars(name))
+
+    def _renderer(self, name: str, extra_vars: Optional[Mapping[str, Any]], magic: Mapping[str, Any]) -> VarRenderer:
         settings = self.var_settings(name)
         for key, value in (extra_vars or {}).items():
             settings[key] = VarSetting(value, None)
-        return VarRenderer(settings, self.magic_vars(name))
+        return VarRenderer(settings, magic)
 
     def host_config(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> HostConfig:
         """The host's checked connection and sandbox settings; a bad value is an InputError."""
-        renderer = self.renderer(name, extra_vars)
-        all_vars = {**self.host_vars(name), **(extra_vars or {}), **self.magic_vars(name)}
+        magic = self.magic_vars(name)
+        renderer = self._renderer(name, extra_vars, magic)
+        all_vars = {**self.host_vars(name), **(extra_vars or {}), **magic}
         return build_host_config(self._host(name).name, renderer, all_vars)
 
     def host(self, name: str) -> dict[str, Any]:

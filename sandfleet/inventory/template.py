@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Optional
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
@@ -26,6 +27,8 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined")
 _RESULT = "__sandfleet_result"
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+#: Compiling is the slow part of rendering; the same few templates render for every host.
+_compile = lru_cache(maxsize=4096)(_ENV.from_string)
 
 
 class _LazyVars(dict):  # type: ignore[type-arg]
@@ -57,6 +60,16 @@ class VarRenderer:
         self._done: dict[str, Any] = {}
         self._active: list[str] = []
         self._lazy = _LazyVars(self)
+
+    def set_fixed(self, name: str, value: Any) -> None:
+        """Set a run-time variable (a registered result, the loop ``item``); it wins over the
+        inventory's. Rendered values are recomputed, since they may have used the old one."""
+        self._fixed[name] = value
+        self._done.clear()
+
+    def drop_fixed(self, name: str) -> None:
+        if self._fixed.pop(name, None) is not None:
+            self._done.clear()
 
     def has(self, name: str) -> bool:
         return name in self._fixed or name in self._settings
@@ -105,7 +118,7 @@ class VarRenderer:
         try:
             single = _SINGLE_EXPRESSION.match(text)
             if single:
-                template = _ENV.from_string(f"{{% set {_RESULT} = ({single.group(1)}) %}}")
+                template = _compile(f"{{% set {_RESULT} = ({single.group(1)}) %}}")
                 context = template.new_context(self._lazy, shared=True)
                 for _ in template.root_render_func(context):
                     pass
@@ -113,7 +126,7 @@ class VarRenderer:
                 if isinstance(result, Undefined):
                     str(result)  # StrictUndefined raises here, naming the variable
                 return result
-            template = _ENV.from_string(text)
+            template = _compile(text)
             return "".join(template.root_render_func(template.new_context(self._lazy, shared=True)))
         except InputError:
             raise

@@ -25,6 +25,7 @@ class VarsDirs:
 
     def __init__(self, bases: Sequence[Path]) -> None:
         self._bases = tuple(bases)
+        self._found: dict[tuple[Path, str], list[Path]] = {}
         self._files: dict[Path, dict[str, VarSetting]] = {}
 
     def collect(self, kind: str, names: Iterable[str]) -> dict[str, VarSetting]:
@@ -37,7 +38,10 @@ class VarsDirs:
         merged: dict[str, VarSetting] = {}
         for base in self._bases:
             for name in names:
-                for path in find_vars_files(base / kind, name):
+                key = (base / kind, name)
+                if key not in self._found:
+                    self._found[key] = find_vars_files(base / kind, name)
+                for path in self._found[key]:
                     merged.update(self._load(path))
         return merged
 

@@ -8,18 +8,19 @@ handed to the reporter as it happens, so nothing a host finished is lost when it
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
+from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.facts import HostFacts
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 from sandfleet.playbook import Play, Task
 from sandfleet.runner.base import AgentInit, Connection, HostUnreachable
 from sandfleet.runner.requests import build_request
-from sandfleet.templating import evaluate, render_data
 
 SKIPPED = "skipped"
 #: How long past a task's own timeout the controller waits for the agent's answer before it
@@ -70,13 +71,15 @@ def run_on_connection(connection: Connection, request: ExecRequest) -> tuple[Exe
 class HostRun:
     """The state of one host across the plays of a run."""
 
-    def __init__(self, config: HostConfig, host_vars: dict[str, Any], connection: Connection,
+    def __init__(self, config: HostConfig, renderer_for: Callable[[Mapping[str, Any]], VarRenderer],
+                 connection: Connection,
                  reporter: Reporter, *, consent: bool, playbook_dir: str,
                  executor: Executor = run_on_connection, stopping: Optional[threading.Event] = None) -> None:
         self.config, self.connection, self.reporter = config, connection, reporter
         self.consent, self.executor = consent, executor
         self.stopping = stopping or threading.Event()
-        self.vars: dict[str, Any] = {**host_vars, "playbook_dir": playbook_dir}
+        self.renderer_for = renderer_for
+        self.runtime: dict[str, Any] = {"playbook_dir": playbook_dir}  # facts and registered results
         self.facts: Optional[HostFacts] = None
         self.done = False  # failed or unreachable: takes no part in later plays
 
@@ -91,18 +94,20 @@ class HostRun:
                 raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
                                       f"{self.config.os}; fix the inventory")
             self.facts = facts
-            self.vars["sandfleet_facts"] = facts.to_dict()
+            self.runtime["sandfleet_facts"] = facts.to_dict()
         return self.facts
 
     def run_play(self, play_index: int, play: Play) -> None:
         try:
             facts = self._start()
-            variables = {**self.vars, **play.vars}
+            renderer = self.renderer_for(play.vars)
+            for name, value in self.runtime.items():
+                renderer.set_fixed(name, value)
             for task_index, task in enumerate(play.tasks):
                 if self.stopping.is_set():
                     self.done = True
                     return
-                if not self._run_task(play, play_index, task, task_index, variables, facts):
+                if not self._run_task(play, play_index, task, task_index, renderer, facts):
                     self.done = True
                     return
         except HostUnreachable as exc:
@@ -110,36 +115,39 @@ class HostRun:
             if not self.stopping.is_set():  # after Ctrl-C every host "drops": that is not news
                 self.reporter.host_unreachable(self.name, str(exc))
 
-    def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, variables: dict[str, Any],
+    def _run_task(self, play: Play, play_index: int, task: Task, task_index: int, renderer: VarRenderer,
                   facts: HostFacts) -> bool:
         """Run every item of one task; False when the host must stop."""
-        where = {"mark": task.mark, "host": self.name, "task": task.name}
         items: list[Any] = [None]
         if task.loop is not None:
             try:
-                items = self._loop_items(task, variables, where)
+                items = self._loop_items(task, renderer)
             except InputError as exc:
                 event = TaskEvent(self.name, play.name, task.name, Status.ERROR.value,
                                   ExecResult(id=f"p{play_index + 1}/t{task_index + 1}/{self.name}",
-                                             status=Status.ERROR, message=str(exc)),
+                                             status=Status.ERROR, message=self._explain(task, exc)),
                                   os=facts.os, ignored=task.ignore_errors)
                 self.reporter.task_event(event)
                 return task.ignore_errors
         outcomes: list[TaskEvent] = []
         for n, item in enumerate(items):
-            scope = variables if task.loop is None else {**variables, "item": item}
+            if task.loop is not None:
+                renderer.set_fixed("item", item)
             base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
             request_id = base_id if task.loop is None else f"{base_id}/{n}"
             try:
-                event = self._run_item(play, task, scope, request_id, item, facts, where)
+                event = self._run_item(play, task, renderer, request_id, item, facts)
             except InputError as exc:  # e.g. an undefined variable on this host: its task fails, others go on
-                result = ExecResult(id=request_id, status=Status.ERROR, message=str(exc))
+                result = ExecResult(id=request_id, status=Status.ERROR, message=self._explain(task, exc))
                 event = TaskEvent(self.name, play.name, task.name, Status.ERROR.value, result, os=facts.os,
                                   ignored=task.ignore_errors, item=item)
             outcomes.append(event)
             self.reporter.task_event(event)
+        if task.loop is not None:
+            renderer.drop_fixed("item")
         if task.register:
-            variables[task.register] = _registered(outcomes, task.loop is not None)
+            self.runtime[task.register] = _registered(outcomes, task.loop is not None)
+            renderer.set_fixed(task.register, self.runtime[task.register])
         return not any(e.failed and not e.ignored for e in outcomes)
 
     def _execute_watched(self, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
@@ -159,19 +167,23 @@ class HostRun:
         finally:
             timer.cancel()
 
-    def _loop_items(self, task: Task, variables: dict[str, Any], where: dict[str, Any]) -> list[Any]:
-        looped = render_data(task.loop, variables, what="loop", **where)
+    def _explain(self, task: Task, exc: InputError) -> str:
+        return str(InputError(f"task {task.name!r} on host {self.name!r}: {exc.message}", exc.mark,
+                              allowed=exc.allowed))
+
+    def _loop_items(self, task: Task, renderer: VarRenderer) -> list[Any]:
+        looped = renderer.render(task.loop, "loop", task.mark)
         if not isinstance(looped, list):
             raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
                              f"got {type(looped).__name__}", task.mark)
         return looped
 
-    def _run_item(self, play: Play, task: Task, scope: dict[str, Any], request_id: str, item: Any,
-                  facts: HostFacts, where: dict[str, Any]) -> TaskEvent:
+    def _run_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
+                  facts: HostFacts) -> TaskEvent:
         common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item}
-        if task.when is not None and not evaluate(task.when, scope, what="when", **where):
+        if task.when is not None and not renderer.render("{{ " + task.when + " }}", "when", task.mark):
             return TaskEvent(status=SKIPPED, **common)
-        request = build_request(task, request_id, scope, self.name, facts.os)
+        request = build_request(task, request_id, renderer, facts.os)
         if request.sandbox is None and not (self.consent or self.config.allow_unsandboxed):
             result = ExecResult(id=request_id, status=Status.SANDBOX_UNAVAILABLE, message=UNSANDBOXED_REFUSAL)
             wrapper = None

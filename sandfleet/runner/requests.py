@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Optional, Union
 
-from sandfleet.errors import InputError
+from sandfleet.errors import InputError, Mark
+from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.intent import FilePath, Special
 from sandfleet.modules.pathuri import PathUri
 from sandfleet.modules.wire import ExecRequest
 from sandfleet.playbook import Task
-from sandfleet.templating import render
 
 
 def cwd_spec(text: Optional[str], host_os: str) -> Union[Special, FilePath, None]:
@@ -26,26 +25,27 @@ def cwd_spec(text: Optional[str], host_os: str) -> Union[Special, FilePath, None
     return FilePath(str(PathUri.from_native(text, convention)))
 
 
-def build_request(task: Task, request_id: str, variables: Mapping[str, Any], host: str, host_os: str) -> ExecRequest:
+def render_text(renderer: VarRenderer, text: str, what: str, mark: Optional[Mark]) -> str:
+    """Render one string; whatever a variable holds, the result is one string (never several)."""
+    value = renderer.render(text, what, mark)
+    return value if isinstance(value, str) else str(value)
+
+
+def build_request(task: Task, request_id: str, renderer: VarRenderer, host_os: str) -> ExecRequest:
     spec = task.exec
-    marks = spec.argv_marks
 
     def mark(i: int) -> Any:
-        return marks[i] if i < len(marks) else task.mark
+        return spec.argv_marks[i] if i < len(spec.argv_marks) else task.mark
 
-    argv = tuple(render(a, variables, what=f"argv[{i}]", mark=mark(i), host=host, task=task.name)
-                 for i, a in enumerate(spec.argv))
-    env = {k: render(v, variables, what=f"env {k}", mark=spec.env_marks.get(k, task.mark), host=host,
-                     task=task.name) for k, v in spec.env.items()}
-    cwd_text = None if spec.cwd is None else render(spec.cwd, variables, what="cwd", mark=spec.cwd_mark or task.mark,
-                                                     host=host, task=task.name)
+    argv = tuple(render_text(renderer, a, f"argv[{i}]", mark(i)) for i, a in enumerate(spec.argv))
+    env = {k: render_text(renderer, v, f"env {k}", spec.env_marks.get(k, task.mark)) for k, v in spec.env.items()}
+    cwd_text = None if spec.cwd is None else render_text(renderer, spec.cwd, "cwd", spec.cwd_mark or task.mark)
     try:
         cwd = cwd_spec(cwd_text, host_os)
     except ValueError as exc:
-        raise InputError(f"cwd {cwd_text!r} of task {task.name!r} on host {host!r} is not usable on a {host_os} "
-                         f"host: {exc}", spec.cwd_mark or task.mark,
+        raise InputError(f"cwd {cwd_text!r} is not usable on a {host_os} host: {exc}", spec.cwd_mark or task.mark,
                          allowed=[":workspace_roots[/sub]", "~/sub", "an absolute path"]) from None
     if not argv[0]:
-        raise InputError(f"argv[0] of task {task.name!r} renders empty on host {host!r}", mark(0))
+        raise InputError("argv[0] renders empty", mark(0))
     return ExecRequest(id=request_id, argv=argv, cwd=cwd, env=env, timeout_s=task.timeout,
                        sandbox=task.sandbox.intent)

@@ -6,6 +6,7 @@ of later plays; it never blocks or loses the results of the others.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ def run_playbook(
             for host in hosts:
                 if host not in runs:
                     config = inventory.host_config(host)
-                    runs[host] = HostRun(config, inventory.host_vars(host), connect(config), reporter,
+                    runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
                                          consent=consent, playbook_dir=playbook_dir, executor=executor,
                                          stopping=stopping)
             reporter.play_start(play, hosts)
