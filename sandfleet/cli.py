@@ -94,13 +94,9 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from sandfleet.inventory import load_inventory
-    from sandfleet.playbook import load_playbook
+    from sandfleet.run import load_job
 
-    playbook = load_playbook(args.playbook)
-    inventory = load_inventory(args.inventory)
-    for warning in playbook.warnings:
-        err.write(f"{warning}\n")
+    playbook, inventory = load_job(args.playbook, args.inventory, err)
     for play in playbook.plays:
         hosts = inventory.select(play.hosts, args.limit)
         for name in hosts:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
@@ -14,31 +14,41 @@ from sandfleet.runner.dry import DryConnection, dry_execute
 from sandfleet.runner.hostloop import Reporter, run_on_connection
 from sandfleet.runner.local import LocalConnection
 from sandfleet.runner.scheduler import run_playbook
-from sandfleet.runner.ssh import SshConnector
+
+if TYPE_CHECKING:
+    from sandfleet.runner.ssh import SshConnector
 
 EXIT_INTERRUPTED = 130
 
 
 def connect_for_run(args: argparse.Namespace) -> Callable[[HostConfig], Connection]:
-    """The connection factory of a real run; the SSH side (ssh_config, known_hosts, agent zip) is
-    set up once, on the first ssh host."""
+    """The connection factory of a real run. The SSH side (paramiko, ssh_config, known_hosts) is
+    imported and set up once, on the first ssh host: local-only runs never pay for it."""
     ssh: list[SshConnector] = []
 
     def connect(config: HostConfig) -> Connection:
         if config.connection == "local":
             return LocalConnection(config.name)
         if not ssh:
+            from sandfleet.runner.ssh import SshConnector
+
             ssh.append(SshConnector(args.host_key_policy, args.ssh_config))
         return ssh[0](config)
 
     return connect
 
 
-def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    playbook = load_playbook(args.playbook)
-    inventory = load_inventory(args.inventory)
+def load_job(playbook_path: str, inventory_paths: list[str], err: TextIO) -> tuple[Playbook, Inventory]:
+    """Both input files, validated (an InputError stops everything before a host is touched)."""
+    playbook = load_playbook(playbook_path)
+    inventory = load_inventory(inventory_paths)
     for warning in playbook.warnings:
         err.write(f"{warning}\n")
+    return playbook, inventory
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    playbook, inventory = load_job(args.playbook, args.inventory, err)
     if args.junit:
         raise UsageError("--junit is not built yet")
     connect = connect_for_run(args)
