@@ -38,7 +38,7 @@ def test_broken_playbook_exits_65_with_its_position(case: Path) -> None:
                          ids=lambda p: p.name)
 def test_broken_inventory_exits_65_with_its_position(case: Path) -> None:
     expect = yaml.safe_load((case / "expect.yml").read_text())
-    code, out, err = cli("check", EXAMPLE, "-i", str(case / expect["source"]))
+    code, _, err = cli("check", EXAMPLE, "-i", str(case / expect["source"]))
     assert code == 65, err
     assert re.search(rf"{re.escape(expect['file'])}:{expect['line']}:\d+: error:", err), err
     assert "Traceback" not in err
