@@ -75,11 +75,9 @@ def execute(
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
     except OSError as exc:
-        _remove_placeholders(wrapper)
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
                           message=f"cannot start {wrapper.argv[0]!r}: {exc.strerror}",
                           backend=wrapper.backend, wrapper=wrapper.argv, warnings=prepared.warnings)
-    _remove_placeholders(wrapper)
     if done.cancelled:
         status, message = Status.ERROR, "cancelled: the controller went away; the task's process group was killed"
     elif done.timed_out:
@@ -96,14 +94,3 @@ def execute(
         wrapper=wrapper.argv, message=message, warnings=prepared.warnings,
     )
 
-
-def _remove_placeholders(wrapper: Wrapper) -> None:
-    """Leave the host as it was: drop the empty mount points the sandbox had to create."""
-    for path in reversed(wrapper.placeholders):
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rmdir(path)  # only succeeds when empty
-            elif os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0:
-                os.unlink(path)
-        except OSError:
-            pass

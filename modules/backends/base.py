@@ -31,8 +31,10 @@ class Wrapper:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Optional[str] = None
     notes: tuple[str, ...] = ()  # what the backend did differently from the letter of the policy
-    #: Empty mount points the sandbox leaves on the host (bwrap blocking a missing ``.git``);
-    #: removed after the task if they are still empty.
+    #: Empty mount points the sandbox leaves on the host (bwrap blocking a missing ``.git``). They
+    #: are deliberately *not* removed: since Linux 3.18 removing a directory that is a mount point
+    #: in another mount namespace detaches that mount, so cleaning up after one task could strip
+    #: the read-only ``.git`` from a concurrent task's sandbox in the same workspace.
     placeholders: tuple[str, ...] = ()
 
     @property

@@ -9,8 +9,11 @@ skips the upload, and a new sandfleet version never runs an old agent.
 The remote shell sees exactly one string per host (:meth:`AgentBundle.command`): the interpreter,
 a short Python stub, the hash and the size. The stub checks the Python version, says whether it
 needs the zip, reads it from the channel's stdin when asked (no SFTP, no temp files in shared
-places), verifies the hash, stores it atomically (dir 0700, file 0600), and then runs the agent
-in the same process. Task argv never touches a shell: it travels as JSON lines afterwards.
+places), verifies the hash and stores it atomically (dir 0700, file 0600) as ``agent-<sha>.zip``
+beside its unpacked copy ``agent-<sha>/``. The agent runs from the unpacked copy, in the stub's
+own process, because Python caches bytecode there: importing from the zip would compile
+Jinja2 and the agent anew on every start, ~0.2 s of CPU per host. Task argv never touches a
+shell: it travels as JSON lines afterwards.
 
 Stub replies, one line each, prefixed with :data:`MARKER` so noise a login shell prints first
 (a chatty ``.bashrc``) is skipped instead of corrupting the protocol::
@@ -27,9 +30,9 @@ import hashlib
 import io
 import os
 import shlex
+import threading
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -51,7 +54,8 @@ from {AGENT_PACKAGE}.agent import main
 sys.exit(main())
 '''
 
-# Runs on the host under ``python -E -s -c``. It must parse on any Python (even 2.7) so that an
+# Runs on the host under ``python -E -s -S -c`` (no environment, user site or site-packages: the
+# agent brings everything it imports). It must parse on any Python (even 2.7) so that an
 # old interpreter gets a clear "too old" instead of a SyntaxError, and it holds no single quote,
 # so the shell quoting stays readable in `ps`.
 _STUB = f"""
@@ -116,9 +120,17 @@ class AgentBundle:
     sha256: str
 
     def command(self, python: str) -> str:
-        """The one string the remote login shell runs; ``python`` may be ``/usr/bin/env python3``."""
-        interpreter = " ".join(shlex.quote(word) for word in shlex.split(python)) or "python3"
-        return (f"exec {interpreter} -E -s -c {shlex.quote(_STUB.strip())} "
+        """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
+
+        ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
+        quoted, so an inventory value can name a program but never add a shell command.
+        """
+        try:
+            words = shlex.split(python)
+        except ValueError:  # an unbalanced quote: take the value as one path
+            words = [python]
+        interpreter = " ".join(shlex.quote(word) for word in words) or "python3"
+        return (f"exec {interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
                 f"sandfleet-agent {self.sha256} {len(self.data)}")
 
 
@@ -169,10 +181,17 @@ def build_bundle() -> AgentBundle:
     return AgentBundle(data, hashlib.sha256(data).hexdigest())
 
 
-@lru_cache(maxsize=1)
+_built: list[AgentBundle] = []
+_building = threading.Lock()
+
+
 def agent_bundle() -> AgentBundle:
-    """The bundle for this controller process: built on first use, then shared by every host."""
-    return build_bundle()
+    """The bundle for this controller process: built once, on first use, shared by every host
+    (the lock matters: all host threads ask for it at the same moment)."""
+    with _building:
+        if not _built:
+            _built.append(build_bundle())
+        return _built[0]
 
 
 def cache_path(home: str, sha: str, xdg_cache_home: Optional[str] = None) -> str:

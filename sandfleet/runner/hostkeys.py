@@ -19,10 +19,10 @@ from __future__ import annotations
 import base64
 import binascii
 import fcntl
-import fnmatch
 import hashlib
 import hmac
 import os
+import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -75,7 +75,11 @@ def _matches(pattern: str, host: str) -> bool:
         except (ValueError, binascii.Error):
             return False
         return hmac.compare_digest(hmac.new(salt, host.encode(), hashlib.sha1).digest(), digest)
-    return fnmatch.fnmatchcase(host, pattern.lower())
+    if "*" not in pattern and "?" not in pattern:
+        return host == pattern.lower()
+    # OpenSSH patterns know only * and ?; fnmatch would read "[host]:port" as a character class.
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
+    return re.fullmatch(regex, host) is not None
 
 
 def host_id(hostname: str, port: int) -> str:
@@ -200,7 +204,7 @@ class KnownHosts:
 
 def _read_fd(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.read(fd, 1 << 16)
         if not chunk:

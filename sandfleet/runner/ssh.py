@@ -21,7 +21,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 import paramiko
 
@@ -131,14 +131,12 @@ class SshConnection(Connection):
         self._channel: Optional[paramiko.Channel] = None
         self._stream: Optional[AgentStream] = None
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=16)
-        self._target: Optional[Endpoint] = None
 
     # --- start ------------------------------------------------------------------------------
 
     def start(self, init: AgentInit) -> HostFacts:
         try:
             route = self.connector.config.route(self.config)
-            self._target = route.target
             self._open(route)
             return self._start_agent(init, route.target)
         except HostUnreachable:
@@ -161,7 +159,12 @@ class SshConnection(Connection):
                 except (paramiko.SSHException, OSError, EOFError) as exc:
                     raise HostUnreachable(f"jump host {via} could not reach {endpoint.hostname}:{endpoint.port} "
                                           f"for {self.host}: {_describe(exc)}") from None
-            self._handshake(endpoint, sock, via=hops[index - 1] if index else None)
+            try:
+                self._handshake(endpoint, sock, via=hops[index - 1] if index else None)
+            except HostUnreachable as exc:
+                if endpoint is route.target:
+                    raise
+                raise type(exc)(f"jump host {endpoint.alias} (for {self.host}): {exc}") from None
 
     def _tcp(self, endpoint: Endpoint) -> socket.socket:
         where = f"{self.host} at {endpoint.hostname}:{endpoint.port}"
@@ -271,8 +274,7 @@ class SshConnection(Connection):
         self._stream = stream
         return facts
 
-    def _bootstrap(self, channel: paramiko.Channel, reader: io.BufferedReader, writer: io.BufferedWriter,
-                   bundle: AgentBundle) -> None:
+    def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes], bundle: AgentBundle) -> None:
         python = self.config.python
         wanted = f"python3 >= {'.'.join(map(str, MIN_PYTHON))}"
         for _ in range(200):  # skip what a chatty login shell prints before the stub speaks

@@ -15,8 +15,11 @@ prompt across parallel hosts) and ``no``/``off`` leave the command line's policy
 config written for interactive ``ssh`` can never switch host key checking off. A
 ``ProxyCommand`` is refused with a clear message rather than silently bypassed.
 
-Where inventory and ssh_config both say something (user, port, key), the inventory wins; the
-inventory key is tried before ssh_config's ``IdentityFile`` entries.
+A host is looked up under its ``ansible_host`` (else its inventory name), the name Ansible's ssh
+plugin hands to ``ssh``, so a ``Host`` block's ``HostName`` still applies to it. Where inventory
+and ssh_config both say something (user, port, key, timeout), the inventory wins; the inventory
+key is tried before ssh_config's ``IdentityFile`` entries. Jump hosts take nothing from the
+inventory, as with ``ssh -J``.
 """
 
 from __future__ import annotations

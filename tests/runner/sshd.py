@@ -11,6 +11,7 @@ Used by ``tests/runner/conftest.py`` and ``bench/fleet.py``; needs root and /usr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -41,11 +42,14 @@ def missing_reason() -> Optional[str]:
 def ensure_user(name: str = USER) -> pwd.struct_passwd:
     """An unprivileged login user with a home and a password field that allows key logins."""
     try:
-        return pwd.getpwnam(name)
+        pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], capture_output=True)  # may race another run
-        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)  # '!' blocks UsePAM no
-        return pwd.getpwnam(name)
+    shadow = {line.split(":")[0]: line.split(":")[1] for line in Path("/etc/shadow").read_text().splitlines()
+              if line.count(":") >= 2}
+    if shadow.get(name, "!").startswith("!"):  # a locked account cannot log in with UsePAM no
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+    return pwd.getpwnam(name)
 
 
 def keygen(path: Path) -> str:
@@ -124,10 +128,8 @@ class SshHost:
             return
         doomed = [self.proc.pid, *descendants(self.proc.pid)]
         for pid in doomed:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait()
         self.proc = None
 
@@ -228,13 +230,14 @@ SetEnv XDG_CACHE_HOME={cache}
                         f"    IdentityFile {self.client_key}\n")
         return path
 
-    def inventory(self, path: Path, hosts: list[SshHost], extra: str = "", **per_host: dict[str, str]) -> Path:
-        """A YAML inventory reaching ``hosts`` with the fixture's user, port and client key."""
+    def inventory(self, path: Path, hosts: list[SshHost], **per_host: dict[str, str]) -> Path:
+        """A YAML inventory reaching ``hosts`` with the fixture's user, port and client key;
+        ``per_host`` adds or replaces variables of single hosts."""
         lines = ["all:", "  hosts:"]
         for h in hosts:
-            lines += [f"    {h.name}:", f"      ansible_host: {h.address}", f"      ansible_port: {h.port}",
-                      f"      ansible_user: {USER}", f"      ansible_ssh_private_key_file: {self.client_key}",
-                      "      sandfleet_os: linux", f"      sandfleet_workspace_roots: [{h.workspace}]"]
-            lines += [f"      {k}: {v}" for k, v in per_host.get(h.name, {}).items()]
-        path.write_text("\n".join(lines) + "\n" + extra)
+            variables = {"ansible_host": h.address, "ansible_port": str(h.port), "ansible_user": USER,
+                         "ansible_ssh_private_key_file": str(self.client_key), "sandfleet_os": "linux",
+                         "sandfleet_workspace_roots": f"[{h.workspace}]", **per_host.get(h.name, {})}
+            lines += [f"    {h.name}:", *(f"      {k}: {v}" for k, v in variables.items())]
+        path.write_text("\n".join(lines) + "\n")
         return path
