@@ -75,6 +75,8 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=20)
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--forks-sweep", metavar="N,N,...",
+                        help="instead: time the warm sandboxed run at each --forks value (how the default was chosen)")
     parser.add_argument("--baseline-worker", metavar="HOSTS_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_worker:
@@ -108,9 +110,18 @@ def main() -> int:
                                                      and e["stdout"] == "hello\n" for e in results)
             return check
 
-        def sandfleet(pb: Path, *extra: str) -> list[str]:
+        def sandfleet(pb: Path, *extra: str, forks: int = args.hosts) -> list[str]:
             return [sys.executable, "-m", "sandfleet", "run", str(pb), "-i", str(inventory), "--format", "json",
-                    "--ssh-config", str(ssh_config), "-f", str(args.hosts), *extra]
+                    "--ssh-config", str(ssh_config), "-f", str(forks), *extra]
+
+        if args.forks_sweep:
+            timed(sandfleet(playbook), all_ok("bwrap"))  # upload the zip once
+            print(f"{args.hosts} hosts x {args.tasks} sandboxed tasks, warm, median of {args.repeat}")
+            print(f"{'forks':>6} {'wall s':>8}")
+            for forks in (int(n) for n in args.forks_sweep.split(",")):
+                times = [timed(sandfleet(playbook, forks=forks), all_ok("bwrap")) for _ in range(args.repeat)]
+                print(f"{forks:>6} {statistics.median(times):>8.2f}")
+            return 0
 
         runs: dict[str, tuple[list[str], Callable[[str], bool]]] = {
             "sandfleet (warm: agent zip cached)": (sandfleet(playbook), all_ok("bwrap")),
