@@ -18,7 +18,6 @@ import time
 
 from sandfleet.modules.intent import PROFILES, SandboxIntent
 from sandfleet.modules.wire import ExecRequest, Status
-
 from sandfleet.runner.base import AgentInit
 from sandfleet.runner.local import LocalConnection
 

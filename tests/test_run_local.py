@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import need
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from sandfleet.modules.binding import AssumedFs, BindError, LocalFs, bind, bind_cwd
 from sandfleet.modules.facts import assumed_facts
 from sandfleet.modules.intent import (

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import need
 from sandfleet.modules import globs
 from sandfleet.modules.backends.base import Refused

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import need
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import HostFacts, probe

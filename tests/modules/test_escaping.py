@@ -16,9 +16,10 @@ import tempfile
 from typing import Any
 
 import pytest
-from conftest import need
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+
+from conftest import need
 from sandfleet.modules.backends.bwrap import Bwrap
 from sandfleet.modules.binding import BoundPolicy, Rule
 from sandfleet.modules.escaping import json_str, sh, sh_join, sh_split

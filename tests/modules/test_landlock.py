@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+
 from sandfleet.modules import landlock
 from sandfleet.modules.landlock import (
     FsRule,

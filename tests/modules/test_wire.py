@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sandfleet.modules import wire
 from sandfleet.modules.intent import (
     Access,

@@ -6,6 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from sandfleet.errors import InputError, Mark
 from sandfleet.modules.intent import (
     PROFILES,
     Access,
@@ -17,8 +19,6 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
-
-from sandfleet.errors import InputError, Mark
 from sandfleet.playbook import (
     ExecSpec,
     Play,

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need
-from sandfleet.modules.wire import ExecRequest
 from sshd import USER, Fleet, SshHost, keygen, missing_reason
 
+from conftest import need
 from sandfleet.inventory import HostConfig
+from sandfleet.modules.wire import ExecRequest
 from sandfleet.runner.base import AgentInit, HostUnreachable
 from sandfleet.runner.bootstrap import agent_bundle
 from sandfleet.runner.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
