@@ -80,8 +80,6 @@ class BoundPolicy:
         return all(r.access is Access.WRITE for r in self.rules) and self.access(self.root) is Access.WRITE \
             and not self.deny_globs
 
-    def paths(self, access: Access) -> tuple[str, ...]:
-        return tuple(r.path for r in self.rules if r.access is access)
 
 
 def _pathmod(system: str) -> Any:

@@ -52,11 +52,6 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.junit:
         raise UsageError("--junit is not built yet")
     connect = connect_for_run(args)
-    if not args.dry_run:
-        # Fail before anything runs on a bad host variable or ssh_config, whichever host it concerns.
-        for play in playbook.plays:
-            for host in inventory.select(play.hosts, args.limit):
-                connect(inventory.host_config(host))
     reporter = make_reporter(args.format, out, args.dry_run, args.verbose)
     try:
         _run(args, playbook, inventory, reporter, connect)

@@ -246,3 +246,14 @@ def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     assert results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
     assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
     assert results[3]["stdout"] == "/srv/app hello world 2\n"
+
+
+def test_a_bad_host_setting_stops_the_run_before_any_host_runs_anything(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    inv = tmp_path / "inv.ini"
+    inv.write_text("[all]\ngood ansible_connection=local sandfleet_os=linux\nbad ansible_port=notaport\n")
+    pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n"
+                                  "      sandbox: false\n")
+    proc = sandfleet("run", str(pb), "-i", str(inv), "--allow-unsandboxed", "--format", "json")
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert f"{inv}:3:5: error: ansible_port" in proc.stderr and not marker.exists()

@@ -38,15 +38,16 @@ def run_playbook(
     runs: dict[str, HostRun] = {}
     playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
     stopping = threading.Event()
+    targets = [inventory.select(play.hosts, limit) for play in playbook.plays]
     try:
+        # Every targeted host's settings (inventory vars, ssh_config) are checked before the first
+        # play starts, so a bad one stops the run before anything ran; connections open lazily.
+        for host in dict.fromkeys(h for hosts in targets for h in hosts):
+            config = inventory.host_config(host)
+            runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
+                                 consent=consent, playbook_dir=playbook_dir, executor=executor, stopping=stopping)
         for index, play in enumerate(playbook.plays):
-            hosts = [h for h in inventory.select(play.hosts, limit) if not (h in runs and runs[h].done)]
-            for host in hosts:
-                if host not in runs:
-                    config = inventory.host_config(host)
-                    runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
-                                         consent=consent, playbook_dir=playbook_dir, executor=executor,
-                                         stopping=stopping)
+            hosts = [h for h in targets[index] if not runs[h].done]
             reporter.play_start(play, hosts)
             if not hosts:
                 continue
@@ -74,9 +75,3 @@ def run_playbook(
             run.connection.close()
     return runs
 
-
-def selected_hosts(playbook: Playbook, inventory: Inventory, limit: Optional[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for play in playbook.plays:
-        seen.update(dict.fromkeys(inventory.select(play.hosts, limit)))
-    return list(seen)
