@@ -14,7 +14,7 @@ from typing import Optional
 
 from ..binding import BoundPolicy
 from ..facts import BACKENDS_BY_OS, HostFacts
-from .base import Backend, Refused, Wrapper
+from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
 _CLASSES: Mapping[str, tuple[str, str]] = {
     "bwrap": ("bwrap", "Bwrap"),
@@ -45,7 +45,10 @@ def candidates(facts: HostFacts, pin: Optional[str], hints: Mapping[str, object]
     return order
 
 
-def wrap(policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Optional[str] = None) -> Wrapper:
+def wrap(
+    policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Optional[str] = None,
+    proxy: Optional[ProxyEndpoint] = None,
+) -> Wrapper:
     """The wrapper of the first candidate that is available here and can enforce ``policy``."""
     reasons: list[str] = []
     for name in candidates(facts, pin, policy.hints):
@@ -54,7 +57,7 @@ def wrap(policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Option
             reasons.append(f"{name}: {status.reason if status else 'not probed on this host'}")
             continue
         try:
-            return backend_class(name)(facts).render(policy, argv)
+            return backend_class(name)(facts, proxy).render(policy, argv)
         except Refused as exc:
             reasons.append(f"{name}: {exc}")
         except ImportError:
@@ -64,4 +67,4 @@ def wrap(policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Option
                   + "; ".join(reasons or ["no sandbox exists for this OS"]))
 
 
-__all__ = ["Backend", "Refused", "Wrapper", "backend_class", "candidates", "wrap"]
+__all__ = ["Backend", "ProxyEndpoint", "Refused", "Wrapper", "backend_class", "candidates", "wrap"]

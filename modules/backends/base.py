@@ -42,11 +42,26 @@ class Wrapper:
         return sh_join(self.argv)
 
 
+@dataclass(frozen=True)
+class ProxyEndpoint:
+    """Where the host-side proxy of a managed-network task can be reached (issue 9).
+
+    ``port`` is the loopback TCP port the sandboxed command is pointed at (``HTTP_PROXY`` and
+    friends); ``socket_path`` is the proxy's Unix socket on the host, for backends that bridge it
+    into a private network namespace (bwrap). A backend asked for a managed network without an
+    endpoint refuses: there is nothing to route through, and it must never fall back to full.
+    """
+
+    port: int
+    socket_path: Optional[str] = None
+
+
 class Backend:
     name = "none"
 
-    def __init__(self, facts: HostFacts) -> None:
+    def __init__(self, facts: HostFacts, proxy: Optional[ProxyEndpoint] = None) -> None:
         self.facts = facts
+        self.proxy = proxy
 
     def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
         raise NotImplementedError
