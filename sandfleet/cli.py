@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="render every host's exact wrapper without touching any host")
     run.add_argument("--format", choices=("text", "json"), default="text")
     run.add_argument("-v", "--verbose", action="store_true", help="show every task's output, not only failures")
+    run.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
+                     help="variables that win over all others: k=v ..., YAML/JSON, or @file (repeatable)")
+    run.add_argument("-t", "--tags", action="append", metavar="TAGS",
+                     help="run only tasks with these tags (comma-separated, repeatable)")
+    run.add_argument("--skip-tags", action="append", metavar="TAGS",
+                     help="skip tasks with these tags (comma-separated, repeatable)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",
                      help="unknown SSH host keys: refuse (default) or record them")

@@ -39,6 +39,16 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from sandfleet.errors import InputError, Mark
 from sandfleet.modules.intent import SandboxIntent
+from sandfleet.play_keywords import (
+    NO_LOOP_CONTROL,
+    STRATEGIES,
+    BatchSize,
+    LoopControl,
+    parse_loop_control,
+    parse_percentage,
+    parse_serial,
+    parse_tags,
+)
 from sandfleet.sandbox_spec import (
     DEFAULT_INTENT,
     check_keys,
@@ -49,6 +59,7 @@ from sandfleet.sandbox_spec import (
     native_path_uri,
     parse_sandbox,
     plain,
+    shown,
 )
 from sandfleet.yamlsrc import YList, YMap, load_yaml_file
 
@@ -66,8 +77,10 @@ __all__ = [
     "load_playbook",
 ]
 
-PLAY_KEYS = ("name", "hosts", "vars", "sandbox", "tasks")
-TASK_KEYS = ("name", "exec", "sandbox", "when", "loop", "register", "ignore_errors", "timeout")
+PLAY_KEYS = ("name", "hosts", "vars", "sandbox", "tasks", "serial", "strategy", "max_fail_percentage",
+             "any_errors_fatal", "tags")
+TASK_KEYS = ("name", "exec", "sandbox", "when", "loop", "loop_control", "register", "ignore_errors", "timeout",
+             "failed_when", "changed_when", "run_once", "tags")
 EXEC_KEYS = ("argv", "cwd", "env", "timeout")
 
 _SHELL_HINT = "sandfleet runs commands only through exec: {argv: [program, arg, ...]}, never a shell"
@@ -75,6 +88,8 @@ _TASK_HINTS = {
     **{k: _SHELL_HINT for k in ("command", "shell", "raw", "script", "ansible.builtin.command",
                                 "ansible.builtin.shell", "ansible.builtin.raw", "ansible.builtin.script")},
     **{k: "use loop: [...]" for k in ("with_items", "with_list", "with_dict", "with_nested")},
+    "delegate_to": "every task runs on its own host; target another host with a separate play",
+    "until": "retries are not supported; make the command itself retry",
 }
 _PLAY_HINTS = {"roles": "sandfleet plays have tasks only", "vars_files": "put variables under vars:"}
 _SHELL_CHARS = re.compile(r"[|&;<>()$`]")
@@ -143,6 +158,11 @@ class Task:
     ignore_errors: bool
     timeout: Optional[float]  # effective: from `timeout:` or `exec.timeout` (never both)
     mark: Mark
+    failed_when: Optional[str] = None  # bare expressions, a list joined with `and` (as `when`)
+    changed_when: Optional[str] = None
+    run_once: bool = False
+    tags: tuple[str, ...] = ()  # the task's own and its play's
+    loop_control: LoopControl = NO_LOOP_CONTROL
 
 
 @dataclass(frozen=True)
@@ -153,6 +173,10 @@ class Play:
     sandbox: SandboxSetting  # the play default; origin DEFAULT when the play gives none
     tasks: tuple[Task, ...]
     mark: Mark
+    serial: tuple[BatchSize, ...] = ()  # no serial: one batch of every host
+    strategy: str = "linear"
+    max_fail_percentage: Optional[float] = None
+    any_errors_fatal: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,13 +297,36 @@ class _Loader:
         name = self.name(node, default=hosts)
         vars_ = self.vars(node) if "vars" in node else {}
         sandbox = self.sandbox(node, SandboxOrigin.PLAY) or DEFAULT_SANDBOX
+        tags = parse_tags(node["tags"], node.value_mark("tags")) if "tags" in node else ()
         if "tasks" in node:
             tasks_node = expect_list(node["tasks"], node.value_mark("tasks"), "tasks")
-            tasks = tuple(self.task(t, tasks_node.item_mark(i), sandbox) for i, t in enumerate(tasks_node))
+            tasks = tuple(self.task(t, tasks_node.item_mark(i), sandbox, tags) for i, t in enumerate(tasks_node))
         else:
             self.warn("the play has no tasks", node.mark)
             tasks = ()
-        return Play(name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark)
+        return Play(
+            name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark,
+            serial=parse_serial(node["serial"], node.value_mark("serial")) if "serial" in node else (),
+            strategy=self.strategy(node) if "strategy" in node else "linear",
+            max_fail_percentage=(parse_percentage(node["max_fail_percentage"], node.value_mark("max_fail_percentage"),
+                                                  "max_fail_percentage") if "max_fail_percentage" in node else None),
+            any_errors_fatal=self.flag(node, "any_errors_fatal"),
+        )
+
+    def strategy(self, node: YMap) -> str:
+        value = node["strategy"]
+        if value not in STRATEGIES:
+            raise InputError(f"unknown strategy {value!r}", node.value_mark("strategy"), allowed=STRATEGIES)
+        return str(value)
+
+    def flag(self, node: YMap, key: str) -> bool:
+        if key not in node:
+            return False
+        value = node[key]
+        if not isinstance(value, bool):
+            raise InputError(f"{key} must be true or false, got {shown(value)}", node.value_mark(key),
+                             allowed=("true", "false"))
+        return value
 
     def hosts(self, node: YMap) -> str:
         value, mark = node["hosts"], node.value_mark("hosts")
@@ -324,7 +371,7 @@ class _Loader:
 
     # --- tasks ----------------------------------------------------------------------------------
 
-    def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting) -> Task:
+    def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting, play_tags: tuple[str, ...] = ()) -> Task:
         node = expect_map(value, mark, "a task")
         check_keys(node, TASK_KEYS, "task", _TASK_HINTS)
         if "exec" not in node:
@@ -347,27 +394,38 @@ class _Loader:
             when=self.when(node) if "when" in node else None,
             loop=self.loop(node) if "loop" in node else None,
             register=self.register(node) if "register" in node else None,
-            ignore_errors=self.ignore_errors(node) if "ignore_errors" in node else False,
+            ignore_errors=self.flag(node, "ignore_errors"),
             timeout=timeout,
             mark=node.mark,
+            failed_when=self.when(node, "failed_when") if "failed_when" in node else None,
+            changed_when=self.when(node, "changed_when") if "changed_when" in node else None,
+            run_once=self.flag(node, "run_once"),
+            tags=tuple(dict.fromkeys(play_tags + (parse_tags(node["tags"], node.value_mark("tags"))
+                                                  if "tags" in node else ()))),
+            loop_control=self.loop_control(node) if "loop_control" in node else NO_LOOP_CONTROL,
         )
 
-    def when(self, node: YMap) -> str:
-        value, mark = node["when"], node.value_mark("when")
+    def loop_control(self, node: YMap) -> LoopControl:
+        if "loop" not in node:
+            raise InputError("loop_control without loop", node.key_mark("loop_control"))
+        return parse_loop_control(node["loop_control"], node.value_mark("loop_control"), _check_template)
+
+    def when(self, node: YMap, key: str = "when") -> str:
+        value, mark = node[key], node.value_mark(key)
         if isinstance(value, YList):
             if not value:
-                raise InputError("when is an empty list", mark)
-            parts = [self.condition(v, value.item_mark(i)) for i, v in enumerate(value)]
+                raise InputError(f"{key} is an empty list", mark)
+            parts = [self.condition(v, value.item_mark(i), key) for i, v in enumerate(value)]
             return parts[0] if len(parts) == 1 else " and ".join(f"({p})" for p in parts)
-        return self.condition(value, mark)
+        return self.condition(value, mark, key)
 
-    def condition(self, value: Any, mark: Mark) -> str:
+    def condition(self, value: Any, mark: Mark, key: str = "when") -> str:
         if isinstance(value, bool):
             return str(value)
         if not isinstance(value, str) or not value.strip():
-            raise InputError(f"when must be an expression (a string), a boolean or a list of them, got "
+            raise InputError(f"{key} must be an expression (a string), a boolean or a list of them, got "
                              f"{describe(value) if value != '' else 'an empty string'}", mark)
-        _check_expression(value, mark, "when")
+        _check_expression(value, mark, key)
         return value
 
     def loop(self, node: YMap) -> Any:
@@ -387,13 +445,6 @@ class _Loader:
                 and not keyword.iskeyword(value)):
             raise InputError(f"register must be a variable name (letters, digits and '_', not starting "
                              f"with a digit), got {value!r}", mark)
-        return value
-
-    def ignore_errors(self, node: YMap) -> bool:
-        value = node["ignore_errors"]
-        if not isinstance(value, bool):
-            raise InputError(f"ignore_errors must be true or false, got {describe(value)}",
-                             node.value_mark("ignore_errors"), allowed=("true", "false"))
         return value
 
     # --- exec -----------------------------------------------------------------------------------

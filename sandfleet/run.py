@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from sandfleet.errors import UsageError
+from sandfleet.extra_vars import parse_extra_vars
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
+from sandfleet.play_keywords import TagFilter
 from sandfleet.playbook import Playbook, load_playbook
 from sandfleet.report import final_exit, make_reporter
 from sandfleet.runner.base import Connection
@@ -49,6 +51,13 @@ def load_job(playbook_path: str, inventory_paths: list[str], err: TextIO) -> tup
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     playbook, inventory = load_job(args.playbook, args.inventory, err)
+    args.parsed_extra_vars = parse_extra_vars(args.extra_vars)
+    args.tag_filter = TagFilter.from_cli(args.tags, args.skip_tags)
+    for play in playbook.plays:
+        for task in play.tasks:
+            if task.register in args.parsed_extra_vars:
+                err.write(f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
+                          "so later tasks see the -e value, not this task's result\n")
     if args.junit:
         raise UsageError("--junit is not built yet")
     connect = connect_for_run(args)
@@ -64,9 +73,9 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter,
          connect: Callable[[HostConfig], Connection]) -> None:
+    common: dict[str, Any] = {"limit": args.limit, "forks": args.forks, "consent": args.allow_unsandboxed,
+                              "extra_vars": args.parsed_extra_vars, "tags": args.tag_filter}
     if args.dry_run:
-        run_playbook(playbook, inventory, reporter, DryConnection, limit=args.limit, forks=args.forks,
-                     consent=args.allow_unsandboxed, executor=dry_execute)
+        run_playbook(playbook, inventory, reporter, DryConnection, executor=dry_execute, **common)
     else:
-        run_playbook(playbook, inventory, reporter, connect, limit=args.limit, forks=args.forks,
-                     consent=args.allow_unsandboxed, executor=run_on_connection)
+        run_playbook(playbook, inventory, reporter, connect, executor=run_on_connection, **common)

@@ -103,6 +103,13 @@ _OLD_SYMBOL_SPELLINGS = {"cwd": "workspace_roots", "project_roots": "workspace_r
 # --- shared helpers -------------------------------------------------------------------------------
 
 
+def shown(value: Any) -> str:
+    """A wrong scalar as the user wrote it (``'yes please'``, ``120``); other values by their type."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return repr(value)
+    return describe(value)
+
+
 def describe(value: Any) -> str:
     """How a user would name the YAML type of ``value`` ("a string", "null", ...)."""
     if value is None:

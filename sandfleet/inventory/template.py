@@ -10,6 +10,7 @@ variable used it and where that variable was set.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -27,6 +28,17 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined")
 _RESULT = "__sandfleet_result"
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+
+
+def _flag(name: str, expected: bool = True) -> Any:
+    return lambda result: isinstance(result, Mapping) and bool(result.get(name)) is expected
+
+
+# The tests and filters Ansible playbooks use most on registered results, so ported `when:` lines work.
+_ENV.tests.update({"failed": _flag("failed"), "succeeded": _flag("failed", False), "success": _flag("failed", False),
+                   "changed": _flag("changed"), "skipped": _flag("skipped")})
+_ENV.filters.update({"bool": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes"),
+                     "to_json": lambda v: json.dumps(v, ensure_ascii=False), "from_json": json.loads})
 #: Compiling is the slow part of rendering; the same few templates render for every host.
 _compile = lru_cache(maxsize=4096)(_ENV.from_string)
 
