@@ -458,3 +458,37 @@ def _swallow(seen: list[Any], fn: Any, *args: Any) -> None:
         seen.append(fn(*args))
     except Exception as exc:  # the connection is closed under it on purpose
         seen.append(exc)
+
+
+class TestPlaySemanticsOverSsh:
+    """A few of issue 7's keywords over real sshd hosts (the local-connection tests cover each one)."""
+
+    def test_serial_run_once_register_and_extra_vars(self, ctl: Controller, hosts: list[SshHost]) -> None:
+        fleet_hosts = hosts[:4]
+        ctl.trust(fleet_hosts)
+        pb = ctl.tmp / "semantics.yml"
+        pb.write_text(
+            "- hosts: all\n  serial: 2\n  tasks:\n"
+            "    - {name: once, exec: {argv: [/bin/echo, '{{ inventory_hostname }}']}, run_once: true, register: o}\n"
+            "    - {name: all, exec: {argv: [/bin/echo, '{{ o.stdout }}-{{ tag }}']}, changed_when: false}\n")
+        run = ctl.run(pb, ctl.inventory(fleet_hosts), "-e", "tag=x")
+        assert run.code == 0, run
+        names = [h.name for h in fleet_hosts]
+        assert [r["host"] for r in run.results() if r["task"] == "once"] == [names[0], names[2]]
+        assert {r["host"]: r["stdout"] for r in run.results() if r["task"] == "all"} == {
+            names[0]: f"{names[0]}-x\n", names[1]: f"{names[0]}-x\n",
+            names[2]: f"{names[2]}-x\n", names[3]: f"{names[2]}-x\n"}
+
+    def test_an_unreachable_host_counts_toward_max_fail_percentage(self, ctl: Controller, fleet: Fleet,
+                                                                   hosts: list[SshHost]) -> None:
+        ctl.trust(hosts[:2])
+        address, port = fleet.dead_address()
+        inv = ctl.inventory(hosts[:2])
+        inv.write_text(inv.read_text() + f"    dead:\n      ansible_host: {address}\n      ansible_port: {port}\n"
+                                          "      sandfleet_os: linux\n")
+        pb = ctl.tmp / "mfp.yml"
+        pb.write_text("- hosts: all\n  max_fail_percentage: 30\n  tasks:\n"
+                      "    - {name: a, exec: {argv: [/bin/true]}}\n    - {name: b, exec: {argv: [/bin/true]}}\n")
+        run = ctl.run(pb, inv)
+        assert run.code == 4 and list(run.unreachable()) == ["dead"], run
+        assert [r["task"] for r in run.results()] == ["a", "a"]  # 1 of 3 = 33 % > 30 %: b never starts
