@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only tasks with these tags (comma-separated, repeatable)")
     run.add_argument("--skip-tags", action="append", metavar="TAGS",
                      help="skip tasks with these tags (comma-separated, repeatable)")
-    run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one testcase per host x task)")
+    run.add_argument("--results-dir", metavar="DIR", help="also write DIR/<host>.json with every result of each host")
     run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",
                      help="unknown SSH host keys: refuse (default) or record them")
     run.add_argument("--allow-unsandboxed", action="store_true",

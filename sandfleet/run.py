@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
-from sandfleet.errors import UsageError
 from sandfleet.extra_vars import parse_extra_vars
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
 from sandfleet.play_keywords import TagFilter
 from sandfleet.playbook import Playbook, load_playbook
-from sandfleet.report import final_exit, make_reporter
+from sandfleet.report import OutputOptions, final_exit, make_reporter
 from sandfleet.runner.base import Connection
 from sandfleet.runner.dry import DryConnection, dry_execute
 from sandfleet.runner.hostloop import Reporter, run_on_connection
@@ -58,17 +57,19 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if task.register in args.parsed_extra_vars:
                 err.write(f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
                           "so later tasks see the -e value, not this task's result\n")
-    if args.junit:
-        raise UsageError("--junit is not built yet")
     connect = connect_for_run(args)
-    reporter = make_reporter(args.format, out, args.dry_run, args.verbose)
+    reporter = make_reporter(OutputOptions(args.format, args.dry_run, args.verbose, args.junit, args.results_dir), out)
     try:
         _run(args, playbook, inventory, reporter, connect)
     except KeyboardInterrupt:
+        reporter.stop_live()  # so the message below gets a line of its own on a terminal
         err.write("sandfleet: interrupted; the running tasks were killed\n")
-        reporter.finish()
+        reporter.finish()  # the partial recap, JUnit file and results directory
         return EXIT_INTERRUPTED
-    return final_exit(reporter, args.dry_run)
+    except BaseException:
+        reporter.stop_live()
+        raise
+    return final_exit(reporter)
 
 
 def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter,

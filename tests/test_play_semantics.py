@@ -351,7 +351,7 @@ class TestBatchesAndStrategies:
             """)
         assert r.statuses("a") == {"h1": "ok", "h2": "failed", "h3": "ok"}
         assert r.ran("b") == [] and r.ran("c") == [] and r.code == 2
-        assert "any_errors_fatal" in r.recap()["aborted"][0]
+        assert "any_errors_fatal" in r.recap()["aborted"]["reason"]
 
     def test_max_fail_percentage_counts_unreachable_hosts(self, fleet: Fleet) -> None:
         inv = fleet.inventory(("h1", "h2", "h3"), down=("gone",))
@@ -364,7 +364,7 @@ class TestBatchesAndStrategies:
             """
         r = fleet.run(pb.format(pct=30), inventory=inv)  # 2 of 4 failed = 50 % > 30 %
         assert r.unreachable() == ["gone"] and r.ran("b") == [] and r.code == 6, r
-        assert "max_fail_percentage 30% exceeded: 2 of 4" in r.recap()["aborted"][0]
+        assert "max_fail_percentage 30% exceeded: 2 of 4" in r.recap()["aborted"]["reason"]
         r = fleet.run(pb.format(pct=50), inventory=inv)  # 50 % is not more than 50 %
         assert sorted(r.ran("b")) == ["h2", "h3"] and r.code == 6
 
@@ -377,7 +377,7 @@ class TestBatchesAndStrategies:
                 - {{name: a, exec: {{argv: ["{{{{ 'false' if inventory_hostname == 'h1' else 'true' }}}}"]}}}}
             """
         r = fleet.run(pb.format(limit=""))
-        assert r.ran("a") == ["h1"] and r.code == 2 and "every host of the batch failed" in r.recap()["aborted"][0]
+        assert r.ran("a") == ["h1"] and r.code == 2 and "every host of the batch failed" in r.recap()["aborted"]["reason"]
         r = fleet.run(pb.format(limit="max_fail_percentage: 100"))
         assert r.ran("a") == ["h1", "h2", "h3"] and r.code == 2 and "aborted" not in r.recap()
 

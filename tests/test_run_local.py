@@ -65,7 +65,8 @@ class TestDefaultJob:
         assert results[1]["stdout"] == "hello from inside the sandbox\n"
         assert "Read-only file system" in results[3]["stderr"]
         assert events(proc)[-1] == {"event": "recap", "hosts": {"localhost": {
-            "ok": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "skipped": 0, "ignored": 3}}}
+            "ok": 3, "changed": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "skipped": 0,
+            "ignored": 3}}}
 
     def test_runs_under_landlock_without_bwrap(self, tmp_path: Path) -> None:
         scratch = tmp_path / "scratch"
@@ -198,13 +199,17 @@ def gone(tag: str, within_s: float = 3.0) -> bool:
 
 
 def test_ctrl_c_kills_running_tasks_prints_a_partial_recap_and_exits_130(tmp_path: Path) -> None:
+    """... and still writes the report files (what they hold: tests/test_run_outputs.py)."""
     import signal
     import time
+    import xml.etree.ElementTree as ET
 
     tag = f"ctrlc{os.getpid()}"
     pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: ['true']}\n"
                                   f"    - exec: {{argv: [bash, -c, 'exec -a {tag} sleep 300']}}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "sandfleet", "run", str(pb), "-i", str(write_inventory(tmp_path))],
+    junit, results = tmp_path / "r.xml", tmp_path / "res"
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet", "run", str(pb), "-i", str(write_inventory(tmp_path)),
+                             "--junit", str(junit), "--results-dir", str(results)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-f", tag], capture_output=True).returncode != 0:
@@ -215,6 +220,8 @@ def test_ctrl_c_kills_running_tasks_prints_a_partial_recap_and_exits_130(tmp_pat
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "RECAP" in out and "ok=1" in out
     assert gone(tag), "the task survived Ctrl-C"
+    assert [c.get("name") for c in ET.parse(junit).iter("testcase")][:1] == ["true"]
+    assert json.loads((results / "here.json").read_text())["tasks"][0]["status"] == "ok"
 
 
 def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def _run_linear(play_index: int, play: Play, tasks: list[tuple[int, Task]], batc
         active = [h for h in batch.hosts if not runs[h].done]
         if not active or batch.abort is not None or runs[active[0]].stopping.is_set():
             return
-        reporter.task_start(play, task, active)
+        reporter.task_start(play, task, active[:1] if task.run_once else active)
         if task.run_once:
             first = runs[active[0]].run_task(play_index, play, task_index, task)
             batch.record(active[0], task, first)

@@ -1,0 +1,221 @@
+"""The text output people read: PLAY and TASK headers, one line per host and task, a recap.
+
+Linear strategy: one ``TASK [name]`` header per ``task_start`` (so once per task per batch). Free
+strategy: hosts start tasks on their own, so a header is printed only when the task differs from
+the last header shown, and again when a result of another task arrives; every result line then
+sits under its own task's header. On a TTY a status line under the output shows hosts done /
+total for the current task, its name and the elapsed time (a host counts as done at its first
+result for the task). Dry-run output keeps its own shape: the backend and the exact wrapper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Optional, TextIO
+
+from sandfleet.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.modules.escaping import sh_join
+from sandfleet.modules.wire import ExecResult, Status
+from sandfleet.playbook import Play, Task
+from sandfleet.recap import HostTally, Recap
+from sandfleet.terminal import Console, Palette, elapsed, printable, wants_colour, wants_live
+
+STDERR_TAIL, STDOUT_TAIL = 10, 40
+
+
+@dataclass
+class _Progress:
+    """The task the status line is about."""
+
+    key: tuple[str, str]
+    total: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _tail(text: str, lines: int) -> list[str]:
+    return printable(text.rstrip()).splitlines()[-lines:]
+
+
+def duration(ms: int) -> str:
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def outcome(event: TaskEvent) -> str:
+    """The word a result line starts with (and its colour's name)."""
+    if event.status == Status.OK.value:
+        return "changed" if event.changed else "ok"
+    return event.status
+
+
+class TextReporter(Reporter):
+    def __init__(self, out: TextIO, recap: Recap, dry_run: bool = False, verbose: bool = False,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
+        env = environ if environ is not None else {}
+        self.recap, self.dry_run, self.verbose = recap, dry_run, verbose
+        self.paint = Palette(wants_colour(out, env))
+        self.console = Console(out, self._status, live=wants_live(out, env) and not dry_run)
+        self._t0 = time.monotonic()
+        self._header: Optional[tuple[str, str]] = None
+        self._progress: Optional[_Progress] = None
+        self._finished = False
+
+    # -- the Reporter calls ------------------------------------------------------------------
+
+    def play_start(self, play: Play, hosts: list[str]) -> None:
+        note = "" if hosts else "  (no hosts matched)"
+        with self.console.lock:
+            self._header, self._progress = None, None
+            title = self.paint(f"PLAY [{printable(play.name)}]", "bold")
+            self.console.line(f"\n{title} {len(hosts)} host(s){note}")
+
+    def task_start(self, play: Play, task: Task, hosts: list[str]) -> None:
+        if self.dry_run:
+            return
+        key = (play.name, task.name)
+        with self.console.lock:
+            if play.strategy != "free" or key != self._header:
+                self._show_header(key)
+            if self._progress is None or self._progress.key != key or play.strategy != "free":
+                self._progress = _Progress(key)
+            self._progress.total.update(hosts)
+            self.console.refresh()
+        self.console.start()
+
+    def task_event(self, event: TaskEvent) -> None:
+        if self.dry_run:
+            self.console.line(self._dry_text(event))
+            return
+        key = (event.play, event.task)
+        with self.console.lock:
+            if key != self._header:
+                self._show_header(key)
+            if self._progress is not None and self._progress.key == key:
+                self._progress.done.add(event.host)
+            self.console.line("\n".join(self._result_lines(event)))
+
+    def host_unreachable(self, host: str, message: str) -> None:
+        with self.console.lock:
+            if self._progress is not None:
+                self._progress.done.add(host)
+            self.console.line(self.paint(f"unreachable: [{host}]", "unreachable") + f" {printable(message)}")
+
+    def play_aborted(self, play: Play, reason: str) -> None:
+        self.console.line(self.paint(f"PLAY ABORTED [{printable(play.name)}]: {printable(reason)}", "failed"))
+
+    def finish(self) -> None:
+        self.console.stop()
+        if self._finished:
+            return
+        self._finished = True
+        lines = self._dry_recap() if self.dry_run else self._recap_lines()
+        self.console.line("\n".join(lines))
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def _show_header(self, key: tuple[str, str]) -> None:
+        self._header = key
+        self.console.line("\n" + self.paint(f"TASK [{printable(key[1])}]", "bold"))
+
+    def _status(self) -> str:
+        p = self._progress
+        if p is None:
+            return ""
+        now = time.monotonic()
+        return (f"[{len(p.done)}/{len(p.total)} hosts] TASK [{printable(p.key[1])}] {elapsed(now - p.started)}"
+                f" (run {elapsed(now - self._t0)})")
+
+    def _result_lines(self, event: TaskEvent) -> list[str]:
+        word = outcome(event)
+        head = self.paint(f"{word}: [{event.host}]", "ignored" if event.ignored else word)
+        item = f" (item={event.label if event.label is not None else event.item})" \
+            if event.item is not None or event.label is not None else ""
+        r = event.result
+        detail = ""
+        if r is not None and event.status != SKIPPED:
+            detail = f" {r.backend or 'no sandbox'} {duration(r.duration_ms)}"
+            if r.rc is not None and event.status != Status.OK.value:
+                detail += f" rc={r.rc}"
+        if event.run_once:
+            detail += " (run_once)"
+        if event.ignored:
+            detail += self.paint(" ...ignoring", "ignored")
+        lines = [head + printable(item) + detail]
+        if r is not None and event.status != SKIPPED:
+            lines.extend(self._output_lines(r, failed=event.status != Status.OK.value))
+        return lines
+
+    def _output_lines(self, r: ExecResult, failed: bool) -> list[str]:
+        lines: list[str] = []
+        if failed and r.message:
+            lines.extend("    " + ln for ln in printable(r.message).splitlines())
+        show_stderr = (failed or self.verbose) and r.stderr.strip()
+        if (self.verbose or (failed and not r.stderr.strip())) and r.stdout.strip():
+            lines.extend("    > " + ln for ln in _tail(r.stdout, STDOUT_TAIL))
+            if r.stdout_truncated:
+                lines.append("    (stdout was truncated on the host)")
+        if show_stderr:
+            style = "failed" if failed else "dim"
+            lines.extend(self.paint("    | " + ln, style) for ln in _tail(r.stderr, STDERR_TAIL))
+            if r.stderr_truncated:
+                lines.append("    (stderr was truncated on the host)")
+        lines.extend(self.paint(f"    [WARNING] {printable(w)}", "warning") for w in r.warnings)
+        return lines
+
+    def _recap_lines(self) -> list[str]:
+        lines = ["", self.paint(f"PLAY RECAP ({time.monotonic() - self._t0:.2f} s)", "bold")]
+        width = max((len(h) for h in self.recap.hosts), default=0)
+        for host, t in self.recap.hosts.items():
+            lines.append(self.paint(f"{host:<{width}}", _host_style(t)) + " : " + " ".join(
+                self.paint(f"{name}={count}", name if count else "") for name, count in _counts(t)))
+        if self.recap.failures:
+            lines.append(self.paint("FAILED TASKS", "failed"))
+            lines.extend(f"  {printable(str(f))}" for f in self.recap.failures)
+        if self.recap.unreachable_messages:
+            lines.append(self.paint("UNREACHABLE", "unreachable"))
+            lines.extend(f"  {h}: {printable(m)}" for h, m in self.recap.unreachable_messages.items())
+        if self.recap.aborted is not None:
+            a = self.recap.aborted
+            lines.append(self.paint("PLAY ABORTED", "failed"))
+            lines.append(f"  [{printable(a.play)}] {printable(a.reason)}")
+        return lines
+
+    def _dry_text(self, event: TaskEvent) -> str:
+        head = f"{event.host} [{event.os}] {event.display_name}"
+        r = event.result
+        if event.status == SKIPPED:
+            return f"{head}: skipped (when is false)"
+        assert r is not None
+        if event.wrapper is None:
+            return f"{head}: {event.status}: {r.message}"
+        lines = [f"{head}: backend {event.wrapper.backend}", f"    $ {sh_join(event.wrapper.argv)}"]
+        for name, content in event.wrapper.files.items():
+            lines.append(f"    --- {name}")
+            lines.extend("    " + ln for ln in content.rstrip("\n").splitlines())
+        lines.extend(f"    warning: {w}" for w in r.warnings)
+        return "\n".join(lines)
+
+    def _dry_recap(self) -> list[str]:
+        lines = [f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed"]
+        for host, t in self.recap.hosts.items():
+            lines.append(f"{host:<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
+                         f"skipped={t.skipped} unreachable={t.unreachable}")
+        return lines
+
+
+def _counts(t: HostTally) -> list[tuple[str, int]]:
+    return [("ok", t.ok), ("changed", t.changed), ("unreachable", t.unreachable), ("failed", t.failed),
+            ("sandbox_unavailable", t.sandbox_unavailable), ("skipped", t.skipped), ("ignored", t.ignored)]
+
+
+def _host_style(t: HostTally) -> str:
+    if t.failed or t.unreachable:
+        return "failed"
+    if t.sandbox_unavailable:
+        return "sandbox_unavailable"
+    return "changed" if t.changed else "ok"
+
+
+__all__ = ["TextReporter", "duration", "outcome"]

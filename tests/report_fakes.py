@@ -1,0 +1,58 @@
+"""Fake plays, tasks and events for the output tests: the reporters sit above the transport, so
+what they are fed is plain data (the end-to-end tests in test_run_outputs.py feed real runs)."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+from typing import Any, Optional
+
+from sandfleet.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.modules.wire import ExecResult, Status
+
+
+def play(name: str = "deploy", strategy: str = "linear") -> Any:
+    return SimpleNamespace(name=name, strategy=strategy, hosts="all")
+
+
+def task(name: str) -> Any:
+    return SimpleNamespace(name=name)
+
+
+def event(host: str, task_name: str, status: str = "ok", *, rc: Optional[int] = None, stdout: str = "",
+          stderr: str = "", message: Optional[str] = None, ms: int = 12, backend: Optional[str] = "bwrap",
+          play_name: str = "deploy", **kw: Any) -> TaskEvent:
+    """A task result as the host loop reports it; ``rc`` defaults to what the status implies."""
+    if status == SKIPPED:
+        return TaskEvent(host, play_name, task_name, SKIPPED, **kw)
+    if rc is None and status in ("ok", "failed"):
+        rc = 0 if status == "ok" else 1
+    if message is None and status != "ok":
+        message = {"failed": f"exited with {rc}", "timeout": "timed out after 1 s",
+                   "sandbox_unavailable": "no sandbox: bubblewrap is not installed",
+                   "error": "undefined variable 'x'"}.get(status)
+    result = ExecResult(id=f"{host}/{task_name}", status=Status(status), rc=rc, stdout=stdout, stderr=stderr,
+                        duration_ms=ms, backend=backend if status != "sandbox_unavailable" else None,
+                        message=message)
+    kw.setdefault("changed", status == "ok")
+    return TaskEvent(host, play_name, task_name, status, result, os="linux", **kw)
+
+
+def feed(reporter: Reporter, plays: list[tuple[Any, list[str], list[tuple[Any, list[TaskEvent]]]]],
+         unreachable: Optional[dict[str, str]] = None) -> None:
+    """Play by play, task by task (linear): task_start, then that task's events."""
+    for p, hosts, tasks in plays:
+        reporter.play_start(p, hosts)
+        for t, events in tasks:
+            reporter.task_start(p, t, hosts)
+            for e in events:
+                reporter.task_event(e)
+    for host, message in (unreachable or {}).items():
+        reporter.host_unreachable(host, message)
+
+
+class Tty(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True

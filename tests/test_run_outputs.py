@@ -1,0 +1,109 @@
+"""The report files and the terminal output of real ``sandfleet run``s on the local connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import xmlschema
+from test_junit import XSD, ci_failures
+from test_run_local import ROOT, sandfleet, write_inventory, write_playbook
+
+THREE_TASKS = """\
+- name: outputs
+  hosts: all
+  tasks:
+    - name: say hello
+      exec: {argv: [echo, hello]}
+    - name: never
+      exec: {argv: ['false']}
+      when: false
+    - name: break
+      exec: {argv: [sh, -c, 'echo partial; echo "no such table: users" >&2; exit 3']}
+"""
+
+
+def test_junit_and_results_dir_from_a_real_run(tmp_path: Path) -> None:
+    junit, results = tmp_path / "report.xml", tmp_path / "results"
+    proc = sandfleet("run", str(write_playbook(tmp_path, THREE_TASKS)), "-i", str(write_inventory(tmp_path)),
+                     "--junit", str(junit), "--results-dir", str(results))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "\x1b" not in proc.stdout and "TASK [break]" in proc.stdout and "FAILED TASKS\n  here: break" in proc.stdout
+
+    xmlschema.XMLSchema(str(XSD)).validate(str(junit))
+    cases = [(c.get("classname"), c.get("name"), [child.tag for child in c]) for c in ET.parse(junit).iter("testcase")]
+    assert cases == [("here", "say hello", ["system-out"]), ("here", "never", ["skipped"]),
+                     ("here", "break", ["failure", "system-out", "system-err"])]
+    [failure] = ci_failures(junit)
+    assert (failure["suite"], failure["host"], failure["task"]) == ("outputs", "here", "break")
+    assert failure["type"] == "failed"
+    assert failure["message"].startswith("rc=3") and "no such table: users" in failure["stderr"]
+    assert failure["stdout"] == "partial\n"
+
+    assert os.listdir(results) == ["here.json"]
+    doc = json.loads((results / "here.json").read_text())
+    assert [(t["task"], t["status"]) for t in doc["tasks"]] == [("say hello", "ok"), ("never", "skipped"),
+                                                                ("break", "failed")]
+    assert doc["tasks"][0]["stdout"] == "hello\n" and doc["tasks"][2]["rc"] == 3 and doc["tasks"][0]["backend"]
+    assert doc["recap"] == {"ok": 1, "changed": 1, "failed": 1, "unreachable": 0, "sandbox_unavailable": 0,
+                            "skipped": 1, "ignored": 0}
+
+
+def test_json_format_with_report_files_keeps_stdout_pure(tmp_path: Path) -> None:
+    proc = sandfleet("run", str(write_playbook(tmp_path, THREE_TASKS)), "-i", str(write_inventory(tmp_path)),
+                     "--format", "json", "--junit", str(tmp_path / "r.xml"))
+    assert proc.returncode == 2
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["task_result"] * 3 + ["recap"]
+
+
+def test_bad_report_paths_and_dry_run_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    pb, inv = str(write_playbook(tmp_path, THREE_TASKS)), str(write_inventory(tmp_path))
+    for extra in (["--junit", str(tmp_path / "missing" / "r.xml")], ["--junit", str(tmp_path)],
+                  ["--dry-run", "--junit", str(tmp_path / "r.xml")], ["--dry-run", "--results-dir", str(tmp_path)]):
+        proc = sandfleet("run", pb, "-i", inv, *extra)
+        assert proc.returncode == 64 and proc.stdout == "", (extra, proc.stderr)
+
+
+def run_in_pty(args: list[str], env: dict[str, str]) -> str:
+    """The CLI on a pseudo-terminal, as a person sees it; returns everything it wrote."""
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet", *args], stdin=subprocess.DEVNULL, stdout=follower,
+                            stderr=follower, cwd=ROOT, env={**os.environ, "TERM": "xterm", **env})
+    os.close(follower)
+    chunks = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(leader)
+        proc.wait(timeout=30)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_a_terminal_gets_colour_and_a_status_line_unless_no_color(tmp_path: Path) -> None:
+    args = ["run", str(write_playbook(tmp_path, THREE_TASKS)), "-i", str(write_inventory(tmp_path))]
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    coloured = run_in_pty(args, {**env, "NO_COLOR": ""})
+    assert "\x1b[33mchanged: [here]\x1b[0m" in coloured and "\x1b[31mfailed: [here]\x1b[0m" in coloured
+    assert "\r\x1b[K" in coloured and "[0/1 hosts] TASK [say hello]" in coloured
+    plain = run_in_pty(args, {"NO_COLOR": "1"})
+    assert "\x1b[3" not in plain and "changed: [here]" in plain and "[0/1 hosts] TASK [say hello]" in plain
