@@ -227,6 +227,15 @@ class TestTaskKeywords:
             """)
         assert r.statuses("bare") == {"h1": "sandbox_unavailable"} and r.code == 8
 
+    def test_ignore_errors_never_covers_a_missing_sandbox(self, fleet: Fleet) -> None:
+        r = fleet.run("""
+            - hosts: h1
+              tasks:
+                - {name: bare, exec: {argv: ["true"]}, sandbox: false, ignore_errors: true}
+                - {name: next, exec: {argv: ["true"]}}
+            """)
+        assert r.results(task="bare")[0].get("ignored") is None and r.ran("next") == [] and r.code == 8
+
     def test_changed_when(self, fleet: Fleet) -> None:
         r = fleet.run("""
             - hosts: h1
@@ -377,7 +386,8 @@ class TestBatchesAndStrategies:
                 - {{name: a, exec: {{argv: ["{{{{ 'false' if inventory_hostname == 'h1' else 'true' }}}}"]}}}}
             """
         r = fleet.run(pb.format(limit=""))
-        assert r.ran("a") == ["h1"] and r.code == 2 and "every host of the batch failed" in r.recap()["aborted"]["reason"]
+        assert r.ran("a") == ["h1"] and r.code == 2
+        assert "every host of the batch failed" in r.recap()["aborted"]["reason"]
         r = fleet.run(pb.format(limit="max_fail_percentage: 100"))
         assert r.ran("a") == ["h1", "h2", "h3"] and r.code == 2 and "aborted" not in r.recap()
 
