@@ -3,9 +3,10 @@ serving every task, exactly as `sandfleet run` on a local host pays it.
 
     python bench/local_tasks.py [--tasks 200] [--rounds 3]
 
-For each backend (none, bwrap, landlock) it starts one agent, runs N `/bin/true` tasks with the
-workspace profile and network none (the default intent), checks every result, and prints the
-median per-task milliseconds over the rounds, alternating backends between rounds.
+For each backend (none, bwrap with its persistent sandbox, bwrap-fresh with a new sandbox per
+task, landlock) it starts one agent, runs N `/bin/true` tasks with the workspace profile and
+network none (the default intent), checks every result, and prints the median per-task
+milliseconds over the rounds, alternating backends between rounds.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from sandfleet.runner.base import AgentInit
 from sandfleet.runner.local import LocalConnection
 
 
-def per_task_ms(backend: str, tasks: int, root: str) -> float:
+def per_task_ms(mode: str, tasks: int, root: str) -> float:
+    backend = mode.split("-")[0]
     conn = LocalConnection("bench")
-    facts = conn.start(AgentInit((root,), None if backend == "none" else backend))
+    facts = conn.start(AgentInit((root,), None if backend == "none" else backend, sandbox_reuse=mode != "bwrap-fresh"))
     status = facts.backend(backend)
     if backend != "none" and (status is None or not status.available):
         conn.close()
@@ -45,7 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--backends", default="none,bwrap,landlock")
+    parser.add_argument("--backends", default="none,bwrap,bwrap-fresh,landlock")
     args = parser.parse_args()
     backends = args.backends.split(",")
     samples: dict[str, list[float]] = {b: [] for b in backends}
@@ -54,12 +56,12 @@ def main() -> int:
             for backend in backends:
                 samples[backend].append(per_task_ms(backend, args.tasks, root))
     base = statistics.median(samples["none"]) if "none" in samples else None
-    header = f"{'backend':<10} {'ms/task (median)':>17} {'added vs none':>14}"
+    header = f"{'backend':<12} {'ms/task (median)':>17} {'added vs none':>14}"
     print(f"{header}   ({args.tasks} tasks x {args.rounds} rounds)")
     for backend, values in samples.items():
         med = statistics.median(values)
         added = f"{med - base:+.2f}" if base is not None and backend != "none" else "-"
-        print(f"{backend:<10} {med:>17.2f} {added:>14}")
+        print(f"{backend:<12} {med:>17.2f} {added:>14}")
     return 0
 
 

@@ -2,7 +2,12 @@
 
 Protocol (each message one JSON line):
 
-1. controller → agent: ``{"v": 1, "init": {"workspace_roots": [native...], "sandbox_pin": null}}``
+1. controller → agent: ``{"v": 1, "init": {"workspace_roots": [native...], "sandbox_pin": null,
+   "network_resolve": {"name": "address"}}}`` — the last is the operator's name → address map
+   for managed-network proxies (inventory ``sandfleet_network_resolve``; when the agent is run
+   by hand, also the JSON object in ``$SANDFLEET_NETWORK_RESOLVE``, which the init line overrides),
+   and ``"sandbox_reuse": true`` (absent means true): bwrap tasks with the same sandbox command
+   share one persistent sandbox (:mod:`.sandbox_pool`); false gives every task a fresh one
 2. agent → controller: ``{"v": 1, "hello": {"version": "...", "facts": {...}}}`` — the facts it
    probed once, so the controller can check the OS and report the backends.
 3. then, repeatedly: an ExecRequest line in, its ExecResult line out (DESIGN §5).
@@ -14,6 +19,7 @@ the agent carries on; EOF on stdin ends the agent. Nothing but protocol lines go
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Optional
@@ -21,6 +27,8 @@ from typing import IO, Any, Optional
 from . import wire
 from .executor import execute
 from .facts import HostFacts, probe
+from .netpolicy import parse_resolve
+from .sandbox_pool import SandboxPool
 
 PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.1.0"
@@ -39,12 +47,46 @@ def read_init(line: str) -> tuple[tuple[str, ...], Optional[str]]:
     return roots, pin if isinstance(pin, str) and pin else None
 
 
+def read_reuse(line: str) -> bool:
+    """``sandbox_reuse`` of the init line: one persistent sandbox per sandbox command (the
+    default), or a fresh sandbox for every task when false."""
+    data: Any = json.loads(line)
+    init: Any = data.get("init", {}) if isinstance(data, dict) else {}
+    return not (isinstance(init, dict) and init.get("sandbox_reuse") is False)
+
+
+#: The operator's name → address map for managed-network proxies, as a JSON object (hand use).
+RESOLVE_ENV = "SANDFLEET_NETWORK_RESOLVE"
+
+
+def read_resolve(line: str, environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    """The resolve map: ``$SANDFLEET_NETWORK_RESOLVE`` overridden by the init line's. Raises
+    ``ValueError`` naming what is wrong: a bad map must stop the agent, not be half-applied."""
+    env = os.environ if environ is None else environ
+    data: Any = json.loads(line)
+    init = data.get("init", {}) if isinstance(data, dict) else {}
+    merged: dict[str, str] = {}
+    if env.get(RESOLVE_ENV):
+        try:
+            merged.update(parse_resolve(json.loads(env[RESOLVE_ENV])))
+        except ValueError as exc:
+            raise ValueError(f"{RESOLVE_ENV}: {exc}") from None
+    if isinstance(init, dict) and init.get("network_resolve") is not None:
+        try:
+            merged.update(parse_resolve(init["network_resolve"]))
+        except ValueError as exc:
+            raise ValueError(f"network_resolve: {exc}") from None
+    return merged
+
+
 def serve(stdin: IO[str], stdout: IO[str]) -> int:
     first = stdin.readline()
     if not first:
         return 0
     try:
         roots, pin = read_init(first)
+        resolve = read_resolve(first)
+        pool = SandboxPool() if read_reuse(first) else None
     except ValueError as exc:
         stdout.write(json.dumps({"v": PROTOCOL_VERSION, "error": f"bad init line: {exc}"}) + "\n")
         stdout.flush()
@@ -52,6 +94,15 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
     facts = probe(roots)
     stdout.write(hello(facts) + "\n")
     stdout.flush()
+    try:
+        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool)
+    finally:
+        if pool is not None:
+            pool.close()  # each sandbox's init kills what runs in it and exits
+
+
+def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optional[str],
+                 resolve: Mapping[str, str], pool: Optional[SandboxPool]) -> int:
     for line in stdin:
         if not line.strip():
             continue
@@ -64,7 +115,8 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
             result = wire.ExecResult(id=_id_of(line), status=wire.Status.ERROR, message=f"bad request: {exc}")
         else:
             try:
-                result = execute(request, facts, pin, cancel_fd=_fileno(stdin))
+                result = execute(request, facts, pin, cancel_fd=_fileno(stdin), resolve=resolve,
+                                 pool=pool)
             except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
                 result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
                                          message=f"agent error: {type(exc).__name__}: {exc}")

@@ -3,20 +3,30 @@
 :func:`prepare` is everything up to the spawn and is what a dry-run calls with assumed facts, so
 the wrapper a dry-run prints is the wrapper a run executes. Anything that cannot be enforced
 comes back as a ``sandbox_unavailable`` result before a single process starts.
+
+A managed-network task (issue 9) runs inside :func:`_with_proxy`: its own proxy session
+(:mod:`.netproxy`) is started before the wrapper is rendered against its endpoint and stopped
+when the task ends; its decisions go into the result. A dry-run renders against a nominal endpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from . import spawn
 from .backends import Refused, Wrapper, backend_class, wrap
-from .backends.base import Bare
+from .backends.base import Bare, ProxyEndpoint
 from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
+from .intent import NetworkMode, NetworkPolicy
+from .netpolicy import HostPolicy
+from .netproxy import ProxySession, ProxyUnavailable, nominal_endpoint
+from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
 from .wire import ExecRequest, ExecResult, Status
 
 
@@ -31,9 +41,13 @@ def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) 
 
 
 def prepare(
-    request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[str] = None
+    request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[str] = None,
+    proxy: Optional[ProxyEndpoint] = None,
 ) -> Union[Prepared, ExecResult]:
-    """The exact wrapper for ``request`` on this host, or the result that refuses it."""
+    """The exact wrapper for ``request`` on this host, or the result that refuses it.
+
+    ``proxy`` is the running proxy of a managed-network task; without one (a dry-run) the
+    wrapper is rendered against a nominal endpoint, and nothing is started."""
     if request.sandbox is None:
         try:
             cwd = bind_cwd(request.cwd, workspace_roots(None, facts), facts, fs)
@@ -44,8 +58,10 @@ def prepare(
         policy = bind(request.sandbox, facts, request.cwd, fs)
     except BindError as exc:
         return refusal(request, f"sandbox intent cannot be bound on this host: {exc}")
+    if proxy is None and policy.network.mode is NetworkMode.MANAGED:
+        proxy = nominal_endpoint(facts.tmpdir, facts.os)
     try:
-        wrapper = wrap(policy, request.argv, facts, pin)
+        wrapper = wrap(policy, request.argv, facts, pin, proxy)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
     return Prepared(wrapper, policy.warnings + wrapper.notes)
@@ -53,9 +69,16 @@ def prepare(
 
 def execute(
     request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None,
-    cancel_fd: Optional[int] = None,
+    cancel_fd: Optional[int] = None, pool: Optional[SandboxPool] = None,
+    resolve: Optional[Mapping[str, str]] = None, proxy: Optional[ProxyEndpoint] = None,
 ) -> ExecResult:
-    prepared = prepare(request, facts, fs or LocalFs(), pin)
+    """Run ``request``. A managed-network task first gets its own proxy (``resolve``: the
+    operator's name → address map), for exactly as long as it runs; ``proxy`` is that proxy's
+    endpoint when this function calls itself back."""
+    if proxy is None and request.sandbox is not None and request.sandbox.network.mode is NetworkMode.MANAGED:
+        return _with_proxy(request, request.sandbox.network, facts, resolve,
+                           lambda endpoint: execute(request, facts, pin, fs, cancel_fd, pool=pool, proxy=endpoint))
+    prepared = prepare(request, facts, fs or LocalFs(), pin, proxy)
     if isinstance(prepared, ExecResult):
         return prepared
     wrapper = prepared.wrapper
@@ -68,16 +91,24 @@ def execute(
         preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
     except Refused as exc:
         return refusal(request, f"{wrapper.backend}: {exc}", prepared.warnings)
+    warnings = prepared.warnings
+    reused = pool.wrapper_for(wrapper, request.argv, request.timeout_s) if pool and reusable(request) else None
     try:
-        done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec,
-                         cancel_fd=cancel_fd)
+        if pool is not None and reused is not None:  # one sandbox per host and policy (sandbox_pool.py)
+            done, wrapper, warnings = run_reused(pool, wrapper, reused, request, env, cancel_fd, warnings)
+        else:
+            done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec,
+                             cancel_fd=cancel_fd)
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
+    except SandboxDied as exc:
+        return ExecResult(id=request.id, status=Status.ERROR, message=f"the sandbox ended during the task: {exc}",
+                          backend=wrapper.backend, wrapper=(reused or wrapper).argv, warnings=warnings)
     except OSError as exc:
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
-                          message=f"cannot start {wrapper.argv[0]!r}: {exc.strerror}",
-                          backend=wrapper.backend, wrapper=wrapper.argv, warnings=prepared.warnings)
+                          message=f"cannot start {(exc.filename or wrapper.argv[0])!r}: {exc.strerror}",
+                          backend=wrapper.backend, wrapper=(reused or wrapper).argv, warnings=warnings)
     if done.cancelled:
         status, message = Status.ERROR, "cancelled: the controller went away; the task's process group was killed"
     elif done.timed_out:
@@ -91,6 +122,31 @@ def execute(
         id=request.id, status=status, rc=done.rc, stdout=done.stdout, stderr=done.stderr,
         stdout_truncated=done.stdout_truncated, stderr_truncated=done.stderr_truncated,
         started=done.started, duration_ms=done.duration_ms, backend=wrapper.backend,
-        wrapper=wrapper.argv, message=message, warnings=prepared.warnings,
+        wrapper=wrapper.argv, message=message, warnings=warnings,
     )
 
+
+def _with_proxy(request: ExecRequest, network: NetworkPolicy, facts: HostFacts,
+                resolve: Optional[Mapping[str, str]], run: Callable[[ProxyEndpoint], ExecResult]) -> ExecResult:
+    """Start the task's proxy, run, stop it and attach its decisions. Fails closed: no proxy, or a
+    wrapper that never handed the sandbox's listener over, means nothing ran with a network."""
+    try:
+        session = ProxySession(HostPolicy(network.allow, network.deny), resolve, facts.tmpdir,
+                               tcp=facts.os != "linux").start()
+    except ProxyUnavailable as exc:
+        return refusal(request, f"managed network: {exc}; nothing ran")
+    try:
+        result = run(session.endpoint)
+    finally:
+        decisions = session.close()
+    if session.handed_off:
+        warnings = result.warnings
+        if session.recorder.dropped:
+            warnings += (f"{session.recorder.dropped} more network decisions were made than the result lists",)
+        return dataclasses.replace(result, network_decisions=decisions, warnings=warnings)
+    if not result.wrapper or result.status not in (Status.OK, Status.FAILED):
+        return result  # refused before the spawn, or cancelled / timed out while setting up: said so already
+    lines = result.stderr.strip().splitlines()
+    detail = lines[-1] if lines else (result.message or "no output")
+    return dataclasses.replace(result, status=Status.SANDBOX_UNAVAILABLE, message=(
+        f"managed network: the sandbox's private network could not be set up, so the command did not run ({detail})"))

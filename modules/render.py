@@ -30,6 +30,9 @@ def environment() -> jinja2.Environment:
     env.filters["sh"] = escaping.sh
     env.filters["sh_join"] = escaping.sh_join
     env.filters["json"] = escaping.json_str
+    env.filters["sbpl"] = escaping.sbpl_str
+    env.filters["ps"] = escaping.ps_str
+    env.filters["xml"] = escaping.xml_str
     return env
 
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Callable, Optional
 
 DEFAULT_CAP = 1 << 20  # 1 MiB per stream
-_GRACE_S = 1.0  # how long leftover writers may keep a pipe open after the command exited
+GRACE_S = 1.0  # how long leftover writers may keep a pipe open after the command exited
 
 #: Variables a command inherits from the agent's environment; everything else it must be given.
 #: Keeps the controller's or agent's secrets (SSH_AUTH_SOCK, tokens) out of untrusted commands.
@@ -40,7 +40,7 @@ class Completed:
     duration_ms: int
 
 
-class _Capped:
+class Capped:
     """Keeps the last ``cap`` bytes of a stream: the end of a log is where the error is."""
 
     def __init__(self, cap: int) -> None:
@@ -54,6 +54,11 @@ class _Capped:
 
     def text(self) -> str:
         return self.buf.decode("utf-8", errors="replace")
+
+
+def utc_now() -> str:
+    """When a task started, as the results carry it (ISO 8601, UTC, milliseconds)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
@@ -87,7 +92,7 @@ def run(
     nothing during a task, so anything there, EOF included, means it is gone or wants the task
     stopped, and the command's process group is killed.
     """
-    started = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    started = utc_now()
     t0 = time.monotonic()
     proc = subprocess.Popen(
         list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -95,7 +100,7 @@ def run(
         pass_fds=tuple(pass_fds),
     )
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = _Capped(cap), _Capped(cap)
+    out, err = Capped(cap), Capped(cap)
     sinks = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
     deadline = None if timeout_s is None else t0 + timeout_s
     timed_out = cancelled = False
@@ -114,7 +119,7 @@ def run(
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
                 _killpg(proc.pid)  # what the task left running dies with it
-            if exited_at is not None and now - exited_at > _GRACE_S:
+            if exited_at is not None and now - exited_at > GRACE_S:
                 break  # a writer left the process group; stop waiting for it
             wait = 0.05
             if deadline is not None and not timed_out:

@@ -95,6 +95,19 @@ class ExecRequest:
 
 
 @dataclass(frozen=True)
+class NetworkDecision:
+    """One destination a managed-network task asked the proxy for: ``decision`` is ``allow`` or
+    ``deny``; ``reason`` the rule that decided (or what went wrong reaching an allowed one);
+    ``count`` how many times the same answer was given."""
+
+    host: str
+    port: int
+    decision: str
+    reason: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
 class ExecResult:
     """The outcome of one request; ``wrapper`` is the exact argv that ran, ``message`` the clear
     reason when not ok, ``started`` an ISO-8601 UTC timestamp."""
@@ -112,6 +125,10 @@ class ExecResult:
     wrapper: tuple[str, ...] = ()
     message: Optional[str] = None
     warnings: tuple[str, ...] = ()
+    #: What the managed-network proxy decided, one entry per distinct (host, port, decision,
+    #: reason); empty for tasks without a managed network. Added after v1 shipped: readers that
+    #: predate it ignore it, and a result without it decodes with none.
+    network_decisions: tuple[NetworkDecision, ...] = ()
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -471,6 +488,10 @@ def result_to_json(res: ExecResult) -> dict[str, Any]:
         "wrapper": list(res.wrapper),
         "message": res.message,
         "warnings": list(res.warnings),
+        "network_decisions": [
+            {"host": d.host, "port": d.port, "decision": d.decision, "reason": d.reason, "count": d.count}
+            for d in res.network_decisions
+        ],
     }
     try:
         result_from_json(obj)
@@ -512,7 +533,28 @@ def result_from_json(obj: object) -> ExecResult:
         wrapper=_str_list(o.get("wrapper"), "wrapper"),
         message=_opt_string(o.get("message"), "message"),
         warnings=tuple(warnings),
+        network_decisions=_decisions(o.get("network_decisions"), "network_decisions"),
     )
+
+
+def _decisions(value: object, where: str) -> tuple[NetworkDecision, ...]:
+    out: list[NetworkDecision] = []
+    for i, item in enumerate(_list(value, where)):
+        at = f"{where}[{i}]"
+        entry = _object(item, at)
+        port, count = entry.get("port"), entry.get("count", 1)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise WireError(f"{at}.port must be a port number from 0 to 65535, not {_describe(port)}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise WireError(f"{at}.count must be a positive integer, not {_describe(count)}")
+        out.append(NetworkDecision(
+            host=_string(_required(entry, "host", at), f"{at}.host"),
+            port=port,
+            decision=_string(_required(entry, "decision", at), f"{at}.decision"),
+            reason=_string(entry.get("reason", ""), f"{at}.reason"),
+            count=count,
+        ))
+    return tuple(out)
 
 
 # -- JSON shape checks ---------------------------------------------------------------------------

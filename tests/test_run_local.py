@@ -87,7 +87,12 @@ class TestDefaultJob:
         for r, d in zip(ran, dry):
             assert (d["host"], d["task"], d["backend"]) == (r["host"], r["task"], r["backend"])
             assert d["wrapper"]["argv"] == r["wrapper"]
-            assert d["request"]["argv"] == d["wrapper"]["argv"][d["wrapper"]["argv"].index("--") + 1:]
+            argv = d["wrapper"]["argv"]
+            if "--as-pid-1" in argv:  # the host's persistent sandbox; the task enters it as the file shown
+                (entry,) = d["wrapper"]["files"].values()
+                assert json.loads(entry)["argv"] == d["request"]["argv"]
+            else:
+                assert d["request"]["argv"] == argv[argv.index("--") + 1:]
 
     def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
         dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
@@ -250,7 +255,12 @@ def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     assert [(r["task"], r["status"]) for r in results] == [
         ("nested inventory vars render; one argv element stays one", "ok"), ("loop", "ok"), ("loop", "ok"),
         ("when true", "ok"), ("when false", "skipped")]
-    assert results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
+    # The argv that ran, element by element: the task enters the host's persistent sandbox as the
+    # message a dry-run shows (a fresh sandbox would end its wrapper with it).
+    dry = events(sandfleet("run", str(pb), "-i", str(inv), "--format", "json", "--dry-run"))
+    assert "--as-pid-1" in dry[0]["wrapper"]["argv"] and "--as-pid-1" in results[0]["wrapper"]
+    (entry,) = dry[0]["wrapper"]["files"].values()
+    assert json.loads(entry)["argv"] == ["echo", "/srv/app", "hello world"]
     assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
     assert results[3]["stdout"] == "/srv/app hello world 2\n"
 
@@ -264,3 +274,87 @@ def test_a_bad_host_setting_stops_the_run_before_any_host_runs_anything(tmp_path
     proc = sandfleet("run", str(pb), "-i", str(inv), "--allow-unsandboxed", "--format", "json")
     assert proc.returncode == 65 and proc.stdout == ""
     assert f"{inv}:3:5: error: ansible_port" in proc.stderr and not marker.exists()
+
+
+class TestManagedNetwork:
+    """``network: {allow: [...]}`` through the CLI: the inventory's resolve map points the names at
+    a server on 127.0.0.5; the result lists the proxy's decisions; a dry-run shows the wiring."""
+
+    PLAYBOOK = """\
+- hosts: all
+  tasks:
+    - name: fetch through the allowlist
+      exec:
+        argv:
+          - python3
+          - -c
+          - "import sys, urllib.request as u; [print(u.urlopen(x).read().decode()) for x in sys.argv[1:]]"
+          - "http://pkgs.allowed.test:{port}/ok"
+          - "http://other.test:{port}/no"
+      sandbox:
+        network: {{allow: ["*.allowed.test"]}}
+      ignore_errors: true
+"""
+
+    @staticmethod
+    def server() -> Any:
+        import http.server
+        import threading
+
+        class Hello(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = f"hello {self.path}".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.5", 0), Hello)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        return srv
+
+    def files(self, tmp_path: Path, port: int, ignore_errors: bool = True) -> list[str]:
+        text = self.PLAYBOOK.format(port=port)
+        pb = write_playbook(tmp_path, text if ignore_errors else text.replace("      ignore_errors: true\n", ""))
+        inv = write_inventory(tmp_path, "      sandfleet_network_resolve: {pkgs.allowed.test: 127.0.0.5, "
+                                        "other.test: 127.0.0.5}\n")
+        return [str(pb), "-i", str(inv)]
+
+    def test_run_reaches_the_allowed_name_and_lists_decisions(self, tmp_path: Path) -> None:
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        srv = self.server()
+        try:
+            proc = sandfleet("run", *self.files(tmp_path, srv.server_address[1]), "--format", "json")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+        (result,) = [e for e in events(proc) if e["event"] == "task_result"]
+        assert result["status"] == "failed" and result["backend"] == "bwrap", result
+        assert result["stdout"] == "hello /ok\n" and "HTTP Error 403: Forbidden" in result["stderr"]
+        port = srv.server_address[1]
+        assert result["network_decisions"] == [
+            {"host": "pkgs.allowed.test", "port": port, "decision": "allow",
+             "reason": "matches allow rule *.allowed.test", "count": 1},
+            {"host": "other.test", "port": port, "decision": "deny", "reason": "not in the allow list", "count": 1}]
+
+    def test_dry_run_shows_the_wiring(self, tmp_path: Path) -> None:
+        (dry,) = events(sandfleet("run", *self.files(tmp_path, 8080), "--format", "json", "--dry-run"))
+        argv = dry["wrapper"]["argv"]
+        assert argv[1:3] == ["-I", "-S"] and argv[3].endswith("netns.py")
+        assert argv[4:7] == ["--port", "3128", "--handoff"] and argv[7].endswith("/sfnet-XXXXXXXX/proxy.sock")
+        assert argv[argv.index("HTTPS_PROXY") - 1:][:3] == ["--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"]
+        assert "--unshare-net" not in argv
+        assert dry["request"]["sandbox"]["network"] == {"mode": "managed", "allow": ["*.allowed.test"], "deny": []}
+        text = sandfleet("run", *self.files(tmp_path, 8080), "--dry-run").stdout
+        assert "netns.py --port 3128 --handoff" in text and "--setenv http_proxy http://127.0.0.1:3128" in text
+
+    def test_without_bwrap_it_is_refused_and_says_bwrap_is_needed(self, tmp_path: Path) -> None:
+        proc = sandfleet("run", *self.files(tmp_path, 8080, ignore_errors=False), "--format", "json",
+                         env={"PATH": no_bwrap_path(tmp_path)})
+        assert proc.returncode == 8, proc.stdout + proc.stderr
+        message = events(proc)[0]["message"]
+        assert "bwrap: bwrap is not installed" in message
+        assert "landlock: a managed network needs bwrap: Landlock filters TCP by port" in message

@@ -47,9 +47,12 @@ class ProxyEndpoint:
     """Where the host-side proxy of a managed-network task can be reached (issue 9).
 
     ``port`` is the loopback TCP port the sandboxed command is pointed at (``HTTP_PROXY`` and
-    friends); ``socket_path`` is the proxy's Unix socket on the host, for backends that bridge it
-    into a private network namespace (bwrap). A backend asked for a managed network without an
-    endpoint refuses: there is nothing to route through, and it must never fall back to full.
+    friends); ``socket_path`` is the proxy's Unix hand-off socket on the host, for backends that
+    give the command a private network namespace (bwrap: the netns helper listens on ``port``
+    inside it and passes that listener to the proxy through this socket, see ``netns.py``); it is
+    ``None`` when the proxy listens on the host's own loopback ``port`` (Seatbelt). A backend asked
+    for a managed network without an endpoint it can use refuses: there is nothing to route
+    through, and it must never fall back to full.
     """
 
     port: int

@@ -28,7 +28,15 @@ namespace, and a root task could then ``umount`` a deny mask or remount a read-o
 writable. Full write with full network is still wrapped (unlike Codex case 18) so every task gets
 the same pid/user/ipc namespaces, fresh ``/proc`` and ``/dev``, and no capabilities.
 
-Refused (the task fails closed): managed network (no host-side proxy yet); a read-only path
+Managed network (issue 9): bwrap is not given ``--unshare-net``; instead the wrapper starts with
+the netns helper (:mod:`..netns`, run by the agent's own interpreter with ``-I -S``), which
+creates a private network namespace holding nothing but the proxy's listener on
+``127.0.0.1:3128``, hands that listener to the agent's proxy over the endpoint's Unix socket, and
+execs bwrap inside the namespace. The proxy variables (:mod:`..proxyenv`) are ``--setenv``
+arguments, so a dry-run shows the whole wiring; a dry-run's endpoint is nominal (no proxy starts).
+Without an endpoint (``socket_path``) the task is refused: there is nothing to route through.
+
+Refused (the task fails closed): managed network without a proxy endpoint; a read-only path
 reached through a symlink inside a writable root (the link could be swapped); a cwd the policy
 does not let the command read; a deny glob anchored at ``/`` or matching/scanning too much; a
 policy bound for another OS; bwrap missing or unable to create namespaces.
@@ -40,18 +48,22 @@ an empty mount point on the host after the run (:attr:`MountPlan.placeholders` l
 
 from __future__ import annotations
 
+import os
 import posixpath
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .. import netns
 from ..binding import PROTECTED_NAMES, BoundPolicy
 from ..facts import HostFacts
 from ..globs import GlobError, expand
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
+from ..proxyenv import proxy_env
 from ..render import render_argv
-from .base import Backend, Refused, Wrapper
+from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
 #: Read-only with ``:minimal`` when present: what a dynamically linked program needs to start
 #: and behave (loader, libraries, config, certificates). ``/etc/resolv.conf`` is listed on its own
@@ -61,6 +73,9 @@ PLATFORM_READ: tuple[str, ...] = (
     "/run/current-system/sw", "/etc/resolv.conf",
 )
 
+
+#: Where a dry-run says the netns helper lives on a host it did not probe (the agent's cache copy).
+NOMINAL_AGENT_DIR = "<agent>"
 
 _OPS = ("bind", "ro-bind", "ro-bind-try", "symlink", "tmpfs", "remount-ro", "dev", "proc")
 
@@ -127,9 +142,9 @@ class Bwrap(Backend):
         "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
     )
 
-    def __init__(self, facts: HostFacts, paths: Optional[FsView] = None,
+    def __init__(self, facts: HostFacts, proxy: Optional[ProxyEndpoint] = None, paths: Optional[FsView] = None,
                  platform_read: Optional[Sequence[str]] = None) -> None:
-        super().__init__(facts)
+        super().__init__(facts, proxy)
         self.paths = paths or (AssumedFs(facts.os) if facts.assumed else LocalFs())
         self.platform_read = tuple(PLATFORM_READ if platform_read is None else platform_read)
 
@@ -139,20 +154,33 @@ class Bwrap(Backend):
         if not argv:
             raise ValueError("nothing to run: argv is empty")
         bwrap = self._binary()
-        if policy.network.mode is NetworkMode.MANAGED:
-            raise Refused("managed network needs the host-side proxy, which this host's sandfleet "
-                          "does not provide yet")
+        managed = policy.network.mode is NetworkMode.MANAGED
+        prefix = self._netns_helper() if managed else []
         plan = self.plan(policy)
         words = render_argv(
             "bwrap.j2",
+            prefix=prefix,
             bwrap=bwrap,
             unshare=list(self.unshare),
-            unshare_net=policy.network.mode is not NetworkMode.FULL,
+            unshare_net=policy.network.mode is NetworkMode.NONE,
+            setenv=sorted(proxy_env(self.proxy.port).items()) if managed and self.proxy else [],
             mounts=list(plan.mounts),
             cwd=plan.cwd,
             argv=list(argv),
         )
         return Wrapper(self.name, tuple(words), cwd=plan.cwd, notes=plan.notes, placeholders=plan.placeholders)
+
+    def _netns_helper(self) -> list[str]:
+        """The words that put bwrap into a network namespace whose only exit is the proxy."""
+        if self.proxy is None or not self.proxy.socket_path:
+            raise Refused("a managed network needs the host-side proxy, and none was started for this task")
+        if self.facts.assumed:  # dry-run for another host: its agent's interpreter and copy
+            python, helper = "python3", f"{NOMINAL_AGENT_DIR}/netns.py"
+        else:
+            python, helper = sys.executable, os.path.abspath(netns.__file__)
+        if not python:
+            raise Refused("a managed network needs the agent's Python interpreter, and its path is unknown")
+        return [python, "-I", "-S", helper, "--port", str(self.proxy.port), "--handoff", self.proxy.socket_path, "--"]
 
     def _binary(self) -> str:
         status = self.facts.backend(self.name)

@@ -11,7 +11,9 @@ tree), the enclosing directory is not granted; its entries are, one by one, exce
 path — exact, but the directory itself then takes no new entries, which the task is told. What
 Landlock cannot express at all is refused, never weakened:
 
-* ``network: managed``: Landlock filters TCP by port, never by host name.
+* ``network: managed``: Landlock filters TCP by port, never by host name, so it cannot keep a
+  command on the proxy (the proxy's port would be open on every address). The message says that
+  bwrap is needed; with bwrap missing the user sees bwrap's reason next to this one.
 * ``network: none`` without TCP rules (ABI < 4) or without the seccomp socket filter.
 * more than :data:`MAX_GRANTS` grants after splitting (a deny glob matching thousands of files).
 
@@ -33,7 +35,7 @@ from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..landlock import MAX_ABI, LandlockRuleset, LandlockUnavailable, NetRules, RulesetError, prepare
 from ..render import render_text
-from .base import Backend, Refused, Wrapper
+from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
 RULESET_FILE = "landlock.json"
 MAX_GRANTS = 4096
@@ -118,8 +120,8 @@ def _expand_globs(patterns: Sequence[str], fs: FsView) -> list[str]:
 class Landlock(Backend):
     name = "landlock"
 
-    def __init__(self, facts: HostFacts, fs: Optional[FsView] = None) -> None:
-        super().__init__(facts)
+    def __init__(self, facts: HostFacts, proxy: Optional[ProxyEndpoint] = None, fs: Optional[FsView] = None) -> None:
+        super().__init__(facts, proxy)
         self.fs = fs or (AssumedFs(facts.os) if facts.assumed else LocalFs())
 
     def ruleset(self, policy: BoundPolicy) -> tuple[str, list[str]]:

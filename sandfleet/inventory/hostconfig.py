@@ -14,14 +14,16 @@ from typing import Any, Optional
 
 from sandfleet.errors import InputError
 from sandfleet.inventory.template import VarRenderer
+from sandfleet.modules.netpolicy import parse_resolve
 
 OS_NAMES = ("linux", "macos", "windows")
 CONNECTIONS = ("ssh", "local")
 _SSH_ALIASES = ("smart", "paramiko", "paramiko_ssh")
 # Which OS each backend can run on.
 SANDBOX_OS = {"bwrap": "linux", "landlock": "linux", "seatbelt": "macos", "windows": "windows"}
-SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_os", "sandfleet_python",
-                  "sandfleet_sandbox", "sandfleet_tmpdir", "sandfleet_workspace_roots")
+SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_network_resolve", "sandfleet_os",
+                  "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse", "sandfleet_tmpdir",
+                  "sandfleet_workspace_roots")
 _TRUE = ("y", "yes", "on", "1", "true", "t")
 _FALSE = ("n", "no", "off", "0", "false", "f")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
@@ -48,6 +50,13 @@ class HostConfig:
     allow_unsandboxed: bool = False
     home: Optional[str] = None
     tmpdir: Optional[str] = None
+    #: ``sandfleet_network_resolve``: where managed-network proxies on this host find these names
+    #: (name → IP, like curl's ``--resolve``). Operator configuration, never playbook content: it is
+    #: the only way to point an allowed name at a loopback or private address.
+    network_resolve: tuple[tuple[str, str], ...] = ()
+    #: ``sandfleet_sandbox_reuse`` (default true): tasks with the same sandbox share one persistent
+    #: bwrap sandbox on this host (modules/sandbox_pool.py); false gives every task a fresh one.
+    sandbox_reuse: bool = True
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -69,6 +78,8 @@ def build_host_config(name: str, renderer: VarRenderer, all_vars: Mapping[str, A
         allow_unsandboxed=reader.boolean("sandfleet_allow_unsandboxed"),
         home=reader.absolute_path("sandfleet_home", os_name),
         tmpdir=reader.absolute_path("sandfleet_tmpdir", os_name),
+        network_resolve=reader.network_resolve(),
+        sandbox_reuse=reader.boolean("sandfleet_sandbox_reuse", default=True),
         vars=dict(all_vars),
     )
 
@@ -133,10 +144,10 @@ class _Reader:
             raise self.fail(var, f"must be a port number from 1 to 65535, got {_show(value)}")
         return number
 
-    def boolean(self, var: str) -> bool:
+    def boolean(self, var: str, default: bool = False) -> bool:
         value = self.r.get(var)
         if value is None:
-            return False
+            return default
         if isinstance(value, bool):
             return value
         if isinstance(value, int) and value in (0, 1):
@@ -179,6 +190,16 @@ class _Reader:
                 raise self.fail(var, problem, index=index if not isinstance(value, str) else None)
             roots.append(item)
         return tuple(roots)
+
+    def network_resolve(self) -> tuple[tuple[str, str], ...]:
+        var = "sandfleet_network_resolve"
+        value = self.r.get(var)
+        if value is None:
+            return ()
+        try:
+            return tuple(sorted(parse_resolve(value).items()))
+        except ValueError as exc:
+            raise self.fail(var, f"{exc} (e.g. {{mirror.internal: 10.0.0.5}})") from None
 
     def absolute_path(self, var: str, os_name: Optional[str]) -> Optional[str]:
         value = self.text(var)

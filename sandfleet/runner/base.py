@@ -23,12 +23,21 @@ class HostUnreachable(Exception):
 
 @dataclass(frozen=True)
 class AgentInit:
+    """What the agent needs from the inventory before its first task; ``network_resolve`` is the
+    operator's name → address map for managed-network proxies (``sandfleet_network_resolve``)."""
+
     workspace_roots: tuple[str, ...] = ()
     sandbox_pin: Optional[str] = None
+    network_resolve: tuple[tuple[str, str], ...] = ()
+    #: One persistent sandbox per sandbox command on the host, or a fresh one per task
+    #: (``sandfleet_sandbox_reuse``); agents that predate it ignore it and start fresh ones.
+    sandbox_reuse: bool = True
 
     def line(self) -> str:
         return json.dumps({"v": 1, "init": {"workspace_roots": list(self.workspace_roots),
-                                             "sandbox_pin": self.sandbox_pin}}, ensure_ascii=True)
+                                             "sandbox_pin": self.sandbox_pin,
+                                             "network_resolve": dict(self.network_resolve),
+                                             "sandbox_reuse": self.sandbox_reuse}}, ensure_ascii=True)
 
 
 class Connection(ABC):
@@ -86,6 +95,6 @@ class AgentStream:
             self._send(wire.encode_request(request))
             reply = self._receive()
         try:
-            return wire.decode_result(json.dumps(reply))
+            return wire.result_from_json(reply)  # already parsed: no second JSON round trip
         except wire.WireError as exc:
             raise HostUnreachable(f"the agent on {self.host} sent a bad result: {exc}") from None

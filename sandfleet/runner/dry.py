@@ -7,6 +7,8 @@ the one a run executes. Nothing is spawned and no connection is opened.
 
 from __future__ import annotations
 
+import shlex
+import sys
 from typing import Optional
 
 from sandfleet.errors import InputError
@@ -15,6 +17,7 @@ from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.binding import AssumedFs, FsView, LocalFs
 from sandfleet.modules.executor import Prepared, prepare
 from sandfleet.modules.facts import HostFacts, assumed_facts, probe
+from sandfleet.modules.sandbox_pool import persistent_wrapper, reusable
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 from sandfleet.runner.base import AgentInit, Connection
 
@@ -24,6 +27,10 @@ class DryConnection(Connection):
         self.host, self.config = config.name, config
         self.facts: Optional[HostFacts] = None
         self.fs: FsView = LocalFs() if config.connection == "local" else AssumedFs(config.os or "linux")
+        #: The interpreter a persistent sandbox's init runs with: the agent's own. A local agent is
+        #: this very interpreter; over SSH it is ``sandfleet_python`` as the inventory names it (the
+        #: run reports the path it resolved to).
+        self.python: tuple[str, ...] = (sys.executable,) if config.connection == "local" else _words(config.python)
 
     def start(self, init: AgentInit) -> HostFacts:
         if self.config.connection == "local":
@@ -40,11 +47,20 @@ class DryConnection(Connection):
         return dry_execute(self, request)[0]
 
 
+def _words(python: str) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(python)) or ("python3",)
+    except ValueError:
+        return (python,)
+
+
 def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
     assert isinstance(connection, DryConnection) and connection.facts is not None
     prepared = prepare(request, connection.facts, connection.fs, connection.config.sandbox_pin)
     if not isinstance(prepared, Prepared):
         return prepared, None
     wrapper = prepared.wrapper
+    if connection.config.sandbox_reuse and reusable(request):
+        wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
     return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
                       message="dry-run: not executed", warnings=prepared.warnings), wrapper

@@ -12,6 +12,7 @@ Deliberate differences from Ansible (each narrows, never widens, what runs):
 - ``failed_when``/``changed_when`` judge only a command that ran to its exit code. A task whose
   sandbox could not be provided, that timed out or was never started stays failed whatever
   ``failed_when`` says: ``failed_when: false`` must never turn "no sandbox" into success.
+- ``ignore_errors`` never covers ``sandbox_unavailable`` (see :func:`_ignorable`).
 - Extra vars (``-e``) win over everything, registered results included (Ansible's order); a
   ``register`` of a name given with ``-e`` is therefore invisible, and says so in a warning.
 """
@@ -124,7 +125,8 @@ class HostRun:
     def _enter(self, play_index: int, play: Play) -> tuple[HostFacts, VarRenderer]:
         """Start the host's agent once per run and its variables once per play."""
         if self.facts is None:
-            facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin))
+            facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin,
+                                                           self.config.network_resolve))
             if self.config.os and facts.os != self.config.os:
                 raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
                                       f"{self.config.os}; fix the inventory")
@@ -180,7 +182,7 @@ class HostRun:
                      item: Any = None) -> TaskEvent:
         result = ExecResult(id=request_id, status=Status.ERROR, message=self._explain(task, exc))
         return TaskEvent(self.name, play.name, task.name, Status.ERROR.value, result, os=facts.os,
-                         ignored=task.ignore_errors, item=item)
+                         ignored=_ignorable(task, Status.ERROR.value), item=item)
 
     def _run_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
                   facts: HostFacts) -> TaskEvent:
@@ -205,7 +207,7 @@ class HostRun:
         result = event.result
         ran = result is not None and result.rc is not None and result.status in (Status.OK, Status.FAILED)
         if not ran or result is None:
-            return dataclasses.replace(event, ignored=task.ignore_errors and event.failed)
+            return dataclasses.replace(event, ignored=_ignorable(task, event.status))
         if (task.failed_when or task.changed_when) and task.register:
             renderer.set_fixed(task.register, _as_registered(event))  # visible to the conditions, as in Ansible
         changed = True
@@ -219,7 +221,7 @@ class HostRun:
                 result = dataclasses.replace(result, status=status, message=message)
         failed = result.status is not Status.OK
         return dataclasses.replace(event, status=result.status.value, result=result, changed=changed and not failed,
-                                   ignored=task.ignore_errors and failed)
+                                   ignored=failed and _ignorable(task, result.status.value))
 
     def _condition(self, expression: str, what: str, task: Task, renderer: VarRenderer) -> bool:
         return bool(renderer.render("{{ " + expression + " }}", what, task.mark))
@@ -258,6 +260,13 @@ class HostRun:
             raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
                              f"got {type(looped).__name__}", task.mark)
         return looped
+
+
+def _ignorable(task: Task, status: str) -> bool:
+    """``ignore_errors`` covers a failed command, never a sandbox that could not be provided:
+    like an unreachable host in Ansible, that is the run's failure, not the task's, and hiding it
+    would let a CI pass on a command that never ran (exit bit 8 must survive)."""
+    return task.ignore_errors and status not in (Status.OK.value, SKIPPED, Status.SANDBOX_UNAVAILABLE.value)
 
 
 def _watchdog_expired(connection: Connection, fired: threading.Event) -> None:

@@ -23,12 +23,11 @@ import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
-import paramiko
-
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.modules import wire
 from sandfleet.modules.facts import HostFacts
+from sandfleet.runner._lean import paramiko
 from sandfleet.runner.base import AgentInit, AgentStream, Connection, HostUnreachable
 from sandfleet.runner.bootstrap import MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
 from sandfleet.runner.hostkeys import POLICIES, REJECT, KnownHosts, host_id

@@ -32,10 +32,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-import paramiko
-
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
+from sandfleet.runner._lean import paramiko
 from sandfleet.runner.base import HostUnreachable
 
 DEFAULT_TIMEOUT = 10.0

@@ -12,6 +12,8 @@ from inventory_files import inventory_from
 
 from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
+from sandfleet.modules.agent import read_resolve
+from sandfleet.runner.base import AgentInit
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -209,3 +211,27 @@ def test_renderer_renders_nested_values_for_the_playbook(tmp_path: Path) -> None
     renderer = inv.renderer("web1", {"suite": "unit"})
     assert renderer.render(["{{ app_dir }}/tests/{{ suite }}", "{{ groups['all'] | length }}"], "argv",
                            None) == ["/srv/app/tests/unit", 1]
+
+
+def test_network_resolve_is_checked_and_reaches_the_agent(tmp_path: Path) -> None:
+    cfg = inventory_from(tmp_path, {"hosts.yml": (
+        "all:\n  vars:\n    mirror_ip: 10.0.0.5\n  hosts:\n    web1:\n"
+        "      sandfleet_network_resolve: {Mirror.Internal: '{{ mirror_ip }}', v6.internal: '::1'}\n"
+    )}).host_config("web1")
+    assert cfg.network_resolve == (("mirror.internal", "10.0.0.5"), ("v6.internal", "::1"))
+    line = AgentInit(network_resolve=cfg.network_resolve).line()
+    assert read_resolve(line, {}) == {"mirror.internal": "10.0.0.5", "v6.internal": "::1"}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[10.0.0.5]", "must be a mapping of host name to IP address"),
+    ("{mirror.internal: mirror.example}", "maps to 'mirror.example', which is not an IPv4 or IPv6 address"),
+    ("{10.0.0.1: 10.0.0.2}", "is an IP address; map host names only"),
+    ("{'*.internal': 10.0.0.2}", "not a valid host name"),
+])
+def test_network_resolve_refusals_name_the_variable_and_line(tmp_path: Path, value: str, message: str) -> None:
+    body = f"all:\n  hosts:\n    web1:\n      sandfleet_network_resolve: {value}\n"
+    inv = inventory_from(tmp_path, {"hosts.yml": body})
+    with pytest.raises(InputError, match="sandfleet_network_resolve") as info:
+        inv.host_config("web1")
+    assert message in str(info.value) and "hosts.yml:4" in str(info.value)

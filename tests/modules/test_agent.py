@@ -71,3 +71,17 @@ def test_a_missing_working_directory_is_named() -> None:
     line = wire.encode_request(wire.ExecRequest(id="m", argv=("true",), sandbox=None))
     result = converse(init, line)[1]
     assert result["status"] == "error" and "/nonexistent/ws does not exist" in str(result["message"])
+
+
+def test_resolve_map_from_the_init_line_overrides_the_environment() -> None:
+    line = json.dumps({"v": 1, "init": {"network_resolve": {"Mirror.Test.": "10.0.0.5", "b.test": "::1"}}})
+    env = {agent.RESOLVE_ENV: json.dumps({"mirror.test": "10.9.9.9", "c.test": "127.0.0.7"})}
+    assert agent.read_resolve(line, env) == {"mirror.test": "10.0.0.5", "b.test": "::1", "c.test": "127.0.0.7"}
+    assert agent.read_resolve(INIT, {}) == {}  # an older controller sends none
+
+
+def test_a_bad_resolve_map_stops_the_agent_before_any_task() -> None:
+    bad = json.dumps({"v": 1, "init": {"network_resolve": {"x.test": "not-an-ip"}}})
+    replies = converse(bad, wire.encode_request(wire.ExecRequest(id="a", argv=("true",), sandbox=None)))
+    assert replies == [{"v": 1, "error": "bad init line: network_resolve: 'x.test' maps to 'not-an-ip', "
+                        "which is not an IPv4 or IPv6 address"}]

@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -25,8 +26,8 @@ from typing import Any
 import pytest
 
 from conftest import need
-from sandfleet.modules import globs
-from sandfleet.modules.backends.base import Refused
+from sandfleet.modules import globs, netns
+from sandfleet.modules.backends.base import ProxyEndpoint, Refused
 from sandfleet.modules.backends.bwrap import Bwrap
 from sandfleet.modules.binding import BoundPolicy, LocalFs, Rule, bind
 from sandfleet.modules.facts import BackendStatus, HostFacts, probe_bwrap
@@ -160,6 +161,25 @@ def test_dry_run_assumes_paths_and_leaves_globs_to_the_host() -> None:
     assert "--tmpfs / --dev /dev --proc /proc --ro-bind-try /lib32 /lib32 --ro-bind-try /usr /usr " \
         "--bind /srv/ws /srv/ws --remount-ro / --chdir /srv/ws -- make" in text
     assert backend.plan(policy).notes == ("deny glob /srv/ws/**/*.pem is expanded on the host when the task runs",)
+
+
+def test_managed_network_wiring() -> None:
+    """The netns helper comes first and hands the sandbox's listener to the proxy at the
+    endpoint; bwrap gets the proxy variables and no ``--unshare-net`` (it shares the helper's
+    namespace). A dry-run for another host names its agent's interpreter and copy nominally."""
+    policy = BoundPolicy(os="linux", rules=(Rule("/", Access.READ, "t"),), cwd="/",
+                         network=NetworkPolicy(NetworkMode.MANAGED, ("pypi.org",)))
+    proxy = ProxyEndpoint(3128, "/tmp/sfnet-x/proxy.sock")
+    argv = Bwrap(_facts(), proxy).render(policy, ["pip", "download", "requests"]).argv
+    helper = (sys.executable, "-I", "-S", os.path.abspath(netns.__file__), "--port", "3128", "--handoff",
+              "/tmp/sfnet-x/proxy.sock", "--", "/usr/bin/bwrap")
+    assert argv[:len(helper)] == helper
+    assert "--unshare-net" not in argv
+    setenv = [argv[i + 1:i + 3] for i, word in enumerate(argv) if word == "--setenv"]
+    assert ("HTTPS_PROXY", "http://127.0.0.1:3128") in setenv and ("NO_PROXY", "localhost,127.0.0.1,::1") in setenv
+    assert argv.index("--setenv") < argv.index("--chdir") < argv.index("pip")
+    dry = Bwrap(_facts(assumed=True), proxy).render(policy, ["true"]).argv
+    assert dry[:4] == ("python3", "-I", "-S", "<agent>/netns.py")
 
 
 def test_deny_glob_with_too_many_matches_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

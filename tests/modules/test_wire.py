@@ -78,6 +78,7 @@ def test_fixture_set_is_complete() -> None:
         "result_failed",
         "result_sandbox_unavailable",
         "result_truncated",
+        "result_network_decisions",
     ]:
         assert required in names
 
@@ -253,6 +254,12 @@ def test_request_rejections_name_the_field(line: str | bytes, field: str) -> Non
         ('{"id":"a","status":"ok","stdout_truncated":"yes"}', "stdout_truncated must be true or false"),
         ('{"id":"a","status":"ok","wrapper":"bwrap --"}', "wrapper must be an array"),
         ('{"v":3,"id":"a","status":"ok"}', "unsupported wire version 3"),
+        ('{"id":"a","status":"ok","network_decisions":{}}', "network_decisions must be an array"),
+        ('{"id":"a","status":"ok","network_decisions":[{"host":"x","port":70000,"decision":"allow"}]}',
+         r"network_decisions\[0\].port must be a port number"),
+        ('{"id":"a","status":"ok","network_decisions":[{"port":1,"decision":"allow"}]}', "'host'"),
+        ('{"id":"a","status":"ok","network_decisions":[{"host":"x","port":1,"decision":"deny","count":0}]}',
+         "count must be a positive integer"),
     ],
 )
 def test_result_rejections_name_the_field(line: str, field: str) -> None:
@@ -380,6 +387,9 @@ results = st.builds(
     wrapper=st.lists(hostile_text, max_size=5).map(tuple),
     message=st.none() | hostile_text,
     warnings=st.lists(hostile_text, max_size=3).map(tuple),
+    network_decisions=st.lists(st.builds(
+        wire.NetworkDecision, host=hostile_text, port=st.integers(0, 65535), decision=hostile_text,
+        reason=hostile_text, count=st.integers(1, 10**9)), max_size=3).map(tuple),
 )
 
 

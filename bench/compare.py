@@ -1,0 +1,400 @@
+"""sandfleet against pyinfra, ansible-core and a bare paramiko agent, on one fleet of real sshd hosts.
+
+Why: speed is a claim only when it is measured against the alternatives on the same hosts, in
+the same run. Each "host" is its own OpenSSH sshd on loopback (tests/runner/sshd.py: throw-away
+keys, MaxStartups/MaxSessions raised); the workload is N hosts x K tasks of ``/bin/echo hello``,
+hosts in parallel, tasks on a host in order, and every task's output is checked. Needs root and
+/usr/sbin/sshd; pyinfra and ansible-core rows appear when they are installed (``pip install -e
+'.[bench]'``, or a venv of their own passed with ``--peers VENV/bin``).
+
+    python bench/compare.py [--hosts 20] [--tasks 10] [--repeat 5]
+    python bench/compare.py --marginal          # (wall(K=10) - wall(K=1)) / (9 N) per row
+    python bench/compare.py --scale             # dry-run 1,000 x 10; 200 sshd x 10 with peak RSS
+
+Rows (whole-process wall time, Python start to exit; median of ``--repeat`` runs taken in
+alternation after one warm-up round; ratios are to the bare paramiko agent of the same run). Every
+runner that has one runs in its "free" mode, each host at its own pace (sandfleet and ansible
+``strategy: free``, pyinfra ``--no-wait``), as the bare baseline does:
+
+* bare paramiko agent: one connection and ONE remote ``python3`` per host, one JSON line each way
+  per task, TCP_NODELAY: the thinnest thing one could write (peer-figures "paramiko agent").
+* sandfleet, sandbox: false; bwrap (one persistent sandbox per host and policy); bwrap, fresh
+  sandbox per task (``sandfleet_sandbox_reuse: false``); Landlock (``sandfleet_sandbox: landlock``).
+* pyinfra (``server.shell`` per task, output read back with ``-vvv``); ansible-core (``command``
+  per task, ssh with ControlPersist and pipelining, forks = N, each result read from the
+  ``oneline`` callback).
+
+"ctl CPU s" is the controller process's own user + sys CPU (wait4): on loopback the hosts' sshd
+and agents share the same 2 cores, so what is not controller CPU is the hosts' share. Every sshd
+this starts is stopped by PID when it ends (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "runner"))
+
+from sshd import USER, Fleet, SshHost, missing_reason  # noqa: E402 - found through the path set just above
+
+#: The remote half of the bare baseline: one interpreter per host, one JSON line in and out per task.
+BARE_AGENT = (
+    "import json,subprocess,sys\n"
+    "for line in sys.stdin:\n"
+    "    p = subprocess.run(json.loads(line), stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+    "    sys.stdout.write(json.dumps({'rc': p.returncode, 'out': p.stdout.decode()}) + '\\n')\n"
+    "    sys.stdout.flush()\n"
+)
+BASE_ROW = "bare paramiko agent"
+
+
+@dataclass
+class Run:
+    """One way to run the workload: a command line and how to check its output."""
+
+    name: str
+    argv: list[str]
+    check: Callable[[str], Optional[str]]  # None when every result is right, else what is wrong
+    env: Optional[dict[str, str]] = None
+    merged: bool = False  # check stdout and stderr together (pyinfra logs task output to stderr)
+
+
+# -- the bare baseline ----------------------------------------------------------------------------
+
+def bare_worker(spec_file: str, tasks: int) -> int:
+    """The baseline's controller (run as its own process, like every other row)."""
+    import paramiko
+
+    spec = json.loads(Path(spec_file).read_text())
+    key = paramiko.PKey.from_path(spec["key"])
+    failures: list[str] = []
+
+    def one(address: str, port: int) -> None:
+        try:
+            sock = socket.create_connection((address, port), timeout=30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client = paramiko.SSHClient()
+            client.load_host_keys(spec["known_hosts"])
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(address, port, USER, pkey=key, sock=sock, allow_agent=False, look_for_keys=False)
+            stdin, stdout, _ = client.exec_command("python3 -c " + _sh_quote(BARE_AGENT))
+            for _ in range(tasks):
+                stdin.write(json.dumps(["/bin/echo", "hello"]) + "\n")
+                stdin.flush()
+                reply = json.loads(stdout.readline())
+                if reply != {"rc": 0, "out": "hello\n"}:
+                    failures.append(f"{address}: {reply}")
+            stdin.close()
+            client.close()
+        except Exception as exc:  # reported through the exit status: the row is then void
+            failures.append(f"{address}: {exc}")
+
+    threads = [threading.Thread(target=one, args=(a, p)) for a, p in spec["hosts"]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        sys.stderr.write("\n".join(failures[:5]) + "\n")
+    return 1 if failures else 0
+
+
+def _sh_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+# -- the fleet and each row's files ---------------------------------------------------------------
+
+class Bench:
+    def __init__(self, fleet: Fleet, hosts: list[SshHost], work: Path, tasks: int, peers: Optional[str]) -> None:
+        self.fleet, self.hosts, self.work, self.tasks = fleet, hosts, work, tasks
+        self.total = len(hosts) * tasks
+        self.known = fleet.known_hosts(work / "known_hosts", hosts)
+        self.ssh_config = fleet.ssh_config(work / "ssh_config", self.known)
+        self.peers = peers
+
+    # sandfleet --------------------------------------------------------------------------------
+
+    def sandfleet(self, name: str, backend: str, extra_vars: Optional[dict[str, str]] = None,
+                  tasks: Optional[int] = None) -> Run:
+        tasks = tasks or self.tasks
+        tag = name.replace(" ", "-").replace(",", "").replace(":", "")
+        inventory = self.fleet.inventory(self.work / f"inv-{tag}.yml", self.hosts,
+                                         **{h.name: dict(extra_vars or {}) for h in self.hosts})
+        task = "    - exec: {argv: [/bin/echo, hello]}\n" + ("      sandbox: false\n" if backend == "none" else "")
+        playbook = self.work / f"pb-{tag}-{tasks}.yml"
+        playbook.write_text("- hosts: all\n  strategy: free\n  tasks:\n" + task * tasks)
+        argv = [sys.executable, "-m", "sandfleet", "run", str(playbook), "-i", str(inventory), "--format", "json",
+                "--ssh-config", str(self.ssh_config), "-f", str(len(self.hosts))]
+        if backend == "none":
+            argv.append("--allow-unsandboxed")
+        total = len(self.hosts) * tasks
+        fresh = (extra_vars or {}).get("sandfleet_sandbox_reuse") == "false"
+
+        def check(stdout: str) -> Optional[str]:
+            results = [e for e in map(json.loads, stdout.splitlines()) if e.get("event") == "task_result"]
+            bad = [e for e in results if e.get("status") != "ok" or e.get("backend") != backend
+                   or e.get("stdout") != "hello\n"]
+            if len(results) != total or bad:
+                return f"{len(results)}/{total} results, first bad: {bad[:1]}"
+            persistent = [e for e in results if "--as-pid-1" in e.get("wrapper", [])]
+            if backend == "bwrap" and fresh and persistent:
+                return "asked for a fresh sandbox per task, but tasks ran in a persistent one (agent too old?)"
+            if backend == "bwrap" and not fresh and not persistent:
+                return "no task ran in a persistent sandbox"
+            return None
+
+        return Run(name, argv, check)
+
+    # the bare baseline ------------------------------------------------------------------------
+
+    def bare(self, tasks: Optional[int] = None) -> Run:
+        spec = self.work / "bare.json"
+        spec.write_text(json.dumps({"hosts": [[h.address, h.port] for h in self.hosts],
+                                    "key": str(self.fleet.client_key), "known_hosts": str(self.known)}))
+        argv = [sys.executable, __file__, "--bare-worker", str(spec), "--tasks", str(tasks or self.tasks)]
+        return Run(BASE_ROW, argv, lambda _out: None)
+
+    # peers ------------------------------------------------------------------------------------
+
+    def peer(self, program: str) -> Optional[str]:
+        for folder in (self.peers, os.path.dirname(sys.executable)):
+            if folder and os.access(os.path.join(folder, program), os.X_OK):
+                return os.path.join(folder, program)
+        return shutil.which(program)
+
+    def pyinfra(self, tasks: Optional[int] = None) -> Optional[Run]:
+        program = self.peer("pyinfra")
+        if program is None:
+            return None
+        tasks = tasks or self.tasks
+        inventory = self.work / "pyinfra_inventory.py"
+        data = (f"'ssh_user': {USER!r}, 'ssh_key': {str(self.fleet.client_key)!r}, "
+                f"'ssh_known_hosts_file': {str(self.known)!r}, 'ssh_strict_host_key_checking': 'yes'")
+        rows = [f"    ({h.address!r}, {{'ssh_port': {h.port}, {data}}})," for h in self.hosts]
+        inventory.write_text("hosts = [\n" + "\n".join(rows) + "\n]\n")
+        deploy = self.work / f"pyinfra_deploy_{tasks}.py"
+        deploy.write_text("from pyinfra.operations import server\n" + "".join(
+            f"server.shell(name='echo {i}', commands=['/bin/echo hello'])\n" for i in range(tasks)))
+        config = self.work / "pyinfra_config.py"
+        config.write_text(f"PARALLEL = {len(self.hosts)}\n")
+        total = len(self.hosts) * tasks
+
+        def check(stdout: str) -> Optional[str]:
+            said = [line for line in stdout.splitlines() if line.rstrip().endswith("] hello")]
+            return None if len(said) == total else f"{len(said)}/{total} 'hello' lines in pyinfra's output"
+
+        argv = [program, "-y", "-vvv", "--no-wait", "--ssh-user", USER, "--ssh-key", str(self.fleet.client_key),
+                "--parallel", str(len(self.hosts)), "--config", str(config), str(inventory), str(deploy)]
+        return Run("pyinfra", argv, check, env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1"}, merged=True)
+
+    def ansible(self, tasks: Optional[int] = None) -> Optional[Run]:
+        program = self.peer("ansible-playbook")
+        if program is None:
+            return None
+        tasks = tasks or self.tasks
+        inventory = self.work / "ansible_hosts.ini"
+        inventory.write_text("[fleet]\n" + "".join(
+            f"{h.name} ansible_host={h.address} ansible_port={h.port}\n" for h in self.hosts) +
+            f"[fleet:vars]\nansible_user={USER}\nansible_ssh_private_key_file={self.fleet.client_key}\n"
+            "ansible_python_interpreter=/usr/bin/python3\n")
+        playbook = self.work / f"ansible_{tasks}.yml"
+        playbook.write_text("- hosts: all\n  gather_facts: false\n  strategy: free\n  tasks:\n" + "".join(
+            f"    - name: echo {i}\n      command: /bin/echo hello\n" for i in range(tasks)))
+        control = Path(tempfile.mkdtemp(prefix="cp-", dir=self.work))
+        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "oneline", "ANSIBLE_HOST_KEY_CHECKING": "True",
+               "ANSIBLE_PIPELINING": "True", "ANSIBLE_FORKS": str(len(self.hosts)),
+               "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist=5s -o UserKnownHostsFile={self.known}",
+               "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control), "ANSIBLE_LOCAL_TEMP": str(self.work / "ansible-tmp"),
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "False"}
+        total = len(self.hosts) * tasks
+
+        def check(stdout: str) -> Optional[str]:
+            said = [line for line in stdout.splitlines() if line.endswith(" | rc=0 | (stdout) hello")]
+            return None if len(said) == total else f"{len(said)}/{total} ok results from ansible"
+
+        return Run("ansible-core", [program, "-i", str(inventory), str(playbook)], check, env=env)
+
+
+# -- timing ---------------------------------------------------------------------------------------
+
+def timed(run: Run) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + sys, from wait4) of one whole process;
+    raises :class:`RowFailed` if its output is wrong."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(run.argv, stdout=out, stderr=out if run.merged else err, stdin=subprocess.DEVNULL,
+                                cwd=ROOT, env=run.env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
+    problem = None if proc.returncode == 0 else f"exit status {proc.returncode}"
+    problem = problem or run.check(stdout)
+    if problem:
+        raise RowFailed(f"{run.name}: {problem}\n{stdout[-800:]}{stderr[-800:]}")
+    return elapsed, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
+
+
+class RowFailed(Exception):
+    """A run whose output was wrong: its row is left out of the table, with the reason."""
+
+
+def table(runs: Sequence[Run], repeat: int, label: str) -> dict[str, float]:
+    kept = []
+    for run in runs:  # warm-up: the agent zip uploads, page cache, ControlMaster dirs
+        try:
+            timed(run)
+            kept.append(run)
+        except RowFailed as exc:
+            if run.name == BASE_ROW:
+                raise SystemExit(f"the baseline failed: {exc}") from None
+            shown = str(exc) if os.environ.get("BENCH_DEBUG") else str(exc).splitlines()[0]
+            print(f"(row left out, its output was wrong: {shown}; BENCH_DEBUG=1 shows its output)")
+    runs = kept
+    samples: dict[str, list[float]] = {run.name: [] for run in runs}
+    cpu: dict[str, list[float]] = {run.name: [] for run in runs}
+    for _ in range(repeat):
+        for run in runs:
+            wall, _rss, used = timed(run)
+            samples[run.name].append(wall)
+            cpu[run.name].append(used)
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    base = medians.get(BASE_ROW)
+    print(f"\n{label}: whole process, median of {repeat} (alternating, after a warm-up run each)")
+    print(f"{'runner':<40} {'wall s':>7} {'tasks/s':>8} {'x bare':>7} {'ctl CPU s':>9}   runs")
+    total = int(label.split(" tasks")[0].split(" x ")[0]) * int(label.split(" x ")[1].split(" ")[0])
+    for name, values in samples.items():
+        med = medians[name]
+        ratio = f"{med / base:.2f}" if base else "-"
+        print(f"{name:<40} {med:>7.2f} {total / med:>8.0f} {ratio:>7} {statistics.median(cpu[name]):>9.2f}   "
+              f"{', '.join(f'{v:.2f}' for v in values)}")
+    return medians
+
+
+def rows(bench: Bench, tasks: int, only: Optional[set[str]]) -> list[Run]:
+    candidates: list[Optional[Run]] = [
+        bench.bare(tasks),
+        bench.sandfleet("sandfleet, sandbox: false", "none", tasks=tasks),
+        bench.sandfleet("sandfleet bwrap", "bwrap", tasks=tasks),
+        bench.sandfleet("sandfleet bwrap, fresh sandbox per task", "bwrap", {"sandfleet_sandbox_reuse": "false"},
+                        tasks=tasks),
+        bench.sandfleet("sandfleet landlock", "landlock", {"sandfleet_sandbox": "landlock"}, tasks=tasks),
+        bench.pyinfra(tasks),
+        bench.ansible(tasks),
+    ]
+    found = [r for r in candidates if r is not None]
+    missing = {"pyinfra", "ansible-core"} - {r.name for r in found}
+    if missing:
+        print(f"(not installed, rows left out: {', '.join(sorted(missing))}; pip install -e '.[bench]')")
+    return [r for r in found if only is None or any(word in r.name for word in only)]
+
+
+# -- scale ----------------------------------------------------------------------------------------
+
+def scale_dry(work: Path, hosts: int, tasks: int) -> None:
+    inventory = work / "dry-inventory.yml"
+    lines = ["all:", "  vars:", "    sandfleet_os: linux", "    ansible_user: deploy",
+             "    sandfleet_workspace_roots: [/srv/ws]", "  hosts:"]
+    lines += [f"    h{i:04d}: {{ansible_host: 10.{i // 65536}.{i // 256 % 256}.{i % 256}}}" for i in range(hosts)]
+    inventory.write_text("\n".join(lines) + "\n")
+    playbook = work / "dry-playbook.yml"
+    playbook.write_text("- hosts: all\n  tasks:\n" + "    - exec: {argv: [/bin/echo, hello]}\n" * tasks)
+    total = hosts * tasks
+
+    def check(stdout: str) -> Optional[str]:
+        events = [json.loads(line) for line in stdout.splitlines()]
+        rendered = [e for e in events if e.get("backend") == "bwrap" and e.get("wrapper")]
+        return None if len(rendered) == total else f"{len(rendered)}/{total} wrappers rendered"
+
+    run = Run("dry-run", [sys.executable, "-m", "sandfleet", "run", str(playbook), "-i", str(inventory),
+                          "--dry-run", "--format", "json"], check)
+    timed(run)
+    times = [timed(run)[0] for _ in range(3)]
+    print(f"\ndry-run {hosts} hosts x {tasks} tasks (no connections): median {statistics.median(times):.2f} s "
+          f"({', '.join(f'{t:.2f}' for t in times)}); target <= 2 s")
+
+
+def scale_ssh(fleet: Fleet, work: Path, count: int, tasks: int) -> None:
+    started = time.perf_counter()
+    hosts = [fleet.spawn() for _ in range(count)]
+    print(f"\nstarted {count} sshd in {time.perf_counter() - started:.1f} s")
+    bench = Bench(fleet, hosts, work, tasks, None)
+    run = bench.sandfleet("sandfleet bwrap", "bwrap", tasks=tasks)
+    wall, rss, _cpu = timed(run)
+    print(f"sandfleet bwrap, {count} sshd hosts x {tasks} tasks (cold: every host uploads the agent): "
+          f"{wall:.2f} s, controller peak RSS {rss / 1024:.0f} MiB (target <= 300 MiB)")
+    wall = statistics.median(timed(run)[0] for _ in range(2))
+    print(f"  warm: {wall:.2f} s ({count * tasks / wall:.0f} tasks/s)")
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", help="comma-separated words: keep the rows whose name has one (bare is always in)")
+    parser.add_argument("--peers", metavar="DIR", help="where pyinfra and ansible-playbook are (e.g. a venv's bin)")
+    parser.add_argument("--marginal", action="store_true", help="also K=1, and per host-task cost from K=1 to K")
+    parser.add_argument("--scale", action="store_true", help="instead: dry-run 1,000 x 10 and 200 sshd x 10")
+    parser.add_argument("--bare-worker", metavar="SPEC", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_worker:
+        return bare_worker(args.bare_worker, args.tasks)
+    work = Path(tempfile.mkdtemp(prefix="sandfleet-compare-"))
+    try:
+        if args.scale:
+            scale_dry(work, 1000, args.tasks)
+        reason = missing_reason()
+        if reason:
+            raise SystemExit(f"cannot start sshd hosts: {reason}")
+        # Outside /tmp: the workspace profile makes /tmp writable, and Landlock then grants /tmp
+        # entry by entry to keep each workspace's .git read-only (tests/runner/sshd.py's default).
+        fleet = Fleet(Path(tempfile.mkdtemp(prefix="sandfleet-bench-", dir="/var/tmp")))
+        try:
+            if args.scale:
+                scale_ssh(fleet, work, 200, args.tasks)
+                return 0
+            bench = Bench(fleet, [fleet.spawn() for _ in range(args.hosts)], work, args.tasks, args.peers)
+            only = {w.strip() for w in args.only.split(",")} | {BASE_ROW} if args.only else None
+            load = os.getloadavg()
+            print(f"{os.cpu_count()} cores, load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            wide = table(rows(bench, args.tasks, only), args.repeat, f"{args.hosts} x {args.tasks} tasks")
+            if args.marginal:
+                narrow = table(rows(bench, 1, only), args.repeat, f"{args.hosts} x 1 tasks")
+                print(f"\nmarginal cost per host-task, (wall(K={args.tasks}) - wall(K=1)) / ({args.tasks - 1} x "
+                      f"{args.hosts}), ms")
+                for name in wide:
+                    if name in narrow:
+                        per = (wide[name] - narrow[name]) * 1000 / ((args.tasks - 1) * args.hosts)
+                        print(f"{name:<40} {per:>7.2f}")
+            load = os.getloadavg()
+            print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        finally:
+            fleet.cleanup()  # every sshd by PID, and what runs under it
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""pid 1 of a persistent bwrap sandbox: runs the agent's tasks one at a time, and leaves nothing
+of one task behind for the next.
+
+Why: a fresh ``bwrap`` per task costs ~3.5-5 ms of mostly CPU (namespaces, mounts); a sandbox
+that stays up and spawns each task inside costs ~0.5 ms. This program is what stays up. It is
+not imported: the agent (:mod:`.sandbox_pool`) starts ``bwrap ... --as-pid-1 -- python3 -I -S
+-c LOADER``, and LOADER reads this file's source as the first message on fd 0 and runs it, so
+nothing of sandfleet has to be readable inside the sandbox. Hence stdlib only, C modules where a
+pure-Python one would import much more (``_signal``, ``_socket``), and Python 3.9.
+
+Protocol on fd 0 (a SOCK_SEQPACKET socket; one message each):
+
+* agent → init: ``marshal`` dicts (the agent is the trusted side). ``{"op": "run", "argv":
+  [bytes], "env": {bytes: bytes}, "cwd": bytes}`` with the task's stdout and stderr write ends as
+  SCM_RIGHTS; ``{"op": "kill"}`` while a task runs (timeout or cancel).
+* init → agent: ASCII words, never parsed as code: ``ready``; ``started PID``; ``error ERRNO
+  TEXT`` (nothing ran); ``exit STATUS`` (``os.waitstatus_to_exitcode``: negative = signal);
+  ``retired WHY`` (the sandbox is no longer as it started; nothing ran and init exits).
+
+Between tasks, as pid 1 of the pid namespace: every leftover process is killed (``kill(-1)``
+spares only pid 1) and reaped, so nothing a task started (daemonised or not) survives it, and its
+pipes close with it; ``/dev/shm`` is emptied. Before each task the sandbox is compared with its
+state at start (:func:`_state`): the private ``/dev`` tmpfs, the mount table, SysV IPC objects,
+keys, and this process's limits and scheduling (which a task of the same uid could change with
+``prlimit``/``renice``). Any difference retires the sandbox; the agent then runs the task in a
+fresh one. Tasks cannot signal, ptrace or read this process: pid 1 of a namespace only receives
+signals it handles (just SIGCHLD, which merely wakes it), and it is made non-dumpable.
+"""
+
+from __future__ import annotations
+
+import array
+import marshal
+import os
+import select
+from typing import Any, Callable, Optional
+
+_signal: Any = __import__("_signal")  # the C module: `signal` would import enum (~7 ms per sandbox start)
+_socket: Any = __import__("_socket")
+
+CONTROL_FD = 0
+SIGKILL = 9
+PR_SET_DUMPABLE = 4
+_DEFAULT_PATH = b"/bin:/usr/bin"  # what execvp searches when PATH is unset
+_LIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_MEMLOCK",
+           "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS", "RLIMIT_RTPRIO",
+           "RLIMIT_SIGPENDING", "RLIMIT_STACK")
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("latin-1")
+    except OSError:
+        return ""
+
+
+def _dev_tree(top: str = "/dev") -> list[tuple[str, int, int, int, int, int]]:
+    """Every entry of the sandbox's private /dev with what identifies it (mtimes left out: a file
+    made and removed again leaves nothing behind)."""
+    found: list[tuple[str, int, int, int, int, int]] = []
+    todo = [top]
+    while todo:
+        path = todo.pop()
+        try:
+            names = sorted(os.listdir(path))
+        except OSError:
+            continue
+        for name in names:
+            full = path + "/" + name
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            found.append((full, st.st_mode, st.st_ino, st.st_rdev, st.st_uid, st.st_size if full != "/dev/shm" else 0))
+            if (st.st_mode & 0o170000) == 0o040000:
+                todo.append(full)
+    return found
+
+
+def _keys() -> list[tuple[str, ...]]:
+    """Keys this user can see (``/proc/keys``): id, type and description, not the usage counts."""
+    rows = []
+    for line in _read("/proc/keys").splitlines():
+        words = line.split()
+        if len(words) >= 9:
+            rows.append((words[0], words[7], " ".join(words[8:])))
+    return sorted(rows)
+
+
+def _sysvipc() -> list[str]:
+    """SysV shared memory, semaphores and message queues of the sandbox's IPC namespace."""
+    return [line for kind in ("shm", "sem", "msg")
+            for line in _read("/proc/sysvipc/" + kind).splitlines()[1:]]
+
+
+def _limits() -> list[tuple[int, int]]:
+    import resource
+
+    return [resource.getrlimit(getattr(resource, name)) for name in _LIMITS if hasattr(resource, name)]
+
+
+_PROBES: dict[str, Callable[[], object]] = {
+    "/dev": _dev_tree,
+    "mounts": lambda: _read("/proc/self/mountinfo"),
+    "sysvipc": _sysvipc,
+    "keys": _keys,
+    "limits": _limits,
+    "nice": lambda: os.getpriority(os.PRIO_PROCESS, 0),
+    "affinity": lambda: sorted(os.sched_getaffinity(0)),
+    "scheduler": lambda: os.sched_getscheduler(0),
+    "oom_score_adj": lambda: _read("/proc/self/oom_score_adj"),
+    "coredump_filter": lambda: _read("/proc/self/coredump_filter"),
+}
+
+
+def _state(only: Optional[tuple[str, ...]] = None) -> dict[str, object]:
+    """What a task could change that a later task would inherit or see, and a fresh sandbox would
+    not: the private /dev tmpfs, the mount table, SysV IPC, keys, and pid 1's own attributes that
+    another process of the same uid may change (``prlimit``, ``renice``, ``taskset``, /proc files)."""
+    return {name: _PROBES[name]() for name in (only or _PROBES)}
+
+
+def _drift(start: dict[str, object], only: Optional[tuple[str, ...]] = None) -> Optional[str]:
+    now = _state(only)
+    changed = [name for name in now if start[name] != now[name]]
+    return ", ".join(changed) if changed else None
+
+
+def _nondumpable() -> None:
+    """Only a dumpable process can be ptraced or have its /proc files (fds, memory) opened by
+    another of the same uid; tasks have no capabilities to override that."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
+def _say(ctl: Any, *words: object) -> None:
+    ctl.send(" ".join(str(w) for w in words).encode("ascii", "replace"))
+
+
+def _which(name: bytes, env: dict[bytes, bytes]) -> bytes:
+    """execvp's search, in the task's PATH (not this process's)."""
+    if b"/" in name:
+        return name
+    denied: Optional[OSError] = None
+    for folder in env.get(b"PATH", _DEFAULT_PATH).split(b":"):
+        path = (folder or b".") + b"/" + name
+        if os.path.isfile(path):
+            if os.access(path, os.X_OK):
+                return path
+            denied = OSError(13, "Permission denied")
+    raise denied or OSError(2, "No such file or directory")
+
+
+def _kill_others() -> None:
+    """SIGKILL to every process of the namespace but pid 1 (``kill(-1)`` spares the caller and init)."""
+    try:  # noqa: SIM105 - contextlib would cost an import at every sandbox start
+        os.kill(-1, SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _kill_all() -> None:
+    """Kill and reap every process in the namespace but this one; returns when none is left."""
+    while True:
+        _kill_others()
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+def _empty_shm() -> None:
+    for name in os.listdir("/dev/shm"):
+        path = "/dev/shm/" + name
+        if os.path.isdir(path) and not os.path.islink(path):
+            _remove_tree(path)
+        else:
+            os.unlink(path)
+
+
+def _remove_tree(path: str) -> None:
+    for name in os.listdir(path):
+        child = path + "/" + name
+        if os.path.isdir(child) and not os.path.islink(child):
+            _remove_tree(child)
+        else:
+            os.unlink(child)
+    os.rmdir(path)
+
+
+class Init:
+    def __init__(self, ctl: Any, wake: int) -> None:
+        self.ctl, self.wake = ctl, wake
+        self.signals = [s for s in _signal.valid_signals() if s not in (SIGKILL, 19)]
+        self.retired: Optional[str] = None
+
+    def receive(self) -> tuple[Optional[dict[str, Any]], list[int]]:
+        data, ancillary, _flags, _addr = self.ctl.recvmsg(1 << 20, 64, _socket.MSG_CMSG_CLOEXEC)
+        fds: list[int] = []
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                ints = array.array("i")
+                ints.frombytes(payload[:len(payload) - len(payload) % ints.itemsize])
+                fds += list(ints)
+        if not data:
+            return None, fds
+        message: Any = marshal.loads(data)
+        return (message if isinstance(message, dict) else {}), fds
+
+    def spawn(self, task: dict[str, Any], out: int, err: int) -> int:
+        argv: list[bytes] = task["argv"]
+        env: dict[bytes, bytes] = task["env"]
+        path = _which(argv[0], env)
+        os.chdir(task["cwd"])
+        try:
+            return os.posix_spawn(
+                path, argv, env,
+                file_actions=[(os.POSIX_SPAWN_OPEN, 0, b"/dev/null", os.O_RDONLY, 0),
+                              (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, err, 2)],
+                setsid=True, setsigmask=(), setsigdef=self.signals,
+            )
+        finally:
+            os.chdir("/")
+
+    def wait(self, pid: int) -> int:
+        """The task's wait status; a ``kill`` from the agent kills every process of the task now."""
+        status: Optional[int] = None
+        while status is None:
+            ready, _, _ = select.select([CONTROL_FD, self.wake], [], [])
+            if self.wake in ready:
+                os.read(self.wake, 4096)
+            if CONTROL_FD in ready:
+                message, fds = self.receive()
+                for fd in fds:
+                    os.close(fd)
+                if message is None:  # the agent is gone: take everything down with this sandbox
+                    _kill_all()
+                    raise SystemExit(0)
+                if message.get("op") == "kill":
+                    _kill_others()
+            while True:  # reap the task and any orphan that already ended
+                try:
+                    done, st = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if done == 0:
+                    break
+                if done == pid:
+                    status = st
+        return status
+
+    def serve(self) -> int:
+        start = _state()
+        _say(self.ctl, "ready")
+        while True:
+            task, fds = self.receive()
+            if task is None:
+                return 0
+            if task.get("op") != "run" or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            why = self.retired or _drift(start, ("mounts",))
+            if why is not None:
+                for fd in fds:
+                    os.close(fd)
+                _say(self.ctl, "retired", "changed since the sandbox started:", why)
+                return 0
+            try:
+                pid = self.spawn(task, fds[0], fds[1])
+            except OSError as exc:
+                _say(self.ctl, "error", exc.errno or 0, exc.strerror or exc)
+                continue
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            _say(self.ctl, "started", pid)
+            status = self.wait(pid)
+            _kill_all()
+            _say(self.ctl, "exit", os.waitstatus_to_exitcode(status))
+            # Off the task's critical path (the agent is already sending its result): clean up,
+            # and find anything of this task that would outlive it. Only the mount table can
+            # change from outside the sandbox, so only it is checked again right before a spawn.
+            try:
+                _empty_shm()
+            except OSError as exc:  # then /dev differs and the check below retires the sandbox
+                self.retired = f"cannot empty /dev/shm: {exc}"
+            self.retired = self.retired or _drift(start)
+
+
+def main() -> int:
+    ctl = _socket.socket(fileno=CONTROL_FD)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    for number in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGUSR1, _signal.SIGUSR2):
+        _signal.signal(number, _signal.SIG_DFL)  # pid 1: a default action is never delivered from inside
+    _signal.signal(_signal.SIGCHLD, lambda _n, _f: None)  # only to wake select() when a child ends
+    _signal.set_wakeup_fd(wake_w)
+    try:
+        _nondumpable()
+    except (OSError, ImportError, AttributeError) as exc:
+        _say(ctl, "error", 0, f"cannot make the sandbox's init non-dumpable: {exc}")
+        return 1
+    if os.getpid() != 1:
+        _say(ctl, "error", 0, "not pid 1 of its pid namespace (bwrap without --as-pid-1?)")
+        return 1
+    return Init(ctl, wake_r).serve()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,117 @@
+"""One playbook, a mixed fleet, ``--dry-run``: each host gets its own OS's sandbox, bound to its
+own roots (bwrap on Linux, Seatbelt on macOS, the AppContainer launcher on Windows), and a root
+of one OS's spelling given to a host of another is refused clearly, never reinterpreted."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+INVENTORY = """\
+all:
+  children:
+    linux:
+      hosts:
+        lin1: {ansible_host: 192.0.2.10, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/ws]}
+    macs:
+      hosts:
+        mac1: {ansible_host: 192.0.2.11, sandfleet_os: macos, sandfleet_workspace_roots: [/Users/dev/ws]}
+    windows:
+      hosts:
+        win1: {ansible_host: 192.0.2.12, sandfleet_os: windows, sandfleet_workspace_roots: ['C:\\\\work\\\\ws']}
+"""
+
+PLAYBOOK = """\
+- name: the same tasks everywhere
+  hosts: all
+  tasks:
+    - name: test in the workspace
+      exec: {argv: [python3, -m, pytest, -q], cwd: ":workspace_roots"}
+    - name: read a Windows data directory
+      exec: {argv: [python3, -c, "print(1)"]}
+      sandbox:
+        filesystem:
+          ":root": read
+          'C:\\data': read
+"""
+
+
+def dry_run(tmp_path: Path, inventory: str = INVENTORY, fmt: str = "json") -> subprocess.CompletedProcess[str]:
+    (tmp_path / "inv.yml").write_text(inventory)
+    (tmp_path / "pb.yml").write_text(PLAYBOOK)
+    return subprocess.run([sys.executable, "-m", "sandfleet", "run", str(tmp_path / "pb.yml"), "-i",
+                           str(tmp_path / "inv.yml"), "--dry-run", "--format", fmt],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120, env={**os.environ})
+
+
+def by_host(proc: subprocess.CompletedProcess[str]) -> dict[tuple[str, str], dict[str, Any]]:
+    out = {}
+    for line in proc.stdout.splitlines():
+        event = json.loads(line)
+        if "host" in event and "task" in event:
+            out[(event["host"], event["task"])] = event
+    return out
+
+
+def test_each_host_gets_its_own_wrapper_and_a_windows_root_is_refused_elsewhere(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path)
+    assert proc.returncode == 8, proc.stderr  # a sandbox could not be provided somewhere
+    events = by_host(proc)
+    work = "test in the workspace"
+
+    lin = events[("lin1", work)]
+    assert (lin["os"], lin["backend"]) == ("linux", "bwrap")
+    assert "/srv/ws" in lin["wrapper"]["argv"]
+
+    mac = events[("mac1", work)]
+    assert (mac["os"], mac["backend"]) == ("macos", "seatbelt")
+    argv = mac["wrapper"]["argv"]
+    assert argv[:2] == ["/usr/bin/sandbox-exec", "-p"]
+    assert argv[argv.index("--") + 1:] == ["python3", "-m", "pytest", "-q"]
+    assert "-DWRITABLE_ROOT_1=/Users/dev/ws" in argv and "-DWRITABLE_ROOT_0=/private/tmp" in argv
+    assert '(subpath (param "WRITABLE_ROOT_1"))' in mac["wrapper"]["files"]["seatbelt.sb"]
+    outside_regexes = re.sub(r'\(regex "(?:[^"\\]|\\.)*"\)', "", argv[2])
+    assert "/Users/dev" not in outside_regexes, "paths reach the profile as parameters (or escaped, in a regex)"
+
+    win = events[("win1", work)]
+    assert (win["os"], win["backend"]) == ("windows", "windows")
+    assert win["wrapper"]["argv"][0].endswith("\\powershell.exe")
+    policy = win["wrapper"]["files"]["policy.xml"]
+    assert '<path name="C:\\work\\ws" access="write"/>' in policy
+    assert '<path name="C:\\work\\ws\\.git" access="read-only" create="dir"/>' in policy
+
+    for host in ("lin1", "mac1", "win1"):  # the request is the same portable intent everywhere
+        assert events[(host, work)]["request"]["sandbox"] == lin["request"]["sandbox"]
+
+    data = "read a Windows data directory"
+    for host, system in (("lin1", "linux"), ("mac1", "macos")):
+        refused = events[(host, data)]
+        assert refused["status"] == "sandbox_unavailable" and refused["wrapper"] is None
+        assert f"'file:///C:/data' is invalid on '{system}'" in refused["message"]
+    assert '<path name="C:\\data" access="read"/>' in events[("win1", data)]["wrapper"]["files"]["policy.xml"]
+
+
+def test_the_text_dry_run_shows_every_hosts_wrapper(tmp_path: Path) -> None:
+    proc = dry_run(tmp_path, fmt="text")
+    assert proc.returncode == 8, proc.stderr
+    text = proc.stdout
+    assert "lin1 [linux] test in the workspace: backend bwrap" in text
+    assert "mac1 [macos] test in the workspace: backend seatbelt" in text
+    assert "win1 [windows] test in the workspace: backend windows" in text
+    assert "lin1 [linux] read a Windows data directory: sandbox_unavailable: sandbox intent cannot be bound " \
+           "on this host: 'file:///C:/data' is invalid on 'linux'" in text
+
+
+def test_a_windows_workspace_root_on_a_linux_host_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    inventory = INVENTORY.replace("sandfleet_workspace_roots: [/srv/ws]", "sandfleet_workspace_roots: ['C:\\\\srv']")
+    proc = dry_run(tmp_path, inventory)
+    assert proc.returncode == 65 and proc.stdout == ""
+    assert "is a Windows path, but sandfleet_os is linux" in proc.stderr
+    assert f"{tmp_path / 'inv.yml'}:5:" in proc.stderr and "Traceback" not in proc.stderr
