@@ -94,6 +94,21 @@ class TestDefaultJob:
             else:
                 assert d["request"]["argv"] == argv[argv.index("--") + 1:]
 
+    @pytest.mark.parametrize("reuse", [True, False])
+    def test_inventory_sandbox_reuse_reaches_the_agent(self, reuse: bool, tmp_path: Path) -> None:
+        """``sandfleet_sandbox_reuse: false`` must give every task a fresh sandbox in a real run,
+        not only in the dry-run (a run once ignored it: the init line never carried it)."""
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        inventory = write_inventory(tmp_path, f"      sandfleet_sandbox_reuse: {str(reuse).lower()}\n")
+        (tmp_path / "ws" / ".git").mkdir()  # present before both, so run and dry-run see the same tree
+        playbook = write_playbook(tmp_path, "- hosts: all\n  tasks:\n" + "    - exec: {argv: [/bin/echo, hi]}\n" * 2)
+        ran = [e for e in events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json"))
+               if e["event"] == "task_result"]
+        dry = events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json", "--dry-run"))
+        assert [e["status"] for e in ran] == ["ok", "ok"]
+        assert [("--as-pid-1" in e["wrapper"]) for e in ran] == [reuse, reuse]
+        assert [d["wrapper"]["argv"] for d in dry] == [e["wrapper"] for e in ran]
+
     def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
         dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
         request = dry[1]["request"]

@@ -126,7 +126,7 @@ class HostRun:
         """Start the host's agent once per run and its variables once per play."""
         if self.facts is None:
             facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin,
-                                                           self.config.network_resolve))
+                                                    self.config.network_resolve, self.config.sandbox_reuse))
             if self.config.os and facts.os != self.config.os:
                 raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
                                       f"{self.config.os}; fix the inventory")
