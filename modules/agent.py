@@ -18,16 +18,16 @@ the agent carries on; EOF on stdin ends the agent. Nothing but protocol lines go
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Mapping
 from typing import IO, Any, Optional
 
-from . import wire
+from . import render, wire
 from .executor import execute
 from .facts import HostFacts, probe
-from .netpolicy import parse_resolve
 from .sandbox_pool import SandboxPool
 
 PROTOCOL_VERSION = 1
@@ -65,6 +65,10 @@ def read_resolve(line: str, environ: Optional[Mapping[str, str]] = None) -> dict
     env = os.environ if environ is None else environ
     data: Any = json.loads(line)
     init = data.get("init", {}) if isinstance(data, dict) else {}
+    if not env.get(RESOLVE_ENV) and (not isinstance(init, dict) or init.get("network_resolve") in (None, {})):
+        return {}
+    from .netpolicy import parse_resolve  # only now: name checks import ipaddress and socket (~5 ms)
+
     merged: dict[str, str] = {}
     if env.get(RESOLVE_ENV):
         try:
@@ -141,6 +145,10 @@ def _id_of(line: str) -> str:
 
 
 def main() -> int:
+    bundle = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(bundle, "__main__.py")):  # running from the unpacked agent zip
+        with contextlib.suppress(OSError):  # a read-only cache only costs the compile time
+            render.cache_compiled_templates(os.path.join(bundle, "template-cache"))
     return serve(sys.stdin, sys.stdout)
 
 

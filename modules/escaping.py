@@ -75,7 +75,9 @@ def ps_str(value: str) -> str:
 
 _XML_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;",
                 "\t": "&#9;", "\n": "&#10;", "\r": "&#13;"}
-_XML_FORBIDDEN = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# A string, not a compiled pattern: compiling this class costs ~8 ms, paid at every agent start
+# although only Windows wrappers need it; ``re`` compiles and caches it on first use.
+_XML_FORBIDDEN = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 
 
 def xml_str(value: str) -> str:
@@ -83,7 +85,7 @@ def xml_str(value: str) -> str:
     become character references, so attribute-value normalization cannot turn them into
     spaces. Characters XML 1.0 cannot carry at all (NUL and most C0 controls, lone surrogates,
     U+FFFE/U+FFFF) raise instead of being dropped or mangled."""
-    bad = _XML_FORBIDDEN.search(value)
+    bad = re.search(_XML_FORBIDDEN, value)
     if bad:
         raise ValueError(f"XML 1.0 cannot carry the character U+{ord(bad.group()):04X} (in {value!r})")
     return "".join(_XML_ESCAPES.get(c, c) for c in value)

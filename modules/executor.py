@@ -24,8 +24,6 @@ from .backends.base import Bare, ProxyEndpoint
 from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
 from .intent import NetworkMode, NetworkPolicy
-from .netpolicy import HostPolicy
-from .netproxy import ProxySession, ProxyUnavailable, nominal_endpoint
 from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
 from .wire import ExecRequest, ExecResult, Status
 
@@ -59,6 +57,8 @@ def prepare(
     except BindError as exc:
         return refusal(request, f"sandbox intent cannot be bound on this host: {exc}")
     if proxy is None and policy.network.mode is NetworkMode.MANAGED:
+        from .netproxy import nominal_endpoint  # managed network only: see _with_proxy
+
         proxy = nominal_endpoint(facts.tmpdir, facts.os)
     try:
         wrapper = wrap(policy, request.argv, facts, pin, proxy)
@@ -130,6 +130,11 @@ def _with_proxy(request: ExecRequest, network: NetworkPolicy, facts: HostFacts,
                 resolve: Optional[Mapping[str, str]], run: Callable[[ProxyEndpoint], ExecResult]) -> ExecResult:
     """Start the task's proxy, run, stop it and attach its decisions. Fails closed: no proxy, or a
     wrapper that never handed the sandbox's listener over, means nothing ran with a network."""
+    # Imported here: the proxy (sockets, threads, ipaddress) is ~8 ms of every agent's start-up,
+    # and most runs have no managed-network task.
+    from .netpolicy import HostPolicy
+    from .netproxy import ProxySession, ProxyUnavailable
+
     try:
         session = ProxySession(HostPolicy(network.allow, network.deny), resolve, facts.tmpdir,
                                tcp=facts.os != "linux").start()

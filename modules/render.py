@@ -9,18 +9,40 @@ emits HTML; instead every value goes through an explicit filter for its target l
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import escaping
+
+if TYPE_CHECKING:
+    import jinja2
+
+#: Where compiled templates are kept between agent starts (see :func:`cache_compiled_templates`).
+_bytecode_dir: Optional[str] = None
+
+
+def cache_compiled_templates(directory: str) -> None:
+    """Keep compiled templates in ``directory`` (Jinja2's bytecode cache), for the agent.
+
+    Why: compiling a template costs ~9 ms of CPU, paid by every agent at every run for the same
+    unchanged files; loading the cached code costs ~0.3 ms. The agent calls this with a folder
+    inside its own unpacked bundle (private to the user, named by the bundle's hash); entries are
+    keyed by template name and source checksum, so a changed template is compiled afresh.
+    Must be called before the first render.
+    """
+    global _bytecode_dir
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _bytecode_dir = directory
 
 
 @cache
 def environment() -> jinja2.Environment:
+    import jinja2  # on first render only: an agent serving only unsandboxed tasks never needs it
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader(__package__ or "sandfleet.modules", "templates"),
+        bytecode_cache=jinja2.FileSystemBytecodeCache(_bytecode_dir) if _bytecode_dir else None,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

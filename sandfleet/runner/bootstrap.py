@@ -67,13 +67,13 @@ v = "%d.%d.%d" % tuple(sys.version_info[:3])
 if sys.version_info < {MIN_PYTHON!r}:
     say("too-old", v)
     sys.exit(3)
-import hashlib, shutil, zipfile
 sha, size = sys.argv[2], int(sys.argv[3])
 d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sandfleet")
 f = os.path.join(d, "agent-" + sha + ".zip")
 root = os.path.join(d, "agent-" + sha)
 state = "cached"
 if not os.path.isfile(os.path.join(root, "__main__.py")):
+    import hashlib, shutil, zipfile
     mask = os.umask(0o077)
     try:
         with open(f, "rb") as fh:
