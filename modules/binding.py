@@ -21,7 +21,7 @@ from typing import Any, Optional, Union
 from .facts import HostFacts
 from .hostfs import AssumedFs, FsView, LocalFs
 from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
-from .pathuri import PathUri
+from .pathuri import WINDOWS, PathUri
 
 __all__ = ["AssumedFs", "BindError", "BoundPolicy", "FsView", "LocalFs", "Rule", "bind", "bind_cwd"]
 
@@ -125,7 +125,22 @@ def _native(uri: str, system: str) -> str:
     try:
         return PathUri.parse(uri).to_native(system)
     except ValueError as exc:
-        raise BindError(str(exc)) from None
+        raise BindError(str(exc) + _other_os_hint(uri, system)) from None
+
+
+def _other_os_hint(uri: str, system: str) -> str:
+    """Why a path of the other OS's spelling is refused, shown as the user wrote it."""
+    try:
+        parsed = PathUri.parse(uri)
+        windows_path = parsed.convention == WINDOWS
+        if windows_path == (system == "windows"):
+            return ""
+        native = parsed.to_native("windows" if windows_path else "linux")
+    except ValueError:
+        return ""
+    kind = "a Windows path" if windows_path else "a POSIX path"
+    return (f": {native} is {kind} and this host runs {system}; give this host a path in its own spelling "
+            "(per-host paths belong in that host's inventory vars)")
 
 
 CwdSpec = Union[Special, FilePath, None]
@@ -282,7 +297,7 @@ def _carve_outs(rules: list[Rule], system: str, fs: FsView) -> list[Rule]:
     added: list[Rule] = []
     for rule in rules:
         if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path) \
-                or rule.source in _SCRATCH_SYMBOLS:
+                or rule.source in _SCRATCH_SYMBOLS or _is_protected(system, rule.path):
             continue
         for name in PROTECTED_NAMES:
             guarded = _join(system, rule.path, name)
@@ -295,6 +310,15 @@ def _carve_outs(rules: list[Rule], system: str, fs: FsView) -> list[Rule]:
                 explicit.add(_key(system, target))
                 added.append(Rule(target, Access.READ, f"gitdir of {guarded}"))
     return rules + added
+
+
+def _is_protected(system: str, path: str) -> bool:
+    """A path that is itself a protected name (``.git`` made writable on purpose): nothing inside
+    it needs guarding, and a ``.git/.git`` placeholder would be left on the host by the backends
+    that create missing carve-outs (bwrap's mount points, the Windows ACL entries). macOS and
+    Windows file systems ignore case, so there ``.GIT`` counts too."""
+    name = _pathmod(system).basename(path)
+    return (name if system == "linux" else name.lower()) in PROTECTED_NAMES
 
 
 def _gitdir_target(dot_git: str, system: str, fs: FsView) -> Optional[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sandfleet.modules.binding import AssumedFs, BindError, LocalFs, bind, bind_cwd
-from sandfleet.modules.facts import assumed_facts
+from sandfleet.modules.facts import HostFacts, assumed_facts
 from sandfleet.modules.intent import (
     PROFILES,
     Access,
@@ -75,6 +75,15 @@ class TestSymbolsPerOs:
         with pytest.raises(BindError, match="invalid on 'windows'"):
             bind(intent((FilePath("file:///usr/local"), R)), WINDOWS)
 
+    def test_the_refusal_names_the_path_as_the_user_wrote_it(self) -> None:
+        with pytest.raises(BindError) as info:
+            bind(intent((FilePath("file:///C:/data"), R)), MACOS)
+        assert str(info.value) == (
+            "'file:///C:/data' is invalid on 'macos': C:\\data is a Windows path and this host runs macos; "
+            "give this host a path in its own spelling (per-host paths belong in that host's inventory vars)")
+        with pytest.raises(BindError, match=r": /usr/local is a POSIX path and this host runs windows; "):
+            bind(intent((FilePath("file:///usr/local"), R)), WINDOWS)
+
 
 class TestRootsAndCwd:
     def test_no_roots_binds_workspace_to_an_explicit_cwd(self) -> None:
@@ -123,6 +132,15 @@ class TestPrecedenceAndCarveOuts:
     def test_git_protected_unless_a_rule_writes_it(self) -> None:
         p = bind(intent((Special("workspace_roots"), W), (Special("workspace_roots", ".git"), W)), LINUX)
         assert rules(p)["/work/a/.git"] is W
+
+    @pytest.mark.parametrize(("facts", "name"), [(LINUX, ".git"), (MACOS, ".git"), (WINDOWS, ".Git")])
+    def test_a_writable_git_gets_no_git_of_its_own(self, facts: HostFacts, name: str) -> None:
+        """Nothing inside a .git made writable on purpose needs guarding; a .git/.git carve-out
+        would only leave a stray placeholder in the repository (bwrap, Windows)."""
+        p = bind(intent((Special("workspace_roots"), W), (Special("workspace_roots", name), W)), facts)
+        nested = [r.path for r in p.rules if r.path.replace("\\", "/").lower().endswith(".git/.git")]
+        assert nested == []
+        assert {r.access for r in p.rules if r.path.replace("\\", "/").lower().endswith("/.git")} == {W}
 
     def test_gitdir_file_target_is_protected(self, tmp_path: Path) -> None:
         main_git = tmp_path / "main" / ".git" / "worktrees" / "wt"
