@@ -36,12 +36,16 @@ Refused: network ``managed`` (loopback is all-or-nothing for an app container an
 needs an administrator, so the command cannot be held to the one proxy port); a policy without
 ``:minimal`` and without full read (Windows always lets a process read its system directories);
 a whole drive or a network share as a read/write root; a working directory the plan cannot make
-readable; a path or argument XML 1.0 or a command line cannot carry exactly; a command line over
+readable; a path or argument XML 1.0 or a command line cannot carry exactly (among them an argument
+to a ``.bat``/``.cmd`` file holding a character cmd.exe acts on: Windows starts a batch file through
+cmd.exe, which would read ``&``, ``|``, ``%`` ... in it as commands, not as argv); a command line over
 32766 characters; a policy bound for another OS; PowerShell missing.
 
 Checking by hand on a Windows 10/11 machine: ``sandfleet run PB -i INV --dry-run --format json`` for a
 host with ``sandfleet_os: windows`` gives ``wrapper.files["launcher.ps1"]``; save it and, in the task's
-working directory, run ``powershell -NoProfile -File launcher.ps1`` (or run ``wrapper.argv`` as is).
+working directory, run ``powershell -NoProfile -ExecutionPolicy Bypass -File launcher.ps1`` (a script file
+needs the bypass where the default policy forbids scripts; the wrapper's ``-Command`` does not), or run
+``wrapper.argv`` as is.
 Use a probe command (``cmd /c whoami /groups`` shows the app container and the ``S-1-15-3-1024-…``
 capability; ``cmd /c "echo x> C:\\Users\\<you>\\outside.txt"`` and writing into ``.git`` must fail with
 "Access is denied", writing in the workspace must work; ``curl https://example.com`` must fail for
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import ntpath
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -121,6 +126,7 @@ class WindowsSandbox(Backend):
         powershell = self._binary()
         plan = self.plan(policy)
         try:
+            _check_batch_arguments(argv)
             command_line = win_cmdline(argv)
             policy_xml = render_text("windows.xml.j2", plan=plan)
         except ValueError as exc:
@@ -218,6 +224,23 @@ class WindowsSandbox(Backend):
             return expand(pattern, self.fs)
         except GlobError as exc:
             raise Refused(str(exc)) from None
+
+
+#: What cmd.exe acts on in the command line of a batch file it runs (BatBadBut, CVE-2024-24576).
+_CMD_ACTIVE = re.compile(r'[%!^&|<>()"\r\n]')
+
+
+def _check_batch_arguments(argv: Sequence[str]) -> None:
+    """CreateProcess runs a ``.bat``/``.cmd`` file as ``cmd.exe /c`` with the command line as is, so
+    its arguments are parsed by cmd, not by ``CommandLineToArgvW``: ``x & calc`` would run calc.
+    No quoting is exact there, so an argument cmd would act on is refused."""
+    if ntpath.splitext(argv[0].rstrip(" ."))[1].lower() not in (".bat", ".cmd"):
+        return
+    for arg in argv:
+        found = _CMD_ACTIVE.search(arg)
+        if found:
+            raise ValueError(f"{argv[0]} is a batch file, which cmd.exe runs; it would act on {found.group()!r} in "
+                             f"the argument {arg!r} instead of passing it on (call a program, or cmd /c yourself)")
 
 
 def _entries(rules: list[tuple[str, Access]]) -> tuple[list[AclEntry], dict[str, Access]]:

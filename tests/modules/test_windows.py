@@ -30,10 +30,17 @@ from native_readers import command_line_to_argv, ps_assignment
 
 from sandfleet.modules.backends import wrap
 from sandfleet.modules.backends.base import Refused, Wrapper
-from sandfleet.modules.backends.windows import LAUNCHER_FILE, POLICY_FILE, POWERSHELL, WindowsSandbox, policy_sid
+from sandfleet.modules.backends.windows import (
+    LAUNCHER_FILE,
+    NETWORK_CAPABILITIES,
+    POLICY_FILE,
+    POWERSHELL,
+    WindowsSandbox,
+    policy_sid,
+)
 from sandfleet.modules.binding import BoundPolicy, Rule, bind
 from sandfleet.modules.facts import assumed_facts, probe_windows
-from sandfleet.modules.intent import PROFILES, Access, NetworkPolicy, SandboxIntent, Special
+from sandfleet.modules.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent, Special
 
 CASES = case_files("windows")
 TEMPLATES = Path(__file__).resolve().parents[2] / "modules" / "templates"
@@ -66,6 +73,10 @@ def test_golden_case(case_file: Path) -> None:
     assert doc.tag == "sandfleet-windows" and re.fullmatch(r"S-1-15-3-1024(-\d+){8}", doc.get("sid", ""))
     assert {e.get("access") for e in doc.iter("path")} <= {"write", "read", "read-only", "deny"}
     assert wrapper.cwd == doc.find("cwd").get("path")  # type: ignore[union-attr]
+    # Network capabilities only for network full; none (loopback included) for network none.
+    network = request_of(case).sandbox.network.mode  # type: ignore[union-attr]
+    granted = [(c.get("name"), c.get("sid")) for c in doc.iter("capability")]
+    assert granted == (list(NETWORK_CAPABILITIES) if network is NetworkMode.FULL else [])
 
 
 def test_there_are_enough_golden_cases() -> None:
@@ -85,6 +96,13 @@ def test_the_fixed_launcher_code() -> None:
     assert order == sorted(order)
     golden = LAUNCHER_GOLDEN.read_text(encoding="utf-8")
     assert golden.endswith(body) and POLICY_MARK in golden and COMMAND_MARK in golden
+    # Network capabilities come only from the policy's <capability> elements (none for network
+    # none); no SID is written into the code, and the command starts only inside the try, whose
+    # catch exits 125 without running it.
+    assert not re.search(r"S-1-15-3-[123]\b|S-1-15-2-1\b", body)
+    assert body.count("SelectNodes('capability')") == 1
+    assert body.index("[SandfleetLauncher]::Run(") < body.index("} catch {")
+    assert body.count("[Environment]::Exit(") == 2 and "[Environment]::Exit(125)" in body.split("} catch {")[1]
 
 
 # -- hostile values through every layer -------------------------------------------------------------
@@ -164,3 +182,17 @@ def test_the_probe(tmp_path: Path) -> None:
     facts = type(facts)(**{**facts.__dict__, "backends": (missing,)})
     with pytest.raises(Refused, match=r"windows: .*powershell\.exe is missing"):
         wrap(_policy(("C:\\ws", Access.WRITE)), ["x"], facts)
+
+
+@pytest.mark.parametrize("argv", [["build.bat", "a&b"], ["x.CMD", "%PATH%"], ["C:\\a&b\\t.bat"], ["t.cmd.", "x|y"],
+                                  ["t.bat", "say \"hi\""], ["t.bat", "a\nb"], ["t.bat", "(x)"], ["t.bat", "!v!"]])
+def test_a_batch_file_never_gets_an_argument_cmd_would_act_on(argv: list[str]) -> None:
+    facts = assumed_facts("windows", "dev")
+    with pytest.raises(Refused, match=r"is a batch file, which cmd\.exe runs"):
+        WindowsSandbox(facts).render(_policy(("C:\\ws", Access.WRITE)), argv)
+
+
+def test_programs_and_plain_batch_arguments_are_not_refused() -> None:
+    facts = assumed_facts("windows", "dev")
+    for argv in (["prog.exe", "a&b", "%PATH%"], ["build.bat.exe", "a|b"], ["build.bat", "--x=1", "a b", "C:\\d\\"]):
+        WindowsSandbox(facts).render(_policy(("C:\\ws", Access.WRITE)), argv)
