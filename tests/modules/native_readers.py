@@ -112,15 +112,87 @@ def sbpl_walk(forms: list[Form]) -> list[list[Form]]:
     return found
 
 
+#: Seatbelt operation names (Apple's sandbox operations, as listed in the Apple Sandbox Guide and
+#: used by Apple's and Codex's profiles); a misspelt one makes sandbox-exec reject the profile.
+SBPL_OPERATIONS = frozenset({
+    "default", "file*", "file-chroot", "file-clone", "file-ioctl", "file-issue-extension", "file-link",
+    "file-map-executable", "file-mknod", "file-mount", "file-read*", "file-read-data", "file-read-metadata",
+    "file-read-xattr", "file-revoke", "file-search", "file-unmount", "file-write*", "file-write-create",
+    "file-write-data", "file-write-flags", "file-write-mode", "file-write-owner", "file-write-setugid",
+    "file-write-times", "file-write-unlink", "file-write-xattr", "iokit*", "iokit-open", "iokit-get-properties",
+    "iokit-set-properties", "ipc*", "ipc-posix*", "ipc-posix-sem", "ipc-posix-shm*", "ipc-posix-shm-read*",
+    "ipc-posix-shm-read-data", "ipc-posix-shm-read-metadata", "ipc-posix-shm-write*", "ipc-posix-shm-write-create",
+    "ipc-posix-shm-write-data", "ipc-posix-shm-write-unlink", "ipc-sysv*", "mach*", "mach-bootstrap", "mach-lookup",
+    "mach-per-user-lookup", "mach-priv*", "mach-register", "mach-task-name", "network*", "network-bind",
+    "network-inbound", "network-outbound", "process*", "process-exec", "process-exec*", "process-fork",
+    "process-info*", "process-info-pidinfo", "signal", "sysctl*", "sysctl-read", "sysctl-write", "system*",
+    "system-socket", "pseudo-tty", "user-preference*", "user-preference-read", "user-preference-write",
+})
+#: Filters whose one argument is a string (or, for path filters, ``(param "X")``).
+_PATH_FILTERS = frozenset({"literal", "subpath", "prefix", "regex"})
+_STRING_FILTERS = frozenset({"sysctl-name", "sysctl-name-prefix", "global-name", "local-name", "extension",
+                             "iokit-registry-entry-class", "ipc-posix-name", "ipc-posix-name-prefix",
+                             "ipc-posix-name-regex"})
+_NETWORK_ADDRESS = re.compile(r"(\*|localhost):(\*|[1-9][0-9]{0,4})")
+
+
+def _check_filter(f: Form) -> None:
+    """One filter of an ``allow``/``deny`` rule, checked for its name and the shape of its arguments."""
+    assert isinstance(f, list) and f and isinstance(f[0], Sym), f"not a filter: {f!r}"
+    name, args = f[0].name, f[1:]
+    if name in ("require-all", "require-any"):
+        assert args, f
+        for sub in args:
+            _check_filter(sub)
+    elif name == "require-not":
+        assert len(args) == 1, f
+        _check_filter(args[0])
+    elif name in _PATH_FILTERS:
+        assert len(args) == 1, f
+        arg = args[0]
+        if isinstance(arg, list):
+            assert name != "regex" and arg[:1] == [Sym("param")], f"only a path filter takes (param ...): {f!r}"
+        else:
+            assert isinstance(arg, Str), f
+            assert name == "regex" or arg.value.startswith("/"), f"a path literal must be absolute: {f!r}"
+    elif name in _STRING_FILTERS:
+        assert len(args) == 1 and isinstance(args[0], Str), f
+    elif name == "target":
+        assert args in ([Sym("same-sandbox")], [Sym("self")], [Sym("others")]), f
+    elif name in ("remote", "local"):
+        assert len(args) == 2 and isinstance(args[0], Sym) and isinstance(args[1], Str), f
+        assert args[0].name in ("ip", "ip4", "ip6", "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6"), f
+        assert _NETWORK_ADDRESS.fullmatch(args[1].value), f"a network address is '*' or 'localhost' and a port: {f!r}"
+        if args[1].value.split(":")[1] != "*":
+            assert int(args[1].value.split(":")[1]) <= 65535, f
+    elif name == "socket-domain":
+        assert len(args) == 1 and isinstance(args[0], Sym) and args[0].name.startswith("AF_"), f
+    elif name == "socket-protocol":
+        assert len(args) == 1 and isinstance(args[0], int), f
+    else:
+        raise AssertionError(f"unknown SBPL filter {name!r} in {f!r}")
+
+
 def check_profile(text: str, defines: list[str]) -> list[Form]:
     """A profile sandbox-exec would accept: ``(version 1)`` first, ``(deny default)`` next, balanced
-    forms, valid strings, every ``(param "X")`` defined by exactly one ``-DX=…`` and every
-    definition used, every regex compilable. Returns the forms."""
+    forms, valid strings, only ``allow``/``deny`` rules after that, each naming known operations
+    and well-formed filters, every ``(param "X")`` defined by exactly one ``-DX=…`` and every
+    definition used, every regex anchored and compilable. Returns the forms."""
     forms = sbpl_parse(text)
-    assert forms[:2] == [[Sym("version"), 1], [Sym("deny"), Sym("default")]], forms[:2]
+    assert forms[:2] == [[Sym("version"), 1], [Sym("deny"), Sym("default")]], \
+        f"a profile starts with (version 1) (deny default), not {forms[:2]!r}"
     keys = [d[2:].split("=", 1)[0] for d in defines]
-    assert all(d.startswith("-D") and "=" in d for d in defines), defines
+    assert all(d.startswith("-D") and "=" in d and d[2:].split("=", 1)[0] for d in defines), defines
     assert len(keys) == len(set(keys)), f"a parameter is defined twice: {keys}"
+    for rule in forms[2:]:
+        assert isinstance(rule, list) and rule[:1] in ([Sym("allow")], [Sym("deny")]), f"not a rule: {rule!r}"
+        ops = [x for x in rule[1:] if isinstance(x, Sym)]
+        assert ops and rule[1:1 + len(ops)] == ops, f"a rule names its operations first: {rule!r}"
+        unknown = [op.name for op in ops if op.name not in SBPL_OPERATIONS]
+        assert not unknown, f"unknown SBPL operation(s) {unknown} in {rule!r}"
+        assert Sym("default") not in ops or rule == [Sym("deny"), Sym("default")], f"default is denied once: {rule!r}"
+        for f in rule[1 + len(ops):]:
+            _check_filter(f)
     used: set[str] = set()
     for form in sbpl_walk(forms):
         head = form[0] if form else None
@@ -132,8 +204,6 @@ def check_profile(text: str, defines: list[str]) -> list[Form]:
             pattern = form[1].value
             assert pattern.startswith("^") and "(?" not in pattern, pattern
             re.compile(pattern)
-        if head in (Sym("allow"), Sym("deny")):
-            assert len(form) >= 2 and isinstance(form[1], Sym), form
     assert used == set(keys), f"params used {sorted(used)} but defined {sorted(keys)}"
     return forms
 

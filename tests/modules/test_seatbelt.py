@@ -5,14 +5,16 @@ proves the wrapper is exactly what a Mac would be given and that sandbox-exec co
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from native_cases import BASE_FILE, SEATBELT_SPLIT, case_files, load, observed, render, request_of
-from native_readers import Str, Sym, check_profile, sbpl_walk
+from native_readers import SbplError, Str, Sym, check_profile, sbpl_walk
 
 from sandfleet.modules.backends import wrap
 from sandfleet.modules.backends.base import ProxyEndpoint, Refused
@@ -65,6 +67,74 @@ def test_the_managed_network_allows_only_the_proxy_port() -> None:
                and isinstance(f[1], Sym) and "network" in f[1].name]
     assert network == [[Sym("allow"), Sym("network-outbound"), [Sym("remote"), Sym("tcp"), Str("localhost:43128")]]]
     assert "trustd" not in argv[2] and "mDNSResponder" not in argv[2]
+
+
+# -- the reader rejects what sandbox-exec would --------------------------------------------------
+
+def _profile_and_defines(name: str) -> tuple[str, list[str]]:
+    argv = list(render(load(BASE_FILE.parent / name), "seatbelt").argv)
+    return argv[2], argv[3:argv.index("--")]
+
+
+@pytest.mark.parametrize(("mutate", "error"), [
+    (lambda p, d: (p, d[:-1]), "params used"),  # a (param "X") without its -D
+    (lambda p, d: (p, [*d, "-DEXTRA=/x"]), "params used"),  # a -D nobody uses
+    (lambda p, d: (p, [*d, d[0]]), "defined twice"),
+    (lambda p, d: (p.replace("(allow file-write*", "(allow file-wirte*", 1), d), "unknown SBPL operation"),
+    (lambda p, d: (p.replace("(subpath (param", "(subpth (param", 1), d), "unknown SBPL filter"),
+    (lambda p, d: (p.replace("(regex \"^/dev/ttys", "(regex \"/dev/ttys", 1), d), "/dev/ttys"),  # unanchored
+    (lambda p, d: (p.replace("(regex \"^/dev/ttys[0-9]+$\")", "(regex \"^/dev/ttys[0-9+$\")", 1), d), "unterminated"),
+    (lambda p, d: (p.replace("(literal \"/dev/null\")", "(literal \"dev/null\")", 1), d), "absolute"),
+    (lambda p, d: (p.replace("(deny default)", "(allow default)", 1), d), "(deny default)"),
+    (lambda p, d: (p.replace("(target same-sandbox)", "(target anyone)", 1), d), "target"),
+    (lambda p, d: (p + '(allow network-outbound (remote tcp "localhost:99999"))\n', d), "99999"),
+    (lambda p, d: (p + '(allow network-outbound (remote tcp "example.com:443"))\n', d), "network address"),
+    (lambda p, d: (p + "(allow file-read* (param \"WRITABLE_ROOT_1\"))\n", d), "filter 'param'"),
+    (lambda p, d: (p + "(allow file-read*\n", d), "left open"),
+    (lambda p, d: (p + '(allow file-read* (literal "/x))\n', d), "unterminated string"),
+])
+def test_the_sbpl_reader_rejects_what_sandbox_exec_would(mutate: Any, error: str) -> None:
+    """The checks check_profile makes, each shown to bite on a profile that is otherwise right."""
+    profile, defines = _profile_and_defines("workspace_git_exists.json")
+    check_profile(profile, defines)
+    bad_profile, bad_defines = mutate(profile, defines)
+    assert (bad_profile, bad_defines) != (profile, defines), "the mutation did not apply"
+    with pytest.raises((AssertionError, SbplError, re.error), match=re.escape(error)):
+        check_profile(bad_profile, bad_defines)
+
+
+def test_network_full_keeps_the_trust_services_and_no_cache_dir_write() -> None:
+    """research §8 case 34: network full allows outbound and inbound and the services TLS needs
+    (trustd), and no longer lets the command write DARWIN_USER_CACHE_DIR."""
+    profile, defines = _profile_and_defines("network_full.json")
+    check_profile(profile, defines)
+    assert '(global-name "com.apple.trustd.agent")' in profile and "DARWIN_USER_CACHE_DIR" not in profile
+    assert "(allow network-outbound)\n(allow network-inbound)\n" in profile
+    for none in ("workspace_git_exists.json", "read_only_network_none.json"):
+        assert "network" not in _profile_and_defines(none)[0].replace("; Network: none.", "")
+
+
+#: research §8 cases 27-37 and the golden case that pins each one (None: does not apply, see why).
+RESEARCH_CASES: dict[int, Optional[str]] = {
+    27: "full_write_with_deny",  # no .codex/.agents: sandfleet protects .git only, and not at / itself
+    28: "restricted_read_with_deny",
+    29: "workspace_git_exists",
+    30: "two_roots_gitdir_pointer",
+    31: "managed_network_proxy",  # one proxy port: sandfleet runs one proxy per task
+    32: None,  # allow_local_binding: the intent has no such setting (managed = the proxy port only)
+    33: "managed_network_no_proxy",  # no endpoint: refused outright rather than a services-only profile
+    34: "network_full",  # its unix-socket half does not apply: no unix-socket allowlist in the intent
+    35: None,  # unix-socket allowlist: not part of the intent
+    36: "deny_globs_codex",
+    37: "read_only_network_none",
+}
+
+
+def test_every_applicable_research_case_has_a_golden_file() -> None:
+    for number, stem in RESEARCH_CASES.items():
+        if stem is not None:
+            case = load(BASE_FILE.parent / f"{stem}.json")
+            assert re.search(rf"research cases? (\d+, )*{number}\b", case["description"]), (number, stem)
 
 
 # -- every profile parses, whatever the policy ---------------------------------------------------
