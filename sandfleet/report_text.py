@@ -11,18 +11,19 @@ result for the task). Dry-run output keeps its own shape: the backend and the ex
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from sandfleet.events import SKIPPED, Reporter, TaskEvent
-from sandfleet.modules.escaping import sh_join
+from sandfleet.modules.escaping import sh
 from sandfleet.modules.wire import ExecResult, Status
 from sandfleet.playbook import Play, Task
 from sandfleet.recap import HostTally, Recap
 from sandfleet.terminal import Console, Palette, elapsed, printable, wants_colour, wants_live
 
 STDERR_TAIL, STDOUT_TAIL = 10, 40
+NETWORK_LINES = 10  # proxy decisions shown per result
 
 
 @dataclass
@@ -161,14 +162,29 @@ class TextReporter(Reporter):
             lines.extend(self.paint("    | " + ln, style) for ln in _tail(r.stderr, STDERR_TAIL))
             if r.stderr_truncated:
                 lines.append("    (stderr was truncated on the host)")
+        lines.extend(self._network_lines(r))
         lines.extend(self.paint(f"    [WARNING] {printable(w)}", "warning") for w in r.warnings)
+        return lines
+
+    def _network_lines(self, r: ExecResult) -> list[str]:
+        """A managed-network task's proxy decisions: the denied ones always (they explain a
+        failure), the allowed ones with ``-v``; at most ``NETWORK_LINES``, then a count."""
+        shown = [d for d in r.network_decisions if d.decision != "allow" or self.verbose]
+        lines = []
+        for d in shown[:NETWORK_LINES]:
+            word = "allowed" if d.decision == "allow" else "denied"
+            times = f", {d.count} times" if d.count > 1 else ""
+            lines.append(self.paint(f"    network: {word} {printable(d.host)}:{d.port} ({printable(d.reason)}{times})",
+                                    "dim" if d.decision == "allow" else "warning"))
+        if len(shown) > NETWORK_LINES:
+            lines.append(f"    network: {len(shown) - NETWORK_LINES} more decisions (--format json lists them all)")
         return lines
 
     def _recap_lines(self) -> list[str]:
         lines = ["", self.paint(f"PLAY RECAP ({time.monotonic() - self._t0:.2f} s)", "bold")]
-        width = max((len(h) for h in self.recap.hosts), default=0)
+        width = max((len(printable(h)) for h in self.recap.hosts), default=0)
         for host, t in self.recap.hosts.items():
-            lines.append(self.paint(f"{host:<{width}}", _host_style(t)) + " : " + " ".join(
+            lines.append(self.paint(f"{printable(host):<{width}}", _host_style(t)) + " : " + " ".join(
                 self.paint(f"{name}={count}", name if count else "") for name, count in _counts(t)))
         if self.recap.failures:
             lines.append(self.paint("FAILED TASKS", "failed"))
@@ -183,26 +199,38 @@ class TextReporter(Reporter):
         return lines
 
     def _dry_text(self, event: TaskEvent) -> str:
+        """One (host, task) of a dry-run. Everything in it comes from the playbook and inventory,
+        which may be hostile, so it is shown through :func:`printable` like host output is."""
         head = f"{event.host} [{event.os}] {event.display_name}"
         r = event.result
         if event.status == SKIPPED:
-            return f"{head}: skipped (when is false)"
+            return printable(f"{head}: skipped (when is false)")
         assert r is not None
         if event.wrapper is None:
-            return f"{head}: {event.status}: {r.message}"
-        lines = [f"{head}: backend {event.wrapper.backend}", f"    $ {sh_join(event.wrapper.argv)}"]
-        for name, content in event.wrapper.files.items():
+            return printable(f"{head}: {event.status}: {r.message}")
+        wrapper = event.wrapper
+        lines = [f"{head}: backend {wrapper.backend}", f"    $ {dry_argv(wrapper.argv, wrapper.files)}"]
+        for name, content in wrapper.files.items():
             lines.append(f"    --- {name}")
-            lines.extend("    " + ln for ln in content.rstrip("\n").splitlines())
+            lines.extend("    " + ln for ln in content.rstrip("\n").split("\n"))
         lines.extend(f"    warning: {w}" for w in r.warnings)
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def _dry_recap(self) -> list[str]:
         lines = [f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed"]
         for host, t in self.recap.hosts.items():
-            lines.append(f"{host:<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
+            lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
                          f"skipped={t.skipped} unreachable={t.unreachable}")
         return lines
+
+
+def dry_argv(argv: Sequence[str], files: Mapping[str, str]) -> str:
+    """The wrapper's argv shell-quoted for reading. A word that is a whole generated file (the
+    Seatbelt profile after ``-p``, the Windows launcher after ``-Command``) is written
+    ``"$(cat NAME)"``, NAME being that file, listed below the command, rather than printed twice
+    with its quotes escaped. ``--format json`` carries every word and file exactly."""
+    by_content = {content: name for name, content in files.items() if "\n" in content}
+    return " ".join(f'"$(cat {sh(by_content[w])})"' if w in by_content else sh(w) for w in argv)
 
 
 def _counts(t: HostTally) -> list[tuple[str, int]]:

@@ -106,7 +106,12 @@ def test_the_text_dry_run_shows_every_hosts_wrapper(tmp_path: Path) -> None:
     assert "mac1 [macos] test in the workspace: backend seatbelt" in text
     assert "win1 [windows] test in the workspace: backend windows" in text
     assert "lin1 [linux] read a Windows data directory: sandbox_unavailable: sandbox intent cannot be bound " \
-           "on this host: 'file:///C:/data' is invalid on 'linux'" in text
+           "on this host: 'file:///C:/data' is invalid on 'linux': C:\\data is a Windows path and this host " \
+           "runs linux; give this host a path in its own spelling" in text
+    # A profile or launcher passed as one argv word is shown once, as the file below the command.
+    assert "    $ /usr/bin/sandbox-exec -p \"$(cat seatbelt.sb)\" -DWRITABLE_ROOT_0=/private/tmp " in text
+    assert "-NonInteractive -Command \"$(cat launcher.ps1)\"\n    --- policy.xml\n" in text
+    assert text.count("(deny default)") == 1 and text.count("Add-Type -TypeDefinition") == 2  # 2 Windows tasks
 
 
 def test_a_windows_workspace_root_on_a_linux_host_is_refused_before_anything_runs(tmp_path: Path) -> None:

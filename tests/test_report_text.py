@@ -76,6 +76,26 @@ def test_warnings_and_loop_items_and_run_once() -> None:
     assert "(run_once)" in text
 
 
+def test_network_decisions_denied_always_allowed_with_verbose() -> None:
+    from dataclasses import replace
+
+    from sandfleet.modules.wire import NetworkDecision
+
+    fetched = event("h", "fetch", "failed", stderr="HTTP Error 403: Forbidden\n")
+    decisions = (NetworkDecision("pypi.org", 443, "allow", "matches allow rule pypi.org", 2),
+                 NetworkDecision("evil.test\x1b[31m", 443, "deny", "not in the allow list"))
+    fetched = replace(fetched, result=replace(fetched.result, network_decisions=decisions))
+    quiet, _ = run_text([fetched])
+    assert "    network: denied evil.test\\x1b[31m:443 (not in the allow list)" in quiet
+    assert "allowed" not in quiet
+    loud, _ = run_text([fetched], verbose=True)
+    assert "    network: allowed pypi.org:443 (matches allow rule pypi.org, 2 times)" in loud
+    many = tuple(NetworkDecision(f"h{i}.test", 80, "deny", "not in the allow list") for i in range(13))
+    crowded = replace(fetched, result=replace(fetched.result, network_decisions=many))
+    text, _ = run_text([crowded])
+    assert text.count("    network: denied") == 10 and "    network: 3 more decisions" in text
+
+
 def test_host_output_cannot_drive_the_terminal() -> None:
     text, _ = run_text([event("h", "a", "failed", stderr="\x1b]0;pwned\x07red\x1b[31m\udc80\n")])
     assert "\x1b" not in text and "\x07" not in text
@@ -206,3 +226,28 @@ def test_dry_run_text_keeps_its_shape() -> None:
     reporter.finish()
     assert "TASK [" not in out.getvalue() and "h [None] t: skipped (when is false)" in out.getvalue()
     assert "DRY-RUN (" in out.getvalue()
+
+
+def test_dry_run_text_shows_a_generated_file_once_and_escapes_hostile_text() -> None:
+    """A profile passed as one argv word is written "$(cat NAME)" and listed once below; every
+    value (paths, names, messages) is shown through printable(), so a hostile playbook cannot
+    drive the reviewer's terminal with escapes or hide a line behind a carriage return."""
+    from sandfleet.modules.backends.base import Wrapper
+    from sandfleet.modules.escaping import sh_split
+
+    profile = "(version 1)\n(deny default)\n"
+    wrapper = Wrapper("seatbelt", ("/usr/bin/sandbox-exec", "-p", profile, "-DROOT=/w/\x1b[2Jx\rok", "--", "true"),
+                      files={"seatbelt.sb": profile})
+    out = io.StringIO()
+    reporter = make_reporter(OutputOptions(dry_run=True), out, {})
+    reporter.task_event(event("mac\x1b[31m", "t", wrapper=wrapper))
+    reporter.task_event(event("mac", "u\r", "sandbox_unavailable", wrapper=None, message="bad\x1b]0;x\x07"))
+    reporter.finish()
+    text = out.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    command = next(ln for ln in text.splitlines() if ln.startswith("    $ "))
+    assert command == "    $ /usr/bin/sandbox-exec -p \"$(cat seatbelt.sb)\" '-DROOT=/w/\\x1b[2Jx\\x0dok' -- true"
+    assert sh_split(command[6:])[2] == "$(cat seatbelt.sb)"
+    assert text.count("(deny default)") == 1 and "    --- seatbelt.sb\n    (version 1)\n    (deny default)\n" in text
+    assert "mac\\x1b[31m [linux] t: backend seatbelt" in text
+    assert "mac [linux] u\\x0d: sandbox_unavailable: bad\\x1b]0;x\\x07" in text
