@@ -23,11 +23,18 @@ Protocols, told apart by the first byte on the same port:
 * HTTP ``CONNECT host:port`` → ``200`` then a byte tunnel (TLS stays end to end: no MITM, so
   the name checked is the one in CONNECT, never the SNI or an inner ``Host``);
 * HTTP absolute-URI requests (``GET http://host[:port]/path``) → forwarded as origin-form with
-  ``Host`` set from the URL (so a mismatched ``Host`` cannot front for another site) and
-  ``Connection: close`` (one request per connection: nothing can be smuggled behind it);
-  ``https://`` URIs and other schemes get ``501`` (use CONNECT);
+  every client ``Host`` header replaced by one from the URL (so a mismatched ``Host`` cannot front
+  for another site) and ``Connection: close``; a head with a control character (a bare CR or LF
+  that a lenient server would read as a line break, NUL, ...) gets ``400``; ``https://`` URIs and
+  other schemes get ``501`` (use CONNECT). What the client sends after the head still goes to the
+  same server, as through a CONNECT tunnel to it: a decision is about a destination
+  ``host:port``, never about single requests (that would take TLS interception);
 * SOCKS5 ``CONNECT`` (no authentication; domain, IPv4 and IPv6 address types); ``BIND`` and
   ``UDP ASSOCIATE`` are refused: the sandbox gets no UDP at all.
+
+An allowed name is allowed on every port (:mod:`.netpolicy`: rules carry no port). A client has
+``HEAD_TIMEOUT_S`` in all for its request head or SOCKS handshake, then it is cut off; a tunnel
+lives until either side closes or the task ends, when :meth:`ProxySession.close` cuts it.
 
 Every answer is recorded (:class:`Recorder`): denied (``403`` / SOCKS ``0x02``), allowed, or
 allowed but unreachable (``502`` / SOCKS ``0x04``/``0x05``). Names are resolved here, on the host,
@@ -42,6 +49,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import os
+import re
 import selectors
 import shutil
 import socket
@@ -59,11 +67,14 @@ from .wire import NetworkDecision
 
 SOCKET_NAME = "proxy.sock"
 HEAD_LIMIT = 64 * 1024  # bytes of request line + headers
-HEAD_TIMEOUT_S = 30.0
+HEAD_TIMEOUT_S = 30.0  # for the whole request head or SOCKS handshake, not per read: a client that
+                       # sends nothing, or one byte at a time, is cut off after this long
 CONNECT_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 256  # open at once per task
 MAX_DECISIONS = 500  # distinct entries kept per task
 _SUN_PATH_MAX = 107
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f]")  # request line: no CR, LF, NUL, tab ...
+_CONTROL_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # header lines: tab only
 _HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization", "host",
                           "te", "upgrade"})
 
@@ -218,8 +229,8 @@ class ProxySession:
             except OSError:
                 time.sleep(0.05)  # out of descriptors, say: do not spin on a listener that stays readable
                 continue
-            with self._lock:
-                if len(self._open) >= MAX_CONNECTIONS:
+            with self._lock:  # checked under the lock: close() sets _stopping, then cuts what is open
+                if self._stopping or len(self._open) >= MAX_CONNECTIONS:
                     client.close()
                     continue
                 self._open.add(client)
@@ -251,13 +262,14 @@ class ProxySession:
         """Serve one client connection to the end, then close it (the accept loop runs this on a
         thread per connection; tests call it on one end of a socket pair)."""
         upstream: Optional[socket.socket] = None
+        deadline = time.monotonic() + HEAD_TIMEOUT_S
         try:
-            client.settimeout(HEAD_TIMEOUT_S)
+            _until(client, deadline)
             first = client.recv(1, socket.MSG_PEEK)
             if first == b"\x05":
-                upstream = self._socks5(client)
+                upstream = self._socks5(client, deadline)
             elif first:
-                upstream = self._http(client)
+                upstream = self._http(client, deadline)
             if upstream is not None:
                 with self._lock:
                     self._open.add(upstream)
@@ -323,12 +335,16 @@ class ProxySession:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _http(self, client: socket.socket) -> Optional[socket.socket]:
-        head, rest = _read_head(client)
+    def _http(self, client: socket.socket, deadline: float) -> Optional[socket.socket]:
+        head, rest = _read_head(client, deadline)
         if head is None:
             _answer(client, 400, "request head too large or incomplete")
             return None
         lines = head.decode("latin-1").split("\r\n")
+        if _CONTROL_IN_LINE.search(lines[0]) or any(_CONTROL_IN_HEADER.search(line) for line in lines[1:]):
+            # a bare CR or LF is a line break to some servers: it could add a second Host header
+            _answer(client, 400, "control character in the request head")
+            return None
         parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
             _answer(client, 400, "malformed request line")
@@ -381,23 +397,26 @@ class ProxySession:
 
     # -- SOCKS5 ------------------------------------------------------------------------------
 
-    def _socks5(self, client: socket.socket) -> Optional[socket.socket]:
-        _, count = _recv_exact(client, 2)
-        if 0 not in _recv_exact(client, count):
+    def _socks5(self, client: socket.socket, deadline: float) -> Optional[socket.socket]:
+        def recv(n: int) -> bytes:
+            return _recv_exact(client, n, deadline)
+
+        _, count = recv(2)
+        if 0 not in recv(count):
             client.sendall(b"\x05\xff")
             return None
         client.sendall(b"\x05\x00")
-        _, command, _, kind = _recv_exact(client, 4)
+        _, command, _, kind = recv(4)
         if kind == 1:
-            host = socket.inet_ntop(socket.AF_INET, _recv_exact(client, 4))
+            host = socket.inet_ntop(socket.AF_INET, recv(4))
         elif kind == 4:
-            host = f"[{socket.inet_ntop(socket.AF_INET6, _recv_exact(client, 16))}]"
+            host = f"[{socket.inet_ntop(socket.AF_INET6, recv(16))}]"
         elif kind == 3:
-            host = _recv_exact(client, _recv_exact(client, 1)[0]).decode("latin-1")
+            host = recv(recv(1)[0]).decode("latin-1")
         else:
             client.sendall(_socks_reply(8))
             return None
-        port = struct.unpack("!H", _recv_exact(client, 2))[0]
+        port = struct.unpack("!H", recv(2))[0]
         if command != 1:
             self.recorder.record(shown_raw(host), port, "deny", f"SOCKS5 command {command} is not supported "
                                  "(only CONNECT: no UDP, no BIND)")
@@ -451,9 +470,18 @@ def _receive_fd(conn: socket.socket) -> Optional[socket.socket]:
     return sock
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _until(sock: socket.socket, deadline: float) -> None:
+    """Let the next blocking call on ``sock`` wait only until ``deadline`` (``socket.timeout`` after)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise socket.timeout("the request head or handshake took too long")
+    sock.settimeout(left)
+
+
+def _recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
     data = b""
     while len(data) < n:
+        _until(sock, deadline)
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ValueError("connection closed mid-message")
@@ -461,7 +489,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _read_head(sock: socket.socket) -> tuple[Optional[bytes], bytes]:
+def _read_head(sock: socket.socket, deadline: float) -> tuple[Optional[bytes], bytes]:
     """The request head (without the blank line) and whatever followed it, or (None, b"")."""
     buf = b""
     while True:
@@ -470,6 +498,7 @@ def _read_head(sock: socket.socket) -> tuple[Optional[bytes], bytes]:
             return buf[:end], buf[end + 4:]
         if len(buf) > HEAD_LIMIT:
             return None, b""
+        _until(sock, deadline)
         chunk = sock.recv(65536)
         if not chunk:
             return None, b""

@@ -343,6 +343,7 @@ class TestManagedNetwork:
         srv = self.server()
         try:
             proc = sandfleet("run", *self.files(tmp_path, srv.server_address[1]), "--format", "json")
+            text = sandfleet("run", *self.files(tmp_path, srv.server_address[1])).stdout
         finally:
             srv.shutdown()
             srv.server_close()
@@ -354,6 +355,8 @@ class TestManagedNetwork:
             {"host": "pkgs.allowed.test", "port": port, "decision": "allow",
              "reason": "matches allow rule *.allowed.test", "count": 1},
             {"host": "other.test", "port": port, "decision": "deny", "reason": "not in the allow list", "count": 1}]
+        assert f"    network: denied other.test:{port} (not in the allow list)" in text
+        assert "network: allowed" not in text  # the allowed ones only with -v
 
     def test_dry_run_shows_the_wiring(self, tmp_path: Path) -> None:
         (dry,) = events(sandfleet("run", *self.files(tmp_path, 8080), "--format", "json", "--dry-run"))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,6 +132,11 @@ class TestPython:
 
     def test_no_name_resolution_and_no_udp(self, facts: HostFacts) -> None:
         sink = UdpSink(PLAIN_IP)
+        udp = ("import socket\n"
+               "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               "for _ in range(3):\n"
+               f"    s.sendto(b'leak', ('{PLAIN_IP}', {sink.port}))\n"
+               "print('sent')\n")
         try:
             script = (
                 "import socket\n"
@@ -138,17 +145,55 @@ class TestPython:
                 "    print('resolved')\n"
                 "except OSError as exc:\n"
                 "    print('no dns', type(exc).__name__)\n"
-                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                "for _ in range(3):\n"
-                f"    s.sendto(b'leak', ('{PLAIN_IP}', {sink.port}))\n"
-                "print('sent')\n"
-            )
+            ) + udp
             r = run(facts, "python3", "-c", script)
             assert r.status is Status.OK, r
-            assert r.stdout.startswith("no dns gaierror")
+            assert r.stdout == "no dns gaierror\nsent\n"  # sendto "succeeds" onto the sandbox's own lo
             assert sink.received() == 0
+            # the control: the very same datagrams from a sandbox with network full do arrive
+            full = run(facts, "python3", "-c", udp, network=NetworkPolicy(NetworkMode.FULL))
+            assert full.status is Status.OK and sink.received() == 3, full
         finally:
             sink.close()
+
+
+def proxy_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sandfleet-proxy") and t.is_alive()]
+
+
+class TestTeardown:
+    def test_lingering_connections_do_not_outlive_the_task(self, facts: HostFacts, servers: Servers) -> None:
+        """A background process holds one idle connection to the proxy and one open tunnel when
+        the command exits: the task still ends at once, and so does every proxy thread."""
+        hold = ("import socket, time\n"
+                "idle = socket.create_connection(('127.0.0.1', 3128))\n"
+                "tunnel = socket.create_connection(('127.0.0.1', 3128))\n"
+                f"tunnel.sendall(b'CONNECT allowed.test:{servers.echo} HTTP/1.1\\r\\n\\r\\n')\n"
+                "print(tunnel.recv(100).decode().splitlines()[0], flush=True)\n"
+                "time.sleep(60)\n")
+        script = ('python3 -c "$0" > "$1" 2>&1 &\n'
+                  'for _ in $(seq 200); do [ -s "$1" ] && break; sleep 0.05; done; cat "$1"')
+        assert proxy_threads() == []
+        r = run(facts, "/bin/sh", "-c", script, hold, f"{facts.tmpdir}/out")
+        assert r.status is Status.OK, r
+        assert r.stdout == "HTTP/1.1 200 Connection established\n"
+        assert r.duration_ms < 10_000
+        assert decided(r) == {("allowed.test", servers.echo): ("allow", "matches allow rule *.allowed.test")}
+        deadline = time.monotonic() + 3
+        while proxy_threads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy_threads() == []
+
+    def test_a_client_that_sends_nothing_is_cut_off(self, facts: HostFacts, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(netproxy, "HEAD_TIMEOUT_S", 1.0)
+        script = ("import socket, time\n"
+                  "s = socket.create_connection(('127.0.0.1', 3128))\n"
+                  "start = time.monotonic()\n"
+                  "print(s.recv(100), time.monotonic() - start)\n")
+        r = run(facts, "python3", "-c", script)
+        assert r.status is Status.OK and r.stdout.startswith("b'' "), r  # closed, with no answer
+        assert 0.8 < float(r.stdout.split()[1]) < 10
+        assert r.network_decisions == ()
 
 
 class TestCurl:

@@ -11,6 +11,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,11 +119,36 @@ class TestPlainHttp:
         (b"GET http://allowed.test/ HTTP/1.1\r\nno colon\r\n\r\n", "400"),
         (b"GET http://allowed.test:http/ HTTP/1.1\r\n\r\n", "400"),
         (b"GET http://allowed.test/ HTTP/1.1\r\n" + b"X: " + b"a" * 70000 + b"\r\n\r\n", "400"),
+        (b"GET http://allowed.test/ HTTP/1.1\r\nX: a\nHost: evil.test\r\n\r\n", "400"),
+        (b"GET http://allowed.test/ HTTP/1.1\r\nX: a\rHost: evil.test\r\n\r\n", "400"),
+        (b"GET http://allowed.test/a\nHost:evil.test HTTP/1.1\r\n\r\n", "400"),
+        (b"GET http://allowed.test/a\x00b HTTP/1.1\r\n\r\n", "400"),
+        (b"GET http://allowed.test/a\tb HTTP/1.1\r\n\r\n", "400"),
+        (b"CONNECT allowed.test:443\n HTTP/1.1\r\n\r\n", "400"),
     ], ids=["origin-form", "https-uri", "ftp-uri", "http2", "double-space", "folded", "no-colon", "named-port",
-            "huge-head"])
+            "huge-head", "bare-lf-header", "bare-cr-header", "lf-in-target", "nul-in-target", "tab-in-target",
+            "lf-in-connect"])
     def test_malformed_or_unsupported_requests(self, session: ProxySession, request_line: bytes, status: str) -> None:
         line, _, _ = http(session, request_line)
         assert line.split(" ")[1] == status
+        assert all(d[2] == "deny" for d in decisions(session))  # nothing was connected to
+
+    def test_forwarded_head_is_exactly_rebuilt(self, session: ProxySession, echo_server: EchoServer) -> None:
+        """Every Host header the client sent is dropped, whatever its spelling, and one Host from
+        the URL takes its place; proxy and hop-by-hop headers go; the rest passes unchanged. The
+        echo server sends back (upper-cased) the exact bytes that reached it."""
+        port = echo_server.port
+        client = connect(session)
+        client.sendall(f"GET http://allowed.test:{port}/p?q HTTP/1.1\r\nHost: evil.test\r\nhOST: evil2.test\r\n"
+                       "Proxy-Authorization: x\r\nUpgrade: websocket\r\nX-A: 1\r\n\r\n".encode())
+        seen = b""
+        while not seen.endswith(b"\r\n\r\n"):
+            chunk = client.recv(4096)
+            assert chunk, seen
+            seen += chunk
+        client.close()
+        assert seen == (f"echo-server\nGET /P?Q HTTP/1.1\r\nHOST: ALLOWED.TEST:{port}\r\nX-A: 1\r\n"
+                        "CONNECTION: CLOSE\r\n\r\n").encode()
 
 
 class TestConnect:
@@ -212,6 +238,38 @@ class TestSocks5:
         assert method == b"\x05\xff"
 
 
+class TestSlowClients:
+    """A client that sends nothing, or drips its request head a byte at a time, is cut off once
+    the head deadline has passed (``HEAD_TIMEOUT_S`` for the whole head, not per read)."""
+
+    @pytest.fixture(autouse=True)
+    def _short_deadline(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(netproxy, "HEAD_TIMEOUT_S", 0.5)
+
+    @pytest.mark.parametrize("opening", [b"", b"GET http://allowed.test/ HTTP/1.1\r\n", b"\x05\x01"],
+                             ids=["silent", "half-a-head", "half-a-socks-greeting"])
+    def test_stalled_client_is_closed(self, session: ProxySession, opening: bytes) -> None:
+        with connect(session) as client:
+            client.sendall(opening)
+            start = time.monotonic()
+            assert read_all(client) == b""  # closed without an answer
+            assert 0.3 < time.monotonic() - start < 10
+        assert decisions(session) == []
+
+    def test_dripping_client_is_closed_at_the_deadline(self, session: ProxySession) -> None:
+        client = connect(session)
+        client.setblocking(True)
+        start, sent = time.monotonic(), 0
+        with contextlib.suppress(OSError):
+            for byte in b"GET http://allowed.test/ HTTP/1.1\r\nX: " + b"a" * 300:
+                client.send(bytes([byte]))
+                sent += 1
+                time.sleep(0.05)
+        elapsed = time.monotonic() - start
+        assert sent < 200 and elapsed < 10, (sent, elapsed)  # each read was quick, yet the head was cut off
+        client.close()
+
+
 class TestLifecycle:
     def test_socket_lives_in_a_private_directory_and_is_removed(self, tmp_path: Path) -> None:
         proxy = ProxySession(HostPolicy([]), tmpdir=str(tmp_path)).start()
@@ -230,8 +288,9 @@ class TestLifecycle:
             control = socket.socket(socket.AF_UNIX)
             control.settimeout(5)
             control.connect(proxy.endpoint.socket_path or "")
-            control.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", listener.fileno()))])
-            with contextlib.suppress(ConnectionResetError):  # reset: closed with our message unread
+            # turned away on connect (broken pipe) or with our message unread (reset), never acknowledged
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                control.sendmsg([b"L"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", listener.fileno()))])
                 assert control.recv(1) == b""  # closed without the acknowledgement
             assert not proxy.handed_off and os.path.exists(proxy.endpoint.socket_path or "")
             listener.close()
@@ -265,6 +324,40 @@ def test_recorder_counts_repeats_and_caps_distinct_entries(monkeypatch: pytest.M
     got = rec.decisions()
     assert [(d.host, d.count) for d in got] == [("a.test", 3), ("h0.test", 1), ("h1.test", 1)]
     assert rec.dropped == 3
+
+
+def proxy_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("sandfleet-proxy") and t.is_alive()]
+
+
+def test_close_cuts_every_connection_and_ends_every_thread(echo_server: EchoServer) -> None:
+    """Torn down after the task: a silent client, a client half-way through its head, an open
+    CONNECT tunnel and a SOCKS5 tunnel all see end of file, the port stops listening and none of
+    the proxy's threads outlives close()."""
+    assert proxy_threads() == []
+    proxy = ProxySession(HostPolicy(["*.allowed.test"]), RESOLVE, tcp=True).start()
+    port = proxy.endpoint.port
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+    clients[1].sendall(b"GET http://allowed.test/ HTTP/1.1\r\n")
+    clients[2].sendall(f"CONNECT allowed.test:{echo_server.port} HTTP/1.1\r\n\r\n".encode())
+    clients[3].sendall(b"\x05\x01\x00" + socks_domain(b"www.allowed.test", echo_server.port))
+    for tunnel, expected in ((clients[2], b"200 Connection established"), (clients[3], b"echo-server\n")):
+        got = b""
+        while b"echo-server\n" not in got:
+            got += tunnel.recv(4096)
+        assert expected in got
+    start = time.monotonic()
+    assert [d.decision for d in proxy.close()] == ["allow", "allow"]
+    for client in clients:
+        assert read_all(client) == b""
+        client.close()
+    assert time.monotonic() - start < 10
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    deadline = time.monotonic() + 3
+    while proxy_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxy_threads() == []
 
 
 def test_tcp_form_serves_on_a_host_loopback_port(http_server: HttpServer) -> None:
