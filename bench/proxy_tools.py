@@ -5,7 +5,10 @@ executor) against ``web.tools.test``, which the resolve map points at a server o
 A tool *honours* the variables when the proxy recorded a decision for that name: it asked the
 proxy instead of resolving the name itself (which fails inside the sandbox: there is no DNS).
 Whether the request then succeeded is shown too (plain HTTP is served; the HTTPS target has no
-TLS server behind it, so only the CONNECT is expected to happen).
+TLS server behind it, so only the CONNECT is expected to happen). The column ``generic only``
+runs the tool again with every tool-specific variable unset (``env -u npm_config_proxy ...``),
+leaving only ``HTTP(S)_PROXY``/``ALL_PROXY`` and their lower-case forms: whether the tool needs
+its own variable.
 
     python bench/proxy_tools.py
 """
@@ -24,7 +27,12 @@ from typing import Any
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import probe
 from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
-from sandfleet.modules.wire import ExecRequest
+from sandfleet.modules.proxyenv import proxy_env
+from sandfleet.modules.wire import ExecRequest, ExecResult
+
+GENERIC = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy"}
+#: ``env -u`` for every variable but the generic ones (the marker stays: no tool reads it)
+ONLY_GENERIC = ["env"] + [f"-u{name}" for name in proxy_env() if name not in GENERIC | {"SANDFLEET_NETWORK_PROXY"}]
 
 HOST = "web.tools.test"
 
@@ -82,21 +90,28 @@ def main() -> int:
     http_url = f"http://{HOST}:{server.server_address[1]}/"
     https_url = f"https://{HOST}:{free_port()}/"
     intent = SandboxIntent(PROFILES["workspace"], NetworkPolicy(NetworkMode.MANAGED, allow=("*.tools.test",)))
-    print(f"{'tool':<16} {'scheme':<6} {'honours proxy vars':<19} {'exit':>4}  decision")
+    print(f"{'tool':<16} {'scheme':<6} {'honours proxy vars':<19} {'generic only':<12} {'exit':>4}  decision")
     missing: list[str] = []
+
+    def run(tool: str, argv: list[str]) -> tuple[ExecResult, bool]:
+        result = execute(ExecRequest(id=tool, argv=tuple(argv), sandbox=intent, timeout_s=60,
+                                     env={"HOME": scratch}), facts, resolve={HOST: "127.0.0.5"})
+        return result, any(d.host == HOST for d in result.network_decisions)
+
     try:
         for tool, scheme, argv in commands(http_url, https_url, scratch):
             if shutil.which(argv[0]) is None:
                 if tool not in missing:
                     missing.append(tool)
                 continue
-            result = execute(ExecRequest(id=tool, argv=tuple(argv), sandbox=intent, timeout_s=60,
-                                         env={"HOME": scratch}), facts, resolve={HOST: "127.0.0.5"})
+            result, honoured = run(tool, argv)
+            _, generic = run(tool, ONLY_GENERIC + argv)
             seen = [d for d in result.network_decisions if d.host == HOST]
             errors = [line.strip() for line in result.stderr.splitlines() if "rror" in line or "ENOTFOUND" in line]
             last = (errors or result.stderr.strip().splitlines() or [""])[-1][:70]
             shown = f"{seen[0].decision} ({seen[0].reason})" if seen else last
-            print(f"{tool:<16} {scheme:<6} {'yes' if seen else 'NO':<19} {result.rc!s:>4}  {shown}")
+            print(f"{tool:<16} {scheme:<6} {'yes' if honoured else 'NO':<19} {'yes' if generic else 'NO':<12} "
+                  f"{result.rc!s:>4}  {shown}")
     finally:
         server.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
