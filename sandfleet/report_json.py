@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Optional, TextIO
 
 from sandfleet.events import Reporter, TaskEvent
-from sandfleet.modules.wire import encode_request
+from sandfleet.modules.wire import request_to_json
 from sandfleet.recap import HostTally, Recap
 
 
@@ -66,7 +66,7 @@ def dry_run_object(event: TaskEvent) -> dict[str, Any]:
     obj: dict[str, Any] = {"host": event.host, "play": event.play, "task": event.task, "os": event.os,
                            "status": event.status}
     if event.request is not None:
-        obj["request"] = json.loads(encode_request(event.request))
+        obj["request"] = request_to_json(event.request)  # what encode_request sends, as an object
     if event.wrapper is not None:
         obj["backend"] = event.wrapper.backend
         obj["wrapper"] = {"argv": list(event.wrapper.argv), "files": dict(event.wrapper.files)}

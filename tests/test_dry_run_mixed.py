@@ -120,3 +120,29 @@ def test_a_windows_workspace_root_on_a_linux_host_is_refused_before_anything_run
     assert proc.returncode == 65 and proc.stdout == ""
     assert "is a Windows path, but sandfleet_os is linux" in proc.stderr
     assert f"{tmp_path / 'inv.yml'}:5:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_hosts_described_differently_get_their_own_wrappers_in_inventory_order(tmp_path: Path) -> None:
+    """The dry-run reuses a rendering for hosts the inventory describes alike; a host with other
+    roots, another user or another pin must still get its own, and the output is in inventory
+    order (one worker), the same on every run."""
+    inventory = """\
+all:
+  hosts:
+    a1: {ansible_host: 192.0.2.1, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/one]}
+    a2: {ansible_host: 192.0.2.2, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/one]}
+    b1: {ansible_host: 192.0.2.3, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/two]}
+    c1: {ansible_host: 192.0.2.4, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/one],
+         sandfleet_sandbox: landlock}
+    a3: {ansible_host: 192.0.2.5, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/one]}
+"""
+    proc = dry_run(tmp_path, inventory)
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    tasks = [e for e in events if e.get("task") == "test in the workspace"]
+    assert [e["host"] for e in tasks] == ["a1", "a2", "b1", "c1", "a3"]
+    argv = {e["host"]: e["wrapper"]["argv"] for e in tasks}
+    assert argv["a1"] == argv["a2"] == argv["a3"]
+    assert "/srv/one" in argv["a1"] and "/srv/two" not in argv["a1"]
+    assert "/srv/two" in argv["b1"] and "/srv/one" not in argv["b1"]
+    assert tasks[3]["backend"] == "landlock" and {tasks[i]["backend"] for i in (0, 1, 2, 4)} == {"bwrap"}
+    assert [e["request"]["id"] for e in tasks] == [f"p1/t1/{h}" for h in ("a1", "a2", "b1", "c1", "a3")]

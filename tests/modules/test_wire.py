@@ -287,6 +287,25 @@ def test_encode_refuses_what_decode_would_reject() -> None:
         encode_result(ExecResult(id="a", status=Status.OK, duration_ms=-5))
 
 
+def test_the_check_once_cache_keeps_each_request_its_own() -> None:
+    """One task sent to many hosts is checked once (the intent by identity); each encoding still
+    carries its own id, a bad id is refused every time, and equal content in another intent
+    object, or another argv, encodes from its own fields."""
+    intent = SandboxIntent((Permission(Special("root"), Access.READ),), per_os={"linux": {"prefer": "landlock"}})
+    first = json.loads(encode_request(ExecRequest(id="p1/t1/a", argv=("x",), sandbox=intent)))
+    second = json.loads(encode_request(ExecRequest(id="p1/t1/b", argv=("x",), sandbox=intent)))
+    assert first == {**second, "id": "p1/t1/a"} and list(first) == list(second)
+    for _ in range(2):
+        with pytest.raises(WireError, match="id must be a non-empty string"):
+            encode_request(ExecRequest(id="", argv=("x",), sandbox=intent))
+        with pytest.raises(WireError, match="surrogate pair"):
+            encode_request(ExecRequest(id="h\ud800\udce9", argv=("x",), sandbox=intent))
+    other = SandboxIntent((Permission(Special("root"), Access.WRITE),))
+    assert json.loads(encode_request(ExecRequest(id="c", argv=("x",), sandbox=other)))["sandbox"]["permissions"] == [
+        {"path": {"special": "root"}, "access": "write"}]
+    assert json.loads(encode_request(ExecRequest(id="d", argv=("y",), sandbox=intent)))["argv"] == ["y"]
+
+
 def test_split_surrogate_pairs() -> None:
     """JSON spells two lone code points high+low exactly like the character they encode."""
     with pytest.raises(WireError, match="surrogate pair"):
