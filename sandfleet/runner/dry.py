@@ -61,6 +61,7 @@ def _words(python: str) -> tuple[str, ...]:
 #: hosts whose filesystem is assumed are cached: their rendering is a pure function of this key.
 #: A local host's rendering reads the real filesystem (does .git exist?), so it is never cached.
 _rendered: dict[Hashable, tuple[Wrapper, tuple[str, ...]]] = {}
+_RENDERED_MAX = 4096
 
 
 def _render_key(connection: DryConnection, request: ExecRequest) -> Optional[Hashable]:
@@ -85,6 +86,8 @@ def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResul
         if connection.config.sandbox_reuse and reusable(request):
             wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
         if key is not None:
+            if len(_rendered) >= _RENDERED_MAX:  # tasks that differ on every host: keep memory flat
+                _rendered.clear()
             _rendered[key] = (wrapper, warnings)
     return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
                       message="dry-run: not executed", warnings=warnings), wrapper
