@@ -23,6 +23,10 @@ numbers keep counting up; POSIX message queues of the IPC namespace cannot be li
 mounting mqueue, so a queue a task creates and does not unlink stays reachable by name for later
 tasks of the same sandbox (tasks with the same policy already share its writable paths).
 
+A key gets its persistent sandbox from its second task on (:class:`KeyUses`): starting one costs
+~45 ms of CPU on the host (Python inside bwrap, bench/agent_cost.py), against ~5 ms for one fresh
+bwrap, so a policy a host runs once (the common one-task play) never pays for it.
+
 Fallbacks: a sandbox that cannot start (the interpreter not readable under the policy, a bwrap
 without ``--as-pid-1``) makes this key use a fresh sandbox per task, with a warning; a sandbox that
 died between tasks is replaced; one that dies during a task fails that task with an error.
@@ -54,6 +58,8 @@ from .wire import ExecRequest
 
 #: Runs as ``python3 -I -S -c LOADER``: reads init's source (the first message on fd 0) and runs it.
 LOADER = "import os;exec(os.read(0,1<<20))"
+#: Tasks of one key run in fresh sandboxes before it gets a persistent one (see the module doc).
+FRESH_FIRST = 1
 #: Sandboxes kept per agent (each is one small Python process); the least recently used goes first.
 MAX_SANDBOXES = 8
 START_TIMEOUT_S = 10.0
@@ -265,18 +271,37 @@ class PoolResult:
     wrapper: Wrapper
 
 
+class KeyUses:
+    """Counts each key's tasks: the first ``fresh_first`` run in fresh sandboxes, later ones in
+    the key's persistent sandbox. The agent's pool and the dry-run count alike, so a dry-run
+    shows which task starts the persistent sandbox."""
+
+    def __init__(self, fresh_first: int = FRESH_FIRST) -> None:
+        self.fresh_first = fresh_first
+        self._seen: dict[tuple[str, ...], int] = {}
+
+    def promote(self, key: tuple[str, ...]) -> bool:
+        """Count one task of ``key``; True when it is to run in the persistent sandbox."""
+        seen = self._seen.get(key, 0)
+        self._seen[key] = seen + 1
+        return seen >= self.fresh_first
+
+
 class SandboxPool:
     """The persistent sandboxes of one agent, by key, least recently used evicted past ``limit``."""
 
-    def __init__(self, python: Sequence[str] = (sys.executable,), limit: int = MAX_SANDBOXES) -> None:
+    def __init__(self, python: Sequence[str] = (sys.executable,), limit: int = MAX_SANDBOXES,
+                 fresh_first: int = FRESH_FIRST) -> None:
         self.python, self.limit = tuple(python), limit
         self._boxes: OrderedDict[tuple[str, ...], Sandbox] = OrderedDict()
         self._failed: dict[tuple[str, ...], str] = {}
+        self._uses = KeyUses(fresh_first)
 
     def wrapper_for(self, wrapper: Wrapper, argv: Sequence[str], timeout_s: Optional[float]) -> Optional[Wrapper]:
-        """The persistent form of ``wrapper`` if this pool would run it so, else None."""
+        """The persistent form of ``wrapper`` if this pool runs this task so, else None (counts
+        the task: call it once per task)."""
         key = split_wrapper(wrapper, argv)
-        if key is None or key in self._failed:
+        if key is None or key in self._failed or not self._uses.promote(key):
             return None
         return persistent_wrapper(wrapper, argv, self.python, timeout_s)
 

@@ -106,7 +106,7 @@ class TestDefaultJob:
                if e["event"] == "task_result"]
         dry = events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json", "--dry-run"))
         assert [e["status"] for e in ran] == ["ok", "ok"]
-        assert [("--as-pid-1" in e["wrapper"]) for e in ran] == [reuse, reuse]
+        assert [("--as-pid-1" in e["wrapper"]) for e in ran] == [False, reuse]  # a policy's 2nd task on
         assert [d["wrapper"]["argv"] for d in dry] == [e["wrapper"] for e in ran]
 
     def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
@@ -246,6 +246,7 @@ def test_ctrl_c_kills_running_tasks_prints_a_partial_recap_and_exits_130(tmp_pat
 
 def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     inv = write_inventory(tmp_path, "      base: /srv\n      app_dir: \"{{ base }}/app\"\n")
+    (tmp_path / "ws" / ".git").mkdir()  # present before the run, so run and dry-run see one tree
     pb = write_playbook(tmp_path, """\
 - hosts: all
   vars: {greeting: "hello world"}
@@ -270,12 +271,14 @@ def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     assert [(r["task"], r["status"]) for r in results] == [
         ("nested inventory vars render; one argv element stays one", "ok"), ("loop", "ok"), ("loop", "ok"),
         ("when true", "ok"), ("when false", "skipped")]
-    # The argv that ran, element by element: the task enters the host's persistent sandbox as the
-    # message a dry-run shows (a fresh sandbox would end its wrapper with it).
+    # The argv that ran, element by element. The policy's first task runs in a fresh sandbox, whose
+    # wrapper ends with it; the next enters the host's persistent sandbox as the message shown.
     dry = events(sandfleet("run", str(pb), "-i", str(inv), "--format", "json", "--dry-run"))
-    assert "--as-pid-1" in dry[0]["wrapper"]["argv"] and "--as-pid-1" in results[0]["wrapper"]
-    (entry,) = dry[0]["wrapper"]["files"].values()
-    assert json.loads(entry)["argv"] == ["echo", "/srv/app", "hello world"]
+    assert "--as-pid-1" not in dry[0]["wrapper"]["argv"] and "--as-pid-1" not in results[0]["wrapper"]
+    assert dry[0]["wrapper"]["argv"][-3:] == results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
+    assert "--as-pid-1" in dry[1]["wrapper"]["argv"] and "--as-pid-1" in results[1]["wrapper"]
+    (entry,) = dry[1]["wrapper"]["files"].values()
+    assert json.loads(entry)["argv"][-1] == "a"
     assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
     assert results[3]["stdout"] == "/srv/app hello world 2\n"
 

@@ -18,7 +18,7 @@ from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.binding import AssumedFs, FsView, LocalFs
 from sandfleet.modules.executor import Prepared, prepare
 from sandfleet.modules.facts import HostFacts, assumed_facts, probe
-from sandfleet.modules.sandbox_pool import persistent_wrapper, reusable
+from sandfleet.modules.sandbox_pool import KeyUses, persistent_wrapper, reusable, split_wrapper
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status, request_key
 from sandfleet.runner.base import AgentInit, Connection
 
@@ -32,6 +32,7 @@ class DryConnection(Connection):
         #: this very interpreter; over SSH it is ``sandfleet_python`` as the inventory names it (the
         #: run reports the path it resolved to).
         self.python: tuple[str, ...] = (sys.executable,) if config.connection == "local" else _words(config.python)
+        self.uses = KeyUses()  # which task of a policy starts its persistent sandbox, as the agent counts
 
     def start(self, init: AgentInit) -> HostFacts:
         if self.config.connection == "local":
@@ -67,9 +68,7 @@ _RENDERED_MAX = 4096
 def _render_key(connection: DryConnection, request: ExecRequest) -> Optional[Hashable]:
     if not isinstance(connection.fs, AssumedFs):
         return None
-    config = connection.config
-    return (request_key(request), request.warnings, connection.facts, config.sandbox_pin, config.sandbox_reuse,
-            connection.python)
+    return request_key(request), request.warnings, connection.facts, connection.config.sandbox_pin
 
 
 def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
@@ -83,11 +82,13 @@ def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResul
         if not isinstance(prepared, Prepared):
             return prepared, None  # refusals name the request: not cached
         wrapper, warnings = prepared.wrapper, prepared.warnings
-        if connection.config.sandbox_reuse and reusable(request):
-            wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
         if key is not None:
             if len(_rendered) >= _RENDERED_MAX:  # tasks that differ on every host: keep memory flat
                 _rendered.clear()
             _rendered[key] = (wrapper, warnings)
+    if connection.config.sandbox_reuse and reusable(request):
+        sandbox = split_wrapper(wrapper, request.argv)
+        if sandbox is not None and connection.uses.promote(sandbox):
+            wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
     return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
                       message="dry-run: not executed", warnings=warnings), wrapper

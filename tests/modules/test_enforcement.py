@@ -75,7 +75,7 @@ def run(backend: str, facts: HostFacts, intent: SandboxIntent, *argv: str) -> Ex
     request = ExecRequest(id="t", argv=argv, sandbox=intent, timeout_s=30)
     if mode != "reused":
         return execute(request, facts, pin=name)
-    pool = SandboxPool()
+    pool = SandboxPool(fresh_first=0)
     try:
         # Twice: a first task may create a blocked .git's empty mount point, and the policy then
         # renders (equivalently) as a read-only bind of it, which is another sandbox command.

@@ -45,7 +45,7 @@ def facts(host_facts: HostFacts, tmp_path: Path) -> HostFacts:
 
 @pytest.fixture
 def pool() -> Iterator[SandboxPool]:
-    p = SandboxPool()
+    p = SandboxPool(fresh_first=0)  # the sandbox from the first task on: these tests are about its insides
     yield p
     p.close()
 
@@ -66,6 +66,14 @@ def sandbox_id(pool: SandboxPool, facts: HostFacts, intent: SandboxIntent = WORK
     r = run(pool, facts, "readlink /proc/self/ns/pid", intent)
     assert r.status is Status.OK and "--as-pid-1" in r.wrapper, r
     return r.stdout
+
+
+def sandbox_run(pool: SandboxPool, facts: HostFacts, intent: SandboxIntent = WORKSPACE) -> ExecResult:
+    """One task that prints its pid namespace, however the pool runs it."""
+    result = execute(ExecRequest(id="t", argv=("readlink", "/proc/self/ns/pid"), sandbox=intent), facts,
+                     pin="bwrap", pool=pool)
+    assert result.status is Status.OK, result
+    return result
 
 
 def host_processes_with(marker: str) -> list[int]:
@@ -103,6 +111,20 @@ class TestSharing:
         assert first.stdout != second.stdout and "--as-pid-1" not in first.wrapper
         assert first.wrapper[-2:] == ("readlink", "/proc/self/ns/pid")
 
+    def test_a_policy_gets_its_persistent_sandbox_from_its_second_task(self, facts: HostFacts) -> None:
+        """The agent's default pool: a policy used once never pays for a persistent sandbox's
+        start; its second task starts one and later tasks share it."""
+        pool = SandboxPool()
+        try:
+            first, second, third = (sandbox_run(pool, facts) for _ in range(3))
+            other = sandbox_run(pool, facts, SandboxIntent(PROFILES["read-only"]))
+        finally:
+            pool.close()
+        assert "--as-pid-1" not in first.wrapper and first.wrapper[-2:] == ("readlink", "/proc/self/ns/pid")
+        assert "--as-pid-1" in second.wrapper and second.wrapper == third.wrapper
+        assert second.stdout == third.stdout != first.stdout  # one pid namespace for the 2nd and 3rd
+        assert "--as-pid-1" not in other.wrapper  # another policy counts its own tasks
+
     def test_the_init_line_carries_the_choice(self) -> None:
         assert read_reuse(AgentInit().line()) is True
         assert read_reuse(AgentInit(sandbox_reuse=False).line()) is False
@@ -127,7 +149,7 @@ class TestNoLeaks:
     def test_environment_is_the_tasks_own(self, pool: SandboxPool, facts: HostFacts,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("SANDFLEET_AGENT_SECRET", "agent-only")
-        fresh_pool = SandboxPool()  # started with the secret in the agent's environment
+        fresh_pool = SandboxPool(fresh_first=0)  # started with the secret in the agent's environment
         try:
             first = run(fresh_pool, facts, "export LEAK=1; env", env={"TASK_ONE": "1"})
             second = run(fresh_pool, facts, "env", env={"TASK_TWO": "2"})
@@ -215,7 +237,7 @@ class TestSurvival:
         assert run(pool, facts, "echo next").stdout == "next\n"
 
     def test_a_sandbox_that_cannot_start_falls_back_to_a_fresh_one(self, facts: HostFacts) -> None:
-        broken = SandboxPool(python=("/nonexistent/python3",))
+        broken = SandboxPool(python=("/nonexistent/python3",), fresh_first=0)
         try:
             r = run(broken, facts, "echo fresh")
             again = run(broken, facts, "echo fresh")
