@@ -4,7 +4,7 @@ of one task behind for the next.
 Why: a fresh ``bwrap`` per task costs ~3.5-5 ms of mostly CPU (namespaces, mounts); a sandbox
 that stays up and spawns each task inside costs ~0.5 ms. This program is what stays up. It is
 not imported: the agent (:mod:`.sandbox_pool`) starts ``bwrap ... --as-pid-1 -- python3 -I -S
--c LOADER``, and LOADER reads this file's source as the first message on fd 0 and runs it, so
+-c LOADER``, and LOADER reads this file's compiled code as the first message on fd 0 and runs it, so
 nothing of sandfleet has to be readable inside the sandbox. Hence stdlib only, C modules where a
 pure-Python one would import much more (``_signal``, ``_socket``), and Python 3.9.
 
@@ -29,17 +29,21 @@ signals it handles (just SIGCHLD, which merely wakes it), and it is made non-dum
 
 from __future__ import annotations
 
-import array
 import marshal
 import os
 import select
-from typing import Any, Callable, Optional
+import sys
+
+TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs every sandbox start ~6 ms
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 _signal: Any = __import__("_signal")  # the C module: `signal` would import enum (~7 ms per sandbox start)
 _socket: Any = __import__("_socket")
 
 CONTROL_FD = 0
 SIGKILL = 9
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 _DEFAULT_PATH = b"/bin:/usr/bin"  # what execvp searches when PATH is unset
 _LIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_MEMLOCK",
@@ -129,12 +133,28 @@ def _drift(start: dict[str, object], only: Optional[tuple[str, ...]] = None) -> 
 
 def _nondumpable() -> None:
     """Only a dumpable process can be ptraced or have its /proc files (fds, memory) opened by
-    another of the same uid; tasks have no capabilities to override that."""
-    import ctypes
+    another of the same uid; tasks have no capabilities to override that.
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    Calls prctl through ``_ctypes``, the C half of ``ctypes``, with the two classes ``ctypes``
+    itself would build: ``import ctypes`` costs ~3 ms more, paid by every sandbox start. The
+    result is read back (``PR_GET_DUMPABLE``), so a call that did not take fails closed."""
+    _ctypes: Any = __import__("_ctypes")
+
+    class Libc:
+        _handle = _ctypes.dlopen(None, 0)
+
+    class CInt(_ctypes._SimpleCData):  # type: ignore[misc]
+        _type_ = "i"
+
+    class Function(_ctypes.CFuncPtr):  # type: ignore[misc]
+        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+        _restype_ = CInt
+
+    prctl = Function(("prctl", Libc()))
+    if prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    if prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(0, "prctl(PR_SET_DUMPABLE) did not take")
 
 
 def _say(ctl: Any, *words: object) -> None:
@@ -203,9 +223,8 @@ class Init:
         fds: list[int] = []
         for level, kind, payload in ancillary:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
-                ints = array.array("i")
-                ints.frombytes(payload[:len(payload) - len(payload) % ints.itemsize])
-                fds += list(ints)
+                whole = len(payload) - len(payload) % 4  # C ints (the `array` module costs ~2.5 ms)
+                fds += [int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True) for i in range(0, whole, 4)]
         if not data:
             return None, fds
         message: Any = marshal.loads(data)
@@ -302,7 +321,7 @@ def main() -> int:
     _signal.set_wakeup_fd(wake_w)
     try:
         _nondumpable()
-    except (OSError, ImportError, AttributeError) as exc:
+    except (OSError, ImportError, AttributeError, TypeError) as exc:
         _say(ctl, "error", 0, f"cannot make the sandbox's init non-dumpable: {exc}")
         return 1
     if os.getpid() != 1:
