@@ -30,6 +30,8 @@ from .wire import ExecRequest, ExecResult, Status
 
 @dataclass(frozen=True)
 class Prepared:
+    """A request made ready to run: the wrapper that enforces it and what binding warned about."""
+
     wrapper: Wrapper
     warnings: tuple[str, ...] = ()
 

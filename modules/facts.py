@@ -37,6 +37,9 @@ class BackendStatus:
 
 @dataclass(frozen=True)
 class HostFacts:
+    """What the host is: its OS, home, temp and workspace roots, and which sandboxes work on it
+    (probed by the agent, or assumed from the inventory for a dry-run)."""
+
     os: str
     home: str
     tmpdir: Optional[str]

@@ -74,6 +74,8 @@ PathSpec = Union[Special, FilePath, Glob]
 
 @dataclass(frozen=True)
 class Permission:
+    """One entry of a permission profile: a path, symbol or glob and the access it gets."""
+
     path: PathSpec
     access: Access
 

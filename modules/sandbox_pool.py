@@ -276,6 +276,8 @@ class Sandbox:
 
 @dataclass(frozen=True)
 class PoolResult:
+    """A task run in a persistent sandbox: its outcome and the wrapper a report shows for it."""
+
     done: spawn.Completed
     wrapper: Wrapper
 

@@ -29,6 +29,9 @@ INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", 
 
 @dataclass(frozen=True)
 class Completed:
+    """What a finished command left: its exit code, its output (capped), whether it was stopped
+    (timeout, cancel) and when it ran."""
+
     rc: Optional[int]
     stdout: str
     stderr: str
