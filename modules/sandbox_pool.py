@@ -24,8 +24,9 @@ mounting mqueue, so a queue a task creates and does not unlink stays reachable b
 tasks of the same sandbox (tasks with the same policy already share its writable paths).
 
 A key gets its persistent sandbox from its second task on (:class:`KeyUses`): starting one costs
-~45 ms of CPU on the host (Python inside bwrap, bench/agent_cost.py), against ~5 ms for one fresh
-bwrap, so a policy a host runs once (the common one-task play) never pays for it.
+~12 ms of CPU on the host (Python inside bwrap; bench/agent_cost.py), against ~4 ms for one fresh
+bwrap, and each task in it ~1 ms less than a fresh one, so a policy a host runs once (the common
+one-task play) never pays for it.
 
 Fallbacks: a sandbox that cannot start (the interpreter not readable under the policy, a bwrap
 without ``--as-pid-1``) makes this key use a fresh sandbox per task, with a warning; a sandbox that
