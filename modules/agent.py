@@ -149,6 +149,7 @@ def main() -> int:
     if os.path.isfile(os.path.join(bundle, "__main__.py")):  # running from the unpacked agent zip
         with contextlib.suppress(OSError):  # a read-only cache only costs the compile time
             render.cache_compiled_templates(os.path.join(bundle, "template-cache"))
+            render.memoise_renders(os.path.join(bundle, "render-memo"))
     return serve(sys.stdin, sys.stdout)
 
 

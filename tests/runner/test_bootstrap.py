@@ -111,9 +111,10 @@ class TestStub:
         assert cache.stat().st_mode & 0o777 == 0o700
         assert (cache / f"agent-{agent_bundle().sha256}.zip").stat().st_mode & 0o777 == 0o600
 
-    def test_compiled_templates_are_kept_in_the_bundle_and_reused(self, tmp_path: Path) -> None:
-        """The agent keeps Jinja2's compiled templates inside its own unpacked bundle (private,
-        named by the bundle's hash), so later agents skip the compile; the wrapper is the same."""
+    def test_compiled_templates_and_renders_are_kept_in_the_bundle_and_reused(self, tmp_path: Path) -> None:
+        """The agent keeps Jinja2's compiled templates and its rendered wrappers inside its own
+        unpacked bundle (private, named by the bundle's hash), so later agents skip the compile
+        and the render; the wrapper is the same."""
         sandboxed = {"v": 1, "id": "t", "argv": ["/bin/true"], "env": {}, "sandbox": {
             "permissions": [{"path": {"special": "root"}, "access": "read"}], "network": {"mode": "none"}}}
         init = {"v": 1, "init": {"workspace_roots": [str(tmp_path)], "sandbox_pin": None}}
@@ -127,12 +128,12 @@ class TestStub:
             result = json.loads(proc.stdout.readline())
             assert finish(proc) == 0
             wrappers.append(result["wrapper"])
-            caches.append({p.name: p.stat().st_mtime_ns for p in
-                           (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / "template-cache").iterdir()})
+            caches.append({p.name: p.stat().st_mtime_ns for name in ("template-cache", "render-memo") for p in
+                           (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / name).iterdir()})
         assert wrappers[0] == wrappers[1] and wrappers[0], wrappers
-        assert caches[0] and caches[0] == caches[1]  # written by the first agent, only read by the second
-        folder = tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / "template-cache"
-        assert folder.stat().st_mode & 0o077 == 0
+        assert len(caches[0]) >= 2 and caches[0] == caches[1]  # written by the first agent, only read by the second
+        for name in ("template-cache", "render-memo"):
+            assert (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / name).stat().st_mode & 0o077 == 0
 
     @pytest.mark.parametrize("python", interpreters())
     def test_every_interpreter_either_runs_the_agent_or_says_it_is_too_old(self, tmp_path: Path,
