@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netservers import HttpServer
 
 from conftest import need
 
@@ -314,26 +315,6 @@ class TestManagedNetwork:
       ignore_errors: true
 """
 
-    @staticmethod
-    def server() -> Any:
-        import http.server
-        import threading
-
-        class Hello(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = f"hello {self.path}".encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.5", 0), Hello)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        return srv
-
     def files(self, tmp_path: Path, port: int, ignore_errors: bool = True) -> list[str]:
         text = self.PLAYBOOK.format(port=port)
         pb = write_playbook(tmp_path, text if ignore_errors else text.replace("      ignore_errors: true\n", ""))
@@ -343,17 +324,13 @@ class TestManagedNetwork:
 
     def test_run_reaches_the_allowed_name_and_lists_decisions(self, tmp_path: Path) -> None:
         need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
-        srv = self.server()
-        try:
-            proc = sandfleet("run", *self.files(tmp_path, srv.server_address[1]), "--format", "json")
-            text = sandfleet("run", *self.files(tmp_path, srv.server_address[1])).stdout
-        finally:
-            srv.shutdown()
-            srv.server_close()
+        with HttpServer("127.0.0.5") as srv:
+            port = srv.port
+            proc = sandfleet("run", *self.files(tmp_path, port), "--format", "json")
+            text = sandfleet("run", *self.files(tmp_path, port)).stdout
         (result,) = [e for e in events(proc) if e["event"] == "task_result"]
         assert result["status"] == "failed" and result["backend"] == "bwrap", result
-        assert result["stdout"] == "hello /ok\n" and "HTTP Error 403: Forbidden" in result["stderr"]
-        port = srv.server_address[1]
+        assert json.loads(result["stdout"])["path"] == "/ok" and "HTTP Error 403: Forbidden" in result["stderr"]
         assert result["network_decisions"] == [
             {"host": "pkgs.allowed.test", "port": port, "decision": "allow",
              "reason": "matches allow rule *.allowed.test", "count": 1},

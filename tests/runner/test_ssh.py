@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from netservers import HttpServer
 from sshd import USER, Fleet, SshHost, keygen, missing_reason
 
 from conftest import need
@@ -498,35 +499,17 @@ def test_managed_network_on_an_ssh_host_uses_the_agent_copy_and_the_inventory_re
         ctl: Controller, hosts: list[SshHost]) -> None:
     """An unprivileged remote user, the netns helper from the uploaded agent, the resolve map
     carried in the init line: the allowed name is reached, another one is refused."""
-    import http.server
-
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"hello over ssh"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.5", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
     ctl.trust(hosts[:1])
     fetch = "import sys, urllib.request as u; [print(u.urlopen(x).read().decode()) for x in sys.argv[1:]]"
-    pb = ctl.playbook(f"exec: {{argv: [/usr/bin/python3, -c, '{fetch}', 'http://pkgs.allowed.test:{port}/',"
-                      f" 'http://other.test:{port}/']}}\n      sandbox: {{network: {{allow: ['*.allowed.test']}}}}")
     inv = ctl.inventory(hosts[:1], **{hosts[0].name: {
         "sandfleet_network_resolve": "{pkgs.allowed.test: 127.0.0.5, other.test: 127.0.0.5}"}})
-    try:
+    with HttpServer("127.0.0.5") as server:
+        port = server.port
+        pb = ctl.playbook(f"exec: {{argv: [/usr/bin/python3, -c, '{fetch}', 'http://pkgs.allowed.test:{port}/',"
+                          f" 'http://other.test:{port}/']}}\n      sandbox: {{network: {{allow: ['*.allowed.test']}}}}")
         run = ctl.run(pb, inv)
-    finally:
-        server.shutdown()
-        server.server_close()
     (result,) = run.results()
-    assert result["status"] == "failed" and result["stdout"] == "hello over ssh\n", run
+    assert result["status"] == "failed" and json.loads(result["stdout"])["host"] == f"pkgs.allowed.test:{port}", run
     assert "/sandfleet/agent-" in result["wrapper"][3] and result["wrapper"][3].endswith("/netns.py")
     assert [(d["host"], d["decision"]) for d in result["network_decisions"]] == [
         ("pkgs.allowed.test", "allow"), ("other.test", "deny")]
