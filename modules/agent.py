@@ -146,7 +146,9 @@ def _id_of(line: str) -> str:
 
 def main() -> int:
     bundle = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if os.path.isfile(os.path.join(bundle, "__main__.py")):  # running from the unpacked agent zip
+    # Only the unpacked agent zip (package ``sandfleet_agent``, see runner/bootstrap.py): an installed
+    # sandfleet also has a __main__.py above this file, and its folder is no place for caches.
+    if __package__ == "sandfleet_agent" and os.path.isfile(os.path.join(bundle, "__main__.py")):
         with contextlib.suppress(OSError):  # a read-only cache only costs the compile time
             render.cache_compiled_templates(os.path.join(bundle, "template-cache"))
             render.memoise_renders(os.path.join(bundle, "render-memo"))

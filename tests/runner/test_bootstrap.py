@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from sandfleet import modules
 from sandfleet.runner.bootstrap import AGENT_PACKAGE, MARKER, Reply, agent_bundle, build_bundle, parse_reply
 
 FAKE_OLD_PYTHON = """\
@@ -134,6 +136,23 @@ class TestStub:
         assert len(caches[0]) >= 2 and caches[0] == caches[1]  # written by the first agent, only read by the second
         for name in ("template-cache", "render-memo"):
             assert (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / name).stat().st_mode & 0o077 == 0
+
+    def test_an_installed_sandfleet_keeps_no_caches_in_its_own_folder(self, tmp_path: Path) -> None:
+        """Installed, the host-side code is ``sandfleet.modules`` under a folder that also has a
+        ``__main__.py``, like the unpacked zip; only the zip's own copy may keep caches beside it."""
+        package = tmp_path / "sandfleet"
+        shutil.copytree(Path(modules.__file__).parent, package / "modules",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        (package / "__init__.py").write_text("")
+        (package / "__main__.py").write_text("")
+        sandboxed = {"v": 1, "id": "t", "argv": ["/bin/true"], "env": {}, "sandbox": {
+            "permissions": [{"path": {"special": "root"}, "access": "read"}], "network": {"mode": "none"}}}
+        lines = json.dumps({"v": 1, "init": {"sandbox_pin": None}}) + "\n" + json.dumps(sandboxed) + "\n"
+        env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+        out = subprocess.run([sys.executable, "-m", "sandfleet.modules.agent"], input=lines, capture_output=True,
+                             text=True, env=env, cwd=tmp_path, timeout=60).stdout.splitlines()
+        assert json.loads(out[1])["wrapper"], out  # it rendered a wrapper
+        assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "__main__.py", "modules"]
 
     @pytest.mark.parametrize("python", interpreters())
     def test_every_interpreter_either_runs_the_agent_or_says_it_is_too_old(self, tmp_path: Path,
