@@ -305,6 +305,21 @@ class ProxySession:
         self.recorder.record(verdict.host, verdict.port, "allow", reason)
         return upstream, verdict
 
+    def _upstream_for(self, client: socket.socket, authority: str, default_port: Optional[int],
+              what: str) -> Optional[socket.socket]:
+        """The upstream for an HTTP request's ``host:port``, or None once the client has been
+        told why not (a malformed authority: 400; a refused or unreachable one: its verdict)."""
+        try:
+            host, port = parse_authority(authority, default_port)
+        except InvalidHost as exc:
+            self.recorder.record(shown_raw(authority), 0, "deny", f"invalid destination: {exc}")
+            _answer(client, 400, f"{what}: {exc}")
+            return None
+        upstream, verdict = self._decide(self.policy.decide(host, port))
+        if upstream is None:
+            _refuse(client, verdict)
+        return upstream
+
     def _connect(self, verdict: Verdict) -> tuple[Optional[socket.socket], str, bool]:
         """(socket, problem, blocked): ``blocked`` when every address was refused by policy."""
         target = verdict.target
@@ -355,15 +370,8 @@ class ProxySession:
             _answer(client, 400, "malformed header")
             return None
         if method.upper() == "CONNECT":
-            try:
-                host, port = parse_authority(target)
-            except InvalidHost as exc:
-                self.recorder.record(shown_raw(target), 0, "deny", f"invalid destination: {exc}")
-                _answer(client, 400, f"bad CONNECT target: {exc}")
-                return None
-            upstream, verdict = self._decide(self.policy.decide(host, port))
+            upstream = self._upstream_for(client, target, None, "bad CONNECT target")
             if upstream is None:
-                _refuse(client, verdict)
                 return None
             client.sendall(f"{version} 200 Connection established\r\n\r\n".encode("ascii"))
             if rest:
@@ -379,15 +387,8 @@ class ProxySession:
         cut = min((i for i in (after.find(c) for c in "/?#") if i >= 0), default=len(after))
         authority, path = after[:cut].rpartition("@")[2], after[cut:].split("#", 1)[0]
         path = path if path.startswith("/") else "/" + path
-        try:
-            host, port = parse_authority(authority, 80)
-        except InvalidHost as exc:
-            self.recorder.record(shown_raw(authority), 0, "deny", f"invalid destination: {exc}")
-            _answer(client, 400, f"bad URL authority: {exc}")
-            return None
-        upstream, verdict = self._decide(self.policy.decide(host, port))
+        upstream = self._upstream_for(client, authority, 80, "bad URL authority")
         if upstream is None:
-            _refuse(client, verdict)
             return None
         out = [f"{method} {path} {version}", f"Host: {authority}"]
         out += [f"{name}: {value}" for name, value in headers if name.lower() not in _HOP_HEADERS]
