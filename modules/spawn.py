@@ -16,7 +16,6 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Callable, Optional
 
 DEFAULT_CAP = 1 << 20  # 1 MiB per stream
@@ -60,8 +59,10 @@ class Capped:
 
 
 def utc_now() -> str:
-    """When a task started, as the results carry it (ISO 8601, UTC, milliseconds)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """When a task started, as the results carry it (ISO 8601, UTC, milliseconds). Built with
+    ``time``: ``datetime`` would add ~1 ms to every agent's start for this one string."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns // 1_000_000 % 1000:03d}Z"
 
 
 def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None) -> dict[str, str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
-from sandfleet.modules import agent, wire
+from sandfleet.modules import agent, spawn, wire
 
 
 def converse(*lines: str) -> list[dict[str, object]]:
@@ -85,3 +87,12 @@ def test_a_bad_resolve_map_stops_the_agent_before_any_task() -> None:
     replies = converse(bad, wire.encode_request(wire.ExecRequest(id="a", argv=("true",), sandbox=None)))
     assert replies == [{"v": 1, "error": "bad init line: network_resolve: 'x.test' maps to 'not-an-ip', "
                         "which is not an IPv4 or IPv6 address"}]
+
+
+def test_start_times_are_iso_8601_utc_with_milliseconds() -> None:
+    before = datetime.now(timezone.utc)
+    stamp = spawn.utc_now()
+    after = datetime.now(timezone.utc)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
