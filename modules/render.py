@@ -112,9 +112,9 @@ def _plain(value: Any) -> Any:
 def _remembered(key: str) -> Optional[str]:
     assert _memo_dir is not None
     try:
-        with open(os.path.join(_memo_dir, key), encoding="utf-8", newline="") as fh:
+        with open(os.path.join(_memo_dir, key), encoding="utf-8", errors="surrogatepass", newline="") as fh:
             return fh.read()
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
@@ -127,10 +127,10 @@ def _remember(key: str, text: str) -> None:
             for name in names:
                 os.unlink(os.path.join(_memo_dir, name))
         part = os.path.join(_memo_dir, f".{key}.{os.getpid()}")
-        with open(part, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+        with open(part, "w", encoding="utf-8", errors="surrogatepass", newline="") as fh:
+            fh.write(text)  # surrogatepass: a text with lone surrogates comes back as it went in
         os.replace(part, os.path.join(_memo_dir, key))  # whole or absent, for agents running side by side
-    except OSError:
+    except (OSError, ValueError):
         pass  # a memo that cannot be written only costs the next agent a render
 
 

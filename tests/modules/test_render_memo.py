@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -139,3 +140,14 @@ print(json.dumps([words, "jinja2" in sys.modules]))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [expected, False]
+
+
+def test_texts_with_lone_surrogates_come_back_exactly(memo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wrapper templates escape to ASCII, but the memo must not depend on it."""
+    raw = jinja2.Environment(loader=jinja2.DictLoader({"raw.j2": "{{ v }}"}))
+    monkeypatch.setattr(render, "environment", lambda: raw)
+    hostile = "/w/\udcff \ud800x"
+    assert render.render_text("raw.j2", v=hostile) == hostile
+    assert len(list(memo.iterdir())) == 1
+    monkeypatch.setattr(render, "environment", None)  # a hit must not render
+    assert render.render_text("raw.j2", v=hostile) == hostile
