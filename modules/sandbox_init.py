@@ -133,26 +133,13 @@ def _drift(start: dict[str, object], only: Optional[tuple[str, ...]] = None) -> 
 
 def _nondumpable() -> None:
     """Only a dumpable process can be ptraced or have its /proc files (fds, memory) opened by
-    another of the same uid; tasks have no capabilities to override that.
+    another of the same uid; tasks have no capabilities to override that. The result is read back
+    (``PR_GET_DUMPABLE``), so a call that did not take fails closed."""
+    import ctypes
 
-    Calls prctl through ``_ctypes``, the C half of ``ctypes``, with the two classes ``ctypes``
-    itself would build: ``import ctypes`` costs ~3 ms more, paid by every sandbox start. The
-    result is read back (``PR_GET_DUMPABLE``), so a call that did not take fails closed."""
-    _ctypes: Any = __import__("_ctypes")
-
-    class Libc:
-        _handle = _ctypes.dlopen(None, 0)
-
-    class CInt(_ctypes._SimpleCData):  # type: ignore[misc]
-        _type_ = "i"
-
-    class Function(_ctypes.CFuncPtr):  # type: ignore[misc]
-        _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
-        _restype_ = CInt
-
-    prctl = Function(("prctl", Libc()))
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
     if prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(_ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
     if prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(0, "prctl(PR_SET_DUMPABLE) did not take")
 
@@ -321,7 +308,7 @@ def main() -> int:
     _signal.set_wakeup_fd(wake_w)
     try:
         _nondumpable()
-    except (OSError, ImportError, AttributeError, TypeError) as exc:
+    except (OSError, ImportError, AttributeError) as exc:
         _say(ctl, "error", 0, f"cannot make the sandbox's init non-dumpable: {exc}")
         return 1
     if os.getpid() != 1:
