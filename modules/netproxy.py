@@ -306,7 +306,7 @@ class ProxySession:
         return upstream, verdict
 
     def _upstream_for(self, client: socket.socket, authority: str, default_port: Optional[int],
-              what: str) -> Optional[socket.socket]:
+                      what: str) -> Optional[socket.socket]:
         """The upstream for an HTTP request's ``host:port``, or None once the client has been
         told why not (a malformed authority: 400; a refused or unreachable one: its verdict)."""
         try:
