@@ -25,7 +25,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any, Optional
 
-from . import render, wire
+from . import render, spawn, wire
 from .executor import execute
 from .facts import HostFacts, probe
 from .sandbox_pool import SandboxPool
@@ -34,9 +34,22 @@ PROTOCOL_VERSION = 1
 AGENT_VERSION = "0.1.0"
 
 
-def hello(facts: HostFacts) -> str:
-    return json.dumps({"v": PROTOCOL_VERSION, "hello": {"version": AGENT_VERSION, "facts": facts.to_dict()}},
-                      ensure_ascii=True, separators=(",", ":"))
+def hello(facts: HostFacts, warnings: list[str] = []) -> str:  # noqa: B006 - never mutated
+    body: dict[str, Any] = {"version": AGENT_VERSION, "facts": facts.to_dict()}
+    if warnings:
+        body["warnings"] = warnings
+    return json.dumps({"v": PROTOCOL_VERSION, "hello": body}, ensure_ascii=True, separators=(",", ":"))
+
+
+def read_protected(line: str) -> tuple[str, ...]:
+    """``protect`` of the init line: more paths no task may write (a local controller's own
+    installation). Only ever adds walls, so whoever sends the init line cannot remove any."""
+    data: Any = json.loads(line)
+    init: Any = data.get("init", {}) if isinstance(data, dict) else {}
+    paths = init.get("protect") if isinstance(init, dict) else None
+    if not isinstance(paths, list):
+        return ()
+    return tuple(p for p in paths if isinstance(p, str) and os.path.isabs(p))
 
 
 def read_init(line: str) -> tuple[tuple[str, ...], Optional[str]]:
@@ -95,8 +108,9 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         stdout.write(json.dumps({"v": PROTOCOL_VERSION, "error": f"bad init line: {exc}"}) + "\n")
         stdout.flush()
         return 2
-    facts = probe(roots)
-    stdout.write(hello(facts) + "\n")
+    problems = spawn.harden_agent()
+    facts = probe(roots, read_protected(first))
+    stdout.write(hello(facts, problems) + "\n")
     stdout.flush()
     try:
         return _serve_tasks(stdin, stdout, facts, pin, resolve, pool)
@@ -124,6 +138,8 @@ def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optiona
             except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
                 result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
                                          message=f"agent error: {type(exc).__name__}: {exc}")
+            finally:  # what the task daemonised dies with it (the agent is their subreaper)
+                spawn.kill_orphans(pool.pids() if pool is not None else ())
         stdout.write(wire.encode_result(result) + "\n")
         stdout.flush()
     return 0

@@ -56,6 +56,10 @@ class BoundPolicy:
     workspace_roots: tuple[str, ...] = ()
     hints: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: Writable rules that are the task's private scratch (``:tmpdir``): a backend gives the task
+    #: an empty directory of its own there (bwrap a tmpfs on that path, Landlock a fresh directory
+    #: it points ``TMPDIR`` at), never the host's shared one.
+    private: tuple[str, ...] = ()
 
     @property
     def root(self) -> str:
@@ -73,12 +77,6 @@ class BoundPolicy:
     @property
     def full_read(self) -> bool:
         return self.access(self.root) in (Access.READ, Access.WRITE)
-
-    @property
-    def full_write(self) -> bool:
-        """Everything writable: ``:root`` write and nothing narrower."""
-        return all(r.access is Access.WRITE for r in self.rules) and self.access(self.root) is Access.WRITE \
-            and not self.deny_globs
 
 
 
@@ -226,7 +224,11 @@ def bind(
             for path in _symbol_paths(target, system, facts, real_cwd, project_roots, fs, warnings):
                 entries.append((path, access, label))
 
-    rules = _carve_outs(_resolve(entries, system, fs), system, fs)
+    resolved = _resolve(entries, system, fs)
+    private = _private_scratch(resolved, entries, system, fs)
+    _refuse_mutable_links(entries, resolved, system, fs)
+    rules = _carve_outs(resolved, system, fs, private)
+    rules = _guard_agent(rules, facts, fs)
     rules.sort(key=lambda r: (_depth(system, r.path), _key(system, r.path)))
     return BoundPolicy(
         os=system,
@@ -238,6 +240,7 @@ def bind(
         workspace_roots=tuple(fs.realpath(r) for r in project_roots),
         hints=dict(intent.per_os.get(system, {})),
         warnings=tuple(warnings),
+        private=private,
     )
 
 
@@ -285,19 +288,82 @@ def _anchor_glob(pattern: str, system: str, home: str, roots: tuple[str, ...]) -
     return [str(mod.join(root, pattern)) for root in roots]
 
 
-_SCRATCH_SYMBOLS = (":tmpdir", ":slash_tmp")  # scratch space holds no repositories worth guarding
+def _private_scratch(rules: list[Rule], entries: list[tuple[str, Access, str]], system: str,
+                     fs: FsView) -> tuple[str, ...]:
+    """The writable ``:tmpdir`` rule, unless ``:slash_tmp`` asks for the same directory shared."""
+    shared = {_key(system, fs.realpath(path)) for path, access, label in entries if label.startswith(":slash_tmp")}
+    return tuple(r.path for r in rules if r.source == ":tmpdir" and r.access is Access.WRITE
+                 and _key(system, r.path) not in shared)
 
 
-def _carve_outs(rules: list[Rule], system: str, fs: FsView) -> list[Rule]:
+def _refuse_mutable_links(entries: list[tuple[str, Access, str]], rules: list[Rule], system: str,
+                          fs: FsView) -> None:
+    """A read-only or denied path named through a symlink that lies inside a writable root is
+    refused: the task could re-point the link, and the rule (placed on the link's target when the
+    sandbox is built) would no longer cover what the path names. Codex refuses the same."""
+    if not fs.exact:
+        return  # a dry-run for another host sees no links; the host checks for real
+    writable = [r for r in rules if r.access is Access.WRITE]
+    for path, access, label in entries:
+        if access is Access.WRITE or not writable:
+            continue
+        for prefix in _prefixes(system, path):
+            if fs.kind(prefix) != "link":
+                continue
+            parent = _pathmod(system).dirname(prefix)
+            if any(_contains(system, w.path, fs.realpath(parent)) for w in writable):
+                raise BindError(f"cannot enforce {label}={access.value}: its path {path} crosses the symlink "
+                                f"{prefix}, which lies in a writable root and could be re-pointed by the task "
+                                "(name the link's target instead)")
+
+
+def _prefixes(system: str, path: str) -> list[str]:
+    """Each ancestor of ``path`` and the path itself, shallow first (``/a``, ``/a/b``)."""
+    mod = _pathmod(system)
+    out: list[str] = []
+    cur = str(mod.normpath(path))
+    while True:
+        out.append(cur)
+        parent = str(mod.dirname(cur))
+        if parent == cur:
+            break
+        cur = parent
+    return [p for p in reversed(out) if p != _fs_root(system, p)]
+
+
+def _guard_agent(rules: list[Rule], facts: HostFacts, fs: FsView) -> list[Rule]:
+    """The agent's own walls, whatever the intent says: its state directory (code cache,
+    compiled templates, render memo, private temp dirs) is denied, and what runs outside the
+    sandbox later (the agent's code and interpreter, the directories on its PATH, a local
+    controller's installation: :attr:`HostFacts.protected`) stays read-only inside writable
+    roots, existing or not. A rule that asks to reach into either is refused, never trimmed."""
+    system = facts.os
+    walls = [(fs.realpath(facts.state_dir), Access.DENY, "sandfleet's own state")] if facts.state_dir else []
+    walls += [(fs.realpath(p), Access.READ, "sandfleet's code, interpreter or PATH") for p in facts.protected]
+    added: list[Rule] = []
+    for wall, access, why in walls:
+        for rule in rules:
+            if _contains(system, wall, rule.path) and (access is Access.DENY or rule.access is Access.WRITE):
+                raise BindError(f"{rule.source}={rule.access.value} reaches {rule.path}, which holds {why} "
+                                f"({wall}); no task may {'touch' if access is Access.DENY else 'write'} it")
+        covering = [r for r in rules if _contains(system, r.path, wall)]
+        deepest = max(covering, key=lambda r: _depth(system, r.path), default=None)
+        if access is Access.DENY or (deepest is not None and deepest.access is Access.WRITE):
+            added.append(Rule(wall, access, why))
+    return rules + added
+
+
+def _carve_outs(rules: list[Rule], system: str, fs: FsView, private: tuple[str, ...] = ()) -> list[Rule]:
     """Keep ``.git`` (and the ``gitdir:`` a ``.git`` file points at) read-only inside each
-    writable root, unless a rule already says something about that exact path. The filesystem
-    root and the temp dirs are exempt: ``:root=write`` asks for everything, and temp dirs are
-    scratch space (as in Codex)."""
+    writable root, unless a rule already says something about that exact path. Exempt: the
+    filesystem root (``:root=write`` asks for everything) and a private ``:tmpdir``, which starts
+    empty and dies with the task, so nothing planted there reaches a later tool; the shared
+    ``/tmp`` (``:slash_tmp``) is guarded like any workspace."""
     explicit = {_key(system, r.path) for r in rules}
     added: list[Rule] = []
     for rule in rules:
         if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path) \
-                or rule.source in _SCRATCH_SYMBOLS or _is_protected(system, rule.path):
+                or rule.path in private or _is_protected(system, rule.path):
             continue
         for name in PROTECTED_NAMES:
             guarded = _join(system, rule.path, name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,30 @@ def execute(
     prepared = prepare(request, facts, fs or LocalFs(), pin, proxy)
     if isinstance(prepared, ExecResult):
         return prepared
+    try:
+        _fresh_scratch(prepared.wrapper.host_scratch)
+    except OSError as exc:
+        return refusal(request, f"cannot create the task's private temp dir: {exc}", prepared.warnings)
+    try:
+        return _spawn(request, prepared, facts, cancel_fd, pool)
+    finally:
+        _remove_scratch(prepared.wrapper.host_scratch)
+
+
+def _fresh_scratch(paths: tuple[str, ...]) -> None:
+    """Each private temp dir, empty and 0700 (its parents too: they sit in the agent's state dir)."""
+    for path in paths:
+        _remove_scratch((path,))
+        os.makedirs(path, mode=0o700)
+
+
+def _remove_scratch(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd: Optional[int],
+           pool: Optional[SandboxPool]) -> ExecResult:
     wrapper = prepared.wrapper
     if wrapper.cwd and not os.path.isdir(wrapper.cwd):
         return ExecResult(id=request.id, status=Status.ERROR, backend=wrapper.backend, wrapper=wrapper.argv,
@@ -99,8 +124,9 @@ def execute(
         if pool is not None and reused is not None:  # one sandbox per host and policy (sandbox_pool.py)
             done, wrapper, warnings = run_reused(pool, wrapper, reused, request, env, cancel_fd, warnings)
         else:
-            done = spawn.run(wrapper.argv, cwd=wrapper.cwd, env=env, timeout_s=request.timeout_s, preexec=preexec,
-                             cancel_fd=cancel_fd)
+            inputs = wrapper.inputs()
+            done = spawn.run(wrapper.argv, cwd=None if inputs else wrapper.cwd, env=env, timeout_s=request.timeout_s,
+                             preexec=preexec, cancel_fd=cancel_fd, inputs=inputs)
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,9 @@ class BackendStatus:
     available: bool
     reason: str = ""
     path: Optional[str] = None
+    #: bwrap: whether it can mount a fresh /proc here (containers often refuse it), and why not.
+    proc: bool = True
+    proc_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,17 @@ class HostFacts:
     landlock_abi: int = 0
     assumed: bool = False  # True in a dry-run: taken from the inventory, not probed
     python: str = field(default_factory=lambda: ".".join(map(str, sys.version_info[:3])))
+    #: The agent's state directory (its code cache, compiled templates, render memo, private temp
+    #: dirs): every task's policy denies it.
+    state_dir: str = ""
+    #: What runs outside the sandbox later and so must never be writable from inside it: the
+    #: agent's code, its interpreter's prefix, the directories on its PATH, and for a local agent
+    #: the controller's own installation. Read-only wherever a writable root contains them.
+    protected: tuple[str, ...] = ()
+    #: The agent's effective uid and effective capabilities (``CapEff``): Landlock refuses to run a
+    #: task that would keep root's powers. -1 when unknown (not a POSIX host).
+    euid: int = -1
+    cap_eff: int = 0
 
     def backend(self, name: str) -> Optional[BackendStatus]:
         return next((b for b in self.backends if b.name == name), None)
@@ -60,6 +75,7 @@ class HostFacts:
     def from_dict(cls, data: Mapping[str, Any]) -> HostFacts:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["workspace_roots"] = tuple(known.get("workspace_roots", ()))
+        known["protected"] = tuple(known.get("protected", ()))
         known["backends"] = tuple(
             BackendStatus(**{k: v for k, v in b.items() if k in BackendStatus.__dataclass_fields__})
             for b in known.get("backends", ())
@@ -167,7 +183,37 @@ def probe_windows(system_root: Optional[str] = None, build: Optional[int] = None
     return BackendStatus("windows", True, "", exe)
 
 
-def probe(workspace_roots: tuple[str, ...] = ()) -> HostFacts:
+def state_dir(home: str, environ: Optional[Mapping[str, str]] = None) -> str:
+    """Where the agent keeps its state on a POSIX host, as the bootstrap stub computes it."""
+    env = os.environ if environ is None else environ
+    cache = env.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(cache, "sandfleet")
+
+
+def own_paths(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """What the agent runs from and trusts later: its package, its interpreter's prefixes and
+    binary, the absolute directories on its PATH, and ``extra`` (a local controller's own
+    installation, sent in the init line). Canonical, without duplicates or the filesystem root."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    paths = [package, sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable or "/"))]
+    paths += [p for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p)]
+    paths += list(extra)
+    real = (os.path.realpath(p) for p in paths if p)
+    return tuple(dict.fromkeys(p for p in real if p != os.path.dirname(p)))
+
+
+def cap_eff() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()) -> HostFacts:
     """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms)."""
     system = host_os()
     backends: list[BackendStatus] = []
@@ -180,14 +226,20 @@ def probe(workspace_roots: tuple[str, ...] = ()) -> HostFacts:
         backends.append(probe_seatbelt())
     elif system == "windows":
         backends.append(probe_windows())
+    home = os.path.expanduser("~")
+    posix = system != "windows"
     return HostFacts(
         os=system,
-        home=os.path.expanduser("~"),
+        home=home,
         tmpdir=_tmpdir(),
         workspace_roots=tuple(workspace_roots),
         user=getpass.getuser(),
         backends=tuple(backends),
         landlock_abi=abi,
+        state_dir=state_dir(home) if posix else "",
+        protected=own_paths(protected) if posix else (),
+        euid=os.geteuid() if posix else -1,
+        cap_eff=cap_eff() if system == "linux" else 0,
     )
 
 
@@ -213,5 +265,8 @@ def assumed_facts(
         tmpdir = {"macos": "/private/tmp",
                   "windows": f"{home}\\AppData\\Local\\Temp"}.get(system, "/tmp")
     backends = tuple(BackendStatus(name, True, "assumed (dry-run)") for name in BACKENDS_BY_OS.get(system, ()))
+    posix = system != "windows"
     return HostFacts(os=system, home=home, tmpdir=tmpdir, workspace_roots=tuple(workspace_roots), user=user,
-                     backends=backends, landlock_abi=landlock_abi if system == "linux" else 0, assumed=True)
+                     backends=backends, landlock_abi=landlock_abi if system == "linux" else 0, assumed=True,
+                     state_dir=posixpath.join(home, ".cache", "sandfleet") if posix else "",
+                     euid=(0 if user == "root" else 1000) if posix else -1)

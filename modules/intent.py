@@ -111,8 +111,10 @@ class SandboxIntent:
     per_os: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
-# Built-in profiles (DESIGN §3). `workspace` mirrors Codex's workspace-write: read everything,
-# write the workspace roots and temp dirs; `.git` stays read-only (added at binding time).
+# Built-in profiles. `workspace` mirrors Codex's workspace-write: read everything, write the
+# workspace roots and the task's own private temp dir (`:tmpdir`); `.git` stays read-only (added
+# at binding time). The host's shared /tmp (`:slash_tmp`) is not in it: that is where other users'
+# and the operator's sockets and agent dirs live; an intent that needs it names it.
 _READ_ROOT = Permission(Special("root"), Access.READ)
 
 PROFILES: Mapping[str, tuple[Permission, ...]] = {
@@ -120,7 +122,6 @@ PROFILES: Mapping[str, tuple[Permission, ...]] = {
     "workspace": (
         _READ_ROOT,
         Permission(Special("workspace_roots"), Access.WRITE),
-        Permission(Special("slash_tmp"), Access.WRITE),
         Permission(Special("tmpdir"), Access.WRITE),
     ),
     "full-access": (Permission(Special("root"), Access.WRITE),),

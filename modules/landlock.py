@@ -17,10 +17,11 @@ A :class:`LandlockRuleset` serialises to the JSON that a dry-run shows and that
              {"path": "/work/ws", "access": "write"},
              {"path": "/dev/null", "access": "write"}],
       "net": {"tcp_connect": [443], "tcp_bind": []},
-      "scope": ["abstract_unix_socket", "signal"]
+      "scope": ["abstract_unix_socket", "signal"],
+      "sockets": "none"
     }
 
-All four keys are required, so an omission never reads as "unrestricted".
+All five keys are required, so an omission never reads as "unrestricted".
 
 ``abi``
     The Landlock ABI whose rights the ruleset handles, 1 to :data:`MAX_ABI`. Every filesystem
@@ -59,9 +60,11 @@ All four keys are required, so an omission never reads as "unrestricted".
     IPC scopes (ABI 6+): ``abstract_unix_socket`` (no connecting to abstract UNIX sockets
     created outside the sandbox) and ``signal`` (no signalling processes outside it).
 ``sockets``
-    ``any``, or ``unix_only``: a seccomp filter (:mod:`.seccomp`) lets ``socket()`` create
-    UNIX-domain sockets only, which closes UDP, raw and netlink (Landlock's gaps) for
-    "network none". Installed right after the Landlock ruleset, in the same child.
+    The socket policy of the seccomp filter (:mod:`.seccomp`) installed right after the
+    ruleset, in the same child: ``all`` (network full), ``none`` (no ``socket()`` at all, only
+    connected socket pairs: closes UDP, raw, netlink and pathname UNIX sockets, Landlock's
+    gaps, for "network none") or ``inet``. The filter's other refusals (keyrings, namespaces,
+    mounts, set-ID bits, other processes' limits ...) apply whatever this says.
 
 See :func:`unenforced` for what Landlock cannot restrict; a caller whose intent needs one of
 those must refuse (``sandbox_unavailable``) instead of running with this backend.
@@ -83,7 +86,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from .seccomp import SocketFilter, prepare_socket_filter
+from .seccomp import SOCKET_MODES, Installer, supported
 
 if TYPE_CHECKING:
     import subprocess
@@ -148,7 +151,7 @@ NET_BIND_TCP = 1 << 0
 NET_CONNECT_TCP = 1 << 1
 
 #: Scope names in the ruleset file and their ``scoped`` bits (ABI 6+).
-SOCKETS = ("any", "unix_only")
+SOCKETS = SOCKET_MODES
 SCOPES: Mapping[str, int] = {"abstract_unix_socket": 1 << 0, "signal": 1 << 1}
 
 #: First ABI with each filesystem right beyond ABI 1's thirteen.
@@ -244,7 +247,7 @@ class LandlockRuleset:
     fs: tuple[FsRule, ...] = ()
     net: Optional[NetRules] = None
     scope: tuple[str, ...] = ()
-    sockets: str = "any"
+    sockets: str = "all"
 
     def __post_init__(self) -> None:
         if self.sockets not in SOCKETS:
@@ -574,15 +577,13 @@ def restrict_current(fd: int) -> None:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
 
 
-def socket_filter_for(ruleset: LandlockRuleset) -> Optional[SocketFilter]:
-    """The seccomp filter ``sockets: unix_only`` asks for; refuses rather than drop it."""
-    if ruleset.sockets == "any":
-        return None
-    socket_filter = prepare_socket_filter()
-    if socket_filter is None:
-        raise LandlockUnavailable("sockets: unix_only needs a seccomp filter, which sandfleet has for x86_64 "
+def socket_filter_for(ruleset: LandlockRuleset) -> Installer:
+    """The seccomp filter every Landlock task gets, with the ruleset's socket policy; refuses
+    rather than run without it."""
+    if not supported():
+        raise LandlockUnavailable("Landlock tasks need sandfleet's seccomp filter, which exists for x86_64 "
                                   "and aarch64 only")
-    return socket_filter
+    return Installer(ruleset.sockets)
 
 
 class PreparedRuleset:
@@ -599,8 +600,7 @@ class PreparedRuleset:
 
     def preexec_fn(self) -> None:
         restrict_current(self.fd)
-        if self.socket_filter is not None:
-            self.socket_filter.install()
+        self.socket_filter.install()
 
     def popen_kwargs(self) -> dict[str, Any]:
         """``preexec_fn`` for ``subprocess.Popen``/``run``; a failure raises ``SubprocessError``."""

@@ -59,8 +59,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _fail(f"sandbox unavailable: {exc}", 126)
     try:
         restrict_current(fd)
-        if socket_filter is not None:
-            socket_filter.install()
+        socket_filter.install()
     except OSError as exc:
         return _fail(f"sandbox unavailable: cannot apply the Landlock ruleset: {exc}", 126)
     finally:

@@ -11,19 +11,23 @@ pure-Python one would import much more (``_signal``, ``_socket``), and Python 3.
 Protocol on fd 0 (a SOCK_SEQPACKET socket; one message each):
 
 * agent → init: ``marshal`` dicts (the agent is the trusted side). ``{"op": "run", "argv":
-  [bytes], "env": {bytes: bytes}, "cwd": bytes}`` with the task's stdout and stderr write ends as
-  SCM_RIGHTS; ``{"op": "kill"}`` while a task runs (timeout or cancel).
+  [bytes], "env": {bytes: bytes}, "cwd": bytes, "scratch": [bytes]}`` with the task's stdout and
+  stderr write ends as SCM_RIGHTS; ``{"op": "kill"}`` while a task runs (timeout or cancel).
 * init → agent: ASCII words, never parsed as code: ``ready``; ``started PID``; ``error ERRNO
   TEXT`` (nothing ran); ``exit STATUS`` (``os.waitstatus_to_exitcode``: negative = signal);
   ``retired WHY`` (the sandbox is no longer as it started; nothing ran and init exits).
 
 Between tasks, as pid 1 of the pid namespace: every leftover process is killed (``kill(-1)``
 spares only pid 1) and reaped, so nothing a task started (daemonised or not) survives it, and its
-pipes close with it; ``/dev/shm`` is emptied. Before each task the sandbox is compared with its
-state at start (:func:`_state`): the private ``/dev`` tmpfs, the mount table, SysV IPC objects,
-keys, and this process's limits and scheduling (which a task of the same uid could change with
-``prlimit``/``renice``). Any difference retires the sandbox; the agent then runs the task in a
-fresh one. Tasks cannot signal, ptrace or read this process: pid 1 of a namespace only receives
+pipes close with it; the directories the run message names are emptied: the sandbox's own
+``/dev/shm`` and ``/dev/mqueue`` (POSIX message queues) and the task's private temp dir, each
+only where the sandbox made it (never a host directory a policy bound there), and never across a
+mount inside it (a workspace below the private temp dir is the host's). Before each task the sandbox is
+compared with its state at start (:func:`_state`): the private ``/dev`` tmpfs with every entry's
+extended attributes, the mount table, SysV IPC objects, keys, the host and domain name, this
+process's limits and scheduling (which a task could change with ``prlimit``/``renice``), and the
+private temp dirs' own mode, owner and attributes. Any difference retires the sandbox; the agent
+then runs the task in a fresh one. Tasks cannot signal, ptrace or read this process: pid 1 of a namespace only receives
 signals it handles (just SIGCHLD, which merely wakes it), and it is made non-dumpable.
 """
 
@@ -59,10 +63,20 @@ def _read(path: str) -> str:
         return ""
 
 
-def _dev_tree(top: str = "/dev") -> list[tuple[str, int, int, int, int, int]]:
-    """Every entry of the sandbox's private /dev with what identifies it (mtimes left out: a file
-    made and removed again leaves nothing behind)."""
-    found: list[tuple[str, int, int, int, int, int]] = []
+def _xattrs(path: str) -> list[tuple[str, bytes]]:
+    """Extended attributes of ``path`` (not following a link): a task of the sandbox could leave
+    data in them for the next one."""
+    try:
+        return sorted((name, os.getxattr(path, name, follow_symlinks=False))
+                      for name in os.listxattr(path, follow_symlinks=False))
+    except OSError:
+        return []
+
+
+def _dev_tree(top: str = "/dev") -> list[tuple[object, ...]]:
+    """Every entry of the sandbox's private /dev with what identifies it and its extended
+    attributes (mtimes left out: a file made and removed again leaves nothing behind)."""
+    found: list[tuple[object, ...]] = [(top, _xattrs(top))]
     todo = [top]
     while todo:
         path = todo.pop()
@@ -76,7 +90,8 @@ def _dev_tree(top: str = "/dev") -> list[tuple[str, int, int, int, int, int]]:
                 st = os.lstat(full)
             except OSError:
                 continue
-            found.append((full, st.st_mode, st.st_ino, st.st_rdev, st.st_uid, st.st_size if full != "/dev/shm" else 0))
+            size = 0 if full in ("/dev/shm", "/dev/mqueue") else st.st_size
+            found.append((full, st.st_mode, st.st_ino, st.st_rdev, st.st_uid, size, _xattrs(full)))
             if (st.st_mode & 0o170000) == 0o040000:
                 todo.append(full)
     return found
@@ -115,6 +130,7 @@ _PROBES: dict[str, Callable[[], object]] = {
     "scheduler": lambda: os.sched_getscheduler(0),
     "oom_score_adj": lambda: _read("/proc/self/oom_score_adj"),
     "coredump_filter": lambda: _read("/proc/self/coredump_filter"),
+    "uts": lambda: (os.uname().nodename, _read("/proc/sys/kernel/domainname")),
 }
 
 
@@ -180,23 +196,38 @@ def _kill_all() -> None:
             return
 
 
-def _empty_shm() -> None:
-    for name in os.listdir("/dev/shm"):
-        path = "/dev/shm/" + name
-        if os.path.isdir(path) and not os.path.islink(path):
-            _remove_tree(path)
+def _empty(top: str, dev: Optional[int] = None) -> None:
+    """Remove everything inside ``top`` that lives on ``top``'s own file system (``/dev/shm``,
+    ``/dev/mqueue``, a private temp dir). Never crosses into a mount: a workspace bound below the
+    private temp dir is the host's, and must come out of this untouched. A directory that holds
+    such a mount point stays (it is the same for every task)."""
+    dev = os.lstat(top).st_dev if dev is None else dev
+    for name in os.listdir(top):
+        path = top + "/" + name
+        st = os.lstat(path)
+        if st.st_dev != dev:
+            continue
+        if (st.st_mode & 0o170000) == 0o040000:
+            _empty(path, dev)
+            try:  # noqa: SIM105 - contextlib would cost an import at every sandbox start
+                os.rmdir(path)
+            except OSError:
+                pass  # it holds a mount point
         else:
             os.unlink(path)
 
 
-def _remove_tree(path: str) -> None:
-    for name in os.listdir(path):
-        child = path + "/" + name
-        if os.path.isdir(child) and not os.path.islink(child):
-            _remove_tree(child)
-        else:
-            os.unlink(child)
-    os.rmdir(path)
+def _scratch_state(paths: list[bytes]) -> list[tuple[object, ...]]:
+    """What a task could leave on a private temp dir itself (its contents are emptied)."""
+    found: list[tuple[object, ...]] = []
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            found.append((path,))
+            continue
+        found.append((path, st.st_mode, st.st_uid, st.st_gid, _xattrs(os.fsdecode(path))))
+    return found
 
 
 class Init:
@@ -204,6 +235,7 @@ class Init:
         self.ctl, self.wake = ctl, wake
         self.signals = [s for s in _signal.valid_signals() if s not in (SIGKILL, 19)]
         self.retired: Optional[str] = None
+        self.scratch: Optional[list[tuple[object, ...]]] = None  # private temp dirs as first seen
 
     def receive(self) -> tuple[Optional[dict[str, Any]], list[int]]:
         data, ancillary, _flags, _addr = self.ctl.recvmsg(1 << 20, 64, _socket.MSG_CMSG_CLOEXEC)
@@ -291,10 +323,16 @@ class Init:
             # Off the task's critical path (the agent is already sending its result): clean up,
             # and find anything of this task that would outlive it. Only the mount table can
             # change from outside the sandbox, so only it is checked again right before a spawn.
-            try:
-                _empty_shm()
-            except OSError as exc:  # then /dev differs and the check below retires the sandbox
-                self.retired = f"cannot empty /dev/shm: {exc}"
+            scratch = [p for p in task.get("scratch", []) if isinstance(p, bytes)]
+            for top in (os.fsdecode(p) for p in scratch):
+                try:
+                    _empty(top)
+                except OSError as exc:  # then the state differs and the check below retires the sandbox
+                    self.retired = f"cannot empty {top}: {exc}"
+            if self.scratch is None:
+                self.scratch = _scratch_state(scratch)
+            elif _scratch_state(scratch) != self.scratch:
+                self.retired = "a private temp dir's mode, owner or attributes"
             self.retired = self.retired or _drift(start)
 
 

@@ -53,8 +53,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import IO, Optional
 
-from . import spawn
-from .backends.base import Wrapper
+from . import seccomp, spawn
+from .backends.base import SECCOMP_FD, Wrapper
 from .intent import NetworkMode
 from .wire import ExecRequest
 
@@ -80,7 +80,7 @@ class SandboxDied(Exception):
 
 def split_wrapper(wrapper: Wrapper, argv: Sequence[str]) -> Optional[tuple[str, ...]]:
     """The key of a bwrap wrapper: its argv up to ``--chdir CWD -- ARGV``; None if it is not one."""
-    if wrapper.backend != "bwrap" or wrapper.cwd is None or wrapper.files or wrapper.env:
+    if wrapper.backend != "bwrap" or wrapper.cwd is None:
         return None
     tail = ("--chdir", wrapper.cwd, "--", *argv)
     head = len(wrapper.argv) - len(tail)
@@ -101,7 +101,7 @@ def persistent_wrapper(wrapper: Wrapper, argv: Sequence[str], python: Sequence[s
     if key is None:
         return None
     entry = json.dumps({"argv": list(argv), "cwd": wrapper.cwd, "timeout_s": timeout_s}, ensure_ascii=True)
-    return replace(wrapper, argv=sandbox_argv(key, python), files={ENTRY_NAME: entry + "\n"})
+    return replace(wrapper, argv=sandbox_argv(key, python), files={**wrapper.files, ENTRY_NAME: entry + "\n"})
 
 
 @functools.cache
@@ -121,21 +121,25 @@ def _init_code() -> bytes:
 class Sandbox:
     """One running persistent sandbox and its control socket."""
 
-    def __init__(self, key: tuple[str, ...], python: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, key: tuple[str, ...], python: Sequence[str], env: Mapping[str, str],
+                 sockets: Optional[str] = None) -> None:
         self.key = key
         self.argv = sandbox_argv(key, python)
         self.served = 0  # tasks started in it
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the sandbox
+        null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=theirs.fileno(), stdout=subprocess.DEVNULL,
-                                         stderr=self._stderr, env=dict(env), start_new_session=True, close_fds=True)
+            inputs = {SECCOMP_FD: seccomp.program(sockets)} if sockets else {}
+            self.proc = spawn.Spawned(spawn.spawn_with_inputs(self.argv, env, theirs.fileno(), null,
+                                                              self._stderr.fileno(), inputs))
         except OSError as exc:
             ours.close()
             self._stderr.close()
             raise SandboxStartFailed(f"cannot start bwrap: {exc.strerror}") from None
         finally:
             theirs.close()
+            os.close(null)
         self.sock = ours
         try:
             self.sock.send(_init_code())
@@ -172,7 +176,7 @@ class Sandbox:
         return ""
 
     def run(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout_s: Optional[float],
-            cancel_fd: Optional[int], cap: int) -> spawn.Completed:
+            cancel_fd: Optional[int], cap: int, scratch: Sequence[str] = ()) -> spawn.Completed:
         """Run one task in this sandbox. Raises ``OSError`` when it cannot start (nothing ran),
         :class:`SandboxStartFailed` when the sandbox retired itself (nothing ran), and
         :class:`SandboxDied` when the sandbox ended during the task."""
@@ -183,7 +187,7 @@ class Sandbox:
         try:
             message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
                                      "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
-                                     "cwd": os.fsencode(cwd)})
+                                     "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch]})
             try:
                 self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))])
             except OSError as exc:
@@ -307,6 +311,7 @@ class SandboxPool:
         self.python, self.limit = tuple(python), limit
         self._boxes: OrderedDict[tuple[str, ...], Sandbox] = OrderedDict()
         self._failed: dict[tuple[str, ...], str] = {}
+        self._sockets: dict[tuple[str, ...], Optional[str]] = {}  # each key's seccomp socket mode
         self._uses = KeyUses(fresh_first)
 
     def wrapper_for(self, wrapper: Wrapper, argv: Sequence[str], timeout_s: Optional[float]) -> Optional[Wrapper]:
@@ -330,10 +335,12 @@ class SandboxPool:
             raise SandboxStartFailed("not a bwrap wrapper this pool can reuse")
         if key in self._failed:
             raise SandboxStartFailed(self._failed[key])
+        self._sockets[key] = wrapper.seccomp
         for attempt in (1, 2):
             box = self._get(key)
             try:
-                return box.run(argv, cwd=wrapper.cwd, env=env, timeout_s=timeout_s, cancel_fd=cancel_fd, cap=cap)
+                return box.run(argv, cwd=wrapper.cwd, env=env, timeout_s=timeout_s, cancel_fd=cancel_fd, cap=cap,
+                               scratch=wrapper.sandbox_scratch)
             except SandboxStartFailed:  # it retired itself before running anything: once more, fresh
                 self._drop(key)
                 if attempt == 2:
@@ -350,7 +357,7 @@ class SandboxPool:
             box = None
         if box is None:
             try:
-                box = Sandbox(key, self.python, spawn.task_env({}))
+                box = Sandbox(key, self.python, spawn.task_env({}), self._sockets.get(key))
             except SandboxStartFailed as exc:
                 self._failed[key] = str(exc)
                 raise
@@ -364,6 +371,10 @@ class SandboxPool:
         box = self._boxes.pop(key, None)
         if box is not None:
             box.close()
+
+    def pids(self) -> tuple[int, ...]:
+        """The processes of the sandboxes kept up (children of the agent that are not tasks)."""
+        return tuple(box.proc.pid for box in self._boxes.values())
 
     def close(self) -> None:
         for key in list(self._boxes):
@@ -387,5 +398,6 @@ def run_reused(pool: SandboxPool, fresh: Wrapper, reused: Wrapper, request: Exec
         note = f"bwrap: ran in a fresh sandbox, not the persistent one ({exc})"
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, request.argv[0]) from None
-    done = spawn.run(fresh.argv, cwd=fresh.cwd, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd)
+    done = spawn.run(fresh.argv, cwd=None, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd,
+                     inputs=fresh.inputs())
     return done, fresh, (*warnings, note)

@@ -62,6 +62,7 @@ class TextReporter(Reporter):
         self._header: Optional[tuple[str, str]] = None
         self._progress: Optional[_Progress] = None
         self._finished = False
+        self._warned: set[tuple[str, str]] = set()  # (host, warning) already shown
 
     # -- the Reporter calls ------------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class TextReporter(Reporter):
         lines = [head + printable(item) + detail]
         if r is not None and event.status != SKIPPED:
             lines.extend(self._output_lines(r, failed=event.status != Status.OK.value))
+            lines.extend(self._warning_lines(event.host, r))
         return lines
 
     def _output_lines(self, r: ExecResult, failed: bool) -> list[str]:
@@ -163,8 +165,14 @@ class TextReporter(Reporter):
             if r.stderr_truncated:
                 lines.append("    (stderr was truncated on the host)")
         lines.extend(self._network_lines(r))
-        lines.extend(self.paint(f"    [WARNING] {printable(w)}", "warning") for w in r.warnings)
         return lines
+
+    def _warning_lines(self, host: str, r: ExecResult) -> list[str]:
+        """Each distinct warning once per host (``-v``: under every task): the same backend
+        limitation under every task of a host drowned the output. JSON events carry them all."""
+        fresh = [w for w in r.warnings if self.verbose or (host, w) not in self._warned]
+        self._warned.update((host, w) for w in fresh)
+        return [self.paint(f"    [WARNING] {printable(w)}", "warning") for w in fresh]
 
     def _network_lines(self, r: ExecResult) -> list[str]:
         """A managed-network task's proxy decisions: the denied ones always (they explain a

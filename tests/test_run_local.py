@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from netservers import HttpServer
+from unprivileged import as_user, user_tree
 
 from conftest import need
+from sandfleet.modules.sandbox_pool import ENTRY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = [str(ROOT / "playbooks" / "example.yml"), "-i", str(ROOT / "inventory" / "localhost.yml")]
@@ -69,16 +71,21 @@ class TestDefaultJob:
             "ok": 3, "changed": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "skipped": 0,
             "ignored": 3}}}
 
-    def test_runs_under_landlock_without_bwrap(self, tmp_path: Path) -> None:
+    def test_without_bwrap_nothing_runs_and_the_message_names_both_fixes(self, tmp_path: Path) -> None:
+        """Landlock is never a silent fallback (it keeps root's powers and shows host processes):
+        an unpinned host whose bwrap cannot run refuses every task and says what to do."""
         scratch = tmp_path / "scratch"
         scratch.mkdir()
+        demo = ROOT / "demo-workspace" / "sandfleet-demo.txt"
+        demo.unlink(missing_ok=True)
         proc = sandfleet("run", *EXAMPLE, "--format", "json",
                          env={"PATH": no_bwrap_path(tmp_path), "TMPDIR": str(scratch)})
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 8, proc.stdout + proc.stderr
         results = [e for e in events(proc) if e["event"] == "task_result"]
-        assert {e["backend"] for e in results} == {"landlock"}
-        assert [e["status"] for e in results] == ["ok", "ok", "ok", "failed", "failed", "failed"]
-        assert "Permission denied" in results[3]["stderr"]  # .git stays read-only under Landlock too
+        assert {e["status"] for e in results} == {"sandbox_unavailable"} and not demo.exists()
+        message = results[0]["message"]
+        assert "bwrap is not installed" in message and "make bwrap work here" in message
+        assert "sandfleet_sandbox: landlock" in message
 
     def test_dry_run_wrapper_is_the_wrapper_that_ran(self) -> None:
         need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
@@ -90,7 +97,7 @@ class TestDefaultJob:
             assert d["wrapper"]["argv"] == r["wrapper"]
             argv = d["wrapper"]["argv"]
             if "--as-pid-1" in argv:  # the host's persistent sandbox; the task enters it as the file shown
-                (entry,) = d["wrapper"]["files"].values()
+                entry = d["wrapper"]["files"][ENTRY_NAME]
                 assert json.loads(entry)["argv"] == d["request"]["argv"]
             else:
                 assert d["request"]["argv"] == argv[argv.index("--") + 1:]
@@ -113,7 +120,7 @@ class TestDefaultJob:
     def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
         dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
         request = dry[1]["request"]
-        assert request["cwd"] == {"symbol": ":workspace_roots", "subpath": "playbooks"}
+        assert request["cwd"] == {"symbol": ":workspace_roots"}
         paths = [p["path"] for p in request["sandbox"]["permissions"]]
         assert {"special": "workspace_roots"} in paths and {"special": "root"} in paths
         deny = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))[5]["request"]
@@ -129,7 +136,7 @@ class TestFailClosed:
         assert proc.returncode == 8, proc.stdout + proc.stderr
         result = events(proc)[0]
         assert result["status"] == "sandbox_unavailable"
-        assert "bubblewrap" in result["message"] and "SANDFLEET_LANDLOCK_MAX_ABI" in result["message"]
+        assert "bubblewrap" in result["message"] and "sandfleet_sandbox: landlock" in result["message"]
         assert not marker.exists()
 
     def test_pinned_backend_missing_is_refused_not_replaced(self, tmp_path: Path) -> None:
@@ -189,21 +196,30 @@ class TestExitCodes:
         assert f"{pb}:3:" in message
 
 
-@pytest.mark.parametrize("backend", ["bwrap", "landlock"])
-def test_timeout_kills_the_command_and_what_it_forked(backend: str, tmp_path: Path) -> None:
+def _timed_out_task(root: str, backend: str, tag: str) -> tuple[str, Optional[int]]:
     from sandfleet.modules.executor import execute
     from sandfleet.modules.facts import probe
     from sandfleet.modules.intent import PROFILES, SandboxIntent
-    from sandfleet.modules.wire import ExecRequest, Status
+    from sandfleet.modules.wire import ExecRequest
 
-    facts = probe((str(tmp_path),))
-    status = facts.backend(backend)
-    need(status is not None and status.available, f"{backend} unavailable")
-    tag = f"{os.getpid()}{backend}"
     script = f"(exec -a grandchild{tag} sleep 300) & exec -a child{tag} sleep 300"
     result = execute(ExecRequest(id="t", argv=("bash", "-c", script), timeout_s=1,
-                                 sandbox=SandboxIntent(PROFILES["workspace"])), facts, pin=backend)
-    assert result.status is Status.TIMEOUT and result.rc is None
+                                 sandbox=SandboxIntent(PROFILES["workspace"])), probe((root,)), pin=backend)
+    return result.status.value, result.rc
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "landlock"])
+def test_timeout_kills_the_command_and_what_it_forked(backend: str) -> None:
+    """Landlock runs for an unprivileged agent only: that column drops to the test user."""
+    from sandfleet.modules.facts import probe
+
+    status = probe().backend(backend)
+    need(status is not None and status.available, f"{backend} unavailable")
+    tag = f"{os.getpid()}{backend}"
+    with user_tree() as root:
+        outcome = as_user(_timed_out_task, str(root), backend, tag) if backend == "landlock" \
+            else _timed_out_task(str(root), backend, tag)
+    assert outcome == ("timeout", None)
     assert gone(tag), "a process of the timed-out task is still running"
 
 
@@ -278,7 +294,7 @@ def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     assert "--as-pid-1" not in dry[0]["wrapper"]["argv"] and "--as-pid-1" not in results[0]["wrapper"]
     assert dry[0]["wrapper"]["argv"][-3:] == results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
     assert "--as-pid-1" in dry[1]["wrapper"]["argv"] and "--as-pid-1" in results[1]["wrapper"]
-    (entry,) = dry[1]["wrapper"]["files"].values()
+    entry = dry[1]["wrapper"]["files"][ENTRY_NAME]
     assert json.loads(entry)["argv"][-1] == "a"
     assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
     assert results[3]["stdout"] == "/srv/app hello world 2\n"
@@ -355,4 +371,4 @@ class TestManagedNetwork:
         assert proc.returncode == 8, proc.stdout + proc.stderr
         message = events(proc)[0]["message"]
         assert "bwrap: bwrap is not installed" in message
-        assert "landlock: a managed network needs bwrap: Landlock filters TCP by port" in message
+        assert "a managed network needs bwrap: make bwrap work here" in message

@@ -15,6 +15,9 @@ from ..binding import BoundPolicy
 from ..escaping import sh_join
 from ..facts import HostFacts
 
+#: The descriptor on which the agent hands bwrap the task's seccomp filter (``--seccomp 3``).
+SECCOMP_FD = 3
+
 
 class Refused(Exception):
     """This backend cannot enforce the policy as asked; the task fails closed with the reason."""
@@ -36,10 +39,27 @@ class Wrapper:
     #: in another mount namespace detaches that mount, so cleaning up after one task could strip
     #: the read-only ``.git`` from a concurrent task's sandbox in the same workspace.
     placeholders: tuple[str, ...] = ()
+    #: The socket mode of the seccomp filter the agent hands the sandbox (bwrap: on fd 3, see
+    #: :mod:`..seccomp`); None when the backend installs its own (Landlock) or has none.
+    seccomp: Optional[str] = None
+    #: Private temp dirs the agent creates empty on the host before the task and removes after
+    #: (Landlock's ``:tmpdir``; bwrap mounts a tmpfs instead, see ``sandbox_scratch``).
+    host_scratch: tuple[str, ...] = ()
+    #: Private temp dirs that exist only inside the sandbox (bwrap's tmpfs for ``:tmpdir``): a
+    #: persistent sandbox empties them between tasks.
+    sandbox_scratch: tuple[str, ...] = ()
 
     @property
     def display(self) -> str:
         return sh_join(self.argv)
+
+    def inputs(self) -> Optional[dict[int, bytes]]:
+        """What the command reads on extra descriptors when it starts: the seccomp filter."""
+        if self.seccomp is None:
+            return None
+        from .. import seccomp
+
+        return {SECCOMP_FD: seccomp.program(self.seccomp)}
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .. import netns
+from .. import netns, seccomp
 from ..binding import PROTECTED_NAMES, BoundPolicy
 from ..facts import HostFacts
 from ..globs import GlobError, expand
@@ -63,7 +63,7 @@ from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..proxyenv import proxy_env
 from ..render import render_argv
-from .base import Backend, ProxyEndpoint, Refused, Wrapper
+from .base import SECCOMP_FD, Backend, ProxyEndpoint, Refused, Wrapper
 
 #: Read-only with ``:minimal`` when present: what a dynamically linked program needs to start
 #: and behave (loader, libraries, config, certificates). ``/etc/resolv.conf`` is listed on its own
@@ -74,10 +74,22 @@ PLATFORM_READ: tuple[str, ...] = (
 )
 
 
+#: Said with every task whose network is not full: what the seccomp filter takes away.
+UNIX_SOCKET_NOTE = ("bwrap: network none/managed: no UNIX sockets (pathname sockets reach host services); "
+                    "socketpair() works, a UNIX-socket server in the workspace does not")
+
 #: Where a dry-run says the netns helper lives on a host it did not probe (the agent's cache copy).
 NOMINAL_AGENT_DIR = "<agent>"
 
-_OPS = ("bind", "ro-bind", "ro-bind-try", "symlink", "tmpfs", "remount-ro", "dev", "proc")
+#: Host-global kernel state a fresh ``/proc`` shows writable to the agent's uid: when the agent
+#: runs as root, uid 0 in bwrap's user namespace *is* the host's root for these files' permission
+#: checks, and ``kernel.core_pattern`` alone runs any program as host root. Covered read-only
+#: with the host's own entries (identical but for the network sysctls, which then show the host's
+#: values), as bwrap does itself when it does not unshare the user namespace, and as Docker does.
+PROC_READ_ONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs")
+#: Hidden behind an empty, unopenable file: the keys of every keyring the user can view.
+PROC_MASKED = ("/proc/keys", "/proc/key-users")
+_OPS = ("bind", "ro-bind", "ro-bind-try", "symlink", "tmpfs", "remount-ro", "dev", "proc", "mqueue")
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ class _State:
     masks: list[int] = field(default_factory=list)  # indices of tmpfs mounts we create
     notes: list[str] = field(default_factory=list)
     placeholders: list[str] = field(default_factory=list)
+    private: set[str] = field(default_factory=set)  # private temp dirs mounted (empty tmpfs)
 
 
 class Bwrap(Backend):
@@ -157,18 +170,26 @@ class Bwrap(Backend):
         managed = policy.network.mode is NetworkMode.MANAGED
         prefix = self._netns_helper() if managed else []
         plan = self.plan(policy)
+        sockets = "all" if policy.network.mode is NetworkMode.FULL else "inet"
         words = render_argv(
             "bwrap.j2",
             prefix=prefix,
             bwrap=bwrap,
             unshare=list(self.unshare),
             unshare_net=policy.network.mode is NetworkMode.NONE,
+            seccomp_fd=str(SECCOMP_FD),
             setenv=sorted(proxy_env(self.proxy.port).items()) if managed and self.proxy else [],
             mounts=list(plan.mounts),
             cwd=plan.cwd,
             argv=list(argv),
         )
-        return Wrapper(self.name, tuple(words), cwd=plan.cwd, notes=plan.notes, placeholders=plan.placeholders)
+        notes = plan.notes
+        if sockets != "all":
+            notes += (UNIX_SOCKET_NOTE,)
+        return Wrapper(self.name, tuple(words), cwd=plan.cwd, notes=notes, placeholders=plan.placeholders,
+                       seccomp=sockets, files={f"fd {SECCOMP_FD}": seccomp.describe(sockets)},
+                       sandbox_scratch=_sandbox_made(plan, ("/dev/shm", "/dev/mqueue", *policy.private)),
+                       env={"TMPDIR": policy.private[0]} if policy.private else {})
 
     def _netns_helper(self) -> list[str]:
         """The words that put bwrap into a network namespace whose only exit is the proxy."""
@@ -207,7 +228,8 @@ class Bwrap(Backend):
             st.masks.append(len(st.mounts))
             st.mounts.append(Mount("tmpfs", "/"))
         st.realised["/"] = base
-        st.mounts += [Mount("dev", "/dev"), Mount("proc", "/proc")]
+        st.mounts += [Mount("dev", "/dev"), Mount("mqueue", "/dev/mqueue")]
+        st.mounts += self._proc(st)
         for entry in entries:
             if entry.path != "/":
                 self._realise(entry, st)
@@ -216,6 +238,22 @@ class Bwrap(Backend):
             raise Refused(f"the working directory {cwd} is not readable under this policy "
                           "(give it a read or write rule, or choose another cwd)")
         return MountPlan(_seal(st.mounts, st.masks), cwd, tuple(st.notes), tuple(st.placeholders))
+
+    def _proc(self, st: _State) -> list[Mount]:
+        """A fresh ``/proc`` whose host-global files are read-only or hidden. Where bwrap cannot
+        mount one (a container whose own ``/proc`` has covered parts), an empty read-only
+        ``/proc`` instead: the host's would show every host process (environments, command
+        lines), and no ``/proc`` at all keeps every guarantee at the cost of tools that need it."""
+        status = self.facts.backend(self.name)
+        if status is not None and not status.proc:
+            st.masks.append(len(st.mounts))
+            st.notes.append("bwrap: this host cannot give the sandbox a fresh /proc (" + (status.proc_reason or
+                            "mounting proc is refused") + "), so /proc is empty inside; tools that read it fail")
+            return [Mount("tmpfs", "/proc", perms="555")]
+        mounts = [Mount("proc", "/proc")]
+        mounts += [Mount("ro-bind-try", path, path) for path in PROC_READ_ONLY]
+        mounts += [Mount("ro-bind", path, "/dev/null") for path in PROC_MASKED if self.paths.kind(path) is not None]
+        return mounts
 
     def _entries(self, policy: BoundPolicy, st: _State) -> list[_Entry]:
         """Rules (canonical), deny-glob matches and platform defaults, one per path, shallow first."""
@@ -227,7 +265,8 @@ class Bwrap(Backend):
                 by_path[entry.path] = entry
 
         for rule in policy.rules:
-            add(_Entry(self._canonical(policy, rule.path, rule.access), rule.access, "rule"))
+            origin = "private" if rule.path in policy.private else "rule"
+            add(_Entry(self._canonical(policy, rule.path, rule.access), rule.access, origin))
         for pattern in policy.deny_globs:
             for match in self._expand_glob(pattern, st):
                 add(_Entry(match, Access.DENY, "glob"))
@@ -238,24 +277,25 @@ class Bwrap(Backend):
         return sorted(by_path.values(), key=lambda e: (e.depth, e.path))
 
     def _canonical(self, policy: BoundPolicy, path: str, access: Access) -> str:
-        """The path bwrap should mount: the canonical one. A read-only path reached through a
-        symlink the sandbox could replace (one inside a writable root) is refused: other tools
-        trust that *name* (``.git``), and a replaced link would point it at planted content. A
-        denied path through such a link is fine: the mask sits on the content itself."""
+        """The path bwrap should mount: the canonical one. A read-only or denied path reached
+        through a symlink the sandbox could replace (one inside a writable root) is refused: the
+        rule is placed on the link's target when the sandbox starts, and a re-pointed link would
+        name other content (planted, or not masked) under the very path the rule is about."""
         norm = posixpath.normpath(path)
         real = self.paths.realpath(norm)
         if real == norm:
             return norm
-        if access is Access.READ:
+        if access is not Access.WRITE:
             link = next((p for p in _prefixes(norm) if self.paths.kind(p) == "link"), None)
             if link is not None and policy.access(posixpath.dirname(link)) is Access.WRITE:
-                raise Refused(f"cannot enforce read-only path {norm}: {link} is a symlink inside a "
+                what = "read-only" if access is Access.READ else "denied"
+                raise Refused(f"cannot enforce {what} path {norm}: {link} is a symlink inside a "
                               "writable root, which the sandboxed command could replace")
         return real
 
     def _platform(self, explicit: list[_Entry]) -> Iterator[_Entry]:
         """Platform defaults not governed by an explicit rule on or above them."""
-        ruled = [e.path for e in explicit if e.origin == "rule"]
+        ruled = [e.path for e in explicit if e.origin in ("rule", "private")]
         plain = [p for p in self.platform_read
                  if self.paths.kind(p) not in (None, "link") and self.paths.realpath(p) == p]
         for path in self.platform_read:
@@ -279,17 +319,22 @@ class Bwrap(Backend):
                 yield _Entry(real, Access.READ, "platform")
 
     def _realise(self, entry: _Entry, st: _State) -> None:
-        """Append the mounts that give ``entry.path`` its access, given its realised parent."""
+        """Append the mounts that give ``entry.path`` its access, given its realised parent. Below
+        a private temp dir nothing of the host shows, so a rule there is always mounted."""
         parent = _realised_parent(st.realised, entry.path)
-        if entry.access is parent:
+        if entry.access is parent and not _below_private(st, entry.path):
             return
         path = entry.path
         kind = self.paths.kind(path)
         if entry.access is Access.WRITE:
-            if kind is None:
+            if entry.origin == "private":
+                st.mounts.append(Mount("tmpfs", path))  # the task's own empty temp dir, never the host's
+                st.private.add(path)
+            elif kind is None:
                 st.notes.append(f"writable path {path} does not exist on this host; not mounted")
                 return
-            st.mounts.append(Mount("bind", path, path))
+            else:
+                st.mounts.append(Mount("bind", path, path))
         elif entry.access is Access.READ:
             if kind is None:
                 if parent is Access.WRITE:
@@ -376,6 +421,30 @@ def _realised_parent(realised: dict[str, Optional[Access]], path: str,
         if cur == "/":
             return None
         cur = posixpath.dirname(cur)
+
+
+def _sandbox_made(plan: MountPlan, paths: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``paths`` that are the sandbox's own (its /dev, its mqueue, a private temp dir)
+    and that no later mount of a host path covers: what a persistent sandbox may empty."""
+    own = {"dev": "/dev", "mqueue": "/dev/mqueue"}
+    made: list[str] = []
+    for path in paths:
+        start = next((i for i, m in enumerate(plan.mounts)
+                      if (m.op == "tmpfs" and m.dest == path) or own.get(m.op) == path
+                      or (m.op == "dev" and path.startswith("/dev/"))), None)
+        covered = start is None or any(m.op in ("bind", "ro-bind", "ro-bind-try", "symlink") and
+                                       _contains(m.dest, path) for m in plan.mounts[start + 1:])
+        if not covered:
+            made.append(path)
+    return tuple(made)
+
+
+def _below_private(st: _State, path: str) -> bool:
+    """Whether the deepest realised ancestor of ``path`` is a private temp dir (an empty tmpfs)."""
+    cur = posixpath.dirname(path)
+    while cur not in st.realised and cur != "/":
+        cur = posixpath.dirname(cur)
+    return cur in st.private
 
 
 def _seal(mounts: list[Mount], masks: list[int]) -> tuple[Mount, ...]:

@@ -14,11 +14,23 @@ Landlock cannot express at all is refused, never weakened:
 * ``network: managed``: Landlock filters TCP by port, never by host name, so it cannot keep a
   command on the proxy (the proxy's port would be open on every address). The message says that
   bwrap is needed; with bwrap missing the user sees bwrap's reason next to this one.
-* ``network: none`` without TCP rules (ABI < 4) or without the seccomp socket filter.
+* ``network: none`` without TCP rules (ABI < 4).
+* a host where sandfleet has no seccomp filter (only x86_64 and aarch64 have one): every task
+  runs under it (:mod:`..seccomp`); under ``network: none`` it allows no ``socket()`` at all,
+  which also closes pathname UNIX sockets (Landlock controls them only from ABI 9).
+* an agent running as root or holding any capability: Landlock takes no capability away, so a
+  root task could ``mknod`` the disk, ``chown`` anything or read every process's environment.
+  Landlock is for agents run as an unprivileged user (bwrap drops root's powers itself).
 * more than :data:`MAX_GRANTS` grants after splitting (a deny glob matching thousands of files).
 
-Known gaps, shared with bwrap or inherent: pathname UNIX sockets stay connectable below ABI 9;
-without ABI 6 signals to other processes of the same user are not scoped.
+What remains, said in every result's warnings (:data:`LIMITS`) and in the README's table:
+metadata (``chmod``, ``utime``, ``setxattr``) of the agent user's own files outside the writable
+roots is not mediated, and other processes' command lines are visible in ``/proc``; without ABI 6
+signals to other processes of the same user are not scoped.
+
+``:tmpdir`` is private: the task gets an empty directory of its own under the agent's state dir
+(``TMPDIR`` points at it; the agent creates it before the task and removes it after), never the
+host's shared temp dir. Other tasks' temp dirs sit under the same denied state dir.
 """
 
 from __future__ import annotations
@@ -29,7 +41,7 @@ from typing import Callable, Optional
 
 from .. import seccomp
 from ..binding import BoundPolicy, Rule
-from ..facts import HostFacts
+from ..facts import HostFacts, cap_eff
 from ..globs import GlobError, expand
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
@@ -38,6 +50,11 @@ from ..render import render_text
 from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
 RULESET_FILE = "landlock.json"
+#: What a Landlock sandbox does not stop, said with every task it runs.
+LIMITS = ("landlock: does not stop chmod/utime/setxattr on the agent user's own files outside the writable roots, "
+          "nor hide other processes' command lines in /proc (bwrap does both)")
+#: Where a dry-run says the task's private temp dir is (the agent's pid names the real one).
+NOMINAL_TMP = "tmp/<agent>"
 MAX_GRANTS = 4096
 #: What a process needs to start when reads are restricted to ``:minimal``.
 PLATFORM_READS = ("/bin", "/sbin", "/usr", "/etc", "/lib", "/lib64", "/lib32", "/nix/store",
@@ -124,26 +141,29 @@ class Landlock(Backend):
         super().__init__(facts, proxy)
         self.fs = fs or (AssumedFs(facts.os) if facts.assumed else LocalFs())
 
-    def ruleset(self, policy: BoundPolicy) -> tuple[str, list[str]]:
-        """The ruleset file's text (validated) and notes on what was split to express it."""
+    def ruleset(self, policy: BoundPolicy, private: Optional[str] = None) -> tuple[str, list[str]]:
+        """The ruleset file's text (validated) and notes on what was split to express it;
+        ``private`` is the task's own temp dir, granted in place of the policy's private rules."""
         abi = min(self.facts.landlock_abi, MAX_ABI)
         if abi < 1:
             raise Refused("Landlock is not available in this kernel")
         mode = policy.network.mode
         if mode is NetworkMode.MANAGED:
             raise Refused("a managed network needs bwrap: Landlock filters TCP by port, never by host name")
+        _refuse_root(self.facts.euid, self.facts.cap_eff)
+        if not seccomp.supported():
+            raise Refused("Landlock tasks need sandfleet's seccomp filter, which exists for x86_64 and aarch64 only")
         net: Optional[NetRules] = None
-        sockets = "any"
+        sockets = "all"
         if mode is NetworkMode.NONE:
             if abi < _NET_ABI:
                 raise Refused(f"network none needs Landlock ABI {_NET_ABI} (Linux 6.7) for TCP rules; "
                               f"this kernel has ABI {abi}")
-            if not seccomp.supported():
-                raise Refused("network none needs the seccomp socket filter, which sandfleet has for x86_64 and "
-                              "aarch64 only")
-            net, sockets = NetRules(), "unix_only"
+            net, sockets = NetRules(), "none"
         scope = ("abstract_unix_socket", "signal") if abi >= _SCOPE_ABI else ()
-        rules = list(policy.rules)
+        rules = [r for r in policy.rules if r.path not in policy.private]
+        if private is not None and len(rules) < len(policy.rules):
+            rules.append(Rule(private, Access.WRITE, ":tmpdir"))
         rules += [Rule(p, Access.DENY, "deny glob") for p in _expand_globs(policy.deny_globs, self.fs)]
         extra: list[Rule] = []
         if policy.minimal_read:
@@ -163,17 +183,42 @@ class Landlock(Backend):
         except RulesetError as exc:
             raise Refused(f"cannot express this policy with Landlock: {exc}") from None
 
+    def private_tmp(self) -> str:
+        """This agent's private temp dir for its tasks (one task at a time per agent)."""
+        if self.facts.assumed or not self.facts.state_dir:
+            return os.path.join(self.facts.state_dir or "<state>", NOMINAL_TMP)
+        return os.path.join(self.facts.state_dir, "tmp", f"agent-{os.getpid()}")
+
     def render(self, policy: BoundPolicy, argv: Sequence[str]) -> Wrapper:
-        text, notes = self.ruleset(policy)
-        return Wrapper(self.name, tuple(argv), files={RULESET_FILE: text},
-                       cwd=policy.cwd, notes=tuple(notes))
+        private = self.private_tmp() if policy.private else None
+        text, notes = self.ruleset(policy, private)
+        cwd, env = policy.cwd, {}
+        if private is not None:
+            env["TMPDIR"] = private
+            for path in policy.private:  # a cwd inside the private temp dir moves with it
+                if cwd == path or cwd.startswith(path.rstrip("/") + "/"):
+                    cwd = private + cwd[len(path.rstrip("/")):]
+        return Wrapper(self.name, tuple(argv), files={RULESET_FILE: text}, cwd=cwd, env=env,
+                       notes=(*notes, LIMITS), host_scratch=(private,) if private else ())
 
     def preexec(self, wrapper: Wrapper) -> Optional[Callable[[], None]]:
+        _refuse_root(os.geteuid(), cap_eff())  # the facts are from the agent's start; check again
         try:
             prepared = prepare(LandlockRuleset.from_json(wrapper.files[RULESET_FILE]))
         except LandlockUnavailable as exc:
             raise Refused(str(exc)) from None
         return prepared.preexec_fn
+
+
+def _refuse_root(euid: int, cap_eff: int) -> None:
+    if euid == 0 or cap_eff:
+        who = "as root" if euid == 0 else f"with capabilities (CapEff {cap_eff:#x})"
+        raise Refused(f"Landlock does not run tasks of an agent {who}: Landlock takes no capability away, so the "
+                      "task would keep root's powers; run the agent as an unprivileged user (ansible_user in the "
+                      "inventory), or use bwrap, which drops them")
+
+
+
 
 
 def _accepts(rules: Sequence[Rule], extra: Rule) -> bool:

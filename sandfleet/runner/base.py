@@ -32,12 +32,16 @@ class AgentInit:
     #: One persistent sandbox per sandbox command on the host, or a fresh one per task
     #: (``sandfleet_sandbox_reuse``); agents that predate it ignore it and start fresh ones.
     sandbox_reuse: bool = True
+    #: More paths no task may write, on top of what the agent protects itself (its code, its
+    #: interpreter, its PATH): a local agent is given the controller's own installation.
+    protect: tuple[str, ...] = ()
 
     def line(self) -> str:
         return json.dumps({"v": 1, "init": {"workspace_roots": list(self.workspace_roots),
                                              "sandbox_pin": self.sandbox_pin,
                                              "network_resolve": dict(self.network_resolve),
-                                             "sandbox_reuse": self.sandbox_reuse}}, ensure_ascii=True)
+                                             "sandbox_reuse": self.sandbox_reuse,
+                                             "protect": list(self.protect)}}, ensure_ascii=True)
 
 
 class Connection(ABC):

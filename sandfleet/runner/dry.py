@@ -36,7 +36,9 @@ class DryConnection(Connection):
 
     def start(self, init: AgentInit) -> HostFacts:
         if self.config.connection == "local":
-            self.facts = probe(init.workspace_roots)
+            from sandfleet.runner.local import own_installation
+
+            self.facts = probe(init.workspace_roots, own_installation())
         elif self.config.os is None:
             raise InputError(f"host {self.host!r} has no sandfleet_os; a dry-run renders that host's sandbox "
                              "from it, so it is required", allowed=["linux", "macos", "windows"])

@@ -1,16 +1,50 @@
-"""``ansible_connection: local``: the same agent, started as a subprocess of the controller."""
+"""``ansible_connection: local``: the same agent, started as a subprocess of the controller.
+
+The agent gets a minimal environment (:func:`agent_env`): the controller's may hold secrets
+(``AWS_SECRET_ACCESS_KEY``, ``SSH_AUTH_SOCK``, tokens), and a process's environment is readable
+by others of its user. It is also told the controller's own installation (:func:`own_installation`),
+which no task may write: the next ``sandfleet`` command runs that code unsandboxed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
+from collections.abc import Mapping
 from typing import IO, Optional
 
+import sandfleet
+from sandfleet import modules
 from sandfleet.modules import wire
 from sandfleet.modules.facts import HostFacts
+from sandfleet.modules.spawn import INHERITED_ENV
 from sandfleet.runner.base import AgentInit, AgentStream, Connection, HostUnreachable
+
+#: What a local agent keeps of the controller's environment beyond the variables every task
+#: inherits: where its cache lives, the Python path it may have been started with, and
+#: sandfleet's own settings. Nothing else (credentials, agent sockets, tokens) reaches it.
+AGENT_ENV = ("XDG_CACHE_HOME", "PYTHONPATH")
+
+
+def agent_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items()
+            if k in INHERITED_ENV or k in AGENT_ENV or k.startswith(("LC_", "SANDFLEET_"))}
+
+
+def own_installation() -> tuple[str, ...]:
+    """Where the controller runs from: its packages, its interpreter's prefixes and scripts."""
+    paths = [os.path.dirname(os.path.abspath(sandfleet.__file__)), *map(os.path.abspath, modules.__path__),
+             sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable or "/"))]
+    paths += [sysconfig.get_paths()[key] for key in ("purelib", "platlib", "scripts")]
+    if sys.argv and sys.argv[0] and os.path.isabs(sys.argv[0]):
+        paths.append(os.path.dirname(os.path.realpath(sys.argv[0])))
+    return tuple(dict.fromkeys(os.path.realpath(p) for p in paths if p))
 
 
 class LocalConnection(Connection):
@@ -23,11 +57,13 @@ class LocalConnection(Connection):
 
     def start(self, init: AgentInit) -> HostFacts:
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the agent
+        init = dataclasses.replace(init, protect=(*init.protect, *own_installation()))
         try:
             # Its own session: a Ctrl-C at the terminal reaches only the controller, which then
             # closes the agent's stdin; the agent kills the running task and exits (as over SSH).
             self._proc = subprocess.Popen([self.python, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
+                                          stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True,
+                                          env=agent_env())
         except OSError as exc:
             raise HostUnreachable(f"cannot start the local agent with {self.python}: {exc.strerror}") from None
         assert self._proc.stdin is not None and self._proc.stdout is not None

@@ -28,8 +28,16 @@ def intent(*perms: tuple[object, Access], roots: tuple[str, ...] = ()) -> Sandbo
     return SandboxIntent(tuple(Permission(p, a) for p, a in perms), workspace_roots=roots)  # type: ignore[arg-type]
 
 
+WALLS = ("sandfleet's own state", "sandfleet's code, interpreter or PATH")
+
+
 def rules(policy: object) -> dict[str, Access]:
-    return {r.path: r.access for r in policy.rules}  # type: ignore[attr-defined]
+    """The policy's rules, without the agent's own walls (tested on their own below)."""
+    return {r.path: r.access for r in policy.rules if r.source not in WALLS}  # type: ignore[attr-defined]
+
+
+def walls(policy: object) -> dict[str, Access]:
+    return {r.path: r.access for r in policy.rules if r.source in WALLS}  # type: ignore[attr-defined]
 
 
 LINUX = assumed_facts("linux", "alice", ("/work/a", "/work/b"), tmpdir="/var/tmp/alice")
@@ -45,15 +53,15 @@ class TestSymbolsPerOs:
         assert rules(p) == {
             "/": R, "/tmp": W, "/work/a": W, "/work/b": W, "/home/alice/.cache": W, "/var/tmp/alice": W,
             "/work/a/out": W, "/work/a/.git": R, "/work/b/.git": R, "/work/b/out": W,
-            "/work/a/out/.git": R, "/work/b/out/.git": R, "/home/alice/.cache/.git": R,
+            "/work/a/out/.git": R, "/work/b/out/.git": R, "/home/alice/.cache/.git": R, "/tmp/.git": R,
         }
-        assert p.minimal_read and p.cwd == "/work/a" and p.full_read and not p.full_write
+        assert p.minimal_read and p.cwd == "/work/a" and p.full_read
 
     def test_macos_binds_canonical_private_paths(self) -> None:
         p = bind(intent((Special("slash_tmp"), W), (Special("workspace_roots"), W), (FilePath("file:///var/log"), R)),
                  MACOS, fs=AssumedFs("macos"))
         assert rules(p) == {"/private/tmp": W, "/private/var/log": R, "/Users/alice/src": W,
-                            "/Users/alice/src/.git": R}
+                            "/Users/alice/src/.git": R, "/private/tmp/.git": R}
 
     def test_windows_roots_drive_and_unc(self) -> None:
         p = bind(intent((Special("root"), R), (Special("workspace_roots"), W), (Special("slash_tmp"), W),
@@ -127,7 +135,6 @@ class TestPrecedenceAndCarveOuts:
     def test_deeper_path_wins(self) -> None:
         p = bind(intent((Special("root"), W), (FilePath("file:///etc"), D), (FilePath("file:///etc/ssl"), R)), LINUX)
         assert p.access("/etc/passwd") is D and p.access("/etc/ssl/certs/x") is R and p.access("/usr/bin") is W
-        assert not p.full_write
 
     def test_git_protected_unless_a_rule_writes_it(self) -> None:
         p = bind(intent((Special("workspace_roots"), W), (Special("workspace_roots", ".git"), W)), LINUX)
@@ -151,9 +158,15 @@ class TestPrecedenceAndCarveOuts:
         p = bind(intent((Special("workspace_roots"), W)), assumed_facts("linux", "bob", (str(wt),)), fs=LocalFs())
         assert rules(p) == {str(wt): W, str(wt / ".git"): R, str(main_git): R}
 
-    def test_no_carve_out_in_temp_dirs_or_full_write(self) -> None:
+    def test_no_carve_out_in_the_private_tmpdir_or_full_write(self) -> None:
         p = bind(SandboxIntent(PROFILES["full-access"] + ((Permission(Special("tmpdir"), W)),)), LINUX)
-        assert rules(p) == {"/": W, "/var/tmp/alice": W} and p.full_write
+        assert rules(p) == {"/": W, "/var/tmp/alice": W} and p.private == ("/var/tmp/alice",)
+
+    def test_the_shared_tmp_is_guarded_like_a_workspace(self) -> None:
+        """A ``.git`` planted in the host's /tmp would be trusted by the next git run there."""
+        p = bind(intent((Special("root"), R), (Special("slash_tmp"), W), (Special("tmpdir"), W)),
+                 assumed_facts("linux", "alice", tmpdir="/tmp"), fs=AssumedFs("linux"))
+        assert rules(p) == {"/": R, "/tmp": W, "/tmp/.git": R} and p.private == ()
 
     def test_globs_anchor_at_roots_and_home(self) -> None:
         p = bind(intent((Glob("**/*.pem"), D), (Glob("~/.aws/*"), D), (Glob("/etc/*.key"), D)), LINUX)

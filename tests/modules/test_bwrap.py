@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wrappers
 
 from conftest import need
 from sandfleet.modules import globs, netns
@@ -110,8 +111,8 @@ def _bwrap_accepts(prefix: tuple[str, ...]) -> None:
     status = _bwrap_status()
     if not status.available:
         return  # the enforcement tests below report (CI: fail) that bwrap cannot run
-    proc = subprocess.run([status.path or "bwrap", *prefix[1:], "/bin/true"], capture_output=True,
-                          text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    proc = wrappers.run_wrapper([status.path or "bwrap", *prefix[1:], "/bin/true"], capture_output=True,
+                                text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0 or "execvp /bin/true" in proc.stderr, proc.stderr
 
 
@@ -158,7 +159,8 @@ def test_dry_run_assumes_paths_and_leaves_globs_to_the_host() -> None:
     argv = backend.render(policy, ["make"]).argv
     assert argv[0] == "bwrap"
     text = " ".join(argv)
-    assert "--tmpfs / --dev /dev --proc /proc --ro-bind-try /lib32 /lib32 --ro-bind-try /usr /usr " \
+    assert "--tmpfs / --dev /dev --mqueue /dev/mqueue --proc /proc " in text
+    assert "/proc/key-users --ro-bind-try /lib32 /lib32 --ro-bind-try /usr /usr " \
         "--bind /srv/ws /srv/ws --remount-ro / --chdir /srv/ws -- make" in text
     assert backend.plan(policy).notes == ("deny glob /srv/ws/**/*.pem is expanded on the host when the task runs",)
 
@@ -259,8 +261,8 @@ def run(facts: HostFacts, policy: BoundPolicy, argv: list[str], as_nobody: bool 
         ) -> subprocess.CompletedProcess[str]:
     wrapper = Bwrap(facts).render(policy, argv)
     prefix = _unprivileged() if as_nobody else []
-    return subprocess.run([*prefix, *wrapper.argv], capture_output=True, text=True, timeout=TIMEOUT,
-                          env=ENV, stdin=subprocess.DEVNULL)
+    return wrappers.run(wrapper, prefix, capture_output=True, text=True, timeout=TIMEOUT, env=ENV,
+                        stdin=subprocess.DEVNULL)
 
 
 def probe_ops(facts: HostFacts, policy: BoundPolicy, ops: dict[str, str], as_nobody: bool = False,

@@ -3,12 +3,15 @@
 The same matrix runs for bwrap and Landlock: the forbidden thing must fail *and* the allowed
 thing must still work, or a backend that blocks everything would pass. ``bwrap-reused`` runs each
 attempt as the second task of a persistent sandbox (modules/sandbox_pool.py), after another task
-of the same policy: enforcement must be exactly that of a fresh sandbox.
+of the same policy: enforcement must be exactly that of a fresh sandbox. Landlock refuses an agent
+that is root, so its column runs the host-side code as the unprivileged test user
+(:mod:`unprivileged`); the trees live in a directory that user owns.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import sys
 import threading
@@ -16,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from unprivileged import as_user, user_tree
 
 from conftest import need
 from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, probe
+from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
 from sandfleet.modules.intent import (
     PROFILES,
     Access,
@@ -35,6 +39,8 @@ from sandfleet.modules.sandbox_pool import SandboxPool
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 
 BACKENDS = ("bwrap", "bwrap-reused", "landlock")
+#: The interpreter tasks run: outside /root, so the unprivileged user can run it too.
+PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +57,22 @@ def backend(request: pytest.FixtureRequest, host_facts: HostFacts) -> str:
 
 
 @pytest.fixture
-def box(tmp_path: Path, host_facts: HostFacts) -> dict[str, Path]:
-    """A workspace with a git dir, a scratch temp dir and an outside dir, all outside /tmp's root."""
-    ws, tmp, outside = tmp_path / "ws", tmp_path / "scratch", tmp_path / "outside"
+def box(host_facts: HostFacts) -> Iterator[dict[str, Path]]:
+    """A workspace with a git dir, a scratch temp dir and an outside dir, owned by the test user."""
+    with user_tree() as root:
+        ws, tmp, outside = root / "ws", root / "scratch", root / "outside"
+        as_user(_make_box, ws, tmp, outside)
+        yield {"ws": ws, "tmp": tmp, "outside": outside}
+
+
+def _make_box(ws: Path, tmp: Path, outside: Path) -> None:
+    """World-writable: root's sandbox (no capabilities, so no CAP_DAC_OVERRIDE) and the test user
+    must both be able to write where the policy lets them."""
+    os.umask(0)
     for d in (ws / ".git" / "hooks", ws / "src", tmp, outside):
         d.mkdir(parents=True)
     (ws / "secret.txt").write_text("top secret\n")
     (outside / "data.txt").write_text("outside\n")
-    return {"ws": ws, "tmp": tmp, "outside": outside}
 
 
 def facts_for(host_facts: HostFacts, box: dict[str, Path]) -> HostFacts:
@@ -70,9 +84,22 @@ def workspace(network: NetworkMode = NetworkMode.NONE, *extra: Permission) -> Sa
     return SandboxIntent(perms + extra, NetworkPolicy(network))
 
 
+def as_agent_user(facts: HostFacts) -> HostFacts:
+    """``facts`` as the agent running as this (unprivileged) process would probe its identity."""
+    home = os.environ["HOME"]
+    return dataclasses.replace(facts, home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
+                               protected=own_paths())
+
+
+def _execute_as_user(request: ExecRequest, facts: HostFacts, pin: str) -> ExecResult:
+    return execute(request, as_agent_user(facts), pin=pin)
+
+
 def run(backend: str, facts: HostFacts, intent: SandboxIntent, *argv: str) -> ExecResult:
     name, _, mode = backend.partition("-")
     request = ExecRequest(id="t", argv=argv, sandbox=intent, timeout_s=30)
+    if name == "landlock":
+        return as_user(_execute_as_user, request, facts, name)
     if mode != "reused":
         return execute(request, facts, pin=name)
     pool = SandboxPool(fresh_first=0)
@@ -157,9 +184,19 @@ class TestFilesystem:
     def test_system_reads_and_tmpdir_writes_work(self, backend: str, host_facts: HostFacts,
                                                  box: dict[str, Path]) -> None:
         r = run(backend, facts_for(host_facts, box), workspace(),
-                *sh(f"ls /usr/bin >/dev/null && echo t > {box['tmp']}/t.txt && cat {box['tmp']}/t.txt"))
+                *sh('ls /usr/bin >/dev/null && echo t > "$TMPDIR/t.txt" && cat "$TMPDIR/t.txt"'))
         assert r.status is Status.OK, r
         assert r.stdout == "t\n"
+
+    def test_tmpdir_is_private_to_the_task(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
+        """The host's temp dir is neither written nor shown: a task gets an empty one of its own."""
+        (box["tmp"] / "host-file").write_text("the host's\n")
+        facts = facts_for(host_facts, box)
+        first = run(backend, facts, workspace(), *sh('ls -A "$TMPDIR"; echo left > "$TMPDIR/planted"'))
+        second = run(backend, facts, workspace(), *sh('ls -A "$TMPDIR"; echo x > ' + str(box["tmp"] / "direct")))
+        assert first.status is Status.OK and first.stdout == "", first
+        assert second.stdout == "", second  # nothing the first task left, nothing of the host's
+        assert sorted(p.name for p in box["tmp"].iterdir()) == ["host-file"]
 
     def test_read_only_profile_writes_nothing(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
         r = run(backend, facts_for(host_facts, box), SandboxIntent(PROFILES["read-only"]),
@@ -170,7 +207,7 @@ class TestFilesystem:
 class TestNetwork:
     def test_network_none_blocks_tcp(self, backend: str, host_facts: HostFacts, box: dict[str, Path],
                                      listener: int) -> None:
-        r = run(backend, facts_for(host_facts, box), workspace(), sys.executable, "-c", CONNECT, str(listener))
+        r = run(backend, facts_for(host_facts, box), workspace(), PY, "-c", CONNECT, str(listener))
         assert r.status is Status.FAILED and "connected" not in r.stdout
 
     def test_network_none_blocks_udp(self, backend: str, host_facts: HostFacts, box: dict[str, Path]) -> None:
@@ -179,7 +216,7 @@ class TestNetwork:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
             udp.settimeout(0.5)
-            run(backend, facts_for(host_facts, box), workspace(), sys.executable, "-c", UDP,
+            run(backend, facts_for(host_facts, box), workspace(), PY, "-c", UDP,
                 str(udp.getsockname()[1]))
             with pytest.raises(socket.timeout):
                 udp.recv(16)
@@ -189,14 +226,14 @@ class TestNetwork:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
             udp.settimeout(5)
-            r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), sys.executable, "-c", UDP,
+            r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), PY, "-c", UDP,
                     str(udp.getsockname()[1]))
             assert r.status is Status.OK, r
             assert udp.recv(16) == b"leak"
 
     def test_network_full_connects(self, backend: str, host_facts: HostFacts, box: dict[str, Path],
                                    listener: int) -> None:
-        r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), sys.executable, "-c", CONNECT,
+        r = run(backend, facts_for(host_facts, box), workspace(NetworkMode.FULL), PY, "-c", CONNECT,
                 str(listener))
         assert r.status is Status.OK and r.stdout == "connected\n", r
 

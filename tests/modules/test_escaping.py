@@ -16,6 +16,7 @@ import tempfile
 from typing import Any
 
 import pytest
+import wrappers
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -132,8 +133,8 @@ def test_hostile_strings_reach_the_sandboxed_child_exactly(facts: HostFacts, arg
         wrapper = Bwrap(facts).render(policy, argv)
         if not _TRAILING_NEWLINE_BUG or not any(_BUG_SHAPE.fullmatch(a) for a in wrapper.argv):
             assert shlex.split(wrapper.display) == list(wrapper.argv)
-        proc = subprocess.run(wrapper.argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
-                              env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+        proc = wrappers.run(wrapper, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+                            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
         assert proc.returncode == 0, proc.stderr
         seen = json.loads(proc.stdout)
         assert [os.fsencode(a) for a in seen["argv"]] == args

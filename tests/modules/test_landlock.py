@@ -81,7 +81,7 @@ EXAMPLE = {
     ],
     "net": {"tcp_connect": [], "tcp_bind": []},
     "scope": ["abstract_unix_socket", "signal"],
-    "sockets": "unix_only",
+    "sockets": "none",
 }
 
 
@@ -446,19 +446,21 @@ def test_cli_usage_and_missing_command(ws, tmp_path):
     assert "command not found" in proc.stderr
 
 
-def test_unix_only_sockets_close_udp_and_tcp_but_keep_unix(tmp_path):
-    """Landlock has no UDP rules; the seccomp socket filter is what makes "network none" whole."""
+def test_no_sockets_close_udp_tcp_and_unix_but_keep_socket_pairs(tmp_path):
+    """Landlock has no UDP rules and (below ABI 9) no say over pathname UNIX sockets; the seccomp
+    filter's "none" is what makes "network none" whole. Connected pairs keep working."""
     require_abi(1)
     code = (
         "import socket\n"
-        "a, b = socket.socketpair(); print('unix ok')\n"
+        "a, b = socket.socketpair(); print('pair ok')\n"
         "for fam, typ in ((socket.AF_INET, socket.SOCK_DGRAM), (socket.AF_INET6, socket.SOCK_DGRAM),"
-        " (socket.AF_INET, socket.SOCK_STREAM), (socket.AF_NETLINK, socket.SOCK_RAW)):\n"
+        " (socket.AF_INET, socket.SOCK_STREAM), (socket.AF_NETLINK, socket.SOCK_RAW),"
+        " (socket.AF_UNIX, socket.SOCK_STREAM), (socket.AF_UNIX, socket.SOCK_DGRAM)):\n"
         "    try:\n        socket.socket(fam, typ); print('LEAK', int(fam))\n"
         "    except PermissionError: print('denied', int(fam))\n"
     )
-    rs = LandlockRuleset(abi=landlock.landlock_abi(), fs=(FsRule("/", "read"),), sockets="unix_only")
+    rs = LandlockRuleset(abi=landlock.landlock_abi(), fs=(FsRule("/", "read"),), sockets="none")
     out = run_sandboxed(rs, [sys.executable, "-c", code])
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[0] == "unix ok"
-    assert "LEAK" not in out.stdout and out.stdout.count("denied") == 4
+    assert out.stdout.split("\n")[0] == "pair ok"
+    assert "LEAK" not in out.stdout and out.stdout.count("denied") == 6

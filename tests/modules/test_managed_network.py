@@ -264,13 +264,14 @@ class TestFailClosed:
         assert r.message is not None and "a managed network needs bwrap" in r.message
         assert not marker.exists() and r.network_decisions == ()
 
-    def test_no_bwrap_here_shows_both_reasons(self, facts: HostFacts, tmp_path: Path) -> None:
+    def test_no_bwrap_here_says_why_and_that_bwrap_is_needed(self, facts: HostFacts, tmp_path: Path) -> None:
         without = dataclasses.replace(facts, backends=tuple(
             dataclasses.replace(b, available=False, reason="bwrap is not installed") if b.name == "bwrap" else b
             for b in facts.backends))
         r = execute(ExecRequest(id="t", argv=("true",), sandbox=intent(), timeout_s=30), without, resolve=RESOLVE)
         assert r.status is Status.SANDBOX_UNAVAILABLE and r.message is not None
         assert "bwrap: bwrap is not installed" in r.message and "a managed network needs bwrap" in r.message
+        assert "landlock" not in r.message.lower()  # never offered: it cannot hold a managed network
 
 
 def test_network_none_and_full_are_unchanged(facts: HostFacts) -> None:
