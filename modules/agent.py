@@ -96,7 +96,11 @@ def read_resolve(line: str, environ: Optional[Mapping[str, str]] = None) -> dict
     return merged
 
 
-def serve(stdin: IO[str], stdout: IO[str]) -> int:
+def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
+    """Answer the init line, then every request. ``own_process``: this process is the agent and
+    nothing else (``main``), so it may become its tasks' subreaper, drop the session keyring it
+    was started with and kill every child a task leaves; code that embeds ``serve`` (tests)
+    keeps its process as it is."""
     first = stdin.readline()
     if not first:
         return 0
@@ -108,19 +112,19 @@ def serve(stdin: IO[str], stdout: IO[str]) -> int:
         stdout.write(json.dumps({"v": PROTOCOL_VERSION, "error": f"bad init line: {exc}"}) + "\n")
         stdout.flush()
         return 2
-    problems = spawn.harden_agent()
+    problems = spawn.harden_agent() if own_process else []
     facts = probe(roots, read_protected(first))
     stdout.write(hello(facts, problems) + "\n")
     stdout.flush()
     try:
-        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool)
+        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool, own_process)
     finally:
         if pool is not None:
             pool.close()  # each sandbox's init kills what runs in it and exits
 
 
 def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optional[str],
-                 resolve: Mapping[str, str], pool: Optional[SandboxPool]) -> int:
+                 resolve: Mapping[str, str], pool: Optional[SandboxPool], own_process: bool) -> int:
     for line in stdin:
         if not line.strip():
             continue
@@ -139,7 +143,8 @@ def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optiona
                 result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
                                          message=f"agent error: {type(exc).__name__}: {exc}")
             finally:  # what the task daemonised dies with it (the agent is their subreaper)
-                spawn.kill_orphans(pool.pids() if pool is not None else ())
+                if own_process:
+                    spawn.kill_orphans(pool.pids() if pool is not None else ())
         stdout.write(wire.encode_result(result) + "\n")
         stdout.flush()
     return 0
@@ -168,7 +173,7 @@ def main() -> int:
         with contextlib.suppress(OSError):  # a read-only cache only costs the compile time
             render.cache_compiled_templates(os.path.join(bundle, "template-cache"))
             render.memoise_renders(os.path.join(bundle, "render-memo"))
-    return serve(sys.stdin, sys.stdout)
+    return serve(sys.stdin, sys.stdout, own_process=True)
 
 
 if __name__ == "__main__":

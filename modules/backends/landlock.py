@@ -53,6 +53,9 @@ RULESET_FILE = "landlock.json"
 #: What a Landlock sandbox does not stop, said with every task it runs.
 LIMITS = ("landlock: does not stop chmod/utime/setxattr on the agent user's own files outside the writable roots, "
           "nor hide other processes' command lines in /proc (bwrap does both)")
+#: Said with every network-none task: Landlock has no network namespace to give it a loopback.
+NO_SOCKETS = ("landlock: network none: no socket() at all (no loopback, no UNIX sockets); socketpair() works "
+              "(bwrap gives a private loopback)")
 #: Where a dry-run says the task's private temp dir is (the agent's pid names the real one).
 NOMINAL_TMP = "tmp/<agent>"
 MAX_GRANTS = 4096
@@ -198,6 +201,8 @@ class Landlock(Backend):
             for path in policy.private:  # a cwd inside the private temp dir moves with it
                 if cwd == path or cwd.startswith(path.rstrip("/") + "/"):
                     cwd = private + cwd[len(path.rstrip("/")):]
+        if policy.network.mode is NetworkMode.NONE:
+            notes.append(NO_SOCKETS)
         return Wrapper(self.name, tuple(argv), files={RULESET_FILE: text}, cwd=cwd, env=env,
                        notes=(*notes, LIMITS), host_scratch=(private,) if private else ())
 
