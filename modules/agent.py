@@ -23,11 +23,12 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any, Optional
+from typing import IO, Any, Optional, Union
 
 from . import render, spawn, wire
 from .executor import execute
 from .facts import HostFacts, probe
+from .policy import Policy, PolicyError, raise_hint, read_host_layers
 from .sandbox_pool import SandboxPool
 
 PROTOCOL_VERSION = 1
@@ -114,17 +115,22 @@ def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
         return 2
     problems = spawn.harden_agent() if own_process else []
     facts = probe(roots, read_protected(first))
+    try:
+        host_layers: Union[tuple[Policy, ...], str] = read_host_layers(facts.home)
+    except PolicyError as exc:  # fail closed: no task runs without the host owner's walls
+        host_layers = f"the host's own policy is invalid, so nothing runs here until it is fixed: {exc}"
     stdout.write(hello(facts, problems) + "\n")
     stdout.flush()
     try:
-        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool, own_process)
+        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool, own_process, host_layers)
     finally:
         if pool is not None:
             pool.close()  # each sandbox's init kills what runs in it and exits
 
 
 def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optional[str],
-                 resolve: Mapping[str, str], pool: Optional[SandboxPool], own_process: bool) -> int:
+                 resolve: Mapping[str, str], pool: Optional[SandboxPool], own_process: bool,
+                 host_layers: Union[tuple[Policy, ...], str]) -> int:
     for line in stdin:
         if not line.strip():
             continue
@@ -137,8 +143,12 @@ def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optiona
             result = wire.ExecResult(id=_id_of(line), status=wire.Status.ERROR, message=f"bad request: {exc}")
         else:
             try:
-                result = execute(request, facts, pin, cancel_fd=_fileno(stdin), resolve=resolve,
-                                 pool=pool)
+                if isinstance(host_layers, str):
+                    result = wire.ExecResult(id=request.id, status=wire.Status.DENIED, message=host_layers)
+                else:
+                    result = _admit_size(request, len(line), host_layers) or execute(
+                        request, facts, pin, cancel_fd=_fileno(stdin), resolve=resolve, pool=pool,
+                        host_layers=host_layers)
             except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
                 result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
                                          message=f"agent error: {type(exc).__name__}: {exc}")
@@ -148,6 +158,20 @@ def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optiona
         stdout.write(wire.encode_result(result) + "\n")
         stdout.flush()
     return 0
+
+
+def _admit_size(request: wire.ExecRequest, size: int, host_layers: tuple[Policy, ...]) -> Optional[wire.ExecResult]:
+    """A request longer than the effective policy's ``request_bytes`` is denied unread further."""
+    effective = request.policy.then(*host_layers)
+    limit = effective.limits.request_bytes
+    if size <= limit:
+        return None
+    source = next((layer.source for layer in reversed(effective.layers)
+                   if layer.limits is not None and layer.limits.request_bytes == limit), effective.operator.source)
+    return wire.ExecResult(id=request.id, status=wire.Status.DENIED, policy_sources=effective.sources,
+                           policy_digest=effective.digest(),
+                           message=f"denied by the policy: the request is {size} bytes, over limits.request_bytes "
+                                   f"{limit} ({raise_hint(source, 'limits.request_bytes')})")
 
 
 def _fileno(stream: IO[str]) -> Optional[int]:

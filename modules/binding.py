@@ -22,12 +22,16 @@ from .facts import HostFacts
 from .hostfs import AssumedFs, FsView, LocalFs
 from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
 from .pathuri import WINDOWS, PathUri
+from .policy import DEFAULT_PROTECTED, CeilingView, Policy, path_spec
 
 __all__ = ["AssumedFs", "BindError", "BoundPolicy", "FsView", "LocalFs", "Rule", "bind", "bind_cwd"]
 
 #: Names kept read-only inside a writable root unless a rule writes them: a sandboxed command
-#: must not plant git hooks or rewrite history that the user's own tools run later.
-PROTECTED_NAMES = (".git",)
+#: must not plant git hooks or rewrite history that the user's own tools run later, nor the
+#: agent, cloud and container configuration other tools trust. The operator policy adds more.
+PROTECTED_NAMES = DEFAULT_PROTECTED
+#: Sources of the rules the agent adds for itself (never the intent's grants).
+WALL_SOURCES = ("sandfleet's own state", "sandfleet's code, interpreter or PATH")
 
 
 class BindError(Exception):
@@ -60,6 +64,14 @@ class BoundPolicy:
     #: an empty directory of its own there (bwrap a tmpfs on that path, Landlock a fresh directory
     #: it points ``TMPDIR`` at), never the host's shared one.
     private: tuple[str, ...] = ()
+    #: Names kept read-only in writable roots (``.git`` ...; the policy may add ``a/b`` paths).
+    protected_names: tuple[str, ...] = DEFAULT_PROTECTED
+
+    def creates_dir(self, name: str) -> bool:
+        """Whether a missing ``name`` blocked in a writable root should be an empty directory
+        (the first segment of a protected name, so tools walking up still see a directory)."""
+        key = name if self.os == "linux" else name.lower()
+        return any(key == (p if self.os == "linux" else p.lower()).split("/")[0] for p in self.protected_names)
 
     @property
     def root(self) -> str:
@@ -177,6 +189,7 @@ def bind(
     facts: HostFacts,
     cwd: CwdSpec = None,
     fs: Optional[FsView] = None,
+    protected_names: tuple[str, ...] = DEFAULT_PROTECTED,
 ) -> BoundPolicy:
     """Bind ``intent`` for one task on the host described by ``facts``.
 
@@ -227,7 +240,7 @@ def bind(
     resolved = _resolve(entries, system, fs)
     private = _private_scratch(resolved, entries, system, fs)
     _refuse_mutable_links(entries, resolved, system, fs)
-    rules = _carve_outs(resolved, system, fs, private)
+    rules = _carve_outs(resolved, system, fs, private, protected_names)
     rules = _guard_agent(rules, facts, fs)
     rules.sort(key=lambda r: (_depth(system, r.path), _key(system, r.path)))
     return BoundPolicy(
@@ -241,7 +254,44 @@ def bind(
         hints=dict(intent.per_os.get(system, {})),
         warnings=tuple(warnings),
         private=private,
+        protected_names=protected_names,
     )
+
+
+def bind_ceiling(policy: Policy, facts: HostFacts, fs: FsView) -> CeilingView:
+    """A layer's ceiling as this host's paths. Symbols bind to the host's own facts, never the
+    intent's, and without the cwd fallback: a host without workspace roots has no workspace."""
+    view = CeilingView()
+    for key, access in policy.filesystem or ():
+        spec = path_spec(key)
+        if isinstance(spec, Special) and spec.name == "minimal":
+            view.minimal = True
+            continue
+        if isinstance(spec, Special) and spec.name == "root":
+            view.minimal = True
+        for path in spec_paths(spec, facts, fs):
+            view.entries.append((path, access))
+    return view
+
+
+def spec_paths(spec: Union[Special, FilePath, Glob], facts: HostFacts, fs: FsView) -> list[str]:
+    """The concrete paths a policy path names on this host (none for globs and for paths in the
+    other OS's spelling, which name nothing here)."""
+    if isinstance(spec, Glob):
+        return []
+    if isinstance(spec, FilePath):
+        try:
+            return [fs.realpath(_native(spec.uri, facts.os))]
+        except BindError:
+            return []
+    warnings: list[str] = []
+    cwd = facts.workspace_roots[0] if facts.workspace_roots else facts.home
+    return [fs.realpath(p) for p in _symbol_paths(spec, facts.os, facts, cwd, facts.workspace_roots, fs, warnings)]
+
+
+def contains(system: str) -> Any:
+    """``contains(parent, child)`` for this OS's paths (case-insensitive on Windows)."""
+    return lambda parent, child: _contains(system, parent, child)
 
 
 def _key(system: str, path: str) -> str:
@@ -353,7 +403,8 @@ def _guard_agent(rules: list[Rule], facts: HostFacts, fs: FsView) -> list[Rule]:
     return rules + added
 
 
-def _carve_outs(rules: list[Rule], system: str, fs: FsView, private: tuple[str, ...] = ()) -> list[Rule]:
+def _carve_outs(rules: list[Rule], system: str, fs: FsView, private: tuple[str, ...] = (),
+                names: tuple[str, ...] = DEFAULT_PROTECTED) -> list[Rule]:
     """Keep ``.git`` (and the ``gitdir:`` a ``.git`` file points at) read-only inside each
     writable root, unless a rule already says something about that exact path. Exempt: the
     filesystem root (``:root=write`` asks for everything) and a private ``:tmpdir``, which starts
@@ -363,9 +414,9 @@ def _carve_outs(rules: list[Rule], system: str, fs: FsView, private: tuple[str, 
     added: list[Rule] = []
     for rule in rules:
         if rule.access is not Access.WRITE or rule.path == _fs_root(system, rule.path) \
-                or rule.path in private or _is_protected(system, rule.path):
+                or rule.path in private or _is_protected(system, rule.path, names):
             continue
-        for name in PROTECTED_NAMES:
+        for name in names:
             guarded = _join(system, rule.path, name)
             if _key(system, guarded) in explicit:
                 continue
@@ -378,13 +429,14 @@ def _carve_outs(rules: list[Rule], system: str, fs: FsView, private: tuple[str, 
     return rules + added
 
 
-def _is_protected(system: str, path: str) -> bool:
+def _is_protected(system: str, path: str, names: tuple[str, ...] = DEFAULT_PROTECTED) -> bool:
     """A path that is itself a protected name (``.git`` made writable on purpose): nothing inside
     it needs guarding, and a ``.git/.git`` placeholder would be left on the host by the backends
     that create missing carve-outs (bwrap's mount points, the Windows ACL entries). macOS and
     Windows file systems ignore case, so there ``.GIT`` counts too."""
-    name = _pathmod(system).basename(path)
-    return (name if system == "linux" else name.lower()) in PROTECTED_NAMES
+    norm = path.replace("\\", "/") if system == "windows" else path
+    fold = (lambda t: t) if system == "linux" else str.lower
+    return any(fold(norm).endswith("/" + fold(name)) for name in names)
 
 
 def _gitdir_target(dot_git: str, system: str, fs: FsView) -> Optional[str]:

@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from . import spawn
+from .admission import Denial, admit_bare, admit_bound, backends, with_denies
 from .backends import Refused, Wrapper, backend_class, wrap
 from .backends.base import Bare, ProxyEndpoint
 from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
 from .intent import NetworkMode, NetworkPolicy
+from .policy import Policy
 from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
 from .wire import ExecRequest, ExecResult, Status
 
@@ -41,30 +43,45 @@ def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) 
     return ExecResult(id=request.id, status=Status.SANDBOX_UNAVAILABLE, message=message, warnings=warnings)
 
 
+def denied(request: ExecRequest, denial: Denial, warnings: tuple[str, ...] = ()) -> ExecResult:
+    return ExecResult(id=request.id, status=Status.DENIED, message=f"denied by the policy: {denial.message}",
+                      warnings=warnings)
+
+
 def prepare(
     request: ExecRequest, facts: HostFacts, fs: FsView, pin: Optional[str] = None,
-    proxy: Optional[ProxyEndpoint] = None,
+    proxy: Optional[ProxyEndpoint] = None, host_layers: tuple[Policy, ...] = (),
 ) -> Union[Prepared, ExecResult]:
-    """The exact wrapper for ``request`` on this host, or the result that refuses it.
+    """The exact wrapper for ``request`` on this host, or the result that refuses it: ``denied``
+    when it asks for more than the effective policy (the request's operator layers, then the
+    host owner's ``host_layers``) allows, ``sandbox_unavailable`` when no backend can hold it.
 
     ``proxy`` is the running proxy of a managed-network task; without one (a dry-run) the
     wrapper is rendered against a nominal endpoint, and nothing is started."""
+    effective = request.policy.then(*host_layers)
     if request.sandbox is None:
+        denial = admit_bare(effective)
+        if denial is not None:
+            return denied(request, denial)
         try:
             cwd = bind_cwd(request.cwd, workspace_roots(None, facts), facts, fs)
         except BindError as exc:
             return ExecResult(id=request.id, status=Status.ERROR, message=str(exc))
         return Prepared(Bare(facts).render_bare(request.argv, cwd))
     try:
-        policy = bind(request.sandbox, facts, request.cwd, fs)
+        policy = bind(with_denies(request.sandbox, effective), facts, request.cwd, fs, effective.protected)
     except BindError as exc:
         return refusal(request, f"sandbox intent cannot be bound on this host: {exc}")
+    denial = admit_bound(policy, facts, fs, effective, pin)
+    if denial is not None:
+        return denied(request, denial, policy.warnings)
     if proxy is None and policy.network.mode is NetworkMode.MANAGED:
         from .netproxy import nominal_endpoint  # managed network only: see _with_proxy
 
         proxy = nominal_endpoint(facts.tmpdir, facts.os)
     try:
-        wrapper = wrap(policy, request.argv, facts, pin, proxy)
+        wrapper = wrap(policy, request.argv, facts, pin, proxy, allowed=backends(effective, pin) if facts.os == "linux"
+                       else None, hints_choose=effective.hints)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
     return Prepared(wrapper, policy.warnings + wrapper.notes)
@@ -74,14 +91,29 @@ def execute(
     request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None,
     cancel_fd: Optional[int] = None, pool: Optional[SandboxPool] = None,
     resolve: Optional[Mapping[str, str]] = None, proxy: Optional[ProxyEndpoint] = None,
+    host_layers: tuple[Policy, ...] = (),
 ) -> ExecResult:
-    """Run ``request``. A managed-network task first gets its own proxy (``resolve``: the
-    operator's name → address map), for exactly as long as it runs; ``proxy`` is that proxy's
-    endpoint when this function calls itself back."""
+    """Run ``request`` under the effective policy (its operator layers, then ``host_layers``);
+    the result says which layers applied and their digest. A managed-network task first gets its
+    own proxy (``resolve``: the operator's name → address map), for exactly as long as it runs."""
+    effective = request.policy.then(*host_layers)
+    result = _execute(request, facts, pin, fs, cancel_fd, pool, resolve, proxy, host_layers)
+    return dataclasses.replace(result, policy_sources=effective.sources, policy_digest=effective.digest())
+
+
+def _execute(
+    request: ExecRequest, facts: HostFacts, pin: Optional[str], fs: Optional[FsView], cancel_fd: Optional[int],
+    pool: Optional[SandboxPool], resolve: Optional[Mapping[str, str]], proxy: Optional[ProxyEndpoint],
+    host_layers: tuple[Policy, ...],
+) -> ExecResult:
     if proxy is None and request.sandbox is not None and request.sandbox.network.mode is NetworkMode.MANAGED:
+        early = prepare(request, facts, fs or LocalFs(), pin, None, host_layers)
+        if isinstance(early, ExecResult):  # denied or unbindable: no proxy is started for it
+            return early
         return _with_proxy(request, request.sandbox.network, facts, resolve,
-                           lambda endpoint: execute(request, facts, pin, fs, cancel_fd, pool=pool, proxy=endpoint))
-    prepared = prepare(request, facts, fs or LocalFs(), pin, proxy)
+                           lambda endpoint: _execute(request, facts, pin, fs, cancel_fd, pool, resolve, endpoint,
+                                                     host_layers))
+    prepared = prepare(request, facts, fs or LocalFs(), pin, proxy, host_layers)
     if isinstance(prepared, ExecResult):
         return prepared
     try:

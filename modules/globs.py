@@ -74,6 +74,16 @@ def expand(pattern: str, fs: FsView) -> list[str]:
     return matches
 
 
+def validate(pattern: str) -> None:
+    """Raise :class:`GlobError` when ``pattern`` cannot be compiled (a reversed range ``[z-a]``
+    ...), so a bad glob is refused where it is written, not when a host first expands it."""
+    parts = [p for p in re.split(r"[\\/]", pattern) if p and p not in (".",)]
+    try:
+        re.compile(_glob_regex(parts))
+    except re.error as exc:
+        raise GlobError(f"deny glob {pattern!r} is not valid: {exc}") from None
+
+
 def _glob_regex(parts: list[str]) -> str:
     """Git-style: ``**`` spans any number of directories, ``*``/``?``/``[..]`` stay within one
     name and match dotfiles too."""

@@ -48,6 +48,7 @@ from .intent import (
     Special,
 )
 from .pathuri import PathUri
+from .policy import Effective, effective_from_json
 
 WIRE_VERSION = 1
 
@@ -74,6 +75,8 @@ class Status(str, Enum):
     FAILED = "failed"
     TIMEOUT = "timeout"
     SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    #: The task asked for more than the host's effective policy allows; nothing ran.
+    DENIED = "denied"
     ERROR = "error"
 
 
@@ -92,6 +95,10 @@ class ExecRequest:
     sandbox: Optional[SandboxIntent] = None
     v: int = WIRE_VERSION
     warnings: tuple[str, ...] = ()
+    #: The operator's policy layers for this host (added after v1 shipped; an agent that predates
+    #: it ignores it, and a request without it gets the built-in default). The agent adds the host
+    #: owner's own layers, which no request can remove.
+    policy: Effective = field(default_factory=Effective)
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,9 @@ class ExecResult:
     #: reason); empty for tasks without a managed network. Added after v1 shipped: readers that
     #: predate it ignore it, and a result without it decodes with none.
     network_decisions: tuple[NetworkDecision, ...] = ()
+    #: Which policy layers bounded the task and a digest of them all (empty from older agents).
+    policy_sources: tuple[str, ...] = ()
+    policy_digest: Optional[str] = None
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -211,7 +221,7 @@ def request_key(req: ExecRequest) -> Hashable:
     Why: one task goes to every host with the same (frozen) intent object, and hashing the
     intent's contents would cost more than the work a cache keyed on it saves. Equal intents in
     different objects only miss the cache."""
-    return (req.v, req.argv, req.cwd, tuple(req.env.items()), req.timeout_s, _Same(req.sandbox))
+    return (req.v, req.argv, req.cwd, tuple(req.env.items()), req.timeout_s, _Same(req.sandbox), _Same(req.policy))
 
 
 #: Checked wire objects by :func:`request_key`, so the same task sent to many hosts is checked
@@ -250,6 +260,8 @@ def _request_to_checked_json(req: ExecRequest) -> dict[str, Any]:
         "timeout_s": req.timeout_s,
         "sandbox": None if req.sandbox is None else intent_to_json(req.sandbox),
     }
+    if req.policy != Effective():  # absent means the built-in default: the common case stays short
+        obj["policy"] = req.policy.to_json()
     # Whatever we send must be readable by the same version: check types once, on the way out.
     try:
         request_from_json(obj)
@@ -300,10 +312,18 @@ def request_from_json(obj: object) -> ExecRequest:
         timeout_s=_timeout(o.get("timeout_s")),
         sandbox=None if raw_sandbox is None else _intent_from_json(raw_sandbox, "sandbox", notes),
         warnings=tuple(notes.warnings),
+        policy=_policy(o.get("policy")),
     )
     if notes.unenforceable:
         raise UnenforceableRequest(request.id, tuple(notes.unenforceable))
     return request
+
+
+def _policy(value: object) -> Effective:
+    try:
+        return effective_from_json(value)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
 
 
 def _id(o: Mapping[str, object]) -> str:
@@ -538,6 +558,8 @@ def result_to_json(res: ExecResult) -> dict[str, Any]:
             {"host": d.host, "port": d.port, "decision": d.decision, "reason": d.reason, "count": d.count}
             for d in res.network_decisions
         ],
+        "policy_sources": list(res.policy_sources),
+        "policy_digest": res.policy_digest,
     }
     try:
         result_from_json(obj)
@@ -580,6 +602,8 @@ def result_from_json(obj: object) -> ExecResult:
         message=_opt_string(o.get("message"), "message"),
         warnings=tuple(warnings),
         network_decisions=_decisions(o.get("network_decisions"), "network_decisions"),
+        policy_sources=_str_list(o.get("policy_sources"), "policy_sources"),
+        policy_digest=_opt_string(o.get("policy_digest"), "policy_digest"),
     )
 
 

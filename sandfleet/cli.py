@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-unsandboxed", action="store_true",
                      help="consent to running tasks marked 'sandbox: false' without a sandbox")
     run.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+    run.add_argument("--policy", metavar="FILE",
+                     help="an operator policy for every host; it can only narrow the inventory's sandfleet_policy")
 
     inv = sub.add_parser("inventory", help="show an inventory as ansible-inventory does")
     _inventory_arg(inv)

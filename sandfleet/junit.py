@@ -11,8 +11,11 @@ Mapping (the file validates against the common junit-10 schema, tests/data/junit
   ``<system-out>`` / ``<system-err>``.
 - failed / timeout / error: ``<failure type=STATUS message=...>``; the message is one line (the
   rc and the reason), the text adds the stderr tail for CI pages that show only the failure.
-- sandbox_unavailable: ``<error type="sandbox_unavailable">``: the command never ran, which is
-  the run's fault, not the command's (JUnit's error vs failure).
+- sandbox_unavailable, denied: ``<error type="sandbox_unavailable|denied">``: the command never
+  ran (no sandbox could hold it, or it asked for more than the policy allows), which is the
+  run's fault, not the command's (JUnit's error vs failure).
+- each host's effective policy: a suite property ``policy:HOST`` = ``DIGEST (SOURCE > SOURCE)``
+  (JUnit has no per-testcase properties).
 - skipped (``when`` false): ``<skipped/>``.
 - a failure under ``ignore_errors``: passes (Ansible's ``JUNIT_FAIL_ON_IGNORE`` default, false),
   with what happened first in ``<system-out>`` and the command's output as usual.
@@ -66,6 +69,7 @@ class _Suite:
     timestamp: str
     cases: list[_Case] = field(default_factory=list)
     aborted: Optional[str] = None
+    policies: dict[str, str] = field(default_factory=dict)  # host -> "digest (sources)"
 
 
 class JUnitReporter(Reporter):
@@ -82,7 +86,11 @@ class JUnitReporter(Reporter):
     def task_event(self, event: TaskEvent) -> None:
         case = testcase(event)
         with self._lock:
-            self._suite(event.play).cases.append(case)
+            suite = self._suite(event.play)
+            suite.cases.append(case)
+            r = event.result
+            if r is not None and r.policy_digest:
+                suite.policies.setdefault(event.host, f"{r.policy_digest} ({' > '.join(r.policy_sources)})")
 
     def host_unreachable(self, host: str, message: str) -> None:
         element = _element("testcase", classname=host, name=UNREACHABLE_CASE, time="0.000")
@@ -118,7 +126,7 @@ def testcase(event: TaskEvent) -> _Case:
         case.append(_element("skipped", message="skipped"))
         kind = "skipped"
     elif event.failed and not event.ignored:
-        kind = "error" if event.status == Status.SANDBOX_UNAVAILABLE.value else "failure"
+        kind = "error" if event.status in (Status.SANDBOX_UNAVAILABLE.value, Status.DENIED.value) else "failure"
         case.append(_element(kind, _failure_text(r), type=event.status, message=_reason(event.status, r)))
     if r is not None:
         out = r.stdout
@@ -170,9 +178,12 @@ def render(suites: list[_Suite]) -> bytes:
         seconds = sum(c.seconds for c in cases)
         element = _element("testsuite", name=suite.name, id=str(index), timestamp=suite.timestamp,
                            tests=str(len(cases)), time=f"{seconds:.3f}", **{k: str(v) for k, v in counts.items()})
-        if suite.aborted is not None:
+        if suite.aborted is not None or suite.policies:
             properties = ET.SubElement(element, "properties")
-            properties.append(_element("property", name="aborted", value=suite.aborted))
+            if suite.aborted is not None:
+                properties.append(_element("property", name="aborted", value=suite.aborted))
+            for host in sorted(suite.policies, key=lambda h: suite.hosts.index(h) if h in suite.hosts else 0):
+                properties.append(_element("property", name=f"policy:{host}", value=suite.policies[host]))
         element.extend(c.element for c in cases)
         root.append(element)
         totals["tests"] += len(cases)

@@ -1,11 +1,12 @@
 """The run's tally per host, the failing tasks by name, and the exit code computed from them.
 
 Every output format reads the same :class:`Recap`, so the text recap, the JSON ``recap`` event,
-the results directory and the exit code can never disagree. Exit code bits (DESIGN §8): 2 a task
-failed, 4 a host unreachable, 8 a sandbox could not be provided; they combine. A failure under
-``ignore_errors`` counts as ``ignored`` and sets no bit.
+the results directory and the exit code can never disagree. Exit code bits: 2 a task failed, 4 a
+host unreachable, 8 a sandbox could not be provided, 16 a task asked for more than the policy
+allows (``denied``); they combine. A failure under ``ignore_errors`` counts as ``ignored`` and
+sets no bit (``ignore_errors`` never covers ``sandbox_unavailable`` or ``denied``).
 
-Each task result counts once among ok / failed / sandbox_unavailable / skipped / ignored;
+Each task result counts once among ok / failed / sandbox_unavailable / denied / skipped / ignored;
 ``changed`` is the part of ``ok`` whose task reported a change (as Ansible's ``ok`` includes
 ``changed``). ``unreachable`` counts the times a host was given up.
 """
@@ -19,7 +20,7 @@ from typing import Optional
 from sandfleet.events import SKIPPED, TaskEvent
 from sandfleet.modules.wire import Status
 
-EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NO_SANDBOX = 2, 4, 8
+EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NO_SANDBOX, EXIT_DENIED = 2, 4, 8, 16
 
 
 @dataclass
@@ -29,6 +30,7 @@ class HostTally:
     failed: int = 0
     unreachable: int = 0
     sandbox_unavailable: int = 0
+    denied: int = 0
     skipped: int = 0
     ignored: int = 0
 
@@ -84,6 +86,8 @@ class Recap:
             else:
                 if event.status == Status.SANDBOX_UNAVAILABLE.value:
                     t.sandbox_unavailable += 1
+                elif event.status == Status.DENIED.value:
+                    t.denied += 1
                 else:
                     t.failed += 1
                 self.failures.append(Failure(event.host, event.play, event.display_name, event.status))
@@ -105,7 +109,9 @@ class Recap:
             code |= EXIT_FAILED if t.failed else 0
             code |= EXIT_UNREACHABLE if t.unreachable else 0
             code |= EXIT_NO_SANDBOX if t.sandbox_unavailable else 0
+            code |= EXIT_DENIED if t.denied else 0
         return code
 
 
-__all__ = ["EXIT_FAILED", "EXIT_NO_SANDBOX", "EXIT_UNREACHABLE", "Abort", "Failure", "HostTally", "Recap"]
+__all__ = ["EXIT_DENIED", "EXIT_FAILED", "EXIT_NO_SANDBOX", "EXIT_UNREACHABLE", "Abort", "Failure", "HostTally",
+           "Recap"]

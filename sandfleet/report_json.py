@@ -76,6 +76,8 @@ def dry_run_object(event: TaskEvent) -> dict[str, Any]:
     if event.result is not None:
         obj["message"] = event.result.message
         obj["warnings"] = list(event.result.warnings)
+        obj["policy_sources"] = list(event.result.policy_sources)
+        obj["policy_digest"] = event.result.policy_digest
     return obj
 
 

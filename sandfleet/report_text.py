@@ -165,6 +165,9 @@ class TextReporter(Reporter):
             if r.stderr_truncated:
                 lines.append("    (stderr was truncated on the host)")
         lines.extend(self._network_lines(r))
+        if self.verbose and r.policy_sources:
+            lines.append(self.paint(f"    policy: {printable(' > '.join(r.policy_sources))} "
+                                    f"(digest {r.policy_digest})", "dim"))
         return lines
 
     def _warning_lines(self, host: str, r: ExecResult) -> list[str]:
@@ -228,7 +231,7 @@ class TextReporter(Reporter):
         lines = [f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed"]
         for host, t in self.recap.hosts.items():
             lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
-                         f"skipped={t.skipped} unreachable={t.unreachable}")
+                         f"denied={t.denied} skipped={t.skipped} unreachable={t.unreachable}")
         return lines
 
 
@@ -243,13 +246,14 @@ def dry_argv(argv: Sequence[str], files: Mapping[str, str]) -> str:
 
 def _counts(t: HostTally) -> list[tuple[str, int]]:
     return [("ok", t.ok), ("changed", t.changed), ("unreachable", t.unreachable), ("failed", t.failed),
-            ("sandbox_unavailable", t.sandbox_unavailable), ("skipped", t.skipped), ("ignored", t.ignored)]
+            ("sandbox_unavailable", t.sandbox_unavailable), ("denied", t.denied), ("skipped", t.skipped),
+            ("ignored", t.ignored)]
 
 
 def _host_style(t: HostTally) -> str:
     if t.failed or t.unreachable:
         return "failed"
-    if t.sandbox_unavailable:
+    if t.sandbox_unavailable or t.denied:
         return "sandbox_unavailable"
     return "changed" if t.changed else "ok"
 

@@ -9,6 +9,7 @@ from sandfleet.extra_vars import parse_extra_vars
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
 from sandfleet.play_keywords import TagFilter
 from sandfleet.playbook import Playbook, load_playbook
+from sandfleet.policies import load_policy_file
 from sandfleet.report import OutputOptions, final_exit, make_reporter
 from sandfleet.runner.base import Connection
 from sandfleet.runner.dry import DryConnection, dry_execute
@@ -75,7 +76,8 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, reporter: Reporter,
          connect: Callable[[HostConfig], Connection]) -> None:
     common: dict[str, Any] = {"limit": args.limit, "forks": args.forks, "consent": args.allow_unsandboxed,
-                              "extra_vars": args.parsed_extra_vars, "tags": args.tag_filter}
+                              "extra_vars": args.parsed_extra_vars, "tags": args.tag_filter,
+                              "policy": load_policy_file(args.policy) if args.policy else None}
     if args.dry_run:
         # One worker: rendering is pure CPU under the GIL, so host threads only add switching
         # (1,000 hosts x 10 tasks: 2.2 s with 20, 1.7 s with one), and the output comes in

@@ -17,7 +17,8 @@ from typing import Callable, Optional, TextIO
 ERASE_LINE = "\r\x1b[K"
 _STYLES = {
     "ok": "32", "changed": "33", "failed": "31", "timeout": "31", "error": "31", "unreachable": "1;31",
-    "sandbox_unavailable": "35", "skipped": "36", "ignored": "36", "bold": "1", "dim": "2", "warning": "35",
+    "sandbox_unavailable": "35",
+    "denied": "35", "skipped": "36", "ignored": "36", "bold": "1", "dim": "2", "warning": "35",
 }
 # C0/C1 controls but tab and newline, DEL, and lone surrogates (non-UTF-8 bytes under surrogateescape).
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -110,8 +110,9 @@ def test_the_text_dry_run_shows_every_hosts_wrapper(tmp_path: Path) -> None:
            "runs linux; give this host a path in its own spelling" in text
     # A profile or launcher passed as one argv word is shown once, as the file below the command.
     assert "    $ /usr/bin/sandbox-exec -p \"$(cat seatbelt.sb)\" -DREADABLE_ROOT_0=/ " in text
-    # every task's policy denies the agent's own state (its code cache among it)
-    assert "-DREADABLE_ROOT_0_EXCLUDED_0=/Users/user/.cache/sandfleet -DWRITABLE_ROOT_0=/private/tmp " in text
+    # every task's policy denies credentials and the agent's own state (its code cache among it)
+    assert "-DREADABLE_ROOT_0_EXCLUDED_9=/Users/user/.ssh -DREADABLE_ROOT_0_EXCLUDED_10=/Users/user/.cache/sandfleet " \
+        "-DREADABLE_ROOT_0_EXCLUDED_11=/Users/user/.config/gcloud -DWRITABLE_ROOT_0=/private/tmp " in text
     assert "-NonInteractive -Command \"$(cat launcher.ps1)\"\n    --- policy.xml\n" in text
     assert text.count("(deny default)") == 1 and text.count("Add-Type -TypeDefinition") == 2  # 2 Windows tasks
 

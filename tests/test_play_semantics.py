@@ -219,22 +219,29 @@ class TestTaskKeywords:
         assert failed["status"] == "failed" and failed["rc"] == 0 and "failed_when" in failed["message"]
         assert r.ran("not reached") == [] and r.code == 2
 
-    def test_failed_when_never_hides_a_missing_sandbox(self, fleet: Fleet) -> None:
+    def test_failed_when_never_hides_a_missing_sandbox_or_a_refusal(self, fleet: Fleet) -> None:
+        inv = fleet.inventory(("h1", "h2"), host_vars={"h2": {"sandfleet_sandbox": "seatbelt"}})
         r = fleet.run("""
-            - hosts: h1
+            - hosts: all
               tasks:
-                - {name: bare, exec: {argv: ["true"]}, sandbox: false, failed_when: false}
-            """)
-        assert r.statuses("bare") == {"h1": "sandbox_unavailable"} and r.code == 8
+                - name: bare
+                  exec: {argv: ["true"]}
+                  sandbox: false
+                  failed_when: false
+                  when: inventory_hostname == 'h1'
+                - {name: boxed, exec: {argv: ["true"]}, failed_when: false, when: inventory_hostname == 'h2'}
+            """, inventory=inv)
+        assert r.statuses("bare")["h1"] == "denied" and r.statuses("boxed")["h2"] == "sandbox_unavailable"
+        assert r.code == 24
 
-    def test_ignore_errors_never_covers_a_missing_sandbox(self, fleet: Fleet) -> None:
+    def test_ignore_errors_never_covers_a_missing_sandbox_or_a_refusal(self, fleet: Fleet) -> None:
         r = fleet.run("""
             - hosts: h1
               tasks:
                 - {name: bare, exec: {argv: ["true"]}, sandbox: false, ignore_errors: true}
                 - {name: next, exec: {argv: ["true"]}}
             """)
-        assert r.results(task="bare")[0].get("ignored") is None and r.ran("next") == [] and r.code == 8
+        assert r.results(task="bare")[0].get("ignored") is None and r.ran("next") == [] and r.code == 16
 
     def test_changed_when(self, fleet: Fleet) -> None:
         r = fleet.run("""
@@ -393,7 +400,9 @@ class TestBatchesAndStrategies:
 
 
 class TestExitCodes:
-    """Every combination of DESIGN §8's bits, from one inventory narrowed with --limit."""
+    """Every exit-code bit and their combinations, from one inventory narrowed with --limit:
+    2 a task failed (bad), 4 a host unreachable (gone), 8 no sandbox (nobox: pinned to a
+    backend this OS lacks), 16 denied by the policy (nosb: an unsandboxed task, not allowed)."""
 
     PLAYBOOK = """
         - hosts: all
@@ -403,12 +412,13 @@ class TestExitCodes:
         """
 
     @pytest.mark.parametrize(("hosts", "code"), [
-        ("good", 0), ("bad", 2), ("gone", 4), ("bad:gone", 6), ("nosb", 8), ("bad:nosb", 10),
-        ("gone:nosb", 12), ("bad:gone:nosb", 14), ("good:bad:gone:nosb", 14),
+        ("good", 0), ("bad", 2), ("gone", 4), ("bad:gone", 6), ("nobox", 8), ("bad:nobox", 10),
+        ("gone:nobox", 12), ("bad:gone:nobox", 14), ("nosb", 16), ("bad:nosb", 18), ("nobox:nosb", 24),
+        ("bad:gone:nobox:nosb", 30), ("good:bad:gone:nobox:nosb", 30),
     ])
     def test_combination(self, fleet: Fleet, hosts: str, code: int) -> None:
-        inv = fleet.inventory(("good", "bad", "nosb"), down=("gone",), group_vars={"cmd": "true"},
-                              host_vars={"bad": {"cmd": "false"}})
+        inv = fleet.inventory(("good", "bad", "nobox", "nosb"), down=("gone",), group_vars={"cmd": "true"},
+                              host_vars={"bad": {"cmd": "false"}, "nobox": {"sandfleet_sandbox": "seatbelt"}})
         r = fleet.run(self.PLAYBOOK, "-l", hosts, inventory=inv)
         assert r.code == code, r
 

@@ -49,8 +49,8 @@ def test_headers_lines_and_recap_when_piped() -> None:
     assert "sandbox_unavailable: [web2] no sandbox" in text and "bubblewrap is not installed" in text
     tail = [ln for ln in text.splitlines() if ln.startswith("    | ")]
     assert tail == [f"    | line {i}" for i in range(20, 30)]  # the stderr tail, not all of it
-    assert "web1 : ok=1 changed=1 unreachable=0 failed=1 sandbox_unavailable=0 skipped=0 ignored=1" in text
-    assert "web2 : ok=1 changed=0 unreachable=0 failed=0 sandbox_unavailable=1 skipped=1 ignored=0" in text
+    assert "web1 : ok=1 changed=1 unreachable=0 failed=1 sandbox_unavailable=0 denied=0 skipped=0 ignored=1" in text
+    assert "web2 : ok=1 changed=0 unreachable=0 failed=0 sandbox_unavailable=1 denied=0 skipped=1 ignored=0" in text
     failed_section = text.split("FAILED TASKS\n")[1].splitlines()
     assert failed_section[:2] == ["  web1: migrate (failed)", "  web2: probe (sandbox unavailable)"]
     assert code == 2 | 8

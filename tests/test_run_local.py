@@ -15,6 +15,7 @@ from netservers import HttpServer
 from unprivileged import as_user, user_tree
 
 from conftest import need
+from sandfleet.modules.policy import DEFAULT_PROTECTED
 from sandfleet.modules.sandbox_pool import ENTRY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,13 @@ def sandfleet(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -
 
 def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def protect_names(ws: Path) -> None:
+    """Create the names a writable root keeps read-only (``.git`` & co.): a first sandbox blocks
+    missing ones with empty mount points, after which the same policy renders differently."""
+    for name in DEFAULT_PROTECTED:
+        (ws / name).mkdir(exist_ok=True)
 
 
 def no_bwrap_path(tmp_path: Path) -> str:
@@ -68,7 +76,7 @@ class TestDefaultJob:
         assert results[1]["stdout"] == "hello from inside the sandbox\n"
         assert "Read-only file system" in results[3]["stderr"]
         assert events(proc)[-1] == {"event": "recap", "hosts": {"localhost": {
-            "ok": 3, "changed": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "skipped": 0,
+            "ok": 3, "changed": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "denied": 0, "skipped": 0,
             "ignored": 3}}}
 
     def test_without_bwrap_nothing_runs_and_the_message_names_both_fixes(self, tmp_path: Path) -> None:
@@ -108,7 +116,7 @@ class TestDefaultJob:
         not only in the dry-run (a run once ignored it: the init line never carried it)."""
         need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
         inventory = write_inventory(tmp_path, f"      sandfleet_sandbox_reuse: {str(reuse).lower()}\n")
-        (tmp_path / "ws" / ".git").mkdir()  # present before both, so run and dry-run see the same tree
+        protect_names(tmp_path / "ws")  # present before both, so run and dry-run see the same tree
         playbook = write_playbook(tmp_path, "- hosts: all\n  tasks:\n" + "    - exec: {argv: [/bin/echo, hi]}\n" * 2)
         ran = [e for e in events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json"))
                if e["event"] == "task_result"]
@@ -163,7 +171,8 @@ class TestFailClosed:
                                       "      sandbox: false\n")
         inv = str(write_inventory(tmp_path))
         refused = sandfleet("run", str(pb), "-i", inv, "--format", "json")
-        assert refused.returncode == 8 and "--allow-unsandboxed" in events(refused)[0]["message"]
+        assert refused.returncode == 16 and "--allow-unsandboxed" in events(refused)[0]["message"]
+        assert events(refused)[0]["status"] == "denied"
         assert not marker.exists()
         allowed = sandfleet("run", str(pb), "-i", inv, "--format", "json", "--allow-unsandboxed")
         assert allowed.returncode == 0 and events(allowed)[0]["backend"] == "none" and marker.exists()
@@ -263,7 +272,7 @@ def test_ctrl_c_kills_running_tasks_prints_a_partial_recap_and_exits_130(tmp_pat
 
 def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
     inv = write_inventory(tmp_path, "      base: /srv\n      app_dir: \"{{ base }}/app\"\n")
-    (tmp_path / "ws" / ".git").mkdir()  # present before the run, so run and dry-run see one tree
+    protect_names(tmp_path / "ws")  # present before the run, so run and dry-run see one tree
     pb = write_playbook(tmp_path, """\
 - hosts: all
   vars: {greeting: "hello world"}
@@ -335,7 +344,9 @@ class TestManagedNetwork:
         text = self.PLAYBOOK.format(port=port)
         pb = write_playbook(tmp_path, text if ignore_errors else text.replace("      ignore_errors: true\n", ""))
         inv = write_inventory(tmp_path, "      sandfleet_network_resolve: {pkgs.allowed.test: 127.0.0.5, "
-                                        "other.test: 127.0.0.5}\n")
+                                        "other.test: 127.0.0.5}\n"
+                                        "      sandfleet_policy: {network: {max: managed, "
+                                        "allow: ['*.allowed.test:*']}}\n")
         return [str(pb), "-i", str(inv)]
 
     def test_run_reaches_the_allowed_name_and_lists_decisions(self, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .. import netns, seccomp
-from ..binding import PROTECTED_NAMES, BoundPolicy
+from ..binding import BoundPolicy
 from ..facts import HostFacts
 from ..globs import GlobError, expand
 from ..hostfs import AssumedFs, FsView, LocalFs
@@ -144,6 +144,7 @@ class _State:
     notes: list[str] = field(default_factory=list)
     placeholders: list[str] = field(default_factory=list)
     private: set[str] = field(default_factory=set)  # private temp dirs mounted (empty tmpfs)
+    policy: Optional[BoundPolicy] = None
 
 
 class Bwrap(Backend):
@@ -216,7 +217,7 @@ class Bwrap(Backend):
         """The mounts that make the sandbox's view of the filesystem match ``policy``."""
         if policy.os != "linux":
             raise Refused(f"bwrap enforces Linux policies only; this one was bound for {policy.os}")
-        st = _State()
+        st = _State(policy=policy)
         entries = self._entries(policy, st)
         base = next((e.access for e in entries if e.path == "/"), None)
         if base is Access.WRITE:
@@ -373,7 +374,7 @@ class Bwrap(Backend):
         first = next((p for p in _prefixes(entry.path) if self.paths.kind(p) is None), None)
         if first is None or self.paths.kind(posixpath.dirname(first)) != "dir":
             return  # under an existing non-directory: can never be created
-        if posixpath.basename(first) in PROTECTED_NAMES:
+        if st.policy is not None and st.policy.creates_dir(posixpath.basename(first)):
             self._mask(first, True, "555" if entry.access is Access.READ else "000", st)
         else:
             self._mask(first, False, None, st)

@@ -141,7 +141,8 @@ class Seatbelt(Backend):
             path = self._canonical(rule.path)
             if path not in rules or rule.access.precedence > rules[path].precedence:
                 rules[path] = rule.access
-        read_roots, write_roots = _roots(sorted(rules.items(), key=lambda r: (_depth(r[0]), r[0])))
+        read_roots, write_roots = _roots(sorted(rules.items(), key=lambda r: (_depth(r[0]), r[0])),
+                                         policy.protected_names)
         deny: list[str] = []
         for pattern in policy.deny_globs:
             for variant in dict.fromkeys([pattern, self._canonical_prefix(pattern)]):
@@ -163,7 +164,8 @@ class Seatbelt(Backend):
         return posixpath.join(self._canonical(prefix), *parts[literal:])
 
 
-def _roots(rules: list[tuple[str, Access]]) -> tuple[list[AccessRoot], list[AccessRoot]]:
+def _roots(rules: list[tuple[str, Access]], names: tuple[str, ...] = PROTECTED_NAMES,
+           ) -> tuple[list[AccessRoot], list[AccessRoot]]:
     """Readable and writable roots with their exclusions. A rule starts a root when the path's
     parent is not already readable (writable); a weaker rule inside one is excluded from it. A
     stronger rule below an exclusion (a writable dir inside a denied one) starts its own root,
@@ -195,7 +197,7 @@ def _roots(rules: list[tuple[str, Access]]) -> tuple[list[AccessRoot], list[Acce
             root = write_of[parent]
             root.excluded.append((f"{root.param}_EXCLUDED_{len(root.excluded)}", path))
             name = posixpath.basename(path)
-            if name.lower() in PROTECTED_NAMES:
+            if name.lower() in {n.lower() for n in names if "/" not in n}:
                 root.regexes.append(protected_regex(posixpath.dirname(path), name))
     return reads, writes
 

@@ -66,11 +66,11 @@ from __future__ import annotations
 import hashlib
 import ntpath
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from ..binding import PROTECTED_NAMES, BoundPolicy
+from ..binding import BoundPolicy
 from ..escaping import win_cmdline
 from ..facts import HostFacts
 from ..globs import GlobError, expand
@@ -171,7 +171,7 @@ class WindowsSandbox(Backend):
                           "this policy grants neither :minimal nor :root read, so it cannot be held exactly "
                           "(add ':minimal': read)")
         rules = self._rules(policy, root, base, notes)
-        entries, realised = _entries(rules)
+        entries, realised = _entries(rules, policy.creates_dir)
         for pattern in policy.deny_globs:
             entries += [AclEntry(path, "deny") for path in self._expand(pattern, notes)]
         cwd = _norm(policy.cwd)
@@ -243,7 +243,8 @@ def _check_batch_arguments(argv: Sequence[str]) -> None:
                              f"the argument {arg!r} instead of passing it on (call a program, or cmd /c yourself)")
 
 
-def _entries(rules: list[tuple[str, Access]]) -> tuple[list[AclEntry], dict[str, Access]]:
+def _entries(rules: list[tuple[str, Access]], creates_dir: Callable[[str], bool] = lambda n: n == ".git",
+             ) -> tuple[list[AclEntry], dict[str, Access]]:
     """The ACL entries, shallow first, and the access each path ends up with. An entry is written
     only where the inherited one differs: a readable path under a writable one gets its write
     rights denied, a denied path a full deny (always, since Windows may open it to every app
@@ -252,7 +253,7 @@ def _entries(rules: list[tuple[str, Access]]) -> tuple[list[AclEntry], dict[str,
     realised: dict[str, Access] = {}
     for path, access in rules:
         parent = _realised(realised, ntpath.dirname(path))
-        placeholder = ("dir" if ntpath.basename(path).lower() in PROTECTED_NAMES else "file") \
+        placeholder = ("dir" if creates_dir(ntpath.basename(path)) else "file") \
             if parent is Access.WRITE else None
         if access is Access.WRITE:
             if parent is not Access.WRITE:

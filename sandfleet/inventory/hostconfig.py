@@ -15,6 +15,9 @@ from typing import Any, Optional
 from sandfleet.errors import InputError
 from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.netpolicy import parse_resolve
+from sandfleet.modules.policy import Policy
+from sandfleet.policies import INVENTORY_SOURCE, read_policy
+from sandfleet.yamlsrc import YMap
 
 OS_NAMES = ("linux", "macos", "windows")
 CONNECTIONS = ("ssh", "local")
@@ -22,8 +25,8 @@ _SSH_ALIASES = ("smart", "paramiko", "paramiko_ssh")
 # Which OS each backend can run on.
 SANDBOX_OS = {"bwrap": "linux", "landlock": "linux", "seatbelt": "macos", "windows": "windows"}
 SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_network_resolve", "sandfleet_os",
-                  "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse", "sandfleet_tmpdir",
-                  "sandfleet_workspace_roots")
+                  "sandfleet_policy", "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse",
+                  "sandfleet_tmpdir", "sandfleet_workspace_roots")
 _TRUE = ("y", "yes", "on", "1", "true", "t")
 _FALSE = ("n", "no", "off", "0", "false", "f")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
@@ -57,6 +60,9 @@ class HostConfig:
     #: ``sandfleet_sandbox_reuse`` (default true): tasks with the same sandbox share one persistent
     #: bwrap sandbox on this host (modules/sandbox_pool.py); false gives every task a fresh one.
     sandbox_reuse: bool = True
+    #: ``sandfleet_policy``: the operator's walls for this host (``sandfleet/policies.py``); None
+    #: means the built-in default.
+    policy: Optional[Policy] = None
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -80,6 +86,7 @@ def build_host_config(name: str, renderer: VarRenderer, all_vars: Mapping[str, A
         tmpdir=reader.absolute_path("sandfleet_tmpdir", os_name),
         network_resolve=reader.network_resolve(),
         sandbox_reuse=reader.boolean("sandfleet_sandbox_reuse", default=True),
+        policy=reader.policy(),
         vars=dict(all_vars),
     )
 
@@ -200,6 +207,17 @@ class _Reader:
             return tuple(sorted(parse_resolve(value).items()))
         except ValueError as exc:
             raise self.fail(var, f"{exc} (e.g. {{mirror.internal: 10.0.0.5}})") from None
+
+    def policy(self) -> Optional[Policy]:
+        var = "sandfleet_policy"
+        raw = self.r.raw(var)
+        if raw is None:
+            return None
+        value = raw if isinstance(raw, YMap) else self.r.get(var)
+        if not isinstance(value, dict):
+            raise self.fail(var, f"must be a mapping of policy keys, got {_show(value)} (a YAML inventory or "
+                            "group_vars/*.yml can hold one)")
+        return read_policy(value, self.r.mark(var), INVENTORY_SOURCE)
 
     def absolute_path(self, var: str, os_name: Optional[str]) -> Optional[str]:
         value = self.text(var)

@@ -1,18 +1,18 @@
 """One host working through its tasks: variables, ``when``, ``loop``, ``register``, the verdict.
 
 The scheduler decides *when* a host runs a task (lock-step, free, once per batch); this module
-decides *how*: render the request from the host's variables, check consent for ``sandbox:
-false``, execute it under a watchdog, then judge it with ``failed_when``/``changed_when`` and
-register it. Every outcome goes to the reporter as it happens, so nothing a host finished is
-lost when it later fails. A failed task (not ignored) or an unreachable host ends the host's
-part of the run, as in Ansible.
+decides *how*: render the request from the host's variables with the operator's policy layers
+for the host (the host itself checks the task against them), execute it under a watchdog, then
+judge it with ``failed_when``/``changed_when`` and register it. Every outcome goes to the
+reporter as it happens, so nothing a host finished is lost when it later fails. A failed task
+(not ignored) or an unreachable host ends the host's part of the run, as in Ansible.
 
 Deliberate differences from Ansible (each narrows, never widens, what runs):
 
 - ``failed_when``/``changed_when`` judge only a command that ran to its exit code. A task whose
   sandbox could not be provided, that timed out or was never started stays failed whatever
   ``failed_when`` says: ``failed_when: false`` must never turn "no sandbox" into success.
-- ``ignore_errors`` never covers ``sandbox_unavailable`` (see :func:`_ignorable`).
+- ``ignore_errors`` never covers ``sandbox_unavailable`` nor ``denied`` (see :func:`_ignorable`).
 - Extra vars (``-e``) win over everything, registered results included (Ansible's order); a
   ``register`` of a name given with ``-e`` is therefore invisible, and says so in a warning.
 """
@@ -31,17 +31,16 @@ from sandfleet.inventory import HostConfig
 from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.facts import HostFacts
+from sandfleet.modules.policy import Policy
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 from sandfleet.playbook import Play, Task
+from sandfleet.policies import effective as effective_policy
 from sandfleet.runner.base import AgentInit, Connection, HostUnreachable
 from sandfleet.runner.requests import build_request
 
 #: How long past a task's own timeout the controller waits for the agent's answer before it
 #: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
 WATCHDOG_GRACE_S = 30.0
-UNSANDBOXED_REFUSAL = ("this task is marked 'sandbox: false' and would run without any sandbox; the "
-                       "operator must consent with --allow-unsandboxed (or sandfleet_allow_unsandboxed: "
-                       "true for this host in the inventory)")
 
 Executor = Callable[[Connection, ExecRequest], "tuple[ExecResult, Optional[Wrapper]]"]
 
@@ -69,9 +68,14 @@ class HostRun:
     def __init__(self, config: HostConfig, renderer_for: Callable[[Mapping[str, Any]], VarRenderer],
                  connection: Connection, reporter: Reporter, *, consent: bool, playbook_dir: str,
                  executor: Executor = run_on_connection, stopping: Optional[threading.Event] = None,
-                 extra_vars: Optional[Mapping[str, Any]] = None) -> None:
+                 extra_vars: Optional[Mapping[str, Any]] = None, policy: Optional[Policy] = None) -> None:
         self.config, self.connection, self.reporter = config, connection, reporter
-        self.consent, self.executor = consent, executor
+        self.executor = executor
+        #: The operator's policy layers for this host: its inventory policy (or the built-in
+        #: default) with ``--allow-unsandboxed``/``sandfleet_allow_unsandboxed`` and its backend pin
+        #: folded in, then ``--policy``. Every request carries them; the host checks each task.
+        self.policy = effective_policy(config.policy, policy, unsandboxed=consent or config.allow_unsandboxed,
+                                       pin=config.sandbox_pin)
         self.stopping = stopping or threading.Event()
         self.renderer_for = renderer_for
         self.extra_vars = dict(extra_vars or {})
@@ -193,12 +197,8 @@ class HostRun:
                   "label": label, "run_once": task.run_once}
         if task.when is not None and not self._condition(task.when, "when", task, renderer):
             return TaskEvent(status=SKIPPED, **common)
-        request = build_request(task, request_id, renderer, facts.os)
-        if request.sandbox is None and not (self.consent or self.config.allow_unsandboxed):
-            result = ExecResult(id=request_id, status=Status.SANDBOX_UNAVAILABLE, message=UNSANDBOXED_REFUSAL)
-            wrapper = None
-        else:
-            result, wrapper = self._execute_watched(request)
+        request = build_request(task, request_id, renderer, facts.os, self.policy)
+        result, wrapper = self._execute_watched(request)
         event = TaskEvent(status=result.status.value, result=result, request=request, wrapper=wrapper, **common)
         return self._judge(task, renderer, event)
 
@@ -266,7 +266,8 @@ def _ignorable(task: Task, status: str) -> bool:
     """``ignore_errors`` covers a failed command, never a sandbox that could not be provided:
     like an unreachable host in Ansible, that is the run's failure, not the task's, and hiding it
     would let a CI pass on a command that never ran (exit bit 8 must survive)."""
-    return task.ignore_errors and status not in (Status.OK.value, SKIPPED, Status.SANDBOX_UNAVAILABLE.value)
+    return task.ignore_errors and status not in (Status.OK.value, SKIPPED, Status.SANDBOX_UNAVAILABLE.value,
+                                                 Status.DENIED.value)
 
 
 def _watchdog_expired(connection: Connection, fired: threading.Event) -> None:
@@ -294,5 +295,5 @@ def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
     return _as_registered(events[0])
 
 
-__all__ = ["SKIPPED", "UNSANDBOXED_REFUSAL", "WATCHDOG_GRACE_S", "Executor", "HostRun", "Reporter", "TaskEvent",
+__all__ = ["SKIPPED", "WATCHDOG_GRACE_S", "Executor", "HostRun", "Reporter", "TaskEvent",
            "TaskOutcome", "run_on_connection"]

@@ -8,6 +8,7 @@ from sandfleet.errors import InputError, Mark
 from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.intent import FilePath, Special
 from sandfleet.modules.pathuri import PathUri
+from sandfleet.modules.policy import BUILT_IN, Effective
 from sandfleet.modules.wire import ExecRequest
 from sandfleet.playbook import Task
 
@@ -31,7 +32,8 @@ def render_text(renderer: VarRenderer, text: str, what: str, mark: Optional[Mark
     return value if isinstance(value, str) else str(value)
 
 
-def build_request(task: Task, request_id: str, renderer: VarRenderer, host_os: str) -> ExecRequest:
+def build_request(task: Task, request_id: str, renderer: VarRenderer, host_os: str,
+                  policy: Effective = BUILT_IN) -> ExecRequest:
     spec = task.exec
 
     def mark(i: int) -> Any:
@@ -48,4 +50,4 @@ def build_request(task: Task, request_id: str, renderer: VarRenderer, host_os: s
     if not argv[0]:
         raise InputError("argv[0] renders empty", mark(0))
     return ExecRequest(id=request_id, argv=argv, cwd=cwd, env=env, timeout_s=task.timeout,
-                       sandbox=task.sandbox.intent)
+                       sandbox=task.sandbox.intent, policy=policy)

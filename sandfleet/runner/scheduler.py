@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 
 from sandfleet.events import Reporter
 from sandfleet.inventory import HostConfig, Inventory
+from sandfleet.modules.policy import Policy
 from sandfleet.play_keywords import TagFilter, batches
 from sandfleet.playbook import Play, Playbook, Task
 from sandfleet.runner.base import Connection
@@ -114,6 +115,7 @@ def run_playbook(
     executor: Executor = run_on_connection,
     extra_vars: Optional[Mapping[str, Any]] = None,
     tags: TagFilter = ALL_TASKS,
+    policy: Optional[Policy] = None,
 ) -> dict[str, HostRun]:
     runs: dict[str, HostRun] = {}
     playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
@@ -127,7 +129,7 @@ def run_playbook(
             config = inventory.host_config(host, extra_vars)
             runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
                                  consent=consent, playbook_dir=playbook_dir, executor=executor, stopping=stopping,
-                                 extra_vars=extra_vars)
+                                 extra_vars=extra_vars, policy=policy)
         workers = max(1, min(forks or DEFAULT_FORKS, len(all_hosts) or 1))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
             try:

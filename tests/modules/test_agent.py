@@ -11,6 +11,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+from policies import WIDE
+
 from sandfleet.modules import agent, spawn, wire
 
 
@@ -32,7 +34,7 @@ def test_hello_carries_probed_facts_and_the_given_roots() -> None:
 
 
 def test_each_request_gets_its_result_and_bad_lines_do_not_stop_the_agent() -> None:
-    ok = wire.encode_request(wire.ExecRequest(id="a", argv=("echo", "hi"), sandbox=None))
+    ok = wire.encode_request(wire.ExecRequest(policy=WIDE, id="a", argv=("echo", "hi"), sandbox=None))
     replies = converse(INIT, "{not json", json.dumps({"v": 1, "id": "b", "argv": "echo hi", "sandbox": None}), ok)
     results = [wire.decode_result(json.dumps(r)) for r in replies[1:]]
     assert [r.status for r in results] == [wire.Status.ERROR, wire.Status.ERROR, wire.Status.OK]
@@ -41,7 +43,8 @@ def test_each_request_gets_its_result_and_bad_lines_do_not_stop_the_agent() -> N
 
 
 def test_unknown_fields_from_a_newer_controller_are_ignored() -> None:
-    line = json.dumps({"v": 1, "id": "n", "argv": ["true"], "sandbox": None, "future_field": {"x": 1}})
+    line = json.dumps({"v": 1, "id": "n", "argv": ["true"], "sandbox": None, "future_field": {"x": 1},
+                       "policy": WIDE.to_json()})
     assert converse(INIT, line)[1]["status"] == "ok"
 
 
@@ -53,7 +56,7 @@ def test_eof_during_a_task_kills_it() -> None:
     proc.stdin.write(INIT + "\n")
     proc.stdin.flush()
     proc.stdout.readline()
-    request = wire.ExecRequest(id="c", argv=("bash", "-c", f"exec -a {tag} sleep 300"), sandbox=None)
+    request = wire.ExecRequest(policy=WIDE, id="c", argv=("bash", "-c", f"exec -a {tag} sleep 300"), sandbox=None)
     proc.stdin.write(wire.encode_request(request) + "\n")
     proc.stdin.flush()
     deadline = time.monotonic() + 10
@@ -70,7 +73,7 @@ def test_eof_during_a_task_kills_it() -> None:
 
 def test_a_missing_working_directory_is_named() -> None:
     init = json.dumps({"v": 1, "init": {"workspace_roots": ["/nonexistent/ws"]}})
-    line = wire.encode_request(wire.ExecRequest(id="m", argv=("true",), sandbox=None))
+    line = wire.encode_request(wire.ExecRequest(policy=WIDE, id="m", argv=("true",), sandbox=None))
     result = converse(init, line)[1]
     assert result["status"] == "error" and "/nonexistent/ws does not exist" in str(result["message"])
 
@@ -84,7 +87,7 @@ def test_resolve_map_from_the_init_line_overrides_the_environment() -> None:
 
 def test_a_bad_resolve_map_stops_the_agent_before_any_task() -> None:
     bad = json.dumps({"v": 1, "init": {"network_resolve": {"x.test": "not-an-ip"}}})
-    replies = converse(bad, wire.encode_request(wire.ExecRequest(id="a", argv=("true",), sandbox=None)))
+    replies = converse(bad, wire.encode_request(wire.ExecRequest(policy=WIDE, id="a", argv=("true",), sandbox=None)))
     assert replies == [{"v": 1, "error": "bad init line: network_resolve: 'x.test' maps to 'not-an-ip', "
                         "which is not an IPv4 or IPv6 address"}]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sandfleet.modules.binding import AssumedFs, BindError, LocalFs, bind, bind_cwd
+from sandfleet.modules.binding import AssumedFs, BindError, BoundPolicy, LocalFs, bind_cwd
+from sandfleet.modules.binding import bind as bind_all_names
 from sandfleet.modules.facts import HostFacts, assumed_facts
 from sandfleet.modules.intent import (
     PROFILES,
@@ -22,6 +23,13 @@ from sandfleet.modules.intent import (
 )
 
 R, W, D = Access.READ, Access.WRITE, Access.DENY
+
+
+def bind(*args: object, **kwargs: object) -> BoundPolicy:
+    """Binding with ``.git`` as the only protected name, so these cases stay readable; the
+    default list (and a policy's additions) is tested on its own below."""
+    kwargs.setdefault("protected_names", (".git",))
+    return bind_all_names(*args, **kwargs)  # type: ignore[arg-type]
 
 
 def intent(*perms: tuple[object, Access], roots: tuple[str, ...] = ()) -> SandboxIntent:
@@ -196,3 +204,18 @@ class TestForwardCompatibility:
                                                                         "macos": {"x": 1}})
         p = bind(i, LINUX)
         assert p.network.mode is NetworkMode.FULL and p.hints == {"prefer": "landlock"}
+
+
+class TestProtectedNames:
+    def test_the_default_names_are_kept_read_only_in_every_writable_root(self) -> None:
+        p = bind_all_names(intent((Special("root"), R), (Special("workspace_roots"), W)),
+                           assumed_facts("linux", "alice", ("/w",)), fs=AssumedFs("linux"))
+        assert {path for path, access in rules(p).items() if access is R and path != "/"} == {
+            "/w/.git", "/w/.agents", "/w/.codex", "/w/.aws", "/w/.ssh", "/w/.docker", "/w/.kube"}
+
+    def test_a_policy_adds_names_with_subpaths(self) -> None:
+        p = bind_all_names(intent((Special("workspace_roots"), W)), assumed_facts("linux", "alice", ("/w",)),
+                           fs=AssumedFs("linux"), protected_names=(".git", ".github/workflows"))
+        assert rules(p) == {"/w": W, "/w/.git": R, "/w/.github/workflows": R}
+        assert p.creates_dir(".github") and p.creates_dir(".git") and not p.creates_dir("workflows")
+

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from policies import WIDE
 from unprivileged import as_user, user_tree
 
 from conftest import need
@@ -97,7 +98,7 @@ def _execute_as_user(request: ExecRequest, facts: HostFacts, pin: str) -> ExecRe
 
 def run(backend: str, facts: HostFacts, intent: SandboxIntent, *argv: str) -> ExecResult:
     name, _, mode = backend.partition("-")
-    request = ExecRequest(id="t", argv=argv, sandbox=intent, timeout_s=30)
+    request = ExecRequest(policy=WIDE, id="t", argv=argv, sandbox=intent, timeout_s=30)
     if name == "landlock":
         return as_user(_execute_as_user, request, facts, name)
     if mode != "reused":
@@ -261,8 +262,8 @@ class TestFailClosed:
             backends=(BackendStatus("bwrap", False, "bwrap is not installed (install the 'bubblewrap' package)"),
                       BackendStatus("landlock", False, "Landlock is not enabled in this kernel")))
         for pin in (None, "bwrap", "landlock"):
-            r = execute(ExecRequest(id="t", argv=("touch", str(box["ws"] / "src" / "ran")), sandbox=workspace()),
-                        none_work, pin=pin)
+            r = execute(ExecRequest(policy=WIDE, id="t", argv=("touch", str(box["ws"] / "src" / "ran")),
+                                    sandbox=workspace()), none_work, pin=pin)
             assert r.status is Status.SANDBOX_UNAVAILABLE, r
             assert "bubblewrap" in (r.message or "") or pin == "landlock"
         assert not (box["ws"] / "src" / "ran").exists()
@@ -273,7 +274,7 @@ class TestFailClosed:
         facts = dataclasses.replace(facts_for(host_facts, box), backends=(
             BackendStatus("bwrap", False, "bwrap is not installed"), *[b for b in host_facts.backends
                                                                       if b.name == "landlock"]))
-        r = execute(ExecRequest(id="t", argv=("true",), sandbox=workspace()), facts, pin="bwrap")
+        r = execute(ExecRequest(policy=WIDE, id="t", argv=("true",), sandbox=workspace()), facts, pin="bwrap")
         assert r.status is Status.SANDBOX_UNAVAILABLE and "pinned" in (r.message or "")
-        r = execute(ExecRequest(id="t", argv=("true",), sandbox=workspace()), facts, pin="seatbelt")
+        r = execute(ExecRequest(policy=WIDE, id="t", argv=("true",), sandbox=workspace()), facts, pin="seatbelt")
         assert r.status is Status.SANDBOX_UNAVAILABLE and "cannot run on a linux host" in (r.message or "")

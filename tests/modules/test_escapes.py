@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from policies import WIDE
 from unprivileged import account, as_user, user_tree
 
 from conftest import need
@@ -35,9 +36,11 @@ from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
 from sandfleet.modules.intent import PROFILES, Access, FilePath, NetworkMode, NetworkPolicy, Permission, SandboxIntent
 from sandfleet.modules.pathuri import PathUri
+from sandfleet.modules.policy import Effective
 from sandfleet.modules.sandbox_pool import SandboxPool
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 
+BUILT_IN = Effective()
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 BACKENDS = ("bwrap", "bwrap-reused", "landlock")
 
@@ -86,12 +89,13 @@ def _execute(request: ExecRequest, facts: HostFacts, pin: str) -> ExecResult:
 
 
 def run(backend: str, facts: HostFacts, ws: Path, *argv: str, intent: SandboxIntent | None = None,
-        timeout: float = 30) -> ExecResult:
+        timeout: float = 30, policy: Effective = BUILT_IN) -> ExecResult:
     """``argv`` in a sandbox of ``intent`` (default: the workspace profile, network none) with
-    ``ws`` as the workspace; the reused column runs it as the third task of a persistent sandbox."""
+    ``ws`` as the workspace, under ``policy`` (default: the built-in one); the reused column runs
+    it as the third task of a persistent sandbox."""
     name, _, mode = backend.partition("-")
     facts = dataclasses.replace(facts, workspace_roots=(str(ws),))
-    request = ExecRequest(id="t", argv=argv, sandbox=intent or workspace(), timeout_s=timeout)
+    request = ExecRequest(id="t", argv=argv, sandbox=intent or workspace(), timeout_s=timeout, policy=policy)
     if name == "landlock":
         return as_user(_execute, request, facts, name)
     if mode != "reused":
@@ -209,7 +213,7 @@ class TestSockets:
         out = attempt(backend, host_facts, ws, {
             "connect": f"s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r})",
             "own_server": f"s = socket.socket(socket.AF_UNIX); s.bind({server!r}); s.listen(1)",
-        }, intent=workspace(NetworkMode.FULL))
+        }, intent=workspace(NetworkMode.FULL), policy=WIDE)
         assert out == {"connect": "OK", "own_server": "OK"}
         assert reached.wait(5)
 
@@ -354,7 +358,7 @@ class TestNothingOutlivesItsTask:
                  f"        os.execvp('bash', ['bash', '-c', 'exec -a {tag} sleep 300'])\n    os._exit(0)\n" \
                  "os.wait()\nimport time; time.sleep(0.3)"
         init = json.dumps({"v": 1, "init": {"workspace_roots": [str(ws)], "sandbox_pin": pin}})
-        request = wire.encode_request(ExecRequest(id="d", argv=(PY, "-c", daemon), timeout_s=30,
+        request = wire.encode_request(ExecRequest(id="d", argv=(PY, "-c", daemon), timeout_s=30, policy=WIDE,
                                                   sandbox=None if pin is None else workspace()))
         replies = as_user(_agent_as_user, [init, request])
         assert replies[1]["status"] == "ok", replies
@@ -376,7 +380,7 @@ class TestTheAgentsOwnWalls:
                 "print(json.dumps(out))")
         name = backend.split("-")[0]
         made = as_user(_make_state_dir) if name == "landlock" else _make_state_dir()
-        r = run(backend, host_facts, ws, PY, "-c", code, intent=home_rw)
+        r = run(backend, host_facts, ws, PY, "-c", code, intent=home_rw, policy=WIDE)
         assert r.status is Status.OK, r
         assert all(v != "OK" for v in json.loads(r.stdout).values()), r.stdout
         assert made
@@ -464,7 +468,7 @@ def test_the_agent_starts_with_a_fresh_session_keyring() -> None:
               f"found = lib.syscall(n, 10, -3, b'user', b'sandfleet-test-{os.getpid()}', 0)\n"
               "print('found' if found > 0 else 'absent')")
     init = json.dumps({"v": 1, "init": {"workspace_roots": ["/"], "sandbox_pin": None}})
-    request = wire.encode_request(ExecRequest(id="k", argv=(PY, "-c", script), sandbox=None))
+    request = wire.encode_request(ExecRequest(id="k", argv=(PY, "-c", script), sandbox=None, policy=WIDE))
     direct = subprocess.run([PY, "-c", script], capture_output=True, text=True)
     proc = subprocess.Popen([sys.executable, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)

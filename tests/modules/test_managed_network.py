@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 from netservers import EchoServer, HttpServer, HttpsServer, UdpSink, make_tls
+from policies import WIDE
 
 from conftest import need
 from sandfleet.modules import netproxy
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import HostFacts, probe
 from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent, Special
+from sandfleet.modules.policy import Effective
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 
 PLAIN_IP, TLS_IP = "127.0.0.5", "127.0.0.6"
@@ -79,7 +81,8 @@ def intent(network: NetworkPolicy = POLICY) -> SandboxIntent:
 
 
 def run(facts: HostFacts, *argv: str, network: NetworkPolicy = POLICY) -> ExecResult:
-    return execute(ExecRequest(id="t", argv=argv, sandbox=intent(network), timeout_s=60), facts, resolve=RESOLVE)
+    return execute(ExecRequest(policy=WIDE, id="t", argv=argv, sandbox=intent(network), timeout_s=60), facts,
+                   resolve=RESOLVE)
 
 
 def decided(result: ExecResult) -> dict[tuple[str, int], tuple[str, str]]:
@@ -258,8 +261,8 @@ class TestFailClosed:
 
     def test_landlock_refuses_and_says_bwrap_is_needed(self, facts: HostFacts, tmp_path: Path) -> None:
         marker = tmp_path / "ws" / "ran"
-        r = execute(ExecRequest(id="t", argv=("touch", str(marker)), sandbox=intent(), timeout_s=30), facts,
-                    pin="landlock", resolve=RESOLVE)
+        r = execute(ExecRequest(policy=WIDE, id="t", argv=("touch", str(marker)), sandbox=intent(), timeout_s=30),
+                    facts, pin="landlock", resolve=RESOLVE)
         assert r.status is Status.SANDBOX_UNAVAILABLE
         assert r.message is not None and "a managed network needs bwrap" in r.message
         assert not marker.exists() and r.network_decisions == ()
@@ -268,7 +271,9 @@ class TestFailClosed:
         without = dataclasses.replace(facts, backends=tuple(
             dataclasses.replace(b, available=False, reason="bwrap is not installed") if b.name == "bwrap" else b
             for b in facts.backends))
-        r = execute(ExecRequest(id="t", argv=("true",), sandbox=intent(), timeout_s=30), without, resolve=RESOLVE)
+        bwrap_only = Effective((dataclasses.replace(WIDE.operator, linux_backends=("bwrap",)),))
+        r = execute(ExecRequest(policy=bwrap_only, id="t", argv=("true",), sandbox=intent(), timeout_s=30), without,
+                    resolve=RESOLVE)
         assert r.status is Status.SANDBOX_UNAVAILABLE and r.message is not None
         assert "bwrap: bwrap is not installed" in r.message and "a managed network needs bwrap" in r.message
         assert "landlock" not in r.message.lower()  # never offered: it cannot hold a managed network

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from policies import WIDE
 
 from conftest import need
 from sandfleet.modules.agent import read_reuse
@@ -24,6 +25,7 @@ from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import HostFacts, probe
 from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet.modules.policy import DEFAULT_PROTECTED
 from sandfleet.modules.sandbox_pool import LOADER, SandboxPool, persistent_wrapper, split_wrapper
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 from sandfleet.runner.base import AgentInit
@@ -40,7 +42,8 @@ def host_facts() -> HostFacts:
 @pytest.fixture
 def facts(host_facts: HostFacts, tmp_path: Path) -> HostFacts:
     (tmp_path / "ws" / "sub").mkdir(parents=True)
-    (tmp_path / "ws" / ".git").mkdir()  # else the first task's sandbox makes it, and the second renders anew
+    for name in DEFAULT_PROTECTED:  # else the first task's sandbox makes them, and the second renders anew
+        (tmp_path / "ws" / name).mkdir()
     return dataclasses.replace(host_facts, workspace_roots=(str(tmp_path / "ws"),), tmpdir=str(tmp_path))
 
 
@@ -56,7 +59,7 @@ WORKSPACE = SandboxIntent(PROFILES["workspace"], NetworkPolicy(NetworkMode.NONE)
 
 def run(pool: SandboxPool, facts: HostFacts, script: str, intent: SandboxIntent = WORKSPACE,
         **kw: object) -> ExecResult:
-    request = ExecRequest(id="t", argv=("/bin/sh", "-c", script), sandbox=intent, **kw)  # type: ignore[arg-type]
+    request = ExecRequest(policy=WIDE, id="t", argv=("/bin/sh", "-c", script), sandbox=intent, **kw)  # type: ignore[arg-type]
     result = execute(request, facts, pin="bwrap", pool=pool)
     assert result.status is not Status.SANDBOX_UNAVAILABLE, result
     return result
@@ -71,7 +74,7 @@ def sandbox_id(pool: SandboxPool, facts: HostFacts, intent: SandboxIntent = WORK
 
 def sandbox_run(pool: SandboxPool, facts: HostFacts, intent: SandboxIntent = WORKSPACE) -> ExecResult:
     """One task that prints its pid namespace, however the pool runs it."""
-    result = execute(ExecRequest(id="t", argv=("readlink", "/proc/self/ns/pid"), sandbox=intent), facts,
+    result = execute(ExecRequest(policy=WIDE, id="t", argv=("readlink", "/proc/self/ns/pid"), sandbox=intent), facts,
                      pin="bwrap", pool=pool)
     assert result.status is Status.OK, result
     return result
@@ -106,7 +109,7 @@ class TestSharing:
         assert "--as-pid-1" in r.wrapper and "/bin/sh" not in r.wrapper
 
     def test_reuse_off_means_a_fresh_sandbox_per_task(self, facts: HostFacts) -> None:
-        request = ExecRequest(id="t", argv=("readlink", "/proc/self/ns/pid"), sandbox=WORKSPACE)
+        request = ExecRequest(policy=WIDE, id="t", argv=("readlink", "/proc/self/ns/pid"), sandbox=WORKSPACE)
         first, second = execute(request, facts, pin="bwrap"), execute(request, facts, pin="bwrap")
         assert first.status is Status.OK and second.status is Status.OK
         assert first.stdout != second.stdout and "--as-pid-1" not in first.wrapper
@@ -209,7 +212,8 @@ class TestNoLeaks:
     def test_exit_statuses_match_a_fresh_sandbox(self, pool: SandboxPool, facts: HostFacts) -> None:
         for script in ("exit 3", "kill -KILL $$", "true"):
             reused = run(pool, facts, script)
-            fresh = execute(ExecRequest(id="t", argv=("/bin/sh", "-c", script), sandbox=WORKSPACE), facts, pin="bwrap")
+            fresh = execute(ExecRequest(policy=WIDE, id="t", argv=("/bin/sh", "-c", script), sandbox=WORKSPACE), facts,
+                            pin="bwrap")
             assert (reused.status, reused.rc) == (fresh.status, fresh.rc), script
 
 

@@ -163,7 +163,8 @@ class TestStub:
             return
         assert lines[-1].startswith(f"{MARKER} ready stored "), lines
         assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(b'{"v": 1, "init": {}}\n{"v": 1, "id": "x", "argv": ["/bin/echo", "hi"], "sandbox": null}\n')
+        proc.stdin.write(b'{"v": 1, "init": {}}\n{"v": 1, "id": "x", "argv": ["/bin/echo", "hi"], "sandbox": null, '
+                         b'"policy": [{"source": "test", "policy": {"unsandboxed": true}}]}\n')
         proc.stdin.flush()
         assert "hello" in json.loads(proc.stdout.readline())
         assert json.loads(proc.stdout.readline())["stdout"] == "hi\n"

@@ -502,7 +502,8 @@ def test_managed_network_on_an_ssh_host_uses_the_agent_copy_and_the_inventory_re
     ctl.trust(hosts[:1])
     fetch = "import sys, urllib.request as u; [print(u.urlopen(x).read().decode()) for x in sys.argv[1:]]"
     inv = ctl.inventory(hosts[:1], **{hosts[0].name: {
-        "sandfleet_network_resolve": "{pkgs.allowed.test: 127.0.0.5, other.test: 127.0.0.5}"}})
+        "sandfleet_network_resolve": "{pkgs.allowed.test: 127.0.0.5, other.test: 127.0.0.5}",
+        "sandfleet_policy": "{network: {max: managed, allow: ['*.allowed.test:*']}}"}})
     with HttpServer("127.0.0.5") as server:
         port = server.port
         pb = ctl.playbook(f"exec: {{argv: [/usr/bin/python3, -c, '{fetch}', 'http://pkgs.allowed.test:{port}/',"
