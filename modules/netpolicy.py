@@ -10,8 +10,10 @@ connect to. Decisions, and why:
   escapes, empty labels, ``..``) is denied as invalid rather than guessed at: clients send the
   punycode (``xn--``) form, and a name we cannot parse is a name two parsers could read differently.
 * **Rules**: ``example.org`` matches exactly that name; ``*.example.org`` matches every subdomain
-  *and the apex* ``example.org`` (as Codex's proxy does). **Deny wins** over allow. Rules carry no
-  port: an allowed name is allowed on every port 1-65535.
+  *and the apex* ``example.org`` (as Codex's proxy does). **Deny wins** over allow. Rules carry
+  ports: an allow rule ``name`` opens ports 443 and 80 only, ``name:8443`` that port, ``name:*``
+  every port (an allowed name must not open every service on its address); a deny rule without
+  a port denies every port.
 * **IP literals** are denied unless listed themselves (``10.1.2.3`` in ``allow``); a wildcard never
   matches an address. Every spelling ``inet_aton`` accepts counts as an address, so ``127.1``,
   ``2130706433`` and ``0x7f.0.0.1`` are all ``127.0.0.1``: a name that the resolver would read as
@@ -130,35 +132,51 @@ def parse_authority(text: str, default_port: Optional[int] = None) -> tuple[str,
     return host, int(port_text)
 
 
+#: The ports an allow rule without one opens: HTTPS and HTTP.
+DEFAULT_PORTS = (443, 80)
+
+
 @dataclass(frozen=True)
 class _Rule:
     text: str  # as written, for the decision's reason
     name: str  # canonical, wildcard stripped
     wildcard: bool
+    ports: Optional[tuple[int, ...]]  # None: every port
 
-    def matches(self, host: Host) -> bool:
+    def matches(self, host: Host, port: int) -> bool:
+        if self.ports is not None and port not in self.ports:
+            return False
         if host.address is not None:
             return not self.wildcard and self.name == host.name
         return host.name == self.name or (self.wildcard and host.name.endswith("." + self.name))
 
 
-def _rule(text: str) -> Optional[_Rule]:
-    wildcard = text.startswith("*.")
+def _rule(text: str, default_ports: Optional[tuple[int, ...]]) -> Optional[_Rule]:
+    name, sep, port = text.rpartition(":") if ":" in text and not text.endswith("]") else (text, "", "")
+    ports = default_ports
+    if sep:
+        if port == "*":
+            ports = None
+        elif port.isdigit() and 1 <= int(port) <= 65535:
+            ports = (int(port),)
+        else:
+            return None
+    wildcard = name.startswith("*.")
     try:
-        host = parse_host(text[2:] if wildcard else text)
+        host = parse_host(name[2:] if wildcard else name)
     except InvalidHost:
         return None  # the controller validates rules; one that cannot parse cannot match a valid host
     if wildcard and host.address is not None:
         return None
-    return _Rule(text, host.name, wildcard)
+    return _Rule(text, host.name, wildcard, ports)
 
 
 class HostPolicy:
     """A task's allow and deny lists, ready to decide about destinations."""
 
     def __init__(self, allow: Sequence[str], deny: Sequence[str] = ()) -> None:
-        self.allow = [r for r in map(_rule, allow) if r is not None]
-        self.deny = [r for r in map(_rule, deny) if r is not None]
+        self.allow = [r for r in (_rule(t, DEFAULT_PORTS) for t in allow) if r is not None]
+        self.deny = [r for r in (_rule(t, None) for t in deny) if r is not None]
 
     def decide(self, raw_host: str, port: int) -> Verdict:
         try:
@@ -167,12 +185,17 @@ class HostPolicy:
             return Verdict(False, shown_raw(raw_host), port, f"invalid destination: {exc}")
         if not 1 <= port <= 65535:
             return Verdict(False, host.shown, port, "invalid port", host)
-        denied = next((r for r in self.deny if r.matches(host)), None)
+        denied = next((r for r in self.deny if r.matches(host, port)), None)
         if denied is not None:
             return Verdict(False, host.shown, port, f"matches deny rule {denied.text}", host)
-        allowed = next((r for r in self.allow if r.matches(host)), None)
+        allowed = next((r for r in self.allow if r.matches(host, port)), None)
         if allowed is not None:
             return Verdict(True, host.shown, port, f"matches allow rule {allowed.text}", host)
+        if any(r.matches(host, r.ports[0] if r.ports else port) for r in self.allow):
+            shown = ", ".join(str(p) for p in next(r.ports for r in self.allow if r.ports and
+                                                    r.matches(host, r.ports[0])))
+            return Verdict(False, host.shown, port, f"port {port} is not allowed for this name (allowed: {shown}; "
+                           f"write name:{port} or name:* to allow it)", host)
         if host.address is not None:
             return Verdict(False, host.shown, port, "IP address literal not in the allow list", host)
         return Verdict(False, host.shown, port, "not in the allow list", host)

@@ -381,17 +381,22 @@ def _domains(node: YMap, key: str) -> tuple[str, ...]:
 
 
 def check_domain(value: Any, mark: Mark) -> str:
-    """A hostname or ``*.hostname``, lower-cased; URLs, ports and bare ``*`` are refused."""
+    """A hostname or ``*.hostname``, lower-cased, with an optional port: ``name`` means ports 443
+    and 80, ``name:PORT`` that port, ``name:*`` every port. URLs and a bare ``*`` are refused."""
     if not isinstance(value, str):
         raise InputError(f"a domain must be a string, got {describe(value)}", mark)
     text = value.strip().lower()
     if "://" in text or "/" in text:
         raise InputError(f"{value!r} is a URL; give only the domain (e.g. pypi.org)", mark)
-    if text == "*":
+    if text == "*" or text.startswith("*:"):
         raise InputError("'*' would allow every domain; write network: full for that", mark)
-    host = text[2:] if text.startswith("*.") else text
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if sep and not (port == "*" or (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise InputError(f"{value!r}: the port must be a number from 1 to 65535 or *", mark,
+                         allowed=("name (ports 443 and 80)", "name:PORT", "name:*"))
+    host = host[2:] if host.startswith("*.") else host
     if ":" in host:
-        raise InputError(f"{value!r}: give a domain without a port", mark)
+        raise InputError(f"{value!r}: give a domain with at most one :PORT", mark)
     if not host.isascii():
         try:
             alt = f"; write it as {host.encode('idna').decode('ascii')!r}"

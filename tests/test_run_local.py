@@ -38,6 +38,14 @@ def protect_names(ws: Path) -> None:
         (ws / name).mkdir(exist_ok=True)
 
 
+def no_bwrap(tmp_path: Path) -> dict[str, str]:
+    """An environment whose agent finds no bwrap: it looks only in root-owned system directories
+    (never PATH); ``SANDFLEET_BWRAP_DIRS`` narrows those to one without bwrap. PATH keeps the
+    usual tools."""
+    path = no_bwrap_path(tmp_path)
+    return {"PATH": path, "SANDFLEET_BWRAP_DIRS": path}
+
+
 def no_bwrap_path(tmp_path: Path) -> str:
     """A PATH with the usual tools but without bwrap."""
     bin_dir = tmp_path / "bin"
@@ -87,7 +95,7 @@ class TestDefaultJob:
         demo = ROOT / "demo-workspace" / "sandfleet-demo.txt"
         demo.unlink(missing_ok=True)
         proc = sandfleet("run", *EXAMPLE, "--format", "json",
-                         env={"PATH": no_bwrap_path(tmp_path), "TMPDIR": str(scratch)})
+                         env={**no_bwrap(tmp_path), "TMPDIR": str(scratch)})
         assert proc.returncode == 8, proc.stdout + proc.stderr
         results = [e for e in events(proc) if e["event"] == "task_result"]
         assert {e["status"] for e in results} == {"sandbox_unavailable"} and not demo.exists()
@@ -140,7 +148,7 @@ class TestFailClosed:
         marker = tmp_path / "ws" / "ran"
         pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n")
         proc = sandfleet("run", str(pb), "-i", str(write_inventory(tmp_path)), "--format", "json",
-                         env={"PATH": no_bwrap_path(tmp_path), "SANDFLEET_LANDLOCK_MAX_ABI": "0"})
+                         env={**no_bwrap(tmp_path), "SANDFLEET_LANDLOCK_MAX_ABI": "0"})
         assert proc.returncode == 8, proc.stdout + proc.stderr
         result = events(proc)[0]
         assert result["status"] == "sandbox_unavailable"
@@ -151,7 +159,7 @@ class TestFailClosed:
         marker = tmp_path / "ws" / "ran"
         pb = write_playbook(tmp_path, f"- hosts: all\n  tasks:\n    - exec: {{argv: [/usr/bin/touch, {marker}]}}\n")
         inv = write_inventory(tmp_path, "      sandfleet_sandbox: bwrap\n")
-        proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json", env={"PATH": no_bwrap_path(tmp_path)})
+        proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json", env=no_bwrap(tmp_path))
         assert proc.returncode == 8
         assert "pinned" in events(proc)[0]["message"] and not marker.exists()
 
@@ -336,7 +344,7 @@ class TestManagedNetwork:
           - "http://pkgs.allowed.test:{port}/ok"
           - "http://other.test:{port}/no"
       sandbox:
-        network: {{allow: ["*.allowed.test"]}}
+        network: {{allow: ["*.allowed.test:*"]}}
       ignore_errors: true
 """
 
@@ -360,7 +368,7 @@ class TestManagedNetwork:
         assert json.loads(result["stdout"])["path"] == "/ok" and "HTTP Error 403: Forbidden" in result["stderr"]
         assert result["network_decisions"] == [
             {"host": "pkgs.allowed.test", "port": port, "decision": "allow",
-             "reason": "matches allow rule *.allowed.test", "count": 1},
+             "reason": "matches allow rule *.allowed.test:*", "count": 1},
             {"host": "other.test", "port": port, "decision": "deny", "reason": "not in the allow list", "count": 1}]
         assert f"    network: denied other.test:{port} (not in the allow list)" in text
         assert "network: allowed" not in text  # the allowed ones only with -v
@@ -372,13 +380,13 @@ class TestManagedNetwork:
         assert argv[4:7] == ["--port", "3128", "--handoff"] and argv[7].endswith("/sfnet-XXXXXXXX/proxy.sock")
         assert argv[argv.index("HTTPS_PROXY") - 1:][:3] == ["--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"]
         assert "--unshare-net" not in argv
-        assert dry["request"]["sandbox"]["network"] == {"mode": "managed", "allow": ["*.allowed.test"], "deny": []}
+        assert dry["request"]["sandbox"]["network"] == {"mode": "managed", "allow": ["*.allowed.test:*"], "deny": []}
         text = sandfleet("run", *self.files(tmp_path, 8080), "--dry-run").stdout
         assert "netns.py --port 3128 --handoff" in text and "--setenv http_proxy http://127.0.0.1:3128" in text
 
     def test_without_bwrap_it_is_refused_and_says_bwrap_is_needed(self, tmp_path: Path) -> None:
         proc = sandfleet("run", *self.files(tmp_path, 8080, ignore_errors=False), "--format", "json",
-                         env={"PATH": no_bwrap_path(tmp_path)})
+                         env=no_bwrap(tmp_path))
         assert proc.returncode == 8, proc.stdout + proc.stderr
         message = events(proc)[0]["message"]
         assert "bwrap: bwrap is not installed" in message

@@ -27,7 +27,7 @@ from sandfleet.modules.wire import ExecRequest, ExecResult, Status
 PLAIN_IP, TLS_IP = "127.0.0.5", "127.0.0.6"
 RESOLVE = {"allowed.test": PLAIN_IP, "www.allowed.test": PLAIN_IP, "tls.allowed.test": TLS_IP,
            "denied.allowed.test": PLAIN_IP, "other.test": PLAIN_IP}
-POLICY = NetworkPolicy(NetworkMode.MANAGED, allow=("*.allowed.test",), deny=("denied.allowed.test",))
+POLICY = NetworkPolicy(NetworkMode.MANAGED, allow=("*.allowed.test:*",), deny=("denied.allowed.test",))
 
 FETCH = """
 import json, ssl, sys, urllib.error, urllib.request
@@ -104,9 +104,9 @@ class TestPython:
         assert [got[u] for u in urls[3:6]] == [403, 403, 403]
         assert "403" in got[urls[6]]  # CONNECT refused: urllib reports the tunnel failure
         assert decided(r) == {
-            ("allowed.test", servers.plain): ("allow", "matches allow rule *.allowed.test"),
-            ("www.allowed.test", servers.plain): ("allow", "matches allow rule *.allowed.test"),
-            ("tls.allowed.test", servers.tls): ("allow", "matches allow rule *.allowed.test"),
+            ("allowed.test", servers.plain): ("allow", "matches allow rule *.allowed.test:*"),
+            ("www.allowed.test", servers.plain): ("allow", "matches allow rule *.allowed.test:*"),
+            ("tls.allowed.test", servers.tls): ("allow", "matches allow rule *.allowed.test:*"),
             ("denied.allowed.test", servers.plain): ("deny", "matches deny rule denied.allowed.test"),
             ("other.test", servers.plain): ("deny", "not in the allow list"),
             (PLAIN_IP, servers.plain): ("deny", "IP address literal not in the allow list"),
@@ -181,7 +181,7 @@ class TestTeardown:
         assert r.status is Status.OK, r
         assert r.stdout == "HTTP/1.1 200 Connection established\n"
         assert r.duration_ms < 10_000
-        assert decided(r) == {("allowed.test", servers.echo): ("allow", "matches allow rule *.allowed.test")}
+        assert decided(r) == {("allowed.test", servers.echo): ("allow", "matches allow rule *.allowed.test:*")}
         deadline = time.monotonic() + 3
         while proxy_threads() and time.monotonic() < deadline:
             time.sleep(0.02)

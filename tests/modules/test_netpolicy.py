@@ -121,11 +121,30 @@ def test_ipv6_is_canonical_and_bracketed_in_decisions() -> None:
 
 
 @pytest.mark.parametrize(("port", "allowed"), [(1, True), (443, True), (65535, True), (0, False), (65536, False)])
-def test_rules_allow_every_valid_port(port: int, allowed: bool) -> None:
-    verdict = POLICY.decide("pypi.org", port)
+def test_a_star_port_allows_every_valid_port(port: int, allowed: bool) -> None:
+    verdict = HostPolicy(["pypi.org:*"]).decide("pypi.org", port)
     assert verdict.allowed is allowed
     if not allowed:
         assert verdict.reason == "invalid port"
+
+
+@pytest.mark.parametrize(("rule", "port", "allowed"), [
+    ("pypi.org", 443, True), ("pypi.org", 80, True), ("pypi.org", 22, False), ("pypi.org", 8443, False),
+    ("pypi.org:8443", 8443, True), ("pypi.org:8443", 443, False), ("*.pypi.org:8443", 8443, True),
+])
+def test_rules_carry_ports(rule: str, port: int, allowed: bool) -> None:
+    """An allowed name opens 443 and 80 only: the operator mapped a name to a host whose other
+    services (ssh, a database) must stay out of reach."""
+    verdict = HostPolicy([rule]).decide("pypi.org", port)
+    assert verdict.allowed is allowed
+    if not allowed:
+        assert f"port {port} is not allowed" in verdict.reason
+
+
+def test_a_deny_rule_without_a_port_denies_every_port() -> None:
+    policy = HostPolicy(["*.example.org:*"], ["bad.example.org"])
+    assert not policy.decide("bad.example.org", 8080).allowed and policy.decide("ok.example.org", 8080).allowed
+    assert HostPolicy(["*.example.org:*"], ["bad.example.org:22"]).decide("bad.example.org", 443).allowed
 
 
 @pytest.mark.parametrize(("text", "expected"), [

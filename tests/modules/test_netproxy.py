@@ -29,7 +29,7 @@ RESOLVE = {"allowed.test": SERVER_IP, "www.allowed.test": SERVER_IP, "evil.test"
 
 @pytest.fixture
 def session() -> Iterator[ProxySession]:
-    proxy = ProxySession(HostPolicy(["*.allowed.test", "localhost", "127.0.0.7"], ["evil.allowed.test"]), RESOLVE)
+    proxy = ProxySession(HostPolicy(["*.allowed.test:*", "localhost:*", "127.0.0.7:*"], ["evil.allowed.test"]), RESOLVE)
     yield proxy
     proxy.close()
 
@@ -87,7 +87,7 @@ class TestPlainHttp:
         assert seen["host"] == f"www.allowed.test:{port}"  # from the URL: a Host header cannot front for another
         assert seen["headers"]["X-Kept"] == "yes" and seen["headers"]["Connection"] == "close"
         assert not any(h.lower().startswith("proxy-") for h in seen["headers"])
-        assert decisions(session) == [("www.allowed.test", port, "allow", "matches allow rule *.allowed.test")]
+        assert decisions(session) == [("www.allowed.test", port, "allow", "matches allow rule *.allowed.test:*")]
 
     def test_default_port_and_empty_path(self, session: ProxySession) -> None:
         status, _, _ = http(session, b"GET http://down.allowed.test HTTP/1.1\r\n\r\n")
@@ -215,7 +215,7 @@ class TestSocks5:
         client.sendall(b"abc")
         assert client.recv(64) == b"ABC"
         client.close()
-        assert decisions(session) == [("allowed.test", echo_server.port, "allow", "matches allow rule *.allowed.test")]
+        assert decisions(session) == [("allowed.test", echo_server.port, "allow", "matches allow rule *.allowed.test:*")]
 
     @pytest.mark.parametrize(("request_bytes", "code", "reason"), [
         (socks_domain(b"evil.test", 443), 2, "not in the allow list"),
@@ -335,7 +335,7 @@ def test_close_cuts_every_connection_and_ends_every_thread(echo_server: EchoServ
     CONNECT tunnel and a SOCKS5 tunnel all see end of file, the port stops listening and none of
     the proxy's threads outlives close()."""
     assert proxy_threads() == []
-    proxy = ProxySession(HostPolicy(["*.allowed.test"]), RESOLVE, tcp=True).start()
+    proxy = ProxySession(HostPolicy(["*.allowed.test:*"]), RESOLVE, tcp=True).start()
     port = proxy.endpoint.port
     clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
     clients[1].sendall(b"GET http://allowed.test/ HTTP/1.1\r\n")
@@ -362,7 +362,7 @@ def test_close_cuts_every_connection_and_ends_every_thread(echo_server: EchoServ
 
 def test_tcp_form_serves_on_a_host_loopback_port(http_server: HttpServer) -> None:
     """For hosts without network namespaces (Seatbelt confines the command to localhost:PORT)."""
-    proxy = ProxySession(HostPolicy(["*.allowed.test"]), RESOLVE, tcp=True).start()
+    proxy = ProxySession(HostPolicy(["*.allowed.test:*"]), RESOLVE, tcp=True).start()
     try:
         assert proxy.handed_off and proxy.endpoint.socket_path is None and proxy.endpoint.port != 3128
         with socket.create_connection(("127.0.0.1", proxy.endpoint.port), timeout=10) as client:

@@ -378,7 +378,9 @@ def test_path_key_mistakes(tmp_path, snippet, fragment):
 
 
 @pytest.mark.parametrize(("domain", "fragment"), [
-    ("pypi.org:443", "without a port"),
+    ("pypi.org:http", "the port must be a number from 1 to 65535 or *"),
+    ("pypi.org:70000", "the port must be a number from 1 to 65535 or *"),
+    ("*:443", "would allow every domain"),
     ("exa_mple.org", "is not a valid domain"),
     ("foo.*.org", "is not a valid domain"),
     ("example.org.", "is not a valid domain"),
