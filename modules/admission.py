@@ -51,7 +51,7 @@ def admit_bound(bound: BoundPolicy, facts: HostFacts, fs: FsView, effective: Eff
     views = [(layer, bind_ceiling(layer, facts, fs)) for layer in effective.layers if layer.filesystem is not None]
     denied = [path for text in effective.denies for path in spec_paths(path_spec(text), facts, fs)]
     denial = filesystem_denial(grants, bound.minimal_read, views, denied, bound.protected_names,
-                               contains(facts.os))
+                               contains(facts.os), bound.private)
     if denial is not None:
         return denial
     if pin and facts.os == "linux":

@@ -269,6 +269,9 @@ def bind_ceiling(policy: Policy, facts: HostFacts, fs: FsView) -> CeilingView:
             continue
         if isinstance(spec, Special) and spec.name == "root":
             view.minimal = True
+        if isinstance(spec, Special) and spec.name == "tmpdir":
+            view.private_tmp = view.private_tmp or access is Access.WRITE
+            continue
         for path in spec_paths(spec, facts, fs):
             view.entries.append((path, access))
     return view

@@ -539,25 +539,30 @@ class CeilingView:
 
     entries: list[tuple[str, Access]] = field(default_factory=list)
     minimal: bool = False
+    #: ``:tmpdir: write`` in the ceiling: covers the task's private temp dir, and nothing of the
+    #: host's temp dir it hides (``/tmp/x: write`` needs a ceiling entry naming the host's paths).
+    private_tmp: bool = False
 
 
 def network_denial(mode: NetworkMode, allow: Sequence[str], effective: Effective) -> Optional[Denial]:
     for layer in effective.layers:
         if layer.network is not None and _NETWORK_ORDER[mode] > _NETWORK_ORDER[layer.network]:
             return Denial(f"network {mode.value} exceeds the policy's network ceiling {layer.network.value} "
-                          f"({raise_hint(layer.source, 'network.max')})", layer.source)
+                          f"(set by {layer.source}; {raise_hint(layer.source, 'network.max')})", layer.source)
         if mode is NetworkMode.MANAGED and layer.network is not NetworkMode.FULL and layer.allow is not None:
             for name in allow:
                 rule = parse_rule(name)
                 if not any(ceiling.covers(rule) for ceiling in layer.allow):
                     listed = ", ".join(r.text for r in layer.allow) or "nothing"
                     return Denial(f"network allow {name!r} is not covered by the policy's network.allow ({listed}; "
-                                  f"{raise_hint(layer.source, 'network.allow')})", layer.source)
+                                  f"set by {layer.source}; {raise_hint(layer.source, 'network.allow')})",
+                                  layer.source)
     return None
 
 
 def filesystem_denial(grants: Sequence[Grant], minimal: bool, views: Sequence[tuple[Policy, CeilingView]],
-                      denied: Sequence[str], protected: Sequence[str], contains: Any) -> Optional[Denial]:
+                      denied: Sequence[str], protected: Sequence[str], contains: Any,
+                      private: Sequence[str] = ()) -> Optional[Denial]:
     """The first grant a ceiling does not cover, or that reaches into a mandatory deny."""
     for grant in grants:
         for wall in denied:
@@ -569,6 +574,8 @@ def filesystem_denial(grants: Sequence[Grant], minimal: bool, views: Sequence[tu
             return Denial(f":minimal=read exceeds the policy's filesystem ceiling ({layer.source}: neither :minimal "
                           f"nor :root is readable; {raise_hint(layer.source, 'filesystem')})", layer.source)
         for grant in grants:
+            if grant.path in private and view.private_tmp:
+                continue
             covering = [(p, a) for p, a in view.entries if contains(p, grant.path)]
             best = max(covering, key=lambda e: len(e[0]), default=None)
             ok = best is not None and _ACCESS_ORDER[best[1]] >= _ACCESS_ORDER[grant.access]
@@ -604,12 +611,12 @@ def unsandboxed_denial(effective: Effective) -> Optional[Denial]:
     return None
 
 
-def read_host_layers(home: Optional[str] = None, files: Sequence[str] = HOST_FILES) -> tuple[Policy, ...]:
+def read_host_layers(home: Optional[str] = None, files: Optional[Sequence[str]] = None) -> tuple[Policy, ...]:
     """The host owner's layers from :data:`HOST_FILES` that exist. Raises :class:`PolicyError`
     (with the file and, where it can, the line) for one that is not valid: the agent then refuses
     every task rather than run without the owner's walls."""
     layers = []
-    for name in files:
+    for name in HOST_FILES if files is None else files:
         path = os.path.join(home or os.path.expanduser("~"), name[2:]) if name.startswith("~/") else name
         try:
             with open(path, encoding="utf-8") as fh:
@@ -636,19 +643,21 @@ def parse_host_file(text: str, path: str) -> Policy:
     try:
         return parse(data, path)
     except PolicyError as exc:
-        line, column = _position(root, exc.path)
+        line, column = _position(root, exc.path, exc.at_key)
         raise PolicyError(f"{path}:{line}:{column}: {exc}") from None
 
 
-def _position(node: Any, path: tuple[Path, ...]) -> tuple[int, int]:
-    """Line and column (1-based) of ``path`` in a composed YAML node tree (its nearest known part)."""
+def _position(node: Any, path: tuple[Path, ...], at_key: bool) -> tuple[int, int]:
+    """Line and column (1-based) of ``path`` in a composed YAML node tree (its nearest known part;
+    the key's position when ``at_key``)."""
     mark = node.start_mark if node is not None else None
-    for part in path:
+    for i, part in enumerate(path):
         found = None
         if node is not None and node.id == "mapping":
             found = next((v for k, v in node.value if k.value == str(part)), None)
             key = next((k for k, _v in node.value if k.value == str(part)), None)
-            mark = key.start_mark if key is not None else mark
+            use_key = at_key and i == len(path) - 1
+            mark = (key.start_mark if use_key else found.start_mark) if key is not None and found is not None else mark
         elif node is not None and node.id == "sequence" and isinstance(part, int) and part < len(node.value):
             found = node.value[part]
             mark = found.start_mark

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Optional
@@ -27,7 +28,44 @@ _SINGLE_EXPRESSION = re.compile(r"^\{\{((?:(?!\{\{|\}\}).)*)\}\}$", re.S)
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined")
 _RESULT = "__sandfleet_result"
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+#: The largest value one template may build, in bytes, for the thread rendering now (the host's
+#: policy's ``limits.value_bytes``, set by :meth:`VarRenderer.render`); ``None`` means no bound.
+_bound = threading.local()
+
+
+class ValueTooLarge(Exception):
+    """A template would build a value beyond the policy's ``limits.value_bytes``."""
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, bytes, list, tuple)) else 0
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """Jinja's sandbox, plus a size bound checked *before* ``*`` repeats, ``+`` joins or ``**``
+    raises a value: ``{{ 'x' * 20000000 }}`` is refused without building the string (and the
+    rendered output is cut off as soon as it passes the bound)."""
+
+    intercepted_binops = frozenset(["*", "+", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        limit: Optional[int] = getattr(_bound, "limit", None)
+        if limit is not None:
+            estimate = 0
+            if operator == "*":
+                count = right if isinstance(right, int) else left if isinstance(left, int) else 0
+                estimate = max(_size(left), _size(right)) * max(count, 0)
+            elif operator == "+":
+                estimate = _size(left) + _size(right)
+            elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+                estimate = right * max(abs(left).bit_length(), 1) // 3  # decimal digits, roughly
+            if estimate > limit:
+                raise ValueTooLarge(f"it would build a value of about {estimate} bytes, over the policy's "
+                                    f"limits.value_bytes {limit}")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
 
 
 def _flag(name: str, expected: bool = True) -> Any:
@@ -41,6 +79,19 @@ _ENV.filters.update({"bool": lambda v: v if isinstance(v, bool) else str(v).stri
                      "to_json": lambda v: json.dumps(v, ensure_ascii=False), "from_json": json.loads})
 #: Compiling is the slow part of rendering; the same few templates render for every host.
 _compile = lru_cache(maxsize=4096)(_ENV.from_string)
+
+
+def _joined(chunks: Any) -> str:
+    """The rendered chunks, stopped as soon as they pass the thread's bound."""
+    limit: Optional[int] = getattr(_bound, "limit", None)
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise ValueTooLarge(f"it renders to more than the policy's limits.value_bytes {limit}")
+        out.append(chunk)
+    return "".join(out)
 
 
 class _LazyVars(dict):  # type: ignore[type-arg]
@@ -116,14 +167,26 @@ class VarRenderer:
         self._done[name] = value
         return value
 
+    #: The bound on one rendered value (the host policy's ``limits.value_bytes``); None: unbounded.
+    value_limit: Optional[int] = None
+
     def render(self, value: Any, what: str, mark: Optional[Mark]) -> Any:
         """Render every string inside ``value``; ``what`` names it in error messages."""
+        if self.value_limit is None or getattr(_bound, "limit", None) is not None:
+            return self._render(value, what, mark)
+        _bound.limit = self.value_limit
+        try:
+            return self._render(value, what, mark)
+        finally:
+            _bound.limit = None
+
+    def _render(self, value: Any, what: str, mark: Optional[Mark]) -> Any:
         if isinstance(value, str):
             return self._render_text(value, what, mark) if ("{{" in value or "{%" in value) else value
         if isinstance(value, dict):
-            return {key: self.render(item, what, mark) for key, item in value.items()}
+            return {key: self._render(item, what, mark) for key, item in value.items()}
         if isinstance(value, list):
-            return [self.render(item, what, mark) for item in value]
+            return [self._render(item, what, mark) for item in value]
         return value
 
     def _render_text(self, text: str, what: str, mark: Optional[Mark]) -> Any:
@@ -139,9 +202,12 @@ class VarRenderer:
                     str(result)  # StrictUndefined raises here, naming the variable
                 return result
             template = _compile(text)
-            return "".join(template.root_render_func(template.new_context(self._lazy, shared=True)))
+            return _joined(template.root_render_func(template.new_context(self._lazy, shared=True)))
         except InputError:
             raise
+        except ValueTooLarge as exc:
+            raise InputError(f"the value of {what!r} is too large: {exc} (the operator can raise it with "
+                             "sandfleet_policy limits)", mark) from None
         except UndefinedError as exc:
             m = _UNDEFINED_NAME.match(str(exc))
             if m:

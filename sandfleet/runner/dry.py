@@ -7,6 +7,7 @@ the one a run executes. Nothing is spawned and no connection is opened.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from collections.abc import Hashable
@@ -74,6 +75,14 @@ def _render_key(connection: DryConnection, request: ExecRequest) -> Optional[Has
 
 
 def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
+    """What the host would answer, without running anything; stamped with the policy it checked
+    (the operator's layers: a dry-run cannot read a remote host owner's own file)."""
+    result, wrapper = _dry_execute(connection, request)
+    return dataclasses.replace(result, policy_sources=request.policy.sources,
+                               policy_digest=request.policy.digest()), wrapper
+
+
+def _dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
     assert isinstance(connection, DryConnection) and connection.facts is not None
     key = _render_key(connection, request)
     cached = _rendered.get(key) if key is not None else None

@@ -138,6 +138,7 @@ class HostRun:
             self.runtime["sandfleet_facts"] = facts.to_dict()
         if self._play is None or self._play[0] != play_index:
             renderer = self.renderer_for({**play.vars, **self.extra_vars})
+            renderer.value_limit = self.policy.limits.value_bytes
             for name, value in self.runtime.items():
                 if name not in self.extra_vars:
                     renderer.set_fixed(name, value)

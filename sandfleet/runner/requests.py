@@ -8,8 +8,8 @@ from sandfleet.errors import InputError, Mark
 from sandfleet.inventory.template import VarRenderer
 from sandfleet.modules.intent import FilePath, Special
 from sandfleet.modules.pathuri import PathUri
-from sandfleet.modules.policy import BUILT_IN, Effective
-from sandfleet.modules.wire import ExecRequest
+from sandfleet.modules.policy import BUILT_IN, Effective, Limits
+from sandfleet.modules.wire import ExecRequest, encode_request
 from sandfleet.playbook import Task
 
 
@@ -49,5 +49,29 @@ def build_request(task: Task, request_id: str, renderer: VarRenderer, host_os: s
                          allowed=[":workspace_roots[/sub]", "~/sub", "an absolute path"]) from None
     if not argv[0]:
         raise InputError("argv[0] renders empty", mark(0))
-    return ExecRequest(id=request_id, argv=argv, cwd=cwd, env=env, timeout_s=task.timeout,
-                       sandbox=task.sandbox.intent, policy=policy)
+    request = ExecRequest(id=request_id, argv=argv, cwd=cwd, env=env, timeout_s=task.timeout,
+                          sandbox=task.sandbox.intent, policy=policy)
+    check_sizes(request, policy.limits, task.mark)
+    return request
+
+
+def check_sizes(request: ExecRequest, limits: Limits, mark: Optional[Mark]) -> None:
+    """The policy's size limits on what a task sends: one value, the argv, the environment and
+    the request as sent (the agent checks the last again against the host owner's limits)."""
+    values = [*request.argv, *request.env.values()]
+    checks = [("a single value", max((_bytes(v) for v in values), default=0), limits.value_bytes, "value_bytes"),
+              ("the argv", sum(_bytes(a) + 1 for a in request.argv), limits.argv_bytes, "argv_bytes"),
+              ("the environment", sum(_bytes(k) + _bytes(v) + 2 for k, v in request.env.items()), limits.env_bytes,
+               "env_bytes")]
+    for what, size, limit, key in checks:
+        if size > limit:
+            raise InputError(f"{what} of this task is {size} bytes, over the policy's limits.{key} {limit} (the "
+                             "operator can raise it with sandfleet_policy limits)", mark)
+    size = len(encode_request(request))
+    if size > limits.request_bytes:
+        raise InputError(f"this task's request is {size} bytes, over the policy's limits.request_bytes "
+                         f"{limits.request_bytes} (the operator can raise it with sandfleet_policy limits)", mark)
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))

@@ -215,7 +215,8 @@ class TestSocks5:
         client.sendall(b"abc")
         assert client.recv(64) == b"ABC"
         client.close()
-        assert decisions(session) == [("allowed.test", echo_server.port, "allow", "matches allow rule *.allowed.test:*")]
+        assert decisions(session) == [
+            ("allowed.test", echo_server.port, "allow", "matches allow rule *.allowed.test:*")]
 
     @pytest.mark.parametrize(("request_bytes", "code", "reason"), [
         (socks_domain(b"evil.test", 443), 2, "not in the allow list"),

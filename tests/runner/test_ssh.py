@@ -507,7 +507,8 @@ def test_managed_network_on_an_ssh_host_uses_the_agent_copy_and_the_inventory_re
     with HttpServer("127.0.0.5") as server:
         port = server.port
         pb = ctl.playbook(f"exec: {{argv: [/usr/bin/python3, -c, '{fetch}', 'http://pkgs.allowed.test:{port}/',"
-                          f" 'http://other.test:{port}/']}}\n      sandbox: {{network: {{allow: ['*.allowed.test:*']}}}}")
+                          f" 'http://other.test:{port}/']}}\n"
+                          "      sandbox: {network: {allow: ['*.allowed.test:*']}}")
         run = ctl.run(pb, inv)
     (result,) = run.results()
     assert result["status"] == "failed" and json.loads(result["stdout"])["host"] == f"pkgs.allowed.test:{port}", run
