@@ -67,10 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--graph", action="store_true", help="the group tree")
     what.add_argument("--host", metavar="HOST", help="one host's merged variables as JSON")
 
-    check = sub.add_parser("check", help="validate a playbook and inventory, show the targets")
+    check = sub.add_parser("check", help="validate a playbook and inventory, show the targets and what the "
+                                         "policy refuses")
     check.add_argument("playbook")
     _inventory_arg(check)
     check.add_argument("-l", "--limit", metavar="PATTERN")
+    check.add_argument("--policy", metavar="FILE", help="the operator policy the run would use")
+    check.add_argument("--allow-unsandboxed", action="store_true", help="as for run")
     return parser
 
 
@@ -103,7 +106,11 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from sandfleet.run import load_job
+    """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
+    owner's own file is checked only when the task reaches the host) are listed and exit 16."""
+    from sandfleet.recap import EXIT_DENIED, EXIT_NO_SANDBOX
+    from sandfleet.run import load_job, refusals
+    from sandfleet.terminal import printable
 
     playbook, inventory = load_job(args.playbook, args.inventory, err)
     for play in playbook.plays:
@@ -112,8 +119,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             inventory.host_config(name)  # validates every sandfleet_*/ansible_* variable it reads
         out.write(f"play {play.name or play.hosts!r}: {len(play.tasks)} task(s) on {len(hosts)} host(s)"
                   f"{': ' + ', '.join(hosts) if hosts else ' (the pattern matches no host)'}\n")
-    out.write(f"{args.playbook}: OK\n")
-    return EXIT_OK
+    refused = refusals(playbook, inventory, limit=args.limit, policy=args.policy, consent=args.allow_unsandboxed)
+    code = EXIT_OK
+    for event in refused:
+        message = event.result.message if event.result is not None else ""
+        out.write(printable(f"{event.status}: [{event.host}] {event.display_name}: {message}") + "\n")
+        code |= EXIT_DENIED if event.status == "denied" else EXIT_NO_SANDBOX
+    out.write(f"{args.playbook}: OK{f' (the policy refuses {len(refused)} task(s))' if refused else ''}\n")
+    return code
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -136,8 +136,8 @@ class TextReporter(Reporter):
             if event.item is not None or event.label is not None else ""
         r = event.result
         detail = ""
-        if r is not None and event.status != SKIPPED:
-            detail = f" {r.backend or 'no sandbox'} {duration(r.duration_ms)}"
+        if r is not None and event.status != SKIPPED and r.backend:
+            detail = f" {r.backend} {duration(r.duration_ms)}"
             if r.rc is not None and event.status != Status.OK.value:
                 detail += f" rc={r.rc}"
         if event.run_once:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any, Callable, TextIO
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
+from sandfleet.events import TaskEvent
 from sandfleet.extra_vars import parse_extra_vars
 from sandfleet.inventory import HostConfig, Inventory, load_inventory
+from sandfleet.modules.wire import Status
 from sandfleet.play_keywords import TagFilter
 from sandfleet.playbook import Playbook, load_playbook
 from sandfleet.policies import load_policy_file
@@ -85,3 +88,26 @@ def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, rep
         run_playbook(playbook, inventory, reporter, DryConnection, executor=dry_execute, **{**common, "forks": 1})
     else:
         run_playbook(playbook, inventory, reporter, connect, executor=run_on_connection, **common)
+
+
+class _Refusals(Reporter):
+    """Collects the tasks a dry-run found denied or without a sandbox (for ``sandfleet check``)."""
+
+    def __init__(self) -> None:
+        self.events: list[TaskEvent] = []
+        self._lock = threading.Lock()
+
+    def task_event(self, event: TaskEvent) -> None:
+        if event.status in (Status.DENIED.value, Status.SANDBOX_UNAVAILABLE.value):
+            with self._lock:
+                self.events.append(event)
+
+
+def refusals(playbook: Playbook, inventory: Inventory, *, limit: Optional[str], policy: Optional[str],
+             consent: bool) -> list[TaskEvent]:
+    """What a dry-run of the job refuses, per host and task: the policy's verdicts (and missing
+    sandboxes) known before anything runs. Hosts a dry-run cannot render are left out."""
+    reporter = _Refusals()
+    run_playbook(playbook, inventory, reporter, DryConnection, executor=dry_execute, limit=limit, forks=1,
+                 consent=consent, policy=load_policy_file(policy) if policy else None)
+    return reporter.events

@@ -335,3 +335,21 @@ class TestTheHostOwnersPolicy:
         assert [layer.source for layer in layers] == [str(home / ".config" / "sandfleet" / "policy.yml")]
         assert Effective((DEFAULT, *layers)).linux_backends == ()
         assert os.path.basename(policy.HOST_FILES[0]) == "policy.yml"
+
+
+class TestTheBundledDemo:
+    FILES = [str(ROOT / "playbooks" / "policy-demo.yml"), "-i", str(ROOT / "inventory" / "operator-policy.yml")]
+
+    def test_check_names_the_refusal_before_anything_runs(self) -> None:
+        proc = sandfleet("check", *self.FILES)
+        assert proc.returncode == 16, proc.stdout + proc.stderr
+        assert "denied: [localhost] refused on purpose - asks for the whole network" in proc.stdout
+        assert "(the policy refuses 1 task(s))" in proc.stdout
+
+    def test_the_run_refuses_on_purpose_and_says_how_to_raise_it(self) -> None:
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        proc = sandfleet("run", *self.FILES, "--format", "json")
+        ran = results(proc)
+        assert proc.returncode == 16 and [r["status"] for r in ran] == ["ok", "denied"], proc.stdout
+        assert "network ceiling none (set by inventory sandfleet_policy" in ran[1]["message"]
+        assert not Path("/tmp/written-by-an-untrusted-playbook").exists()

@@ -46,7 +46,7 @@ def test_headers_lines_and_recap_when_piped() -> None:
     assert "changed: [web1] bwrap 12 ms" in text and "ok: [web2] bwrap 12 ms" in text
     assert "failed: [web1] bwrap 12 ms rc=3" in text and "skipped: [web2]" in text
     assert "failed: [web1] bwrap 12 ms rc=1 ...ignoring" in text
-    assert "sandbox_unavailable: [web2] no sandbox" in text and "bubblewrap is not installed" in text
+    assert "sandbox_unavailable: [web2]\n" in text and "bubblewrap is not installed" in text
     tail = [ln for ln in text.splitlines() if ln.startswith("    | ")]
     assert tail == [f"    | line {i}" for i in range(20, 30)]  # the stderr tail, not all of it
     assert "web1 : ok=1 changed=1 unreachable=0 failed=1 sandbox_unavailable=0 denied=0 skipped=0 ignored=1" in text
