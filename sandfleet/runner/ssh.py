@@ -19,6 +19,7 @@ import contextlib
 import io
 import os
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
@@ -276,6 +277,7 @@ class SshConnection(Connection):
     def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes], bundle: AgentBundle) -> None:
         python = self.config.python
         wanted = f"python3 >= {'.'.join(map(str, MIN_PYTHON))}"
+        uploaded = False
         for _ in range(200):  # skip what a chatty login shell prints before the stub speaks
             line = reader.readline(BUFFER)
             if not line:
@@ -290,8 +292,12 @@ class SshConnection(Connection):
             if reply.kind == "upload":
                 writer.write(bundle.data)
                 writer.flush()
+                uploaded = True
             elif reply.kind == "ready" and len(reply.words) >= 2:
-                self.uploaded, self.remote_python = reply.words[0] == "stored", reply.words[1]
+                self.uploaded, self.remote_python = uploaded, reply.words[1]  # a repair may upload too
+                warning = reply.warning(self.host)
+                if warning:  # no channel from a connection to the report: stderr, as the CLI's own warnings
+                    sys.stderr.write(f"sandfleet: warning: {warning}\n")
                 return
             elif reply.kind == "too-old":
                 version = reply.words[0] if reply.words else "?"

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import importlib.util
 import io
 import json
+import marshal
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sandfleet import modules
-from sandfleet.runner.bootstrap import AGENT_PACKAGE, MARKER, Reply, agent_bundle, build_bundle, parse_reply
+from sandfleet.runner.bootstrap import (
+    _STUB,
+    AGENT_PACKAGE,
+    MANIFEST,
+    MARKER,
+    Reply,
+    agent_bundle,
+    build_bundle,
+    parse_reply,
+)
+
+VERSION = ".".join(map(str, sys.version_info[:3]))
 
 FAKE_OLD_PYTHON = """\
 #!{python}
@@ -44,10 +60,11 @@ def version_of(python: str) -> tuple[int, ...]:
     return tuple(int(n) for n in out.split())
 
 
-def bootstrap(command: str, cache: Path, upload: bytes | None = None) -> tuple[list[str], subprocess.Popen[bytes]]:
+def bootstrap(command: str, cache: Path, upload: bytes | None = None,
+              cwd: Path | None = None) -> tuple[list[str], subprocess.Popen[bytes]]:
     """Start the command as sshd would; send ``upload`` when asked. Returns the stub's lines."""
     proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+                            stderr=subprocess.PIPE, env={**os.environ, "XDG_CACHE_HOME": str(cache)}, cwd=cwd)
     assert proc.stdin is not None and proc.stdout is not None
     lines: list[str] = []
     while True:
@@ -57,6 +74,39 @@ def bootstrap(command: str, cache: Path, upload: bytes | None = None) -> tuple[l
             return lines, proc
         proc.stdin.write(upload if upload is not None else agent_bundle().data)
         proc.stdin.flush()
+
+
+def start(cache: Path, python: str = sys.executable, cwd: Path | None = None) -> tuple[list[str], dict[str, Any]]:
+    """One agent's start through its hello, then EOF; the stub's lines and the hello."""
+    lines, proc = bootstrap(agent_bundle().command(python), cache, cwd=cwd)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b'{"v": 1, "init": {"workspace_roots": [], "sandbox_pin": null}}\n')
+    proc.stdin.flush()
+    hello = json.loads(proc.stdout.readline() or "null")
+    assert finish(proc) == 0 and isinstance(hello, dict), (lines, hello)
+    return lines, hello
+
+
+def tree(cache: Path) -> Path:
+    return cache / "sandfleet" / f"agent-{agent_bundle().sha256}"
+
+
+def sent(name: str) -> bytes:
+    return zipfile.ZipFile(io.BytesIO(agent_bundle().data)).read(name)
+
+
+def stamps(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def plant_pyc(source: Path, code: str) -> Path:
+    """A ``.pyc`` Python would run instead of ``source``: its header has the source's mtime and size."""
+    st = source.stat()
+    header = importlib.util.MAGIC_NUMBER + b"\0\0\0\0"
+    header += (int(st.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little") + (st.st_size & 0xFFFFFFFF).to_bytes(4, "little")
+    pyc = Path(importlib.util.cache_from_source(str(source)))
+    pyc.write_bytes(header + marshal.dumps(compile(code, str(source), "exec")))
+    return pyc
 
 
 def finish(proc: subprocess.Popen[bytes]) -> int:
@@ -88,12 +138,30 @@ class TestBundle:
         command = bundle.command("/usr/bin/env python3")
         words = shlex.split(command)
         assert words[:3] == ["exec", "/usr/bin/env", "python3"]
-        assert words[-3:] == ["sandfleet-agent", bundle.sha256, str(len(bundle.data))]
+        assert words[-4:] == ["sandfleet-agent", bundle.sha256, str(len(bundle.data)), bundle.manifest_sha256]
         assert shlex.split(bundle.command("/opt/my python/bin/python3"))[1] == "/opt/my"  # split like a shebang
 
     def test_noise_before_the_marker_is_not_a_reply(self) -> None:
         assert parse_reply(b"Welcome to host!\n") is None
         assert parse_reply(f"{MARKER} ready cached 3.11.2\n".encode()) == Reply("ready", ("cached", "3.11.2"))
+
+    def test_the_manifest_lists_every_other_file_and_the_command_carries_its_hash(self) -> None:
+        archive = zipfile.ZipFile(io.BytesIO(agent_bundle().data))
+        listing = archive.read(MANIFEST)
+        assert hashlib.sha256(listing).hexdigest() == agent_bundle().manifest_sha256
+        listed = dict(line.split("  ", 1)[::-1] for line in listing.decode().splitlines())
+        assert sorted(listed) == sorted(set(archive.namelist()) - {MANIFEST})
+        assert all(hashlib.sha256(archive.read(name)).hexdigest() == listed[name] for name in listed)
+
+    def test_only_a_repair_is_worth_a_warning(self) -> None:
+        warning = Reply("ready", ("repaired", "3.11.2")).warning("web1")
+        assert warning and "web1" in warning and "restored" in warning
+        assert Reply("ready", ("cached", "3.11.2")).warning("web1") is None
+        assert Reply("ready", ("stored", "3.11.2")).warning("web1") is None
+        assert Reply("upload").warning("web1") is None
+
+    def test_the_stub_holds_no_single_quote(self) -> None:
+        assert "'" not in _STUB  # the command quotes it with single quotes: one inside would be escaped
 
 
 class TestStub:
@@ -170,6 +238,23 @@ class TestStub:
         assert json.loads(proc.stdout.readline())["stdout"] == "hi\n"
         assert finish(proc) == 0
 
+    @pytest.mark.parametrize("python", interpreters())
+    def test_nothing_is_imported_from_the_login_folder(self, tmp_path: Path, python: str) -> None:
+        """sshd runs the command in the home folder, and ``python -c`` puts the current folder
+        first on ``sys.path``: an ``os.py`` or ``hashlib.py`` there must not be what the stub runs."""
+        home, marker = tmp_path / "home", tmp_path / "pwned"
+        home.mkdir()
+        for name in ("os", "hashlib", "io", "fcntl", "shutil", "zipfile", "py_compile", "json", AGENT_PACKAGE):
+            (home / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+        if version_of(python) < (3, 9):
+            lines, proc = bootstrap(agent_bundle().command(python), tmp_path, cwd=home)
+            assert lines[-1].startswith(f"{MARKER} too-old ") and finish(proc) == 3
+        else:
+            for state in ("stored", "cached"):  # the first start unpacks and compiles, the second only checks
+                lines, hello = start(tmp_path, python, cwd=home)
+                assert lines[-1].startswith(f"{MARKER} ready {state} ") and "hello" in hello
+        assert not marker.exists(), marker.read_text()
+
     def test_a_corrupt_upload_is_refused_and_not_kept(self, tmp_path: Path) -> None:
         damaged = bytearray(agent_bundle().data)
         damaged[100] ^= 0xFF
@@ -194,3 +279,132 @@ class TestStub:
     def test_a_missing_python_exits_127(self, tmp_path: Path, python: str) -> None:
         lines, proc = bootstrap(agent_bundle().command(python), tmp_path)
         assert lines == [""] and finish(proc) == 127
+
+
+class TestTheCopyIsCheckedOnEveryStart:
+    """The unpacked copy must be the one sent, whatever a process of that user did to it since.
+
+    Each test first starts the agent once (upload, unpack, compile), then changes the copy the
+    way a rogue process could, and starts it again."""
+
+    def test_an_intact_copy_starts_as_cached_and_is_left_alone(self, tmp_path: Path) -> None:
+        start(tmp_path)
+        before = stamps(tree(tmp_path))
+        lines, hello = start(tmp_path)
+        assert lines == [f"{MARKER} ready cached {VERSION}"] and "facts" in hello["hello"]
+        assert stamps(tree(tmp_path)) == before  # nothing unpacked, compiled or written again
+
+    @pytest.mark.parametrize("change", ["edit", "delete"])
+    def test_a_changed_agent_module_is_replaced_before_it_runs(self, tmp_path: Path, change: str) -> None:
+        start(tmp_path)
+        module, marker = tree(tmp_path) / AGENT_PACKAGE / "agent.py", tmp_path / "pwned"
+        if change == "edit":
+            module.write_text(module.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+        else:
+            module.unlink()
+        lines, hello = start(tmp_path)
+        assert lines == [f"{MARKER} ready repaired {VERSION}"] and "hello" in hello
+        assert not marker.exists() and module.read_bytes() == sent(f"{AGENT_PACKAGE}/agent.py")
+        assert start(tmp_path)[0] == [f"{MARKER} ready cached {VERSION}"]  # said once, not at every start
+        name = tree(tmp_path).name
+        assert sorted(p.name for p in tree(tmp_path).parent.iterdir()) == [name, f"{name}.zip"]  # nothing left aside
+
+    @pytest.mark.parametrize("added", ["json.py", "json.pyc", f"{AGENT_PACKAGE}/render_extra.py",
+                                       "jinja2/new/__init__.py"])
+    def test_an_added_module_is_removed(self, tmp_path: Path, added: str) -> None:
+        """``json.py`` or a sourceless ``json.pyc`` at the top would shadow the standard library's
+        ``json`` for the agent (the copy comes first on ``sys.path``): shown first, without the stub."""
+        start(tmp_path)
+        marker = tmp_path / "pwned"
+        planted = tree(tmp_path) / added
+        planted.parent.mkdir(exist_ok=True)
+        code = f"open({str(marker)!r}, 'w').close()\n"
+        if added.endswith(".pyc"):  # a header with no source to match: Python loads it as it is
+            planted.write_bytes(importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(compile(code, added, "exec")))
+        else:
+            planted.write_text(code)
+        name = added.rsplit(".", 1)[0].replace("/__init__", "").replace("/", ".")
+        subprocess.run([sys.executable, "-E", "-s", "-S", "-c",
+                        f"import sys; sys.path.insert(0, {str(tree(tmp_path))!r}); import {name}"], check=True)
+        assert marker.exists()
+        marker.unlink()
+        lines, hello = start(tmp_path)
+        assert lines == [f"{MARKER} ready repaired {VERSION}"] and "hello" in hello
+        assert not planted.exists() and not marker.exists()
+
+    def test_a_symlink_in_the_copy_is_a_change(self, tmp_path: Path) -> None:
+        start(tmp_path)
+        outside = tmp_path / "elsewhere"
+        shutil.copytree(tree(tmp_path) / "markupsafe", outside)
+        shutil.rmtree(tree(tmp_path) / "markupsafe")
+        (tree(tmp_path) / "markupsafe").symlink_to(outside)
+        assert start(tmp_path)[0] == [f"{MARKER} ready repaired {VERSION}"]
+        assert not (tree(tmp_path) / "markupsafe").is_symlink()
+
+    def test_a_planted_pyc_never_runs(self, tmp_path: Path) -> None:
+        """A ``.pyc`` whose header matches its source's mtime and size is what Python runs, not
+        the source (shown first, by importing the copy without the stub)."""
+        start(tmp_path)
+        marker = tmp_path / "pwned"
+        pyc = plant_pyc(tree(tmp_path) / AGENT_PACKAGE / "agent.py",
+                        f"open({str(marker)!r}, 'w').close()\ndef main():\n    return 0\n")
+        subprocess.run([sys.executable, "-E", "-s", "-S", "-c",
+                        f"import sys; sys.path.insert(0, {str(tree(tmp_path))!r}); import {AGENT_PACKAGE}.agent"],
+                       check=True)
+        assert marker.exists()  # without the stub, the planted code runs
+        marker.unlink()
+        lines, hello = start(tmp_path)
+        assert lines == [f"{MARKER} ready repaired {VERSION}"] and "facts" in hello["hello"]
+        assert not marker.exists()
+        listed = (tree(tmp_path) / "__pycache__" / f"MANIFEST.{sys.implementation.cache_tag}.sha256").read_text()
+        assert f"{hashlib.sha256(pyc.read_bytes()).hexdigest()}  {pyc.relative_to(tree(tmp_path))}\n" in listed
+
+    def test_python_writes_no_bytecode_of_its_own(self, tmp_path: Path) -> None:
+        """Only the stub compiles; a module whose ``.pyc`` is gone is compiled in memory only, and
+        the missing file is itself a change."""
+        start(tmp_path)
+        pycs = sorted(tree(tmp_path).rglob("*.pyc"))
+        assert pycs and all(p.parent.name == "__pycache__" for p in pycs)
+        _lines, proc = bootstrap(agent_bundle().command(sys.executable), tmp_path)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b'{"v": 1, "init": {}}\n{"v": 1, "id": "x", "argv": ["/bin/true"], "sandbox": null, '
+                         b'"policy": [{"source": "test", "policy": {"unsandboxed": true}}]}\n')
+        proc.stdin.flush()
+        proc.stdout.readline()
+        assert json.loads(proc.stdout.readline())["status"] == "ok"
+        assert finish(proc) == 0 and sorted(tree(tmp_path).rglob("*.pyc")) == pycs
+        pycs[0].unlink()
+        assert start(tmp_path)[0] == [f"{MARKER} ready repaired {VERSION}"]
+
+    def test_a_corrupt_zip_and_a_changed_copy_ask_for_the_zip_again(self, tmp_path: Path) -> None:
+        start(tmp_path)
+        stored = tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}.zip"
+        damaged = bytearray(stored.read_bytes())
+        damaged[100] ^= 0xFF
+        stored.write_bytes(bytes(damaged))
+        (tree(tmp_path) / AGENT_PACKAGE / "agent.py").write_text("raise SystemExit(9)\n")
+        lines, hello = start(tmp_path)
+        assert lines == [f"{MARKER} upload", f"{MARKER} ready repaired {VERSION}"] and "hello" in hello
+        assert stored.read_bytes() == agent_bundle().data
+        assert (tree(tmp_path) / AGENT_PACKAGE / "agent.py").read_bytes() == sent(f"{AGENT_PACKAGE}/agent.py")
+
+    def test_concurrent_starts_mend_the_copy_once(self, tmp_path: Path) -> None:
+        start(tmp_path)
+        (tree(tmp_path) / AGENT_PACKAGE / "wire.py").write_text("")
+        results: list[list[str]] = []
+        threads = [threading.Thread(target=lambda: results.append(start(tmp_path)[0])) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [[f"{MARKER} ready cached {VERSION}"]] * 3 + [[f"{MARKER} ready repaired {VERSION}"]]
+
+    def test_another_interpreter_adds_its_own_bytecode_without_a_repair(self, tmp_path: Path) -> None:
+        others = [p for p in interpreters() if version_of(p) >= (3, 9) and version_of(p)[:2] != sys.version_info[:2]]
+        if not others:
+            pytest.skip("one Python >= 3.9 of another version is needed")
+        start(tmp_path)
+        lines, _hello = start(tmp_path, others[0])
+        assert lines[0].startswith(f"{MARKER} ready cached ")
+        assert start(tmp_path)[0] == [f"{MARKER} ready cached {VERSION}"]
+        assert len(list((tree(tmp_path) / "__pycache__").glob("MANIFEST.*.sha256"))) == 2
