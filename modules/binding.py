@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .facts import HostFacts
+from .globs import GlobError, validate
 from .hostfs import AssumedFs, FsView, LocalFs
 from .intent import KNOWN_SYMBOLS, Access, FilePath, Glob, NetworkPolicy, SandboxIntent, Special
 from .pathuri import WINDOWS, PathUri
@@ -220,6 +221,7 @@ def bind(
             if access is not Access.DENY:
                 warnings.append(f"glob {target.pattern!r} with {access.value} ignored: globs can only deny")
                 continue
+            _check_glob(target.pattern)
             deny_globs.extend(_anchor_glob(target.pattern, system, facts.home, project_roots or (real_cwd,)))
         elif not target.known:
             understood = ", ".join(":" + s for s in KNOWN_SYMBOLS if s != "home")
@@ -329,6 +331,16 @@ def _symbol_paths(target: Special, system: str, facts: HostFacts, cwd: str, root
     if name == "slash_tmp":
         return [] if system == "windows" else [_join(system, "/tmp", sub)]
     raise AssertionError(f"unhandled symbol {name}")  # KNOWN_SYMBOLS and this function disagree
+
+
+def _check_glob(pattern: str) -> None:
+    """A deny glob the engine cannot compile (``[z-a]``, sent by a controller that did not check
+    it) fails the binding, so every backend refuses the task instead of running it unmasked or
+    failing inside the agent; the message names the glob."""
+    try:
+        validate(pattern)
+    except GlobError as exc:
+        raise BindError(str(exc)) from None
 
 
 def _anchor_glob(pattern: str, system: str, home: str, roots: tuple[str, ...]) -> list[str]:

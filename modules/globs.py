@@ -5,6 +5,10 @@ dotfiles too (a ``.secret.pem`` is as secret as ``secret.pem``). Symlinked direc
 followed. Every backend masks exactly what :func:`expand` returns, so bwrap and Landlock can never
 disagree on what a glob covers; Seatbelt matches a regex built from the same :func:`name_tokens`.
 Files that appear after launch are not covered on Linux (nor on Windows).
+
+:func:`validate` is the one judge of a glob: the hosts (binding, every backend) refuse what it
+refuses rather than run unmasked, and the playbook loader asks it with ``strict=True`` so that a
+playbook is refused at load for anything some host would refuse or read otherwise than written.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 from .hostfs import FsView
 
@@ -23,6 +27,9 @@ MAX_GLOB_MATCHES = 10_000
 #: Beyond this many directory entries scanned, a deny glob is refused rather than stalling the task.
 MAX_GLOB_SCAN = 500_000
 GLOB_MAGIC = re.compile(r"[*?[]")
+#: What a glob may hold, for the messages that refuse one.
+GLOB_SYNTAX = ("* (within a name)", "** (any directories)", "? (one character)",
+               "[abc] [a-z] [!a-z] (a class of printable ASCII other than '\\' and '[')")
 
 
 class GlobError(ValueError):
@@ -47,7 +54,7 @@ def expand(pattern: str, fs: FsView) -> list[str]:
         return [fs.realpath(anchor)] if fs.kind(anchor) is not None else []
     if literal == 0:
         raise GlobError(f"deny glob {pattern} would scan the whole filesystem; anchor it under a directory")
-    regex = re.compile(_glob_regex(rest), re.IGNORECASE if windows else 0)
+    regex = _compile(rest, pattern, re.IGNORECASE if windows else 0)
     max_depth = None if "**" in rest else len(rest)
     matches: list[str] = []
     scanned = 0
@@ -74,14 +81,60 @@ def expand(pattern: str, fs: FsView) -> list[str]:
     return matches
 
 
-def validate(pattern: str) -> None:
-    """Raise :class:`GlobError` when ``pattern`` cannot be compiled (a reversed range ``[z-a]``
-    ...), so a bad glob is refused where it is written, not when a host first expands it."""
-    parts = [p for p in re.split(r"[\\/]", pattern) if p and p not in (".",)]
+def validate(pattern: str, strict: bool = False) -> None:
+    """Raise :class:`GlobError` saying what is wrong when ``pattern`` cannot be compiled (a NUL, a
+    reversed range ``[z-a]``), so that a bad glob is refused where it is written or, sent by
+    another controller, refused by the host instead of failing the agent.
+
+    ``strict`` (the playbook loader) also refuses what some host would refuse or read otherwise
+    than written: a class holding a character Seatbelt's POSIX brackets cannot hold
+    (:func:`unholdable`), a ``[`` never closed (hosts read it as a literal ``[``, as Codex does,
+    but the writer meant a class) and a trailing ``\\`` (a separator on Windows, part of the
+    name elsewhere). Hosts stay lenient there so older playbooks keep their meaning."""
+    if "\0" in pattern:
+        raise GlobError(f"deny glob {pattern!r} contains a NUL character")
+    if strict and pattern.endswith("\\"):
+        raise GlobError(f"deny glob {pattern!r} ends with '\\', which is a separator on Windows and part of the "
+                        "name elsewhere; separate with '/' and end with a name")
+    parts = [p for p in pattern.split("/") if p and p != "."]
+    for part in parts:
+        for tok in name_tokens(part):
+            _check_token(tok, part, pattern, strict)
+    _compile(parts, pattern)
+
+
+def unholdable(body: str) -> Optional[str]:
+    """The first character of a class body that not every host's matcher can hold literally
+    (Seatbelt's POSIX brackets take no escapes, and match bytes): ``\\``, ``[``, non-ASCII,
+    controls; ``None`` when there is none."""
+    return next((c for c in body if c in "\\[" or not c.isascii() or not c.isprintable()), None)
+
+
+def _check_token(tok: NameToken, name: str, pattern: str, strict: bool) -> None:
+    if strict and tok.kind == "unclosed":
+        raise GlobError(f"deny glob {pattern!r}: the '[' in {name!r} opens a class that no ']' closes (a ']' "
+                        "right after '[' or '[!' belongs to the class, so '[]' is not an empty one); close it, "
+                        "or write '?' for a literal '['")
+    if tok.kind != "class":
+        return
+    bad = unholdable(tok.text) if strict else None
+    if bad is not None:
+        raise GlobError(f"deny glob {pattern!r}: the class [{tok.text}] holds {bad!r}, which not every host "
+                        "can match (Seatbelt's classes take no escapes and match bytes)")
     try:
-        re.compile(_glob_regex(parts))
+        re.compile(_python_class(tok))
     except re.error as exc:
-        raise GlobError(f"deny glob {pattern!r} is not valid: {exc}") from None
+        raise GlobError(f"deny glob {pattern!r}: the class [{tok.text}] is not valid: {exc.msg} (a range "
+                        "runs from the lower character to the higher, as in [a-z])") from None
+
+
+def _compile(parts: list[str], pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """The engine's regex for ``parts``; a pattern it cannot compile is a :class:`GlobError`
+    (never a bare ``re.error`` escaping into the agent)."""
+    try:
+        return re.compile(_glob_regex(parts), flags)
+    except re.error as exc:
+        raise GlobError(f"deny glob {pattern!r} cannot be compiled: {exc.msg}") from None
 
 
 def _glob_regex(parts: list[str]) -> str:
@@ -100,8 +153,10 @@ def _glob_regex(parts: list[str]) -> str:
 @dataclass(frozen=True)
 class NameToken:
     """One piece of a glob's name: ``star`` (any run within the name), ``one`` (one character),
-    ``class`` (a closed ``[...]``; ``text`` is its body) or ``literal`` (``text``). Shared by every
-    translation (Python regex here, Seatbelt's POSIX regex) so they cannot read a glob differently."""
+    ``class`` (a closed ``[...]``; ``text`` is its body), ``literal`` (``text``) or ``unclosed``
+    (a ``[`` no ``]`` closes: matched as the literal ``[``, as Codex does, but refused by a strict
+    :func:`validate`). Shared by every translation (Python regex here, Seatbelt's POSIX regex) so
+    they cannot read a glob differently."""
 
     kind: str
     text: str = ""
@@ -123,7 +178,7 @@ def name_tokens(name: str) -> Iterator[NameToken]:
             start = i + 2 if negated else i + 1
             end = name.find("]", start + 1)  # a "]" right after "[" or "[!" is literal
             if end == -1:
-                yield NameToken("literal", c)
+                yield NameToken("unclosed", c)
             else:
                 yield NameToken("class", name[start:end], negated)
                 i = end

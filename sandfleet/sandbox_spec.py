@@ -31,8 +31,11 @@ Decisions, and why:
   A subpath is ``/``-separated and relative: no ``..``, no leading ``/``, no drive, no empty
   segment; ``.`` segments are dropped. ``:workspace_roots/<glob>`` is the relative glob ``<glob>``
   (relative globs are anchored at each workspace root). Any character of ``*?[`` makes a key a
-  glob. ``:home`` is not a spelling (write ``~``); an unknown ``:name`` is kept on the intent and
-  reported as a warning, so an older controller passes a newer playbook's symbol through.
+  glob, checked by the hosts' own engine (:func:`sandfleet.modules.globs.validate`, strictly): a
+  reversed range, an unclosed ``[``, a class holding what Seatbelt cannot hold (``\\``, ``[``,
+  non-ASCII) or a trailing ``\\`` is refused at load, at its key. ``:home`` is not a spelling
+  (write ``~``); an unknown ``:name`` is kept on the intent and reported as a warning, so an older
+  controller passes a newer playbook's symbol through.
 - Per-OS hints: ``linux.prefer`` is checked here; every other hint key is carried as plain data
   and validated by the hosts that read it. A hint may only choose among ways to enforce the
   intent, never weaken it.
@@ -50,6 +53,7 @@ from datetime import date
 from typing import Any, Callable, Optional
 
 from sandfleet.errors import InputError, Mark
+from sandfleet.modules import globs
 from sandfleet.modules.intent import (
     DEFAULT_PROFILE,
     KNOWN_SYMBOLS,
@@ -344,7 +348,19 @@ def _glob(pattern: str, key: str, mark: Mark) -> Glob:
         raise InputError(f"glob {key!r} may not contain '..'", mark)
     if "" in pattern.split("/")[1:]:
         raise InputError(f"glob {key!r} has an empty segment (a doubled or trailing '/')", mark)
+    _check_glob(key, mark)
     return Glob(pattern)
+
+
+def _check_glob(key: str, mark: Mark) -> None:
+    """Ask the hosts' own glob engine, strictly: a glob any host would refuse (``[z-a]``, a class
+    Seatbelt cannot hold) or read otherwise than written (an unclosed ``[``) is refused here, at
+    its key, rather than failing the run on some hosts. The key itself is checked (its
+    ``:workspace_roots`` prefix is a plain name) so the message shows what the user wrote."""
+    try:
+        globs.validate(key, strict=True)
+    except globs.GlobError as exc:
+        raise InputError(str(exc), mark, allowed=globs.GLOB_SYNTAX) from None
 
 
 def _network(value: Any, mark: Mark) -> NetworkPolicy:

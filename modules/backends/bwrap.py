@@ -58,7 +58,7 @@ from typing import Optional
 from .. import netns, seccomp
 from ..binding import BoundPolicy
 from ..facts import HostFacts
-from ..globs import GlobError, expand
+from ..globs import GlobError, expand, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..proxyenv import proxy_env
@@ -384,10 +384,13 @@ class Bwrap(Backend):
     # -- deny globs -------------------------------------------------------------------------
 
     def _expand_glob(self, pattern: str, st: _State) -> list[str]:
-        if not self.paths.exact:
-            st.notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
-            return []
+        """The paths to mask; a glob that cannot be compiled is refused even in a dry-run, which
+        expands nothing, so it never shows a wrapper the host would then refuse."""
         try:
+            validate(pattern)
+            if not self.paths.exact:
+                st.notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
+                return []
             return expand(pattern, self.paths)
         except GlobError as exc:
             raise Refused(str(exc)) from None

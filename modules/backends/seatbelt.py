@@ -21,8 +21,9 @@ use; managed: one outbound TCP connection target, ``localhost:<proxy port>``, no
 DNS, no trust daemon: a TLS client that verifies through trustd fails rather than leak).
 
 Refused: a policy bound for another OS; managed network without the host-side proxy; a working
-directory the policy does not let the command read; a deny glob whose ``[...]`` class holds a
-character a POSIX bracket expression cannot hold literally (``\\``, ``[``, non-ASCII, controls);
+directory the policy does not let the command read; a deny glob :func:`..globs.validate` cannot
+compile (a reversed range ``[z-a]``: never rendered into a profile), or whose ``[...]`` class holds
+a character a POSIX bracket expression cannot hold literally (``\\``, ``[``, non-ASCII, controls);
 ``sandbox-exec`` missing.
 
 Checking by hand on a Mac: ``sandfleet run PB -i INV --dry-run --format json`` for a host with
@@ -48,7 +49,7 @@ from typing import Optional
 
 from ..binding import PROTECTED_NAMES, BoundPolicy
 from ..facts import HostFacts
-from ..globs import GLOB_MAGIC, name_regex
+from ..globs import GLOB_MAGIC, GlobError, name_regex, unholdable, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..render import render_argv, render_text
@@ -143,13 +144,20 @@ class Seatbelt(Backend):
                 rules[path] = rule.access
         read_roots, write_roots = _roots(sorted(rules.items(), key=lambda r: (_depth(r[0]), r[0])),
                                          policy.protected_names)
-        deny: list[str] = []
-        for pattern in policy.deny_globs:
-            for variant in dict.fromkeys([pattern, self._canonical_prefix(pattern)]):
-                deny.append(glob_regex(variant))
+        deny = [regex for pattern in policy.deny_globs for regex in self._deny_regexes(pattern)]
         full_read = any(r.path == "/" for r in read_roots)
         return Profile(tuple(read_roots), tuple(write_roots), tuple(dict.fromkeys(deny)), policy.network.mode,
                        port, policy.minimal_read and not full_read)
+
+    def _deny_regexes(self, pattern: str) -> list[str]:
+        """The regexes for one deny glob, as written and with its canonical prefix. A glob the
+        engine cannot compile (``[z-a]``) is refused: rendered, it would be a profile that
+        ``sandbox-exec`` rejects, or one that denies something other than what was asked."""
+        try:
+            validate(pattern)
+        except GlobError as exc:
+            raise Refused(str(exc)) from None
+        return [glob_regex(variant) for variant in dict.fromkeys([pattern, self._canonical_prefix(pattern)])]
 
     def _canonical_prefix(self, pattern: str) -> str:
         """The pattern with its literal leading directories canonicalized (``/tmp`` → ``/private/tmp``),
@@ -256,13 +264,15 @@ def glob_regex(pattern: str) -> str:
 def _bracket(body: str, negated: bool, pattern: str) -> str:
     """A POSIX bracket expression: ``]`` first, ``-`` last, ranges kept (as :mod:`..globs` keeps
     them: a ``-`` between two non-``-`` characters)."""
-    bad = [c for c in body if c in "\\[" or not c.isascii() or not c.isprintable()]
-    if bad:
-        raise Refused(f"deny glob {pattern}: the class [{body}] holds {bad[0]!r}, which a Seatbelt regex "
+    bad = unholdable(body)
+    if bad is not None:
+        raise Refused(f"deny glob {pattern}: the class [{body}] holds {bad!r}, which a Seatbelt regex "
                       "bracket cannot hold literally")
     ranges, singles, k = [], [], 0
     while k < len(body):
         if k + 2 < len(body) and body[k + 1] == "-" and "-" not in (body[k], body[k + 2]):
+            if body[k] > body[k + 2]:  # validate() refuses it first; this keeps an invalid regex unrenderable
+                raise Refused(f"deny glob {pattern}: the range {body[k:k + 3]} in [{body}] is reversed")
             ranges.append(body[k:k + 3])
             k += 3
         else:

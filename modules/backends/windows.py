@@ -73,7 +73,7 @@ from typing import Optional
 from ..binding import BoundPolicy
 from ..escaping import win_cmdline
 from ..facts import HostFacts
-from ..globs import GlobError, expand
+from ..globs import GlobError, expand, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..render import render_argv, render_text
@@ -217,10 +217,13 @@ class WindowsSandbox(Backend):
         return sorted(rules.values(), key=lambda r: (_depth(r[0]), r[0].lower()))
 
     def _expand(self, pattern: str, notes: list[str]) -> list[str]:
-        if not self.fs.exact:
-            notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
-            return []
+        """The paths to deny; a glob that cannot be compiled is refused even in a dry-run, which
+        expands nothing, so it never shows a wrapper the host would then refuse."""
         try:
+            validate(pattern)
+            if not self.fs.exact:
+                notes.append(f"deny glob {pattern} is expanded on the host when the task runs")
+                return []
             return expand(pattern, self.fs)
         except GlobError as exc:
             raise Refused(str(exc)) from None
