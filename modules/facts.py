@@ -10,11 +10,13 @@ from __future__ import annotations
 import getpass
 import os
 import posixpath
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -98,29 +100,228 @@ def _tmpdir() -> str:
     return env if os.path.isabs(env) else tempfile.gettempdir()
 
 
+#: Where sandbox helper binaries (bwrap, ...) are taken from: root-owned system directories only,
+#: never PATH. A task that can write a directory on the agent's PATH could otherwise plant a
+#: ``bwrap`` script there, and that script would be "the sandbox".
+SYSTEM_BIN_DIRS = ("/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin", "/sbin", "/run/current-system/sw/bin")
+#: Replaces :data:`SYSTEM_BIN_DIRS` for bwrap (``:``-separated; empty: look nowhere, so bwrap is
+#: off). Candidates still pass every ownership check, so it cannot make an unsafe bwrap trusted.
+BWRAP_DIRS_ENV = "SANDFLEET_BWRAP_DIRS"
+_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
+_BWRAP_PACKAGE = ("install the distribution's bubblewrap package (apt-get install bubblewrap, "
+                  "dnf install bubblewrap, ...)")
+
+
+def _unsafe_entry(path: str, st: os.stat_result) -> str:
+    """Why ``path`` (its lstat ``st``) could be changed by someone other than root; "" if it cannot.
+
+    A symlink's mode means nothing (only who may replace it in its directory does). A sticky
+    directory writable by others (``/tmp``, NixOS's ``/nix/store``) is fine: only root may remove
+    or rename a root-owned entry there, and every entry passed through must be root-owned."""
+    if st.st_uid != 0:
+        return f"{path} is owned by uid {st.st_uid}, not root"
+    writable = st.st_mode & 0o022
+    sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+    if writable and not stat.S_ISLNK(st.st_mode) and not sticky_dir:
+        who = {0o022: "group and others", 0o020: "group", 0o002: "others"}[writable]
+        return f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return ""
+
+
+def _trust_problem(path: str) -> str:
+    """Why the executable ``path`` cannot be trusted to be what root installed; "" if it can.
+
+    Resolves ``path`` one component at a time as the kernel does, following every symlink, and
+    checks everything it passes through: ``/``, each directory, each symlink and the file itself
+    must be owned by root and not writable by group or others (see :func:`_unsafe_entry`)."""
+    if not path.startswith("/"):
+        return f"{path} is not an absolute path"
+    try:
+        st = os.lstat("/")
+    except OSError as exc:
+        return f"/ cannot be examined ({exc.strerror})"
+    problem = _unsafe_entry("/", st)
+    if problem:
+        return problem
+    parts = [p for p in path.split("/") if p]
+    parts.reverse()  # a stack: the next component is last
+    cur, hops = "/", 0
+    while parts:
+        part = parts.pop()
+        if part == ".":
+            continue
+        if part == "..":
+            cur = posixpath.dirname(cur)  # cur has no symlinks in it, so this is what the kernel does
+            continue
+        nxt = posixpath.join(cur, part)
+        try:
+            entry = os.lstat(nxt)
+        except OSError as exc:
+            return f"{nxt} cannot be examined ({exc.strerror})"
+        problem = _unsafe_entry(nxt, entry)
+        if problem:
+            return problem if nxt == path else f"{problem} (on the way to {path})"
+        if stat.S_ISLNK(entry.st_mode):
+            hops += 1
+            if hops > _SYMLINK_HOPS:
+                return f"{path} has too many levels of symbolic links"
+            try:
+                target = os.readlink(nxt)
+            except OSError as exc:
+                return f"{nxt} cannot be read ({exc.strerror})"
+            if target.startswith("/"):
+                cur = "/"
+            parts.extend(reversed([p for p in target.split("/") if p]))
+            continue
+        if parts and not stat.S_ISDIR(entry.st_mode):
+            return f"{nxt} is not a directory"
+        cur, st = nxt, entry
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if not st.st_mode & 0o111:
+        return f"{path} is not executable"
+    return ""
+
+
+def trusted_binary(name: str, dirs: Sequence[str] = SYSTEM_BIN_DIRS) -> tuple[Optional[str], str]:
+    """The first ``dir/name`` in ``dirs`` that only root can have put there (:func:`_trust_problem`),
+    as ``(path, "")``; else ``(None, why)``, naming each copy found and why it is not used.
+
+    PATH is never searched for the binary. It is only looked at to explain a refusal: a copy on
+    PATH outside ``dirs`` is named, since that is usually the one its owner expects to run."""
+    refused: list[str] = []
+    seen: set[str] = set()
+    for d in dirs:
+        if not d.startswith("/"):
+            continue
+        candidate = posixpath.join(posixpath.normpath(d), name)
+        if candidate in seen or not os.path.lexists(candidate):
+            continue
+        seen.add(candidate)
+        problem = _trust_problem(candidate)
+        if not problem:
+            return candidate, ""
+        refused.append(f"{candidate} is not used: {problem}")
+    on_path = shutil.which(name)  # only to name it in the reason below, never to run it
+    if on_path and os.path.isabs(on_path) and posixpath.normpath(on_path) not in seen:
+        problem = _trust_problem(on_path)
+        if problem:
+            why = problem
+        else:
+            why = "only the system directories are trusted, never PATH"
+        refused.append(f"{on_path} (on PATH) is not used: {why}")
+    looked = ", ".join(d for d in dirs if d.startswith("/")) or "no directory"
+    if refused:
+        return None, (f"{name} is not installed in a root-owned system directory ({looked}); "
+                      + "; ".join(refused))
+    return None, f"{name} is not installed (looked in {looked})"
+
+
+def _bwrap_dirs(environ: Optional[Mapping[str, str]] = None) -> tuple[str, ...]:
+    env = os.environ if environ is None else environ
+    value = env.get(BWRAP_DIRS_ENV)
+    if value is None:
+        return SYSTEM_BIN_DIRS
+    return tuple(d for d in value.split(":") if d.startswith("/"))
+
+
 # The probe bwrap must pass before we rely on it: the namespaces a sandboxed task will use.
 # Distros that restrict unprivileged user namespaces (Ubuntu 24.04 AppArmor) fail here.
 _BWRAP_PROBE = ("--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
                 "--proc", "/proc", "--dev", "/dev", "--", "/bin/true")
+# The same without a fresh /proc: an empty read-only tmpfs there, as Bwrap._proc renders it then.
+_BWRAP_PROBE_NO_PROC = ("--unshare-user", "--unshare-net", "--unshare-pid", "--ro-bind", "/", "/",
+                        "--perms", "555", "--tmpfs", "/proc", "--dev", "/dev", "--", "/bin/true")
+
+_USERNS_FIX = ("allow unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1 (Debian, older "
+               "Ubuntu), or on Ubuntu 23.10+ sysctl kernel.apparmor_restrict_unprivileged_userns=0 or an "
+               "AppArmor profile for bwrap that allows userns; in a container, its seccomp/AppArmor profile "
+               "blocks unshare/clone of user namespaces (run it with a profile that allows them)")
+#: bwrap's stderr → (what it means, how to fix it), first match wins; each pattern is a regex
+#: searched in one stderr line (case-insensitive). ``{line}`` in the cause is the matching line.
+_PROC_FAILURE = r"can't mount proc on"
+_BWRAP_FAILURES: tuple[tuple[str, str, str], ...] = (
+    (_PROC_FAILURE,
+     "{line}; typical in a container whose own /proc has covered parts (Docker masks /proc/kcore "
+     "and others), and not a user namespace problem",
+     "nothing needed: sandboxes get an empty /proc here; to give them a real one, run the agent "
+     "where /proc is not overmounted (e.g. a privileged container or the host)"),
+    (r"setting up [ug]id map|error writing to setgroups",
+     "user namespaces are restricted here ({line}): bwrap could create one but not map its user, "
+     "which is what Ubuntu 23.10+'s AppArmor restriction does",
+     _USERNS_FIX),
+    (r"no permissions to creat",
+     "unprivileged user namespaces are not allowed here ({line})",
+     _USERNS_FIX),
+    (r"(creating new namespace failed|unshare|clone).*no space left on device",
+     "the user namespace limit is 0 or used up ({line})",
+     "raise it: sysctl user.max_user_namespaces=15000"),
+    (r"kernel does not support user namespaces",
+     "this kernel has no user namespaces ({line})",
+     "use a kernel built with CONFIG_USER_NS, or install bwrap setuid root (not recommended)"),
+    (r"(creating new namespace failed|unshare|clone).*operation not permitted",
+     "creating namespaces is not permitted here ({line})",
+     _USERNS_FIX),
+    (r"loopback: failed",
+     "bwrap cannot set up the loopback interface of a new network namespace ({line}); this is a "
+     "network namespace problem, not a user namespace one",
+     "run the agent on a kernel or container runtime that lets a new network namespace configure "
+     "its own 'lo' (gVisor pre-configures it; some seccomp/SELinux policies block netlink there)"),
+    (r"can't read /proc/sys/kernel/overflow[ug]id",
+     "bwrap cannot read the overflow uid/gid from /proc/sys ({line}): /proc/sys is hidden here",
+     "make /proc/sys/kernel readable to the agent (do not mask /proc/sys in its container)"),
+)
+
+
+def classify_bwrap_failure(stderr: str, returncode: Optional[int] = None) -> tuple[str, str]:
+    """What a failed bwrap start means, from its stderr: ``(cause, fix)``, each one sentence."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for pattern, cause, fix in _BWRAP_FAILURES:
+        for line in lines:
+            if re.search(pattern, line, re.IGNORECASE):
+                return cause.format(line=line), fix
+    detail = lines[-1] if lines else f"exit {returncode}" if returncode is not None else "no message"
+    return f"bwrap fails here ({detail})", _USERNS_FIX
+
+
+def _is_proc_failure(stderr: str) -> bool:
+    return re.search(_PROC_FAILURE, stderr, re.IGNORECASE) is not None
+
+
+def _run_probe(path: str, args: Sequence[str]) -> tuple[Optional[int], str]:
+    """bwrap's exit status and stderr; ``(None, why)`` when it could not be started at all."""
+    try:
+        proc = subprocess.run([path, *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
+    return proc.returncode, proc.stderr.decode(errors="replace")
 
 
 def probe_bwrap() -> BackendStatus:
-    path = shutil.which("bwrap")
+    """Whether bwrap works here: the system's bwrap (:func:`trusted_binary`, never PATH), started
+    once with the namespaces a task uses (~4 ms). If only mounting a fresh /proc fails (containers),
+    a second start without it: then bwrap is available with ``proc=False`` and sandboxes get an
+    empty /proc (``Bwrap._proc``). Any other failure says its cause and fix (:func:`classify_bwrap_failure`)."""
+    dirs = _bwrap_dirs()
+    path, why = trusted_binary("bwrap", dirs) if dirs else (None, f"bwrap is not installed where this agent "
+                                                               f"looks ({BWRAP_DIRS_ENV} names no directory)")
     if path is None:
-        return BackendStatus("bwrap", False, "bwrap is not installed "
-                             "(install the 'bubblewrap' package, e.g. apt-get install bubblewrap)")
-    try:
-        proc = subprocess.run([path, *_BWRAP_PROBE], capture_output=True, timeout=10,
-                              stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return BackendStatus("bwrap", False, f"bwrap could not start: {exc}", path)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        detail = err[-1] if err else f"exit {proc.returncode}"
-        return BackendStatus("bwrap", False, f"bwrap cannot create namespaces here ({detail}); "
-                             "allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1"
-                             " or, on Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0)", path)
-    return BackendStatus("bwrap", True, "", path)
+        return BackendStatus("bwrap", False, f"{why}; {_BWRAP_PACKAGE}")
+    code, stderr = _run_probe(path, _BWRAP_PROBE)
+    if code is None:
+        return BackendStatus("bwrap", False, f"{path} could not start: {stderr}", path)
+    if code == 0:
+        return BackendStatus("bwrap", True, "", path)
+    if _is_proc_failure(stderr):
+        proc_cause, _ = classify_bwrap_failure(stderr, code)
+        code2, stderr2 = _run_probe(path, _BWRAP_PROBE_NO_PROC)
+        if code2 == 0:
+            return BackendStatus("bwrap", True, "", path, proc=False, proc_reason=proc_cause)
+        if code2 is None:
+            return BackendStatus("bwrap", False, f"{path} could not start: {stderr2}", path)
+        code, stderr = code2, stderr2
+    cause, fix = classify_bwrap_failure(stderr, code)
+    return BackendStatus("bwrap", False, f"{cause}; {fix}", path)
 
 
 #: Caps the Landlock ABI this host will use, to reproduce an older kernel; it can only lower it.
