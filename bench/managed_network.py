@@ -36,9 +36,13 @@ from sandfleet.modules.facts import HostFacts, probe
 from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
 from sandfleet.modules.netpolicy import HostPolicy
 from sandfleet.modules.netproxy import ProxySession
+from sandfleet.modules.policy import DEFAULT, Effective, parse_rule
 from sandfleet.modules.wire import ExecRequest, Status
 
-MANAGED = NetworkPolicy(NetworkMode.MANAGED, allow=("*.bench.test",))
+MANAGED = NetworkPolicy(NetworkMode.MANAGED, allow=("*.bench.test:*",))
+#: The operator lets these tasks reach the bench's names (the built-in policy has no network).
+POLICY = Effective((dataclasses.replace(DEFAULT, source="bench", network=NetworkMode.MANAGED,
+                                        allow=(parse_rule("*.bench.test:*"),)),))
 
 
 def measure(call: Callable[[], None], n: int, warmup: int = 3) -> list[float]:
@@ -54,7 +58,7 @@ def measure(call: Callable[[], None], n: int, warmup: int = 3) -> list[float]:
 
 def task(facts: HostFacts, network: NetworkPolicy, argv: Sequence[str]) -> Callable[[], None]:
     request = ExecRequest(id="b", argv=tuple(argv), sandbox=SandboxIntent(PROFILES["workspace"], network),
-                          timeout_s=60)
+                          timeout_s=60, policy=POLICY)
 
     def call() -> None:
         result = execute(request, facts, pin="bwrap", resolve={"web.bench.test": "127.0.0.5"})

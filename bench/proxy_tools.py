@@ -27,6 +27,7 @@ from typing import Any
 from sandfleet.modules.executor import execute
 from sandfleet.modules.facts import probe
 from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet.modules.policy import DEFAULT, Effective, parse_rule
 from sandfleet.modules.proxyenv import proxy_env
 from sandfleet.modules.wire import ExecRequest, ExecResult
 
@@ -89,12 +90,14 @@ def main() -> int:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     http_url = f"http://{HOST}:{server.server_address[1]}/"
     https_url = f"https://{HOST}:{free_port()}/"
-    intent = SandboxIntent(PROFILES["workspace"], NetworkPolicy(NetworkMode.MANAGED, allow=("*.tools.test",)))
+    intent = SandboxIntent(PROFILES["workspace"], NetworkPolicy(NetworkMode.MANAGED, allow=("*.tools.test:*",)))
+    policy = Effective((dataclasses.replace(DEFAULT, source="bench", network=NetworkMode.MANAGED,
+                                            allow=(parse_rule("*.tools.test:*"),)),))
     print(f"{'tool':<16} {'scheme':<6} {'honours proxy vars':<19} {'generic only':<12} {'exit':>4}  decision")
     missing: list[str] = []
 
     def run(tool: str, argv: list[str]) -> tuple[ExecResult, bool]:
-        result = execute(ExecRequest(id=tool, argv=tuple(argv), sandbox=intent, timeout_s=60,
+        result = execute(ExecRequest(id=tool, argv=tuple(argv), sandbox=intent, timeout_s=60, policy=policy,
                                      env={"HOME": scratch}), facts, resolve={HOST: "127.0.0.5"})
         return result, any(d.host == HOST for d in result.network_decisions)
 

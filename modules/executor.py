@@ -25,6 +25,7 @@ from .backends import Refused, Wrapper, backend_class, wrap
 from .backends.base import Bare, ProxyEndpoint
 from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
+from .hostfs import MemoFs
 from .intent import NetworkMode, NetworkPolicy
 from .policy import Policy
 from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
@@ -59,6 +60,7 @@ def prepare(
     ``proxy`` is the running proxy of a managed-network task; without one (a dry-run) the
     wrapper is rendered against a nominal endpoint, and nothing is started."""
     effective = request.policy.then(*host_layers)
+    fs = MemoFs(fs)
     if request.sandbox is None:
         denial = admit_bare(effective)
         if denial is not None:
@@ -81,7 +83,7 @@ def prepare(
         proxy = nominal_endpoint(facts.tmpdir, facts.os)
     try:
         wrapper = wrap(policy, request.argv, facts, pin, proxy, allowed=backends(effective, pin) if facts.os == "linux"
-                       else None, hints_choose=effective.hints)
+                       else None, hints_choose=effective.hints, fs=fs)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
     return Prepared(wrapper, policy.warnings + wrapper.notes)

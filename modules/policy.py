@@ -72,6 +72,10 @@ PATH_FORMS = ("/absolute/path", "C:\\windows\\path", "~", "~/sub", ":root", ":mi
 #: Credentials and tokens every task is denied unless the operator drops them (``default_denies``).
 DEFAULT_DENIES = ("~/.ssh", "~/.aws", "~/.config/gcloud", "~/.azure", "~/.kube", "~/.docker", "~/.gnupg",
                   "~/.netrc", "~/.git-credentials", "~/.pypirc", "~/.npmrc")
+#: The default denies that are directories: where one is missing inside a writable root, a
+#: backend that must block its creation (bwrap) leaves an empty directory there, not a file
+#: that would later break the tool (gpg, ssh) expecting a directory.
+DENY_DIR_NAMES = (".ssh", ".aws", "gcloud", ".azure", ".kube", ".docker", ".gnupg")
 #: Kept read-only wherever they appear in a writable root, existing or not: files that tools
 #: outside the sandbox later trust (git hooks, agent and cloud configuration).
 DEFAULT_PROTECTED = (".git", ".agents", ".codex", ".aws", ".ssh", ".docker", ".kube")

@@ -36,9 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((Path(__file__).parent / "corpus" / "policy").glob("*.yml"))
 
 
-def sandfleet(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def sandfleet(*args: str, cwd: Path = ROOT, home: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home)} if home is not None else None
     return subprocess.run([sys.executable, "-m", "sandfleet", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+                          timeout=120, env=env)
 
 
 def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -148,6 +149,8 @@ class Job:
         self.ws.mkdir()
         self.outside.mkdir()
         self.sentinel = self.outside / "sentinel"
+        self.home = tmp / "home"  # a task given :root write must not leave placeholders in the real one
+        self.home.mkdir()
 
     def inventory(self, extra: str = "", roots: bool = True) -> Path:
         path = self.tmp / "inv.yml"
@@ -159,7 +162,8 @@ class Job:
     def run(self, task: str, *args: str, inventory: Path | None = None) -> subprocess.CompletedProcess[str]:
         pb = self.tmp / "pb.yml"
         pb.write_text(f"- hosts: all\n  tasks:\n    - name: t\n{task}")
-        return sandfleet("run", str(pb), "-i", str(inventory or self.inventory()), "--format", "json", *args)
+        return sandfleet("run", str(pb), "-i", str(inventory or self.inventory()), "--format", "json", *args,
+                         home=self.home)
 
 
 @pytest.fixture

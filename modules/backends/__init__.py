@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..binding import BoundPolicy
 from ..facts import BACKENDS_BY_OS, HostFacts
+from ..hostfs import FsView
 from ..intent import NetworkMode
 from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
@@ -63,6 +64,7 @@ def candidates(facts: HostFacts, pin: Optional[str], hints: Mapping[str, object]
 def wrap(
     policy: BoundPolicy, argv: Sequence[str], facts: HostFacts, pin: Optional[str] = None,
     proxy: Optional[ProxyEndpoint] = None, allowed: Optional[Sequence[str]] = None, hints_choose: bool = False,
+    fs: Optional[FsView] = None,
 ) -> Wrapper:
     """The wrapper of the first candidate that is available here and can enforce ``policy``."""
     reasons: list[str] = []
@@ -73,7 +75,7 @@ def wrap(
             reasons.append(f"{name}: {status.reason if status else 'not probed on this host'}")
             continue
         try:
-            return backend_class(name)(facts, proxy).render(policy, argv)
+            return backend_class(name)(facts, proxy, fs).render(policy, argv)  # type: ignore[call-arg]
         except Refused as exc:
             reasons.append(f"{name}: {exc}")
         except ImportError:

@@ -252,7 +252,8 @@ class Bwrap(Backend):
                             "mounting proc is refused") + "), so /proc is empty inside; tools that read it fail")
             return [Mount("tmpfs", "/proc", perms="555")]
         mounts = [Mount("proc", "/proc")]
-        mounts += [Mount("ro-bind-try", path, path) for path in PROC_READ_ONLY]
+        if self.facts.euid in (0, -1):  # only root's uid passes these files' permission checks
+            mounts += [Mount("ro-bind-try", path, path) for path in PROC_READ_ONLY]
         mounts += [Mount("ro-bind", path, "/dev/null") for path in PROC_MASKED if self.paths.kind(path) is not None]
         return mounts
 
@@ -368,13 +369,15 @@ class Bwrap(Backend):
 
     def _block_creation(self, entry: _Entry, st: _State) -> None:
         """A read-only or denied path missing inside a writable root must not be creatable:
-        occupy its first missing component with an empty read-only mount. Protected names
-        (``.git``) get a directory, so git still walks up to a parent repository; others an
-        unopenable empty file (``/dev/null``, mounted ``nodev``)."""
+        occupy its first missing component with an empty read-only mount. A directory when that
+        component is a parent of the path (``~/.config`` for ``~/.config/gcloud``), a protected
+        name (``.git``: git still walks up to a parent repository) or a credential directory
+        (``~/.ssh``: ssh and gpg later expect one); otherwise an unopenable empty file
+        (``/dev/null``, mounted ``nodev``). Either stays on the host as an empty mount point."""
         first = next((p for p in _prefixes(entry.path) if self.paths.kind(p) is None), None)
         if first is None or self.paths.kind(posixpath.dirname(first)) != "dir":
             return  # under an existing non-directory: can never be created
-        if st.policy is not None and st.policy.creates_dir(posixpath.basename(first)):
+        if first != entry.path or (st.policy is not None and st.policy.creates_dir(posixpath.basename(first))):
             self._mask(first, True, "555" if entry.access is Access.READ else "000", st)
         else:
             self._mask(first, False, None, st)

@@ -494,3 +494,13 @@ def test_bound_workspace_profile_end_to_end(facts: HostFacts, root: Path) -> Non
         "home": write(root / "c"),
     })
     assert got == {"ws": "OK", "tmpdir": "OK", "git": "EROFS", "home": "EROFS"}
+
+
+def test_host_global_proc_files_are_covered_when_the_agent_is_root() -> None:
+    """uid 0 in bwrap's user namespace is the host's root for /proc/sys's permission check; any
+    other agent user cannot write those files anyway, and its sandboxes skip the five mounts."""
+    policy = BoundPolicy(os="linux", rules=(Rule("/", Access.READ, "t"),), cwd="/", network=NetworkPolicy())
+    as_root = Bwrap(_facts(euid=0)).render(policy, ["true"]).argv
+    as_user = Bwrap(_facts(euid=1000)).render(policy, ["true"]).argv
+    assert "/proc/sys" in as_root and "/proc/sysrq-trigger" in as_root
+    assert "/proc/sys" not in as_user and "/proc/keys" in as_user and "/proc/keys" in as_root

@@ -78,18 +78,18 @@ def workspace(network: NetworkMode = NetworkMode.NONE, *extra: Permission) -> Sa
     return SandboxIntent(PROFILES["workspace"] + extra, NetworkPolicy(network))
 
 
-def as_agent_user(facts: HostFacts) -> HostFacts:
-    home = os.environ["HOME"]
+def as_agent_user(facts: HostFacts, home: str | None = None) -> HostFacts:
+    home = home or os.environ["HOME"]
     return dataclasses.replace(facts, home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
                                protected=own_paths())
 
 
-def _execute(request: ExecRequest, facts: HostFacts, pin: str) -> ExecResult:
-    return execute(request, as_agent_user(facts), pin=pin)
+def _execute(request: ExecRequest, facts: HostFacts, pin: str, home: str | None = None) -> ExecResult:
+    return execute(request, as_agent_user(facts, home), pin=pin)
 
 
 def run(backend: str, facts: HostFacts, ws: Path, *argv: str, intent: SandboxIntent | None = None,
-        timeout: float = 30, policy: Effective = BUILT_IN) -> ExecResult:
+        timeout: float = 30, policy: Effective = BUILT_IN, home: str | None = None) -> ExecResult:
     """``argv`` in a sandbox of ``intent`` (default: the workspace profile, network none) with
     ``ws`` as the workspace, under ``policy`` (default: the built-in one); the reused column runs
     it as the third task of a persistent sandbox."""
@@ -97,7 +97,7 @@ def run(backend: str, facts: HostFacts, ws: Path, *argv: str, intent: SandboxInt
     facts = dataclasses.replace(facts, workspace_roots=(str(ws),))
     request = ExecRequest(id="t", argv=argv, sandbox=intent or workspace(), timeout_s=timeout, policy=policy)
     if name == "landlock":
-        return as_user(_execute, request, facts, name)
+        return as_user(_execute, request, facts, name, home)
     if mode != "reused":
         return execute(request, facts, pin=name)
     pool = SandboxPool(fresh_first=0)
@@ -372,15 +372,19 @@ class TestTheAgentsOwnWalls:
     def test_the_state_dir_is_denied(self, backend: str, host_facts: HostFacts, ws: Path) -> None:
         """The agent's cache (its code on SSH hosts, compiled templates, the render memo) is
         unreadable and unwritable to every task, even one whose policy writes all of home."""
-        home_rw = workspace(NetworkMode.NONE, Permission(uri(Path.home()), Access.WRITE))
-        code = ("import os, json; d = os.path.expanduser('~/.cache/sandfleet'); out = {}\n"
+        home = ws.parent / "home"  # a stand-in: a writable home would keep the placeholders of .git & co.
+        home.mkdir()
+        os.chmod(home, 0o777)
+        home_rw = workspace(NetworkMode.NONE, Permission(uri(home), Access.WRITE))
+        code = (f"import os, json; d = {str(home / '.cache' / 'sandfleet')!r}; out = {{}}\n"
                 "for name, op in (('list', lambda: os.listdir(d)), ('plant', lambda: open(d + '/x', 'w'))):\n"
                 "    try: op(); out[name] = 'OK'\n"
                 "    except OSError as e: out[name] = e.errno\n"
                 "print(json.dumps(out))")
         name = backend.split("-")[0]
-        made = as_user(_make_state_dir) if name == "landlock" else _make_state_dir()
-        r = run(backend, host_facts, ws, PY, "-c", code, intent=home_rw, policy=WIDE)
+        made = as_user(_make_state_dir, str(home)) if name == "landlock" else _make_state_dir(str(home))
+        r = run(backend, dataclasses.replace(host_facts, home=str(home), state_dir=state_dir(str(home))), ws, PY, "-c",
+                code, intent=home_rw, policy=WIDE, home=str(home))
         assert r.status is Status.OK, r
         assert all(v != "OK" for v in json.loads(r.stdout).values()), r.stdout
         assert made
@@ -434,8 +438,8 @@ class TestTheAgentsOwnWalls:
         assert ok.access(str(ws / "real" / "secret")) is Access.DENY
 
 
-def _make_state_dir() -> bool:
-    path = Path(state_dir(os.environ.get("HOME", str(Path.home()))))
+def _make_state_dir(home: str) -> bool:
+    path = Path(state_dir(home))
     path.mkdir(parents=True, exist_ok=True)
     (path / "marker").write_text("state")
     return True
