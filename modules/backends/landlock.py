@@ -198,9 +198,10 @@ class Landlock(Backend):
         cwd, env = policy.cwd, {}
         if private is not None:
             env["TMPDIR"] = private
-            for path in policy.private:  # a cwd inside the private temp dir moves with it
-                if cwd == path or cwd.startswith(path.rstrip("/") + "/"):
-                    cwd = private + cwd[len(path.rstrip("/")):]
+            home = max((r for r in policy.rules if cwd == r.path or cwd.startswith(r.path.rstrip("/") + "/")),
+                       key=lambda r: len(r.path), default=None)
+            if home is not None and home.path in policy.private:  # a cwd in the private temp dir moves with it
+                cwd = private + cwd[len(home.path.rstrip("/")):]
         if policy.network.mode is NetworkMode.NONE:
             notes.append(NO_SOCKETS)
         return Wrapper(self.name, tuple(argv), files={RULESET_FILE: text}, cwd=cwd, env=env,

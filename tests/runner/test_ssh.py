@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,26 @@ class TestFleetRun:
             assert "Read-only file system" in results[3]["stderr"]  # the user's own home, outside the workspace
         assert not escape.exists()
         assert len(ctl.known_hosts.read_text().splitlines()) == 5
+
+    def test_landlock_chosen_by_the_operator_confines_an_unprivileged_user(self, ctl: Controller,
+                                                                        hosts: list[SshHost]) -> None:
+        """Landlock runs only where the operator pins it, for an agent that is not root: here the
+        unprivileged login user. Its walls hold, and it says what it cannot stop. (It writes in a
+        subdirectory: with read-only names kept in the workspace, Landlock grants the workspace's
+        entries one by one, so the workspace itself takes no new entry; the warning says so.)"""
+        one = hosts[:1]
+        ctl.trust(one)
+        user = pwd.getpwnam(USER)
+        (one[0].workspace / "sub").mkdir(exist_ok=True)
+        os.chown(one[0].workspace / "sub", user.pw_uid, user.pw_gid)
+        escape = Path(f"~{USER}").expanduser() / f"escaped-landlock-{os.getpid()}"
+        pb = ctl.playbook("exec: {argv: [/usr/bin/touch, sub/made-here], cwd: ':workspace_roots'}",
+                          f"exec: {{argv: [/usr/bin/touch, {escape}]}}\n      ignore_errors: true")
+        run = ctl.run(pb, ctl.inventory(one, **{one[0].name: {"sandfleet_sandbox": "landlock"}}))
+        results = run.results(one[0].name)
+        assert [(r["status"], r["backend"]) for r in results] == [("ok", "landlock"), ("failed", "landlock")], run
+        assert (one[0].workspace / "sub" / "made-here").exists() and not escape.exists()
+        assert any("chmod/utime/setxattr" in w for w in results[0]["warnings"])
 
     def test_second_start_uploads_nothing(self, ctl: Controller, spare: SshHost) -> None:
         ctl.trust([spare])
