@@ -145,8 +145,8 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
     wrapper = prepared.wrapper
     if wrapper.cwd and not os.path.isdir(wrapper.cwd):
         return ExecResult(id=request.id, status=Status.ERROR, backend=wrapper.backend, wrapper=wrapper.argv,
-                          message=f"the working directory {wrapper.cwd} does not exist on this host",
-                          warnings=prepared.warnings)
+                          wrapper_files=dict(wrapper.files), warnings=prepared.warnings,
+                          message=f"the working directory {wrapper.cwd} does not exist on this host")
     env = spawn.task_env({**request.env, **wrapper.env})
     try:
         preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
@@ -166,11 +166,13 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
                        prepared.warnings)
     except SandboxDied as exc:
         return ExecResult(id=request.id, status=Status.ERROR, message=f"the sandbox ended during the task: {exc}",
-                          backend=wrapper.backend, wrapper=(reused or wrapper).argv, warnings=warnings)
+                          backend=wrapper.backend, wrapper=(reused or wrapper).argv,
+                          wrapper_files=dict((reused or wrapper).files), warnings=warnings)
     except OSError as exc:
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
                           message=f"cannot start {(exc.filename or wrapper.argv[0])!r}: {exc.strerror}",
-                          backend=wrapper.backend, wrapper=(reused or wrapper).argv, warnings=warnings)
+                          backend=wrapper.backend, wrapper=(reused or wrapper).argv,
+                          wrapper_files=dict((reused or wrapper).files), warnings=warnings)
     if done.cancelled:
         status, message = Status.ERROR, "cancelled: the controller went away; the task's process group was killed"
     elif done.timed_out:
@@ -184,7 +186,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
         id=request.id, status=status, rc=done.rc, stdout=done.stdout, stderr=done.stderr,
         stdout_truncated=done.stdout_truncated, stderr_truncated=done.stderr_truncated,
         started=done.started, duration_ms=done.duration_ms, backend=wrapper.backend,
-        wrapper=wrapper.argv, message=message, warnings=warnings,
+        wrapper=wrapper.argv, wrapper_files=dict(wrapper.files), message=message, warnings=warnings,
     )
 
 

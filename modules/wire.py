@@ -139,6 +139,10 @@ class ExecResult:
     #: Which policy layers bounded the task and a digest of them all (empty from older agents).
     policy_sources: tuple[str, ...] = ()
     policy_digest: Optional[str] = None
+    #: The wrapper's generated files: for a task run in a persistent sandbox, the task as it was
+    #: sent into it (its argv, cwd, timeout); the Landlock ruleset; what the seccomp filter holds.
+    #: With ``wrapper`` this is exactly what enforced the task. Added after v1 (older agents: none).
+    wrapper_files: Mapping[str, str] = field(default_factory=dict)
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -560,6 +564,7 @@ def result_to_json(res: ExecResult) -> dict[str, Any]:
         ],
         "policy_sources": list(res.policy_sources),
         "policy_digest": res.policy_digest,
+        "wrapper_files": dict(res.wrapper_files),
     }
     try:
         result_from_json(obj)
@@ -604,6 +609,7 @@ def result_from_json(obj: object) -> ExecResult:
         network_decisions=_decisions(o.get("network_decisions"), "network_decisions"),
         policy_sources=_str_list(o.get("policy_sources"), "policy_sources"),
         policy_digest=_opt_string(o.get("policy_digest"), "policy_digest"),
+        wrapper_files=_str_map(o.get("wrapper_files"), "wrapper_files"),
     )
 
 

@@ -16,6 +16,9 @@ Mapping (the file validates against the common junit-10 schema, tests/data/junit
   run's fault, not the command's (JUnit's error vs failure).
 - each host's effective policy: a suite property ``policy:HOST`` = ``DIGEST (SOURCE > SOURCE)``
   (JUnit has no per-testcase properties).
+- what ran, per task that reached a host: a suite property ``record:ID`` (the request id, e.g.
+  ``p1/t2/web1``) holding JSON: the request as sent (argv, cwd, env names, timeout, intent), the
+  backend, the wrapper and its files (for a persistent sandbox, the task as sent into it).
 - skipped (``when`` false): ``<skipped/>``.
 - a failure under ``ignore_errors``: passes (Ansible's ``JUNIT_FAIL_ON_IGNORE`` default, false),
   with what happened first in ``<system-out>`` and the command's output as usual.
@@ -31,6 +34,7 @@ atomically at ``finish``, which also runs on Ctrl-C: an interrupted run leaves a
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -42,6 +46,7 @@ from sandfleet.atomic import write_atomic
 from sandfleet.events import SKIPPED, Reporter, TaskEvent
 from sandfleet.modules.wire import ExecResult, Status
 from sandfleet.playbook import Play
+from sandfleet.report_json import request_record
 from sandfleet.terminal import escape_char
 
 UNREACHABLE_CASE = "host unreachable"
@@ -70,6 +75,7 @@ class _Suite:
     cases: list[_Case] = field(default_factory=list)
     aborted: Optional[str] = None
     policies: dict[str, str] = field(default_factory=dict)  # host -> "digest (sources)"
+    records: dict[str, str] = field(default_factory=dict)  # request id -> what ran, as JSON
 
 
 class JUnitReporter(Reporter):
@@ -91,6 +97,10 @@ class JUnitReporter(Reporter):
             r = event.result
             if r is not None and r.policy_digest:
                 suite.policies.setdefault(event.host, f"{r.policy_digest} ({' > '.join(r.policy_sources)})")
+            if r is not None and event.request is not None:
+                suite.records[event.request.id] = json.dumps(
+                    {"request": request_record(event.request), "backend": r.backend, "wrapper": list(r.wrapper),
+                     "wrapper_files": dict(r.wrapper_files)}, ensure_ascii=True, sort_keys=True)
 
     def host_unreachable(self, host: str, message: str) -> None:
         element = _element("testcase", classname=host, name=UNREACHABLE_CASE, time="0.000")
@@ -178,12 +188,14 @@ def render(suites: list[_Suite]) -> bytes:
         seconds = sum(c.seconds for c in cases)
         element = _element("testsuite", name=suite.name, id=str(index), timestamp=suite.timestamp,
                            tests=str(len(cases)), time=f"{seconds:.3f}", **{k: str(v) for k, v in counts.items()})
-        if suite.aborted is not None or suite.policies:
+        if suite.aborted is not None or suite.policies or suite.records:
             properties = ET.SubElement(element, "properties")
             if suite.aborted is not None:
                 properties.append(_element("property", name="aborted", value=suite.aborted))
             for host in sorted(suite.policies, key=lambda h: suite.hosts.index(h) if h in suite.hosts else 0):
                 properties.append(_element("property", name=f"policy:{host}", value=suite.policies[host]))
+            for request_id, record in suite.records.items():
+                properties.append(_element("property", name=f"record:{request_id}", value=record))
         element.extend(c.element for c in cases)
         root.append(element)
         totals["tests"] += len(cases)

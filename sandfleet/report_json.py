@@ -1,8 +1,13 @@
-"""``--format json``: one JSON object per line on stdout and nothing else (DESIGN §8).
+"""``--format json``: one JSON object per line on stdout and nothing else.
 
-:func:`task_result` is also what the results directory stores, so a CI job reading either sees
-the same objects. Results are serialised with :func:`dataclasses.asdict`, so a field added to
-``ExecResult`` appears here without a change.
+One event schema for a run and a dry-run (``docs/events.md``, ``docs/events.schema.json``):
+``run_start`` first (the sandfleet and schema versions), a ``task_result`` per host and task (a
+dry-run's carry ``dry_run: true`` and the wrapper that *would* run), ``host_unreachable``, and the
+``recap`` last. :func:`task_result` is also what the results directory stores, so a CI job reading
+either sees the same objects. Results are serialised with :func:`dataclasses.asdict`, so a field
+added to ``ExecResult`` appears here without a change. Every task result records the request as
+sent (:func:`request_record`: argv, cwd, the names of its environment variables, the timeout and
+the portable intent; values of the environment are left out, they may be secrets).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from dataclasses import asdict
 from enum import Enum
 from typing import Any, Optional, TextIO
 
+from sandfleet import __version__
 from sandfleet.events import Reporter, TaskEvent
-from sandfleet.modules.wire import request_to_json
+from sandfleet.modules.wire import ExecRequest, request_to_json
 from sandfleet.recap import HostTally, Recap
 
 
@@ -32,11 +38,34 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def task_result(event: TaskEvent) -> dict[str, Any]:
+#: The version of the event schema (``docs/events.schema.json``); bumped on a breaking change.
+SCHEMA_VERSION = 1
+
+
+def run_start(dry_run: bool) -> dict[str, Any]:
+    return {"event": "run_start", "sandfleet": __version__, "schema": SCHEMA_VERSION, "dry_run": dry_run}
+
+
+def request_record(request: ExecRequest) -> dict[str, Any]:
+    """The request as the host received it, for the record: everything but the values of its
+    environment (names only) and the policy layers (``policy_sources``/``policy_digest`` say which)."""
+    obj = dict(request_to_json(request))
+    obj.pop("policy", None)
+    obj["env"] = sorted(request.env)
+    return obj
+
+
+def task_result(event: TaskEvent, dry_run: bool = False) -> dict[str, Any]:
     """The ``task_result`` event: host, play, task, every ExecResult field, status and flags."""
     obj: dict[str, Any] = {"event": "task_result", "host": event.host, "play": event.play, "task": event.task}
+    if dry_run:
+        obj["dry_run"] = True
+    if event.os is not None:
+        obj["os"] = event.os
     if event.result is not None:
         obj.update(asdict(event.result))
+    if event.request is not None:
+        obj["request"] = request_record(event.request)
     obj["status"] = event.status
     obj["changed"] = event.changed
     if event.ignored:
@@ -61,47 +90,33 @@ def recap_object(recap: Recap) -> dict[str, Any]:
     return obj
 
 
-def dry_run_object(event: TaskEvent) -> dict[str, Any]:
-    """``--dry-run --format json``: the rendered request and exact wrapper per host and task."""
-    obj: dict[str, Any] = {"host": event.host, "play": event.play, "task": event.task, "os": event.os,
-                           "status": event.status}
-    if event.request is not None:
-        obj["request"] = request_to_json(event.request)  # what encode_request sends, as an object
-    if event.wrapper is not None:
-        obj["backend"] = event.wrapper.backend
-        obj["wrapper"] = {"argv": list(event.wrapper.argv), "files": dict(event.wrapper.files)}
-    else:
-        obj["backend"] = None
-        obj["wrapper"] = None
-    if event.result is not None:
-        obj["message"] = event.result.message
-        obj["warnings"] = list(event.result.warnings)
-        obj["policy_sources"] = list(event.result.policy_sources)
-        obj["policy_digest"] = event.result.policy_digest
-    return obj
-
-
 class JsonReporter(Reporter):
     """Events as they happen, the recap at the end; the recap itself is kept by the caller."""
 
     def __init__(self, out: TextIO, recap: Recap, dry_run: bool = False) -> None:
         self.out, self.recap, self.dry_run = out, recap, dry_run
         self._lock = threading.Lock()
+        self._started = False
 
     def _emit(self, obj: dict[str, Any]) -> None:
+        """Write one event; ``run_start`` goes first, with the first event (a run stopped by bad
+        input before any host started writes nothing at all)."""
         with self._lock:
+            if not self._started:
+                self._started = True
+                self.out.write(dumps(run_start(self.dry_run)) + "\n")
             self.out.write(dumps(obj) + "\n")
             self.out.flush()
 
     def task_event(self, event: TaskEvent) -> None:
-        self._emit(dry_run_object(event) if self.dry_run else task_result(event))
+        self._emit(task_result(event, self.dry_run))
 
     def host_unreachable(self, host: str, message: str) -> None:
         self._emit({"event": "host_unreachable", "host": host, "message": message})
 
     def finish(self) -> None:
-        if not self.dry_run:
-            self._emit(recap_object(self.recap))
+        self._emit(recap_object(self.recap))
 
 
-__all__ = ["JsonReporter", "dry_run_object", "dumps", "recap_object", "tally_object", "task_result"]
+__all__ = ["SCHEMA_VERSION", "JsonReporter", "dumps", "recap_object", "request_record", "run_start", "tally_object",
+           "task_result"]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from sandfleet.events import SKIPPED, Reporter, TaskEvent
-from sandfleet.modules.escaping import sh
+from sandfleet.modules.escaping import sh, sh_join
 from sandfleet.modules.wire import ExecResult, Status
 from sandfleet.playbook import Play, Task
 from sandfleet.recap import HostTally, Recap
@@ -147,6 +147,8 @@ class TextReporter(Reporter):
         lines = [head + printable(item) + detail]
         if r is not None and event.status != SKIPPED:
             lines.extend(self._output_lines(r, failed=event.status != Status.OK.value))
+            if self.verbose and event.request is not None:
+                lines.extend(self._record_lines(event.request.argv, r))
             lines.extend(self._warning_lines(event.host, r))
         return lines
 
@@ -168,6 +170,14 @@ class TextReporter(Reporter):
         if self.verbose and r.policy_sources:
             lines.append(self.paint(f"    policy: {printable(' > '.join(r.policy_sources))} "
                                     f"(digest {r.policy_digest})", "dim"))
+        return lines
+
+    def _record_lines(self, argv: Sequence[str], r: ExecResult) -> list[str]:
+        """``-v``: the task's own argv and the wrapper that enforced it (for a persistent sandbox,
+        its command; the task entered it as the argv above)."""
+        lines = [self.paint(f"    $ {printable(sh_join(argv))}", "dim")]
+        if r.wrapper:
+            lines.append(self.paint(f"    wrapper: {printable(dry_argv(r.wrapper, r.wrapper_files))}", "dim"))
         return lines
 
     def _warning_lines(self, host: str, r: ExecResult) -> list[str]:

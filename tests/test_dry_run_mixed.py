@@ -4,13 +4,14 @@ of one OS's spelling given to a host of another is refused clearly, never reinte
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import eventschema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,9 +54,8 @@ def dry_run(tmp_path: Path, inventory: str = INVENTORY, fmt: str = "json") -> su
 
 def by_host(proc: subprocess.CompletedProcess[str]) -> dict[tuple[str, str], dict[str, Any]]:
     out = {}
-    for line in proc.stdout.splitlines():
-        event = json.loads(line)
-        if "host" in event and "task" in event:
+    for event in eventschema.parse(proc.stdout):
+        if event["event"] == "task_result":
             out[(event["host"], event["task"])] = event
     return out
 
@@ -68,22 +68,22 @@ def test_each_host_gets_its_own_wrapper_and_a_windows_root_is_refused_elsewhere(
 
     lin = events[("lin1", work)]
     assert (lin["os"], lin["backend"]) == ("linux", "bwrap")
-    assert "/srv/ws" in lin["wrapper"]["argv"]
+    assert "/srv/ws" in lin["wrapper"]
 
     mac = events[("mac1", work)]
     assert (mac["os"], mac["backend"]) == ("macos", "seatbelt")
-    argv = mac["wrapper"]["argv"]
+    argv = mac["wrapper"]
     assert argv[:2] == ["/usr/bin/sandbox-exec", "-p"]
     assert argv[argv.index("--") + 1:] == ["python3", "-m", "pytest", "-q"]
     assert "-DWRITABLE_ROOT_1=/Users/dev/ws" in argv and "-DWRITABLE_ROOT_0=/private/tmp" in argv
-    assert '(subpath (param "WRITABLE_ROOT_1"))' in mac["wrapper"]["files"]["seatbelt.sb"]
+    assert '(subpath (param "WRITABLE_ROOT_1"))' in mac["wrapper_files"]["seatbelt.sb"]
     outside_regexes = re.sub(r'\(regex "(?:[^"\\]|\\.)*"\)', "", argv[2])
     assert "/Users/dev" not in outside_regexes, "paths reach the profile as parameters (or escaped, in a regex)"
 
     win = events[("win1", work)]
     assert (win["os"], win["backend"]) == ("windows", "windows")
-    assert win["wrapper"]["argv"][0].endswith("\\powershell.exe")
-    policy = win["wrapper"]["files"]["policy.xml"]
+    assert win["wrapper"][0].endswith("\\powershell.exe")
+    policy = win["wrapper_files"]["policy.xml"]
     assert '<path name="C:\\work\\ws" access="write"/>' in policy
     assert '<path name="C:\\work\\ws\\.git" access="read-only" create="dir"/>' in policy
 
@@ -93,9 +93,9 @@ def test_each_host_gets_its_own_wrapper_and_a_windows_root_is_refused_elsewhere(
     data = "read a Windows data directory"
     for host, system in (("lin1", "linux"), ("mac1", "macos")):
         refused = events[(host, data)]
-        assert refused["status"] == "sandbox_unavailable" and refused["wrapper"] is None
+        assert refused["status"] == "sandbox_unavailable" and refused["wrapper"] == [] and refused["backend"] is None
         assert f"'file:///C:/data' is invalid on '{system}'" in refused["message"]
-    assert '<path name="C:\\data" access="read"/>' in events[("win1", data)]["wrapper"]["files"]["policy.xml"]
+    assert '<path name="C:\\data" access="read"/>' in events[("win1", data)]["wrapper_files"]["policy.xml"]
 
 
 def test_the_text_dry_run_shows_every_hosts_wrapper(tmp_path: Path) -> None:
@@ -140,10 +140,10 @@ all:
     a3: {ansible_host: 192.0.2.5, sandfleet_os: linux, sandfleet_workspace_roots: [/srv/one]}
 """
     proc = dry_run(tmp_path, inventory)
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    events = eventschema.parse(proc.stdout)
     tasks = [e for e in events if e.get("task") == "test in the workspace"]
     assert [e["host"] for e in tasks] == ["a1", "a2", "b1", "c1", "a3"]
-    argv = {e["host"]: e["wrapper"]["argv"] for e in tasks}
+    argv = {e["host"]: e["wrapper"] for e in tasks}
     assert argv["a1"] == argv["a2"] == argv["a3"]
     assert "/srv/one" in argv["a1"] and "/srv/two" not in argv["a1"]
     assert "/srv/two" in argv["b1"] and "/srv/one" not in argv["b1"]

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
+import eventschema
 import pytest
 
 from conftest import need
@@ -30,7 +31,7 @@ def dead_port() -> int:
 class Run:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.err = code, err
-        self.events: list[dict[str, Any]] = [json.loads(line) for line in out.splitlines()]
+        self.events: list[dict[str, Any]] = eventschema.parse(out)
 
     def results(self, host: Optional[str] = None, task: Optional[str] = None) -> list[dict[str, Any]]:
         return [e for e in self.events if e["event"] == "task_result" and host in (None, e["host"])

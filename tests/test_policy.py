@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import eventschema
 import pytest
 
 from conftest import need
@@ -43,7 +44,7 @@ def sandfleet(*args: str, cwd: Path = ROOT, home: Path | None = None) -> subproc
 
 
 def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    return eventschema.parse(proc.stdout)
 
 
 def results(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 
+import eventschema
 from report_fakes import Tty, event, feed, play, task
 
 from sandfleet.events import SKIPPED
@@ -22,7 +22,7 @@ def run_json(plays: list, unreachable: dict[str, str] | None = None, abort: str 
         reporter.play_aborted(plays[0][0], abort)
     reporter.finish()
     assert "\x1b" not in out.getvalue()
-    return [json.loads(line) for line in out.getvalue().splitlines()]
+    return eventschema.parse(out.getvalue())
 
 
 def test_events_and_recap() -> None:
@@ -69,4 +69,4 @@ def test_non_utf8_output_round_trips() -> None:
     out = io.StringIO()
     reporter = make_reporter(OutputOptions(format="json"), out, {})
     reporter.task_event(event("a", "t", "ok", stdout="caf\udce9\n"))
-    assert out.getvalue().isascii() and json.loads(out.getvalue())["stdout"] == "caf\udce9\n"
+    assert out.getvalue().isascii() and eventschema.parse(out.getvalue())[0]["stdout"] == "caf\udce9\n"

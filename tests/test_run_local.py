@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+import eventschema
 import pytest
 from netservers import HttpServer
 from unprivileged import as_user, user_tree
@@ -28,7 +29,11 @@ def sandfleet(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -
 
 
 def events(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in proc.stdout.splitlines()]
+    return eventschema.parse(proc.stdout)
+
+
+def tasks(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [e for e in events(proc) if e["event"] == "task_result"]
 
 
 def protect_names(ws: Path) -> None:
@@ -106,14 +111,14 @@ class TestDefaultJob:
     def test_dry_run_wrapper_is_the_wrapper_that_ran(self) -> None:
         need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
         ran = [e for e in events(sandfleet("run", *EXAMPLE, "--format", "json")) if e["event"] == "task_result"]
-        dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
+        dry = tasks(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
         assert len(ran) == len(dry) == 6
         for r, d in zip(ran, dry):
             assert (d["host"], d["task"], d["backend"]) == (r["host"], r["task"], r["backend"])
-            assert d["wrapper"]["argv"] == r["wrapper"]
-            argv = d["wrapper"]["argv"]
+            assert d["wrapper"] == r["wrapper"]
+            argv = d["wrapper"]
             if "--as-pid-1" in argv:  # the host's persistent sandbox; the task enters it as the file shown
-                entry = d["wrapper"]["files"][ENTRY_NAME]
+                entry = d["wrapper_files"][ENTRY_NAME]
                 assert json.loads(entry)["argv"] == d["request"]["argv"]
             else:
                 assert d["request"]["argv"] == argv[argv.index("--") + 1:]
@@ -128,13 +133,13 @@ class TestDefaultJob:
         playbook = write_playbook(tmp_path, "- hosts: all\n  tasks:\n" + "    - exec: {argv: [/bin/echo, hi]}\n" * 2)
         ran = [e for e in events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json"))
                if e["event"] == "task_result"]
-        dry = events(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json", "--dry-run"))
+        dry = tasks(sandfleet("run", str(playbook), "-i", str(inventory), "--format", "json", "--dry-run"))
         assert [e["status"] for e in ran] == ["ok", "ok"]
         assert [("--as-pid-1" in e["wrapper"]) for e in ran] == [False, reuse]  # a policy's 2nd task on
-        assert [d["wrapper"]["argv"] for d in dry] == [e["wrapper"] for e in ran]
+        assert [d["wrapper"] for d in dry] == [e["wrapper"] for e in ran]
 
     def test_dry_run_request_keeps_symbols_and_uses_uris(self) -> None:
-        dry = events(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
+        dry = tasks(sandfleet("run", *EXAMPLE, "--format", "json", "--dry-run"))
         request = dry[1]["request"]
         assert request["cwd"] == {"symbol": ":workspace_roots"}
         paths = [p["path"] for p in request["sandbox"]["permissions"]]
@@ -307,11 +312,11 @@ def test_vars_loop_when_and_register_on_real_tasks(tmp_path: Path) -> None:
         ("when true", "ok"), ("when false", "skipped")]
     # The argv that ran, element by element. The policy's first task runs in a fresh sandbox, whose
     # wrapper ends with it; the next enters the host's persistent sandbox as the message shown.
-    dry = events(sandfleet("run", str(pb), "-i", str(inv), "--format", "json", "--dry-run"))
-    assert "--as-pid-1" not in dry[0]["wrapper"]["argv"] and "--as-pid-1" not in results[0]["wrapper"]
-    assert dry[0]["wrapper"]["argv"][-3:] == results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
-    assert "--as-pid-1" in dry[1]["wrapper"]["argv"] and "--as-pid-1" in results[1]["wrapper"]
-    entry = dry[1]["wrapper"]["files"][ENTRY_NAME]
+    dry = tasks(sandfleet("run", str(pb), "-i", str(inv), "--format", "json", "--dry-run"))
+    assert "--as-pid-1" not in dry[0]["wrapper"] and "--as-pid-1" not in results[0]["wrapper"]
+    assert dry[0]["wrapper"][-3:] == results[0]["wrapper"][-3:] == ["echo", "/srv/app", "hello world"]
+    assert "--as-pid-1" in dry[1]["wrapper"] and "--as-pid-1" in results[1]["wrapper"]
+    entry = dry[1]["wrapper_files"][ENTRY_NAME]
     assert json.loads(entry)["argv"][-1] == "a"
     assert [r["item"] for r in results[1:3]] == ["a", "b c"] and results[2]["stdout"] == "b c\n"
     assert results[3]["stdout"] == "/srv/app hello world 2\n"
@@ -374,8 +379,8 @@ class TestManagedNetwork:
         assert "network: allowed" not in text  # the allowed ones only with -v
 
     def test_dry_run_shows_the_wiring(self, tmp_path: Path) -> None:
-        (dry,) = events(sandfleet("run", *self.files(tmp_path, 8080), "--format", "json", "--dry-run"))
-        argv = dry["wrapper"]["argv"]
+        (dry,) = tasks(sandfleet("run", *self.files(tmp_path, 8080), "--format", "json", "--dry-run"))
+        argv = dry["wrapper"]
         assert argv[1:3] == ["-I", "-S"] and argv[3].endswith("netns.py")
         assert argv[4:7] == ["--port", "3128", "--handoff"] and argv[7].endswith("/sfnet-XXXXXXXX/proxy.sock")
         assert argv[argv.index("HTTPS_PROXY") - 1:][:3] == ["--setenv", "HTTPS_PROXY", "http://127.0.0.1:3128"]

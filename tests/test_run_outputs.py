@@ -11,6 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import eventschema
 import xmlschema
 from test_junit import XSD, ci_failures
 from test_run_local import ROOT, sandfleet, write_inventory, write_playbook
@@ -60,7 +61,7 @@ def test_json_format_with_report_files_keeps_stdout_pure(tmp_path: Path) -> None
     proc = sandfleet("run", str(write_playbook(tmp_path, THREE_TASKS)), "-i", str(write_inventory(tmp_path)),
                      "--format", "json", "--junit", str(tmp_path / "r.xml"))
     assert proc.returncode == 2
-    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    events = eventschema.parse(proc.stdout)
     assert [e["event"] for e in events] == ["task_result"] * 3 + ["recap"]
 
 
@@ -108,3 +109,58 @@ def test_a_terminal_gets_colour_and_a_status_line_unless_no_color(tmp_path: Path
     assert "\r\x1b[K" in coloured and "[0/1 hosts] TASK [say hello]" in coloured
     plain = run_in_pty(args, {"NO_COLOR": "1"})
     assert "\x1b[3" not in plain and "changed: [here]" in plain and "[0/1 hosts] TASK [say hello]" in plain
+
+
+RECORDED = """\
+- hosts: all
+  tasks:
+    - {name: one, exec: {argv: [echo, first], env: {SECRET_TOKEN: hunter2}}}
+    - {name: two, exec: {argv: [echo, second]}}
+    - {name: three, exec: {argv: [echo, third]}}
+    - name: other
+      exec: {argv: [echo, fourth]}
+      sandbox: {profile: read-only}
+"""
+
+
+def test_every_output_records_what_ran(tmp_path: Path) -> None:
+    """Three tasks of one sandbox setting (the 2nd and 3rd run inside its persistent sandbox, whose
+    command alone would not say what ran) and one of another: each task's own argv and intent is
+    in the JSON events, the results dir, the JUnit file and the -v text; environment values not."""
+    from test_run_local import protect_names
+
+    inv = write_inventory(tmp_path)
+    protect_names(tmp_path / "ws")
+    junit, results = tmp_path / "r.xml", tmp_path / "results"
+    pb = write_playbook(tmp_path, RECORDED)
+    proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json", "--junit", str(junit),
+                     "--results-dir", str(results))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = [e for e in eventschema.parse(proc.stdout) if e["event"] == "task_result"]
+    words = ["first", "second", "third", "fourth"]
+    assert [e["request"]["argv"] for e in ran] == [["echo", w] for w in words]
+    assert ran[0]["request"]["env"] == ["SECRET_TOKEN"] and "hunter2" not in proc.stdout
+    assert [e["request"]["sandbox"]["permissions"][0]["path"] for e in ran][-1] == {"special": "root"}
+    reused = [e for e in ran if "--as-pid-1" in e["wrapper"]]
+    assert reused, "the persistent sandbox was never used"
+    for e in reused:  # the sandbox's command, and the task as it was sent into it
+        (entry,) = [v for k, v in e["wrapper_files"].items() if k.startswith("task, sent on fd 0")]
+        assert json.loads(entry)["argv"] == e["request"]["argv"]
+    stored = json.loads((results / "here.json").read_text())["tasks"]
+    assert [t["request"]["argv"] for t in stored] == [["echo", w] for w in words]
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
+    records = [json.loads(v) for k, v in props.items() if k.startswith("record:")]
+    assert [r["request"]["argv"] for r in records] == [["echo", w] for w in words]
+    assert all(r["wrapper"] and r["request"]["sandbox"] for r in records)
+    text = sandfleet("run", str(pb), "-i", str(inv), "-v").stdout
+    assert all(f"$ echo {w}" in text for w in words) and "wrapper: " in text and "hunter2" not in text
+
+
+def test_the_dry_run_is_the_same_event_stream(tmp_path: Path) -> None:
+    proc = sandfleet("run", str(write_playbook(tmp_path, RECORDED)), "-i", str(write_inventory(tmp_path)),
+                     "--format", "json", "--dry-run")
+    first = json.loads(proc.stdout.splitlines()[0])
+    assert first["event"] == "run_start" and first["dry_run"] is True and first["schema"] == 1
+    events = eventschema.parse(proc.stdout)
+    assert [e["event"] for e in events] == ["task_result"] * 4 + ["recap"]
+    assert all(e["dry_run"] is True and e["request"]["argv"][0] == "echo" for e in events[:4])

@@ -102,4 +102,4 @@ def _dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResu
         if sandbox is not None and connection.uses.promote(sandbox):
             wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
     return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
-                      message="dry-run: not executed", warnings=warnings), wrapper
+                      wrapper_files=dict(wrapper.files), message="dry-run: not executed", warnings=warnings), wrapper

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import eventschema
 import pytest
 from netservers import HttpServer
 from sshd import USER, Fleet, SshHost, keygen, missing_reason
@@ -90,7 +91,7 @@ class Controller:
         env = {**{k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}, **(env or {})}
         proc = subprocess.run(self.args(playbook, inventory, *extra), capture_output=True, text=True, cwd=ROOT,
                               env=env, timeout=120)
-        return Run(proc.returncode, [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr)
+        return Run(proc.returncode, eventschema.parse(proc.stdout), proc.stderr)
 
     def connection(self, host: SshHost, policy: str = "reject") -> SshConnection:
         config = HostConfig(name=host.name, address=host.address, port=host.port, user=USER,
@@ -322,7 +323,7 @@ class TestFailures:
                 event = json.loads(line)
                 if event.get("host") == spare.name and event["event"] == "task_result":
                     spare.stop()  # the host dies while its second task sleeps
-            run = Run(proc.wait(timeout=60), [json.loads(line) for line in lines], proc.stderr.read())
+            run = Run(proc.wait(timeout=60), eventschema.parse("".join(lines)), proc.stderr.read())
         assert run.code == 4, run
         assert [r["stdout"] for r in run.results(spare.name)] == ["first\n"]
         assert "lost the SSH connection" in run.unreachable()[spare.name]
