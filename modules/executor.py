@@ -16,7 +16,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
 from . import spawn
@@ -27,6 +27,7 @@ from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
 from .hostfs import MemoFs
 from .intent import NetworkMode, NetworkPolicy
+from .limits import Bounds, TaskLimits
 from .policy import Policy
 from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
 from .wire import ExecRequest, ExecResult, Status
@@ -38,6 +39,8 @@ class Prepared:
 
     wrapper: Wrapper
     warnings: tuple[str, ...] = ()
+    #: The task's resource limits, as the policy settled them (:mod:`.limits`).
+    limits: TaskLimits = field(default_factory=TaskLimits)
 
 
 def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) -> ExecResult:
@@ -61,6 +64,10 @@ def prepare(
     wrapper is rendered against a nominal endpoint, and nothing is started."""
     effective = request.policy.then(*host_layers)
     fs = MemoFs(fs)
+    limits, denial = effective.task_limits(request.sandbox.limits if request.sandbox else TaskLimits(),
+                                           facts.mem_total)
+    if denial is not None:
+        return denied(request, denial)
     if request.sandbox is None:
         denial = admit_bare(effective)
         if denial is not None:
@@ -69,7 +76,7 @@ def prepare(
             cwd = bind_cwd(request.cwd, workspace_roots(None, facts), facts, fs)
         except BindError as exc:
             return ExecResult(id=request.id, status=Status.ERROR, message=str(exc))
-        return Prepared(Bare(facts).render_bare(request.argv, cwd))
+        return Prepared(Bare(facts).render_bare(request.argv, cwd), limits=limits)
     try:
         policy = bind(with_denies(request.sandbox, effective), facts, request.cwd, fs, effective.protected)
     except BindError as exc:
@@ -86,7 +93,7 @@ def prepare(
                        else None, hints_choose=effective.hints, fs=fs)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
-    return Prepared(wrapper, policy.warnings + wrapper.notes)
+    return Prepared(wrapper, policy.warnings + wrapper.notes, limits)
 
 
 def execute(
@@ -153,27 +160,45 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
     except Refused as exc:
         return refusal(request, f"{wrapper.backend}: {exc}", prepared.warnings)
     warnings = prepared.warnings
+    limits = prepared.limits
     reused = pool.wrapper_for(wrapper, request.argv, request.timeout_s) if pool and reusable(request) else None
+    bounds: Optional[Bounds] = None
     try:
         if pool is not None and reused is not None:  # one sandbox per host and policy (sandbox_pool.py)
-            done, wrapper, warnings = run_reused(pool, wrapper, reused, request, env, cancel_fd, warnings)
+            done, wrapper, warnings, outcome = run_reused(pool, wrapper, reused, request, env, cancel_fd, warnings,
+                                                          limits, facts.limits)
         else:
+            bounds = Bounds(limits, facts.limits if facts.os == "linux" else "")
+            warnings = (*warnings, *bounds.warnings)
             inputs = wrapper.inputs()
             done = spawn.run(wrapper.argv, cwd=None if inputs else wrapper.cwd, env=env, timeout_s=request.timeout_s,
-                             preexec=preexec, cancel_fd=cancel_fd, inputs=inputs)
+                             preexec=bounds.preexec(preexec), cancel_fd=cancel_fd, inputs=inputs,
+                             cap=limits.output or spawn.DEFAULT_CAP, starting=bounds.starting)
+            outcome = bounds.finish(done.rc)
+            bounds = None
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
     except SandboxDied as exc:
-        return ExecResult(id=request.id, status=Status.ERROR, message=f"the sandbox ended during the task: {exc}",
+        return ExecResult(id=request.id, status=Status.FAILED if exc.limit else Status.ERROR,
+                          message=str(exc) if exc.limit else f"the sandbox ended during the task: {exc}",
                           backend=wrapper.backend, wrapper=(reused or wrapper).argv,
-                          wrapper_files=dict((reused or wrapper).files), warnings=warnings)
+                          wrapper_files=dict((reused or wrapper).files), warnings=warnings, limit=exc.limit,
+                          limits=limits.to_json(), limits_mechanism=facts.limits or None)
     except OSError as exc:
         return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
                           message=f"cannot start {(exc.filename or wrapper.argv[0])!r}: {exc.strerror}",
                           backend=wrapper.backend, wrapper=(reused or wrapper).argv,
                           wrapper_files=dict((reused or wrapper).files), warnings=warnings)
-    if done.cancelled:
+    finally:
+        if bounds is not None:  # the start failed: nothing of the task may stay in its cgroup
+            bounds.finish(None)
+    limit = None if done.timed_out or done.cancelled else outcome.hit
+    if limit is not None and done.rc == 0:  # it hit a limit and coped (a fork failed, it retried): said, not failed
+        status, message, warnings = Status.OK, None, (*warnings, f"limits: {outcome.message}")
+    elif limit is not None:
+        status, message = Status.FAILED, outcome.message
+    elif done.cancelled:
         status, message = Status.ERROR, "cancelled: the controller went away; the task's process group was killed"
     elif done.timed_out:
         status, message = Status.TIMEOUT, f"timed out after {request.timeout_s:g} s; its process group was killed"
@@ -187,6 +212,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
         stdout_truncated=done.stdout_truncated, stderr_truncated=done.stderr_truncated,
         started=done.started, duration_ms=done.duration_ms, backend=wrapper.backend,
         wrapper=wrapper.argv, wrapper_files=dict(wrapper.files), message=message, warnings=warnings,
+        limits=limits.to_json(), limits_mechanism=facts.limits or None, limit=limit,
     )
 
 

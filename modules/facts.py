@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from . import limits as task_limits
+
 OSES = ("linux", "macos", "windows")
 BACKENDS_BY_OS: Mapping[str, tuple[str, ...]] = {
     "linux": ("bwrap", "landlock"),
@@ -66,6 +68,11 @@ class HostFacts:
     #: task that would keep root's powers. -1 when unknown (not a POSIX host).
     euid: int = -1
     cap_eff: int = 0
+    #: How this host bounds a task's memory and processes (``cgroup1``, ``cgroup2``, ``rlimit``;
+    #: :mod:`.limits`), why not better, and its memory (the default memory limit is half of it).
+    limits: str = ""
+    limits_reason: str = ""
+    mem_total: int = 0
 
     def backend(self, name: str) -> Optional[BackendStatus]:
         return next((b for b in self.backends if b.name == name), None)
@@ -429,6 +436,7 @@ def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()
         backends.append(probe_windows())
     home = os.path.expanduser("~")
     posix = system != "windows"
+    mechanism, why = task_limits.probe() if system == "linux" else ("", "")
     return HostFacts(
         os=system,
         home=home,
@@ -441,6 +449,9 @@ def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()
         protected=own_paths(protected) if posix else (),
         euid=os.geteuid() if posix else -1,
         cap_eff=cap_eff() if system == "linux" else 0,
+        limits=mechanism,
+        limits_reason=why,
+        mem_total=task_limits.mem_total() if system == "linux" else 0,
     )
 
 
@@ -470,4 +481,5 @@ def assumed_facts(
     return HostFacts(os=system, home=home, tmpdir=tmpdir, workspace_roots=tuple(workspace_roots), user=user,
                      backends=backends, landlock_abi=landlock_abi if system == "linux" else 0, assumed=True,
                      state_dir=posixpath.join(home, ".cache", "sandfleet") if posix else "",
-                     euid=(0 if user == "root" else 1000) if posix else -1)
+                     euid=(0 if user == "root" else 1000) if posix else -1,
+                     limits=("cgroup1" if user == "root" else "rlimit") if system == "linux" else "")

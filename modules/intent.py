@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional, Union
 
+from .limits import TaskLimits
+
 
 class Access(str, Enum):
     READ = "read"
@@ -109,6 +111,9 @@ class SandboxIntent:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     workspace_roots: tuple[str, ...] = ()
     per_os: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: What the task asks of memory, processes, CPU time ... (:mod:`.limits`); unset keys get the
+    #: policy's defaults, and more than the policy's max is refused.
+    limits: TaskLimits = field(default_factory=TaskLimits)
 
 
 # Built-in profiles. `workspace` mirrors Codex's workspace-write: read everything, write the

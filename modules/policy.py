@@ -56,12 +56,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
 from .intent import Access, FilePath, Glob, NetworkMode, PathSpec, Special
+from .limits import KEYS as TASK_LIMIT_KEYS
+from .limits import TaskLimits, built_in_defaults, lowest, merged, parse_limits, shown
 from .pathuri import PathUri
 
 #: The host owner's files, read by the agent (the second only narrows further).
 HOST_FILES = ("/etc/sandfleet/policy.yml", "~/.config/sandfleet/policy.yml")
 KEYS = ("filesystem", "deny", "default_denies", "protected", "network", "unsandboxed", "linux_backends", "hints",
-        "limits")
+        "limits", "resources")
+RESOURCE_KEYS = ("default", "max")
 NETWORK_KEYS = ("max", "allow")
 LIMIT_KEYS = ("value_bytes", "argv_bytes", "env_bytes", "request_bytes")
 BACKENDS = ("bwrap", "landlock")
@@ -201,6 +204,9 @@ class Policy:
     linux_backends: Optional[tuple[str, ...]] = None
     hints: Optional[bool] = None
     limits: Optional[Limits] = None
+    #: Task resources (:mod:`.limits`): what a task gets when it asks nothing, and the most it may ask.
+    resources_default: Optional[TaskLimits] = None
+    resources_max: Optional[TaskLimits] = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical document (what travels on the wire and what the digest is taken of)."""
@@ -227,6 +233,10 @@ class Policy:
             out["linux_backends"] = list(self.linux_backends)
         if self.limits is not None:
             out["limits"] = {k: getattr(self.limits, k) for k in LIMIT_KEYS}
+        resources = {k: v.to_json() for k, v in (("default", self.resources_default), ("max", self.resources_max))
+                     if v is not None}
+        if resources:
+            out["resources"] = resources
         return out
 
 
@@ -270,7 +280,24 @@ def parse(data: object, source: str) -> Policy:
         linux_backends=_backends(doc["linux_backends"]) if "linux_backends" in doc else None,
         hints=_bool(doc, "hints"),
         limits=_limits(doc["limits"]) if "limits" in doc else None,
+        resources_default=_resources(doc.get("resources"), "default"),
+        resources_max=_resources(doc.get("resources"), "max"),
     )
+
+
+def _resources(value: object, which: str) -> Optional[TaskLimits]:
+    if value is None:
+        return None
+    doc = _mapping(value, ("resources",))
+    for key in doc:
+        if key not in RESOURCE_KEYS:
+            raise PolicyError(f"unknown resources key {key!r}", ("resources", str(key)), RESOURCE_KEYS, at_key=True)
+    if which not in doc:
+        return None
+    try:
+        return parse_limits(doc[which], f"resources.{which}")
+    except ValueError as exc:
+        raise PolicyError(str(exc), ("resources", which), TASK_LIMIT_KEYS) from None
 
 
 def _ceiling(value: object) -> tuple[tuple[str, Access], ...]:
@@ -468,6 +495,30 @@ class Effective:
         for layer in self.layers[1:]:
             limits = limits.narrowed(layer.limits)
         return limits
+
+    def task_limits(self, asked: TaskLimits, mem_total: int) -> tuple[TaskLimits, Optional[Denial]]:
+        """The limits a task runs with: what it asked, else the defaults (the operator's over the
+        built-in ones, lowered by later layers), never above any layer's max; asking more than a
+        max is a denial."""
+        for layer in self.layers:
+            cap = layer.resources_max
+            if cap is None:
+                continue
+            for key, value in asked.items():
+                most = getattr(cap, key)
+                if most is not None and value > most:
+                    return asked, Denial(f"limits.{key} {shown(key, value)} exceeds the policy's resources.max "
+                                         f"{shown(key, most)} (set by {layer.source}; "
+                                         f"{raise_hint(layer.source, 'resources.max')})", layer.source)
+        defaults = merged(self.operator.resources_default or TaskLimits(), built_in_defaults(mem_total))
+        for layer in self.layers[1:]:
+            if layer.resources_default is not None:
+                defaults = lowest(defaults, layer.resources_default)
+        chosen = merged(asked, defaults)
+        for layer in self.layers:
+            if layer.resources_max is not None:
+                chosen = lowest(chosen, layer.resources_max)
+        return chosen, None
 
     def then(self, *layers: Policy) -> Effective:
         return Effective((*self.layers, *layers))

@@ -230,6 +230,49 @@ def _scratch_state(paths: list[bytes]) -> list[tuple[object, ...]]:
     return found
 
 
+def _spawn_limited(path: bytes, argv: list[bytes], env: dict[bytes, bytes], cwd: bytes, out: int, err: int,
+                   limits: list[tuple[int, int]], signals: list[int]) -> int:
+    """What ``posix_spawn`` does below, plus the task's rlimits (soft and hard, so the task cannot
+    raise them): a failure before the exec comes back as its errno over a close-on-exec pipe."""
+    import resource
+
+    ready, report = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # the child: only async-safe steps, then exec or _exit
+        try:
+            os.setsid()
+            null = os.open(b"/dev/null", os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out, 1)
+            os.dup2(err, 2)
+            _signal.set_wakeup_fd(-1)
+            for number in signals:
+                try:  # noqa: SIM105
+                    _signal.signal(number, _signal.SIG_DFL)
+                except (OSError, ValueError, RuntimeError):
+                    pass
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+            os.chdir(cwd)
+            for res, value in limits:  # CPU: SIGXCPU at soft, SIGKILL one second later (limits.hard)
+                resource.setrlimit(res, (value, value + 1 if res == resource.RLIMIT_CPU else value))
+            os.execve(path, argv, env)
+        except OSError as exc:
+            os.write(report, str(exc.errno or 0).encode() + b" " + (exc.strerror or "").encode("ascii", "replace"))
+        except BaseException:
+            os.write(report, b"0 cannot start the task")
+        os._exit(127)
+    os.close(report)
+    try:
+        said = os.read(ready, 4096)
+    finally:
+        os.close(ready)
+    if said:
+        os.waitpid(pid, 0)
+        errno, _, text = said.decode("ascii", "replace").partition(" ")
+        raise OSError(int(errno) if errno.isdigit() else 0, text)
+    return pid
+
+
 class Init:
     def __init__(self, ctl: Any, wake: int) -> None:
         self.ctl, self.wake = ctl, wake
@@ -253,6 +296,9 @@ class Init:
         argv: list[bytes] = task["argv"]
         env: dict[bytes, bytes] = task["env"]
         path = _which(argv[0], env)
+        limits = [(int(r), int(v)) for r, v in task.get("rlimits") or ()]
+        if limits:  # posix_spawn cannot set them: fork, set them in the child, exec
+            return _spawn_limited(path, argv, env, task["cwd"], out, err, limits, self.signals)
         os.chdir(task["cwd"])
         try:
             return os.posix_spawn(

@@ -56,6 +56,7 @@ from typing import IO, Optional
 from . import seccomp, spawn
 from .backends.base import SECCOMP_FD, Wrapper
 from .intent import NetworkMode
+from .limits import AS_NOTE, NO_LIMITS, Bounds, Outcome, TaskCgroup, TaskLimits, rlimit_outcome, rlimits
 from .wire import ExecRequest
 
 #: Runs as ``python3 -I -S -c LOADER``: reads init's compiled code (the first message on fd 0, in
@@ -75,7 +76,12 @@ class SandboxStartFailed(Exception):
 
 
 class SandboxDied(Exception):
-    """The sandbox ended while a task ran in it; the task's outcome is unknown."""
+    """The sandbox ended while a task ran in it; the task's outcome is unknown, unless a limit of
+    the task (``limit``, e.g. the kernel's OOM killer at the memory limit) ended it."""
+
+    def __init__(self, message: str, limit: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 def split_wrapper(wrapper: Wrapper, argv: Sequence[str]) -> Optional[tuple[str, ...]]:
@@ -121,21 +127,34 @@ def _init_code() -> bytes:
 class Sandbox:
     """One running persistent sandbox and its control socket."""
 
+    _count = 0
+
     def __init__(self, key: tuple[str, ...], python: Sequence[str], env: Mapping[str, str],
-                 sockets: Optional[str] = None) -> None:
+                 sockets: Optional[str] = None, mechanism: str = "") -> None:
         self.key = key
         self.argv = sandbox_argv(key, python)
         self.served = 0  # tasks started in it
+        self.mechanism = mechanism
+        #: The sandbox's own cgroup (where the host has them): each task's memory and process
+        #: limits are written to it before the task starts; bwrap and init count in it (two pids).
+        self.cgroup: Optional[TaskCgroup] = None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the sandbox
         null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
+            if mechanism.startswith("cgroup"):
+                Sandbox._count += 1
+                self.cgroup = TaskCgroup(mechanism, f"box-{os.getpid()}-{Sandbox._count}", TaskLimits())
             inputs = {SECCOMP_FD: seccomp.program(sockets)} if sockets else {}
-            self.proc = spawn.Spawned(spawn.spawn_with_inputs(self.argv, env, theirs.fileno(), null,
-                                                              self._stderr.fileno(), inputs))
+            starting = self.cgroup.entered() if self.cgroup is not None else contextlib.nullcontext()
+            with starting:
+                self.proc = spawn.Spawned(spawn.spawn_with_inputs(self.argv, env, theirs.fileno(), null,
+                                                                  self._stderr.fileno(), inputs))
         except OSError as exc:
             ours.close()
             self._stderr.close()
+            if self.cgroup is not None:
+                self.cgroup.remove()
             raise SandboxStartFailed(f"cannot start bwrap: {exc.strerror}") from None
         finally:
             theirs.close()
@@ -176,18 +195,29 @@ class Sandbox:
         return ""
 
     def run(self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], timeout_s: Optional[float],
-            cancel_fd: Optional[int], cap: int, scratch: Sequence[str] = ()) -> spawn.Completed:
-        """Run one task in this sandbox. Raises ``OSError`` when it cannot start (nothing ran),
-        :class:`SandboxStartFailed` when the sandbox retired itself (nothing ran), and
+            cancel_fd: Optional[int], cap: int, scratch: Sequence[str] = (),
+            limits: TaskLimits = NO_LIMITS) -> tuple[spawn.Completed, Outcome]:
+        """Run one task in this sandbox under its own ``limits``: memory and processes through the
+        sandbox's cgroup (set anew before each task), the rest as rlimits init sets in the task's
+        child. Raises ``OSError`` when it cannot start (nothing ran), :class:`SandboxStartFailed`
+        when the sandbox retired itself or cannot take these limits (nothing ran), and
         :class:`SandboxDied` when the sandbox ended during the task."""
         started = spawn.utc_now()
         t0 = time.monotonic()
+        before = (0, 0)
+        if self.cgroup is not None:
+            try:
+                before = self.cgroup.retarget(limits)
+            except OSError as exc:  # e.g. memory in use above the new limit: a fresh sandbox starts empty
+                raise SandboxStartFailed(f"cannot set this task's limits on the sandbox's cgroup: {exc}") from None
+        pairs = rlimits(limits, self.mechanism or "rlimit")
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
                                      "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
-                                     "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch]})
+                                     "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch],
+                                     "rlimits": pairs})
             try:
                 self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))])
             except OSError as exc:
@@ -204,7 +234,13 @@ class Sandbox:
             if reply[0] != "started":
                 raise SandboxDied(f"unexpected answer from the sandbox's init: {' '.join(reply)[:200]}")
             self.served += 1
-            return self._collect(out_r, err_r, started, t0, timeout_s, cancel_fd, cap)
+            try:
+                done = self._collect(out_r, err_r, started, t0, timeout_s, cancel_fd, cap)
+            except SandboxDied as exc:  # the kernel's OOM killer may have picked init: say so
+                found = self.cgroup.outcome(before) if self.cgroup is not None else Outcome()
+                raise SandboxDied(found.message or str(exc), found.hit) from None
+            found = self.cgroup.outcome(before) if self.cgroup is not None else Outcome()
+            return done, found if found.hit else rlimit_outcome(limits, done.rc)
         finally:
             os.close(out_r)
             os.close(err_r)
@@ -277,6 +313,8 @@ class Sandbox:
             self.proc.wait()
         with contextlib.suppress(OSError):
             self._stderr.close()
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 @dataclass(frozen=True)
@@ -312,6 +350,7 @@ class SandboxPool:
         self._boxes: OrderedDict[tuple[str, ...], Sandbox] = OrderedDict()
         self._failed: dict[tuple[str, ...], str] = {}
         self._sockets: dict[tuple[str, ...], Optional[str]] = {}  # each key's seccomp socket mode
+        self._mechanisms: dict[tuple[str, ...], str] = {}  # each key's limits mechanism (HostFacts.limits)
         self._uses = KeyUses(fresh_first)
 
     def wrapper_for(self, wrapper: Wrapper, argv: Sequence[str], timeout_s: Optional[float]) -> Optional[Wrapper]:
@@ -327,20 +366,23 @@ class SandboxPool:
         return None if key is None else self._failed.get(key)
 
     def run(self, wrapper: Wrapper, argv: Sequence[str], *, env: Mapping[str, str], timeout_s: Optional[float],
-            cancel_fd: Optional[int], cap: int = spawn.DEFAULT_CAP) -> spawn.Completed:
-        """Run ``argv`` in the sandbox for ``wrapper``. Raises :class:`SandboxStartFailed` (use a
-        fresh sandbox), :class:`SandboxDied` or ``OSError`` (the command could not start)."""
+            cancel_fd: Optional[int], cap: int = spawn.DEFAULT_CAP, limits: TaskLimits = NO_LIMITS,
+            mechanism: str = "rlimit") -> tuple[spawn.Completed, Outcome]:
+        """Run ``argv`` in the sandbox for ``wrapper`` under ``limits``. Raises
+        :class:`SandboxStartFailed` (use a fresh sandbox), :class:`SandboxDied` or ``OSError``
+        (the command could not start)."""
         key = split_wrapper(wrapper, argv)
         if key is None or wrapper.cwd is None:
             raise SandboxStartFailed("not a bwrap wrapper this pool can reuse")
         if key in self._failed:
             raise SandboxStartFailed(self._failed[key])
         self._sockets[key] = wrapper.seccomp
+        self._mechanisms[key] = mechanism
         for attempt in (1, 2):
             box = self._get(key)
             try:
                 return box.run(argv, cwd=wrapper.cwd, env=env, timeout_s=timeout_s, cancel_fd=cancel_fd, cap=cap,
-                               scratch=wrapper.sandbox_scratch)
+                               scratch=wrapper.sandbox_scratch, limits=limits)
             except SandboxStartFailed:  # it retired itself before running anything: once more, fresh
                 self._drop(key)
                 if attempt == 2:
@@ -357,7 +399,8 @@ class SandboxPool:
             box = None
         if box is None:
             try:
-                box = Sandbox(key, self.python, spawn.task_env({}), self._sockets.get(key))
+                box = Sandbox(key, self.python, spawn.task_env({}), self._sockets.get(key),
+                              self._mechanisms.get(key, "rlimit"))
             except SandboxStartFailed as exc:
                 self._failed[key] = str(exc)
                 raise
@@ -388,16 +431,27 @@ def reusable(request: ExecRequest) -> bool:
 
 
 def run_reused(pool: SandboxPool, fresh: Wrapper, reused: Wrapper, request: ExecRequest, env: Mapping[str, str],
-               cancel_fd: Optional[int], warnings: tuple[str, ...]) -> tuple[spawn.Completed, Wrapper, tuple[str, ...]]:
+               cancel_fd: Optional[int], warnings: tuple[str, ...], limits: TaskLimits, mechanism: str,
+               ) -> tuple[spawn.Completed, Wrapper, tuple[str, ...], Outcome]:
     """Run ``request`` in its persistent sandbox; in a fresh one, with a warning saying why, when
-    this host cannot keep one for it. Returns what ran, the wrapper that ran it, and the warnings."""
+    this host cannot keep one for it. Returns what ran, the wrapper that ran it, the warnings and
+    what the task's limits did."""
+    cap = limits.output or spawn.DEFAULT_CAP
+    note = AS_NOTE if mechanism == "rlimit" and limits.memory is not None else None
     try:
-        done = pool.run(fresh, request.argv, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd)
-        return done, reused, warnings
+        done, outcome = pool.run(fresh, request.argv, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd,
+                                 cap=cap, limits=limits, mechanism=mechanism)
+        return done, reused, (*warnings, *([note] if note else [])), outcome
     except SandboxStartFailed as exc:
-        note = f"bwrap: ran in a fresh sandbox, not the persistent one ({exc})"
+        fallback = f"bwrap: ran in a fresh sandbox, not the persistent one ({exc})"
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, request.argv[0]) from None
-    done = spawn.run(fresh.argv, cwd=None, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd,
-                     inputs=fresh.inputs())
-    return done, fresh, (*warnings, note)
+    bounds = Bounds(limits, mechanism)
+    rc: Optional[int] = None
+    try:
+        done = spawn.run(fresh.argv, cwd=None, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd,
+                         inputs=fresh.inputs(), cap=cap, preexec=bounds.preexec(None), starting=bounds.starting)
+        rc = done.rc
+    finally:
+        outcome = bounds.finish(rc)  # on a failed start too: nothing may stay in its cgroup
+    return done, fresh, (*warnings, *bounds.warnings, fallback), outcome

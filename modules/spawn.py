@@ -231,6 +231,7 @@ def run(
     pass_fds: Sequence[int] = (),
     cancel_fd: Optional[int] = None,
     inputs: Optional[Mapping[int, bytes]] = None,
+    starting: Optional[Callable[[], contextlib.AbstractContextManager[object]]] = None,
 ) -> Completed:
     """Run ``argv`` to completion. Raises ``OSError`` when it cannot start (caller reports it).
 
@@ -240,11 +241,33 @@ def run(
     """
     started = utc_now()
     t0 = time.monotonic()
+    with (starting or contextlib.nullcontext)():
+        proc, streams = _start(argv, cwd, env, preexec, pass_fds, inputs)
+    return _collect(proc, streams, started, t0, timeout_s, cancel_fd, cap)
+
+
+def _start(argv: Sequence[str], cwd: Optional[str], env: Mapping[str, str], preexec: Optional[Callable[[], None]],
+           pass_fds: Sequence[int], inputs: Optional[Mapping[int, bytes]],
+           ) -> tuple[Union[subprocess.Popen[bytes], Spawned], tuple[IO[bytes], IO[bytes]]]:
+    """Start the command: ``posix_spawn`` when it only needs its inputs on fixed descriptors, else
+    ``Popen`` (a ``preexec`` then also places the inputs, in the child)."""
     proc: Union[subprocess.Popen[bytes], Spawned]
-    streams: tuple[IO[bytes], IO[bytes]]
+    if inputs and preexec is not None:
+        pipes = {number: input_pipe(data) for number, data in inputs.items()}
+        then = preexec
+
+        def place_inputs() -> None:
+            for number, fd in pipes.items():
+                os.dup2(fd, number)
+            then()
+        try:
+            return _start(argv, cwd, env, place_inputs, (*pass_fds, *pipes.values(), *pipes), None)
+        finally:
+            for fd in pipes.values():
+                os.close(fd)
     if inputs:
-        if preexec is not None or pass_fds or cwd is not None:
-            raise ValueError("inputs go with a command that needs no preexec, pass_fds or cwd (bwrap)")
+        if pass_fds or cwd is not None:
+            raise ValueError("inputs go with a command that needs no pass_fds or cwd (bwrap)")
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
@@ -257,15 +280,18 @@ def run(
         finally:
             for fd in (null, out_w, err_w):
                 os.close(fd)
-        streams = (os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
-    else:
-        popen = subprocess.Popen(
-            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True, preexec_fn=preexec,
-            pass_fds=tuple(pass_fds),
-        )
-        assert popen.stdout is not None and popen.stderr is not None
-        proc, streams = popen, (popen.stdout, popen.stderr)
+        return proc, (os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0))
+    popen = subprocess.Popen(
+        list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True, close_fds=True, preexec_fn=preexec,
+        pass_fds=tuple(pass_fds),
+    )
+    assert popen.stdout is not None and popen.stderr is not None
+    return popen, (popen.stdout, popen.stderr)
+
+
+def _collect(proc: Union[subprocess.Popen[bytes], Spawned], streams: tuple[IO[bytes], IO[bytes]], started: str,
+             t0: float, timeout_s: Optional[float], cancel_fd: Optional[int], cap: int) -> Completed:
     out, err = Capped(cap), Capped(cap)
     sinks = {streams[0].fileno(): out, streams[1].fileno(): err}
     deadline = None if timeout_s is None else t0 + timeout_s

@@ -47,6 +47,7 @@ from .intent import (
     SandboxIntent,
     Special,
 )
+from .limits import TaskLimits, parse_limits
 from .pathuri import PathUri
 from .policy import Effective, effective_from_json
 
@@ -143,6 +144,12 @@ class ExecResult:
     #: sent into it (its argv, cwd, timeout); the Landlock ruleset; what the seccomp filter holds.
     #: With ``wrapper`` this is exactly what enforced the task. Added after v1 (older agents: none).
     wrapper_files: Mapping[str, str] = field(default_factory=dict)
+    #: The resource limits the task ran under, how the host enforced them (``cgroup1``,
+    #: ``cgroup2``, ``rlimit``), and the limit that stopped it (``memory``, ``pids``,
+    #: ``cpu_seconds``, ``file_size``) when one did. Added after v1 (older agents: none).
+    limits: Mapping[str, int] = field(default_factory=dict)
+    limits_mechanism: Optional[str] = None
+    limit: Optional[str] = None
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -413,6 +420,7 @@ def intent_to_json(intent: SandboxIntent) -> dict[str, Any]:
             _checked_uri(root, f"sandbox.workspace_roots[{i}]") for i, root in enumerate(intent.workspace_roots)
         ],
         "per_os": {os_name: dict(hints) for os_name, hints in intent.per_os.items()},
+        **({"limits": intent.limits.to_json()} if intent.limits.items() else {}),
     }
 
 
@@ -435,7 +443,17 @@ def _intent_from_json(value: object, where: str, notes: _Notes) -> SandboxIntent
             for i, item in enumerate(_list(o.get("workspace_roots"), f"{where}.workspace_roots"))
         ),
         per_os=_per_os(o.get("per_os"), f"{where}.per_os"),
+        limits=_limits(o.get("limits"), f"{where}.limits"),
     )
+
+
+def _limits(value: object, where: str) -> TaskLimits:
+    if value is None:
+        return TaskLimits()
+    try:
+        return parse_limits(value, where)
+    except ValueError as exc:
+        raise WireError(str(exc)) from None
 
 
 def _path_to_json(path: PathSpec, where: str) -> dict[str, Any]:
@@ -565,6 +583,9 @@ def result_to_json(res: ExecResult) -> dict[str, Any]:
         "policy_sources": list(res.policy_sources),
         "policy_digest": res.policy_digest,
         "wrapper_files": dict(res.wrapper_files),
+        "limits": dict(res.limits),
+        "limits_mechanism": res.limits_mechanism,
+        "limit": res.limit,
     }
     try:
         result_from_json(obj)
@@ -610,6 +631,9 @@ def result_from_json(obj: object) -> ExecResult:
         policy_sources=_str_list(o.get("policy_sources"), "policy_sources"),
         policy_digest=_opt_string(o.get("policy_digest"), "policy_digest"),
         wrapper_files=_str_map(o.get("wrapper_files"), "wrapper_files"),
+        limits=_int_map(o.get("limits"), "limits"),
+        limits_mechanism=_opt_string(o.get("limits_mechanism"), "limits_mechanism"),
+        limit=_opt_string(o.get("limit"), "limit"),
     )
 
 
@@ -685,6 +709,15 @@ def _bool(value: object, where: str) -> bool:
 
 def _str_list(value: object, where: str) -> tuple[str, ...]:
     return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+
+
+def _int_map(value: object, where: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, item in _object(value if value is not None else {}, where).items():
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise WireError(f"{where}.{key} must be an integer, not {_describe(item)}")
+        out[key] = item
+    return out
 
 
 def _str_map(value: object, where: str) -> dict[str, str]:

@@ -68,13 +68,15 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
+from sandfleet.modules.limits import KEYS as LIMIT_KEYS
+from sandfleet.modules.limits import TaskLimits, parse_limits
 from sandfleet.modules.pathuri import PathUri
 from sandfleet.yamlsrc import YList, YMap
 
 #: Called with (message, mark) for a problem that is reported but not fatal.
 WarnFn = Callable[[str, Mark], None]
 
-SANDBOX_KEYS = ("profile", "filesystem", "network", "workspace_roots", "linux", "macos", "windows")
+SANDBOX_KEYS = ("profile", "filesystem", "network", "workspace_roots", "limits", "linux", "macos", "windows")
 OS_HINT_KEYS = ("linux", "macos", "windows")
 ACCESS_VALUES = tuple(a.value for a in Access)
 LINUX_PREFER = ("bwrap", "landlock")
@@ -244,8 +246,22 @@ def parse_sandbox(value: Any, mark: Mark, warn: WarnFn) -> Optional[SandboxInten
     network = _network(node["network"], node.value_mark("network")) if "network" in node else NetworkPolicy()
     roots = _workspace_roots(node) if "workspace_roots" in node else ()
     per_os = {os_name: _os_hints(node, os_name) for os_name in OS_HINT_KEYS if os_name in node}
+    limits = _limits(node) if "limits" in node else TaskLimits()
     return SandboxIntent(permissions=tuple(permissions), network=network, workspace_roots=roots,
-                         per_os=per_os)
+                         per_os=per_os, limits=limits)
+
+
+def _limits(node: YMap) -> TaskLimits:
+    """``limits: {memory: 512M, pids: 256, cpu_seconds: 600, file_size: 1G, open_files: 1024,
+    output: 4M}``: what the task asks; the host's policy gives defaults and caps."""
+    value = expect_map(node["limits"], node.value_mark("limits"), "limits")
+    for key in value:
+        try:
+            parse_limits({key: value[key]})
+        except ValueError as exc:
+            mark = value.key_mark(key) if key not in LIMIT_KEYS else value.value_mark(key)
+            raise InputError(str(exc), mark, allowed=LIMIT_KEYS if key not in LIMIT_KEYS else None) from None
+    return parse_limits(plain(value))
 
 
 def _profile(node: YMap) -> tuple[Permission, ...]:

@@ -19,6 +19,7 @@ from sandfleet.modules.backends.base import Wrapper
 from sandfleet.modules.binding import AssumedFs, FsView, LocalFs
 from sandfleet.modules.executor import Prepared, prepare
 from sandfleet.modules.facts import HostFacts, assumed_facts, probe
+from sandfleet.modules.limits import TaskLimits
 from sandfleet.modules.sandbox_pool import KeyUses, persistent_wrapper, reusable, split_wrapper
 from sandfleet.modules.wire import ExecRequest, ExecResult, Status, request_key
 from sandfleet.runner.base import AgentInit, Connection
@@ -64,7 +65,7 @@ def _words(python: str) -> tuple[str, ...]:
 #: them (1,000 hosts x 10 tasks took 4.8 s, most of it rendering the same wrappers again). Only
 #: hosts whose filesystem is assumed are cached: their rendering is a pure function of this key.
 #: A local host's rendering reads the real filesystem (does .git exist?), so it is never cached.
-_rendered: dict[Hashable, tuple[Wrapper, tuple[str, ...]]] = {}
+_rendered: dict[Hashable, tuple[Wrapper, tuple[str, ...], TaskLimits]] = {}
 _RENDERED_MAX = 4096
 
 
@@ -87,19 +88,20 @@ def _dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResu
     key = _render_key(connection, request)
     cached = _rendered.get(key) if key is not None else None
     if cached is not None:
-        wrapper, warnings = cached
+        wrapper, warnings, limits = cached
     else:
         prepared = prepare(request, connection.facts, connection.fs, connection.config.sandbox_pin)
         if not isinstance(prepared, Prepared):
             return prepared, None  # refusals name the request: not cached
-        wrapper, warnings = prepared.wrapper, prepared.warnings
+        wrapper, warnings, limits = prepared.wrapper, prepared.warnings, prepared.limits
         if key is not None:
             if len(_rendered) >= _RENDERED_MAX:  # tasks that differ on every host: keep memory flat
                 _rendered.clear()
-            _rendered[key] = (wrapper, warnings)
+            _rendered[key] = (wrapper, warnings, limits)
     if connection.config.sandbox_reuse and reusable(request):
         sandbox = split_wrapper(wrapper, request.argv)
         if sandbox is not None and connection.uses.promote(sandbox):
             wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
     return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
-                      wrapper_files=dict(wrapper.files), message="dry-run: not executed", warnings=warnings), wrapper
+                      wrapper_files=dict(wrapper.files), message="dry-run: not executed", warnings=warnings,
+                      limits=limits.to_json(), limits_mechanism=connection.facts.limits or None), wrapper

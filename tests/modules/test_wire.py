@@ -30,6 +30,7 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
+from sandfleet.modules.limits import TaskLimits
 from sandfleet.modules.pathuri import PathUri
 from sandfleet.modules.policy import Effective
 from sandfleet.modules.wire import (
@@ -48,12 +49,12 @@ FIXTURES = sorted((Path(__file__).parent / "data" / "wire").glob("*.json"))
 
 
 def plain(value: Any) -> Any:
-    """The decoded model as JSON-comparable data, tagged with class names. A request's policy is
-    left out when it is the built-in default (what a request without one gets; the policy
-    fixtures show the others)."""
+    """The decoded model as JSON-comparable data, tagged with class names. A request's policy and
+    an intent's limits are left out when they are the defaults (what a message without them gets)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                  if not (f.name == "policy" and getattr(value, f.name) == Effective())}
+                  if not (f.name == "policy" and getattr(value, f.name) == Effective())
+                  and not (f.name == "limits" and getattr(value, f.name) == TaskLimits())}
         return {"__class__": type(value).__name__, **fields}
     if isinstance(value, Enum):
         return value.value

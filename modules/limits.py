@@ -1,0 +1,429 @@
+"""Bounded tasks: memory, processes, CPU time, file size, open files and captured output.
+
+One agent-generated fork bomb or memory leak on a shared runner takes the host down for every
+other tenant; these limits stop that. A task may ask for limits (``sandbox: {limits: ...}``); the
+operator's policy (``resources:``) gives each a **default** (what a task that says nothing gets)
+and a **max** (what a task may ask at most: more is ``denied``). Built-in defaults: 4096 processes
+(a fork bomb stops there, an ordinary parallel build never gets close) and half of the host's
+memory (a runaway allocation is killed before the host swaps itself to death, while a big link or
+test run still fits); the captured output is 1 MiB per stream, as before. No maximum is built in.
+
+Enforcement, chosen per host and reported like a backend (``HostFacts.limits``):
+
+* ``cgroup1``/``cgroup2``: a cgroup per task (memory and pids controllers), which the agent enters
+  just for the moment it starts the task, so everything the task forks is inside; the task's
+  processes are counted and killed as a whole when it ends, and a kill by a limit is recognised
+  (``memory.failcnt``/``oom_kill``, ``pids.events``) and said (``killed: memory limit 512 MiB
+  reached``). v1 needs root (the agent owns the hierarchy); v2 needs a writable cgroup with both
+  controllers delegated.
+* ``rlimit`` elsewhere: ``RLIMIT_AS`` for memory (address space, not resident memory: an
+  approximation, said in the result's warnings), ``RLIMIT_NPROC`` for processes (counts all of the
+  agent user's processes: set to what the user has now plus the limit).
+* CPU seconds, file size and open files are always rlimits (``RLIMIT_CPU``, ``RLIMIT_FSIZE``,
+  ``RLIMIT_NOFILE``), applied in the child before it runs the command.
+
+A limit that a host cannot enforce at all (none today on Linux; macOS and Windows say what they do
+in their backends) is refused unless the policy marks it ``best_effort``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Optional
+
+KEYS = ("memory", "pids", "cpu_seconds", "file_size", "open_files", "output")
+SIZE_KEYS = ("memory", "file_size", "output")
+DEFAULT_PIDS = 4096
+DEFAULT_OUTPUT = 1 << 20
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$", re.I)
+_CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    """Limits for one task; ``None`` = no limit of that kind (sizes in bytes)."""
+
+    memory: Optional[int] = None
+    pids: Optional[int] = None
+    cpu_seconds: Optional[int] = None
+    file_size: Optional[int] = None
+    open_files: Optional[int] = None
+    output: Optional[int] = None
+
+    def items(self) -> list[tuple[str, int]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.items())
+
+
+NO_LIMITS = TaskLimits()
+
+
+def parse_size(value: object, key: str) -> int:
+    """``512M``, ``2G``, ``1048576`` (bytes, powers of 1024); ``ValueError`` saying what is wrong."""
+    if isinstance(value, bool):
+        raise ValueError(f"{key} must be a size like 512M or a number of bytes, got a boolean")
+    if isinstance(value, int) and value > 0:
+        return value
+    m = _SIZE.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(1)) <= 0:
+        raise ValueError(f"{key} must be a positive size like 512M, 2G or a number of bytes, got {value!r}")
+    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+
+
+def parse_count(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{key} must be a positive whole number, got {value!r}")
+    return value
+
+
+def parse_limits(data: object, where: str = "limits") -> TaskLimits:
+    """A ``limits`` mapping as :class:`TaskLimits`; ``ValueError`` naming the key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping of {', '.join(KEYS)}")
+    values: dict[str, int] = {}
+    for key, value in data.items():
+        if key not in KEYS:
+            raise ValueError(f"unknown limit {key!r} in {where} (known: {', '.join(KEYS)})")
+        values[key] = parse_size(value, key) if key in SIZE_KEYS else parse_count(value, key)
+    return TaskLimits(**values)
+
+
+def shown(key: str, value: int) -> str:
+    if key in SIZE_KEYS:
+        for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+            if value >= size and value % size == 0:
+                return f"{value // size} {unit}"
+        return f"{value} bytes"
+    return f"{value}{' s' if key == 'cpu_seconds' else ''}"
+
+
+def built_in_defaults(mem_total: int) -> TaskLimits:
+    """What a task gets when nobody said anything (see the module doc for why)."""
+    return TaskLimits(memory=mem_total // 2 if mem_total else None, pids=DEFAULT_PIDS, output=DEFAULT_OUTPUT)
+
+
+def mem_total() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def merged(first: TaskLimits, then: TaskLimits) -> TaskLimits:
+    """``first``'s values, ``then``'s where ``first`` has none."""
+    return replace(first, **{k: v for k, v in then.items() if getattr(first, k) is None})
+
+
+def lowest(a: TaskLimits, b: TaskLimits) -> TaskLimits:
+    """The smaller of each limit (a limit beats no limit)."""
+    out = {}
+    for f in fields(TaskLimits):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        out[f.name] = y if x is None else x if y is None else min(x, y)
+    return TaskLimits(**out)
+
+
+# -- enforcement ----------------------------------------------------------------------------------
+
+
+def probe() -> tuple[str, str]:
+    """The mechanism this host gives memory and process limits, and why not a better one."""
+    if os.geteuid() == 0 and all(os.access(f"{_CGROUP_ROOT}/{c}/cgroup.procs", os.W_OK) for c in ("memory", "pids")):
+        return "cgroup1", ""
+    own = _own_cgroup2()
+    if own is not None:
+        return "cgroup2", ""
+    return "rlimit", ("no cgroup can be created here (cgroup v1 needs root; v2 needs a delegated cgroup with the "
+                      "memory and pids controllers): memory is bounded by address space (RLIMIT_AS) and processes by "
+                      "the user's process count (RLIMIT_NPROC)")
+
+
+def _own_cgroup2() -> Optional[str]:
+    """Our cgroup v2 directory when we may create children in it with memory and pids."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            line = next((ln for ln in fh if ln.startswith("0::")), None)
+    except OSError:
+        return None
+    if line is None:
+        return None
+    base = _CGROUP_ROOT if os.path.exists(f"{_CGROUP_ROOT}/cgroup.controllers") else f"{_CGROUP_ROOT}/unified"
+    path = base + line[3:].strip().rstrip("/")
+    try:
+        with open(f"{path}/cgroup.subtree_control", encoding="ascii") as fh:
+            enabled = fh.read().split()
+    except OSError:
+        return None
+    if "memory" in enabled and "pids" in enabled and os.access(path, os.W_OK):
+        return path
+    return None
+
+
+@dataclass
+class Outcome:
+    """What the limits did to a task: the limit that stopped it (or None)."""
+
+    hit: Optional[str] = None
+    message: Optional[str] = None
+
+
+class TaskCgroup:
+    """A cgroup (v1: one per controller) for one task: made, entered around the spawn, emptied and
+    removed after, and asked whether a limit stopped the task."""
+
+    def __init__(self, mechanism: str, name: str, limits: TaskLimits) -> None:
+        self.mechanism, self.limits = mechanism, limits
+        if mechanism == "cgroup1":
+            # Below the agent's own cgroups: whatever bounds the agent (a container, a slice) bounds its tasks too.
+            self.home = {c: _v1_path(c) for c in ("memory", "pids")}
+            self.dirs = {c: f"{home}/sandfleet-{name}" for c, home in self.home.items()}
+        else:
+            own = _own_cgroup2()
+            if own is None:
+                raise OSError("no delegated cgroup v2 to create a task cgroup in")
+            self.dirs = {"unified": f"{own}/sandfleet-{name}"}
+            self.home = {"unified": own}
+        for path in self.dirs.values():
+            os.makedirs(path, exist_ok=True)
+        self._write_limits()
+
+    def _write_limits(self, extra_pids: int = 0) -> None:
+        mem, pids = self.limits.memory, self.limits.pids
+        pids_max = pids + extra_pids if pids is not None else "max"
+        if self.mechanism == "cgroup1":
+            # memory+swap may never be below memory: raise it first, lower it after (absent without swap accounting)
+            memory = mem if mem is not None else -1
+            with contextlib.suppress(OSError):
+                _write(f"{self.dirs['memory']}/memory.memsw.limit_in_bytes", -1)
+            _write(f"{self.dirs['memory']}/memory.limit_in_bytes", memory)
+            with contextlib.suppress(OSError):
+                _write(f"{self.dirs['memory']}/memory.memsw.limit_in_bytes", memory)
+            _write(f"{self.dirs['pids']}/pids.max", pids_max)
+        else:
+            _write(f"{self.dirs['unified']}/memory.max", mem if mem is not None else "max")
+            with contextlib.suppress(OSError):
+                _write(f"{self.dirs['unified']}/memory.swap.max", 0 if mem is not None else "max")
+            _write(f"{self.dirs['unified']}/pids.max", pids_max)
+
+    def retarget(self, limits: TaskLimits) -> tuple[int, int]:
+        """Give the processes already inside (a persistent sandbox's bwrap and init) the next task's
+        limits, on top of what they hold; returns the counters to pass to :meth:`outcome` after.
+        ``OSError`` when the kernel refuses (memory already above the new limit)."""
+        self.limits = limits
+        self._write_limits(extra_pids=len(self.pids()))
+        return self._counters()
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """This process inside the task's cgroup(s) while the task is started: what it forks is
+        born there. Only this thread forks tasks; the agent's other threads never allocate much."""
+        pid = str(os.getpid())
+        for path in self.dirs.values():
+            _write(f"{path}/cgroup.procs", pid)
+        try:
+            yield None
+        finally:
+            for key in self.dirs:
+                _write(f"{self.home[key]}/cgroup.procs", pid)
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for path in self.dirs.values():
+            with contextlib.suppress(OSError, ValueError), open(f"{path}/cgroup.procs", encoding="ascii") as fh:
+                found.update(int(p) for p in fh.read().split())
+        return found
+
+    def kill_all(self) -> None:
+        """Every process of the task, however it hid (setsid, double fork): killed and gone."""
+        if self.mechanism == "cgroup2":
+            with contextlib.suppress(OSError):
+                _write(f"{self.dirs['unified']}/cgroup.kill", 1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            left = self.pids() - {os.getpid()}
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def outcome(self, before: tuple[int, int] = (0, 0)) -> Outcome:
+        """Which limit stopped the task, read from the cgroup's own counters (``before``: their
+        values when the task started, for a cgroup that outlives its tasks)."""
+        ooms, forks = self._counters()
+        if self.limits.memory is not None and ooms > before[0]:
+            return Outcome("memory", f"killed: memory limit {shown('memory', self.limits.memory)} reached")
+        if self.limits.pids is not None and forks > before[1]:
+            return Outcome("pids", f"pids limit {self.limits.pids} reached (a fork failed)")
+        return Outcome()
+
+    def _counters(self) -> tuple[int, int]:
+        """(OOM kills, refused forks) so far."""
+        if self.mechanism == "cgroup1":
+            memory = _read(f"{self.dirs['memory']}/memory.oom_control")
+            if "oom_kill " not in memory:  # older kernels: how often a charge failed
+                memory = "oom_kill " + (_read(f"{self.dirs['memory']}/memory.failcnt").strip() or "0")
+            pids = _read(f"{self.dirs['pids']}/pids.events")
+        else:
+            memory = _read(f"{self.dirs['unified']}/memory.events")
+            pids = _read(f"{self.dirs['unified']}/pids.events")
+        ooms, forks = re.search(r"oom_kill (\d+)", memory), re.search(r"max (\d+)", pids)
+        return (int(ooms.group(1)) if ooms else 0, int(forks.group(1)) if forks else 0)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for path in self.dirs.values():
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # still busy for a moment after the last process died
+                    time.sleep(0.005)
+
+
+def _v1_path(controller: str) -> str:
+    """This process's own cgroup in a v1 hierarchy (where the agent goes back after a spawn)."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            for line in fh:
+                _, names, path = line.rstrip("\n").split(":", 2)
+                if controller in names.split(","):
+                    return f"{_CGROUP_ROOT}/{controller}{path.rstrip('/')}"
+    except (OSError, ValueError):
+        pass
+    return f"{_CGROUP_ROOT}/{controller}"
+
+
+def _write(path: str, value: object) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(str(value))
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def user_processes() -> int:
+    """Processes of this real uid now (RLIMIT_NPROC counts them all)."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+    return count
+
+
+def rlimits(limits: TaskLimits, mechanism: str) -> list[tuple[int, int]]:
+    """The (resource, value) pairs the child sets before exec: always CPU, file size and open
+    files; memory and processes too where no cgroup holds them."""
+    import resource
+
+    out: list[tuple[int, int]] = []
+    if limits.cpu_seconds is not None:  # soft: SIGXCPU, which says why; the hard limit's SIGKILL would not
+        out.append((resource.RLIMIT_CPU, limits.cpu_seconds))
+    if limits.file_size is not None:
+        out.append((resource.RLIMIT_FSIZE, limits.file_size))
+    if limits.open_files is not None:
+        out.append((resource.RLIMIT_NOFILE, limits.open_files))
+    if mechanism == "rlimit":
+        if limits.memory is not None:
+            out.append((resource.RLIMIT_AS, limits.memory))
+        if limits.pids is not None and os.getuid() != 0:  # root is not counted by RLIMIT_NPROC
+            out.append((resource.RLIMIT_NPROC, user_processes() + limits.pids))
+    return out
+
+
+def hard(resource_id: int, soft: int) -> int:
+    """The hard limit for a soft one: the same, except CPU time, where the kernel kills with an
+    anonymous SIGKILL at the hard limit but first sends SIGXCPU at the soft one (one second more)."""
+    import resource
+
+    return soft + 1 if resource_id == resource.RLIMIT_CPU else soft
+
+
+def preexec(pairs: list[tuple[int, int]], then: Optional[Callable[[], None]] = None) -> Callable[[], None]:
+    """A child-side hook: set each rlimit (soft and hard), then run ``then`` (Landlock's)."""
+    import resource
+
+    setrlimit = resource.setrlimit
+
+    def apply() -> None:
+        for res, value in pairs:
+            setrlimit(res, (value, hard(res, value)))
+        if then is not None:
+            then()
+    return apply
+
+
+def rlimit_outcome(limits: TaskLimits, rc: Optional[int]) -> Outcome:
+    """Which rlimit stopped the task, from how it ended."""
+    signum = -rc if rc is not None and rc < 0 else rc - 128 if rc is not None and rc > 128 else None
+    if signum == signal.SIGXCPU and limits.cpu_seconds is not None:
+        return Outcome("cpu_seconds", f"killed: cpu_seconds limit {limits.cpu_seconds} s reached")
+    if signum == signal.SIGXFSZ and limits.file_size is not None:
+        return Outcome("file_size", f"killed: file_size limit {shown('file_size', limits.file_size)} reached")
+    return Outcome()
+
+
+#: Said with every task whose memory is bounded by address space, not resident memory.
+AS_NOTE = ("limits: memory is bounded by address space (RLIMIT_AS) on this host, not by resident memory: "
+           "programs that reserve much more than they use (JVMs, Go, ASan) may fail earlier")
+
+
+class Bounds:
+    """One task's limits made real for one start: a cgroup where the host has one for memory and
+    processes, rlimits for the rest (and for memory and processes where there is no cgroup)."""
+
+    _count = 0
+
+    def __init__(self, limits: TaskLimits, mechanism: str) -> None:
+        self.limits, self.mechanism = limits, mechanism
+        self.cgroup: Optional[TaskCgroup] = None
+        self.warnings: list[str] = []
+        if mechanism.startswith("cgroup") and (limits.memory is not None or limits.pids is not None):
+            Bounds._count += 1
+            try:
+                self.cgroup = TaskCgroup(mechanism, f"{os.getpid()}-{Bounds._count}", limits)
+            except OSError as exc:  # fall back rather than run unbounded
+                self.mechanism = "rlimit"
+                self.warnings.append(f"limits: no task cgroup ({exc}); memory and processes bounded by rlimits")
+        self.pairs = rlimits(limits, self.mechanism) if os.name == "posix" else []
+        if self.mechanism == "rlimit" and limits.memory is not None:
+            self.warnings.append(AS_NOTE)
+
+    def preexec(self, then: Optional[Callable[[], None]]) -> Optional[Callable[[], None]]:
+        return preexec(self.pairs, then) if self.pairs else then
+
+    def starting(self) -> contextlib.AbstractContextManager[object]:
+        return self.cgroup.entered() if self.cgroup is not None else contextlib.nullcontext()
+
+    def finish(self, rc: Optional[int]) -> Outcome:
+        """Which limit stopped the task; the cgroup is emptied and removed."""
+        if self.cgroup is None:
+            return rlimit_outcome(self.limits, rc)
+        try:
+            found = self.cgroup.outcome()
+            return found if found.hit else rlimit_outcome(self.limits, rc)
+        finally:
+            self.cgroup.remove()
