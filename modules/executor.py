@@ -27,7 +27,7 @@ from .binding import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from .facts import HostFacts
 from .hostfs import MemoFs
 from .intent import NetworkMode, NetworkPolicy
-from .limits import Bounds, TaskLimits
+from .limits import Bounds, TaskLimits, for_host
 from .policy import Policy
 from .sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
 from .wire import ExecRequest, ExecResult, Status
@@ -64,10 +64,14 @@ def prepare(
     wrapper is rendered against a nominal endpoint, and nothing is started."""
     effective = request.policy.then(*host_layers)
     fs = MemoFs(fs)
-    limits, denial = effective.task_limits(request.sandbox.limits if request.sandbox else TaskLimits(),
-                                           facts.mem_total)
+    asked = request.sandbox.limits if request.sandbox else TaskLimits()
+    limits, denial = effective.task_limits(asked, facts.mem_total)
     if denial is not None:
         return denied(request, denial)
+    limits, limit_notes, unenforceable = for_host(limits, {k for k, _ in asked.items()} | effective.limits_named(),
+                                                  facts.os, effective.limits_best_effort)
+    if unenforceable is not None:
+        return refusal(request, unenforceable)
     if request.sandbox is None:
         denial = admit_bare(effective)
         if denial is not None:
@@ -76,7 +80,7 @@ def prepare(
             cwd = bind_cwd(request.cwd, workspace_roots(None, facts), facts, fs)
         except BindError as exc:
             return ExecResult(id=request.id, status=Status.ERROR, message=str(exc))
-        return Prepared(Bare(facts).render_bare(request.argv, cwd), limits=limits)
+        return Prepared(Bare(facts).render_bare(request.argv, cwd), limit_notes, limits)
     try:
         policy = bind(with_denies(request.sandbox, effective), facts, request.cwd, fs, effective.protected)
     except BindError as exc:
@@ -93,7 +97,7 @@ def prepare(
                        else None, hints_choose=effective.hints, fs=fs)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
-    return Prepared(wrapper, policy.warnings + wrapper.notes, limits)
+    return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits)
 
 
 def execute(
@@ -168,7 +172,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
             done, wrapper, warnings, outcome = run_reused(pool, wrapper, reused, request, env, cancel_fd, warnings,
                                                           limits, facts.limits)
         else:
-            bounds = Bounds(limits, facts.limits if facts.os == "linux" else "")
+            bounds = Bounds(limits, facts.limits)
             warnings = (*warnings, *bounds.warnings)
             inputs = wrapper.inputs()
             done = spawn.run(wrapper.argv, cwd=None if inputs else wrapper.cwd, env=env, timeout_s=request.timeout_s,

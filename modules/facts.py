@@ -436,7 +436,8 @@ def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()
         backends.append(probe_windows())
     home = os.path.expanduser("~")
     posix = system != "windows"
-    mechanism, why = task_limits.probe() if system == "linux" else ("", "")
+    mechanism, why = (task_limits.probe() if system == "linux" else ("rlimit", "") if system == "macos"
+                      else ("", "no job object limits in the Windows launcher yet"))
     return HostFacts(
         os=system,
         home=home,
@@ -482,4 +483,5 @@ def assumed_facts(
                      backends=backends, landlock_abi=landlock_abi if system == "linux" else 0, assumed=True,
                      state_dir=posixpath.join(home, ".cache", "sandfleet") if posix else "",
                      euid=(0 if user == "root" else 1000) if posix else -1,
-                     limits=("cgroup1" if user == "root" else "rlimit") if system == "linux" else "")
+                     limits=("cgroup1" if user == "root" else "rlimit") if system == "linux"
+                     else "rlimit" if system == "macos" else "")

@@ -1,29 +1,27 @@
 """Bounded tasks: memory, processes, CPU time, file size, open files and captured output.
 
 One agent-generated fork bomb or memory leak on a shared runner takes the host down for every
-other tenant; these limits stop that. A task may ask for limits (``sandbox: {limits: ...}``); the
-operator's policy (``resources:``) gives each a **default** (what a task that says nothing gets)
-and a **max** (what a task may ask at most: more is ``denied``). Built-in defaults: 4096 processes
-(a fork bomb stops there, an ordinary parallel build never gets close) and half of the host's
-memory (a runaway allocation is killed before the host swaps itself to death, while a big link or
-test run still fits); the captured output is 1 MiB per stream, as before. No maximum is built in.
+other tenant; these limits stop that (docs/limits.md is the user's view). A task may ask
+(``sandbox: {limits: ...}``); the policy's ``resources:`` gives each limit a **default** and a
+**max** (more is ``denied``). Built-in defaults: 4096 processes (a fork bomb stops there, an
+ordinary parallel build never gets close), half of the host's memory (a runaway allocation is
+killed before the host swaps itself to death, while a big link or test run still fits) and 1 MiB
+of captured output per stream. No maximum is built in.
 
 Enforcement, chosen per host and reported like a backend (``HostFacts.limits``):
 
-* ``cgroup1``/``cgroup2``: a cgroup per task (memory and pids controllers), which the agent enters
-  just for the moment it starts the task, so everything the task forks is inside; the task's
-  processes are counted and killed as a whole when it ends, and a kill by a limit is recognised
-  (``memory.failcnt``/``oom_kill``, ``pids.events``) and said (``killed: memory limit 512 MiB
-  reached``). v1 needs root (the agent owns the hierarchy); v2 needs a writable cgroup with both
-  controllers delegated.
-* ``rlimit`` elsewhere: ``RLIMIT_AS`` for memory (address space, not resident memory: an
-  approximation, said in the result's warnings), ``RLIMIT_NPROC`` for processes (counts all of the
-  agent user's processes: set to what the user has now plus the limit).
-* CPU seconds, file size and open files are always rlimits (``RLIMIT_CPU``, ``RLIMIT_FSIZE``,
-  ``RLIMIT_NOFILE``), applied in the child before it runs the command.
+* ``cgroup1``/``cgroup2``: a cgroup per task (memory and pids), below the agent's own, which the
+  agent enters just for the moment it starts the task, so everything the task forks is inside;
+  emptied and removed when the task ends; a kill by a limit is read from the cgroup's counters
+  (``oom_kill``, ``pids.events``) and said (``killed: memory limit 512 MiB reached``). v1 needs
+  root; v2 needs a delegated cgroup with both controllers.
+* ``rlimit`` elsewhere: ``RLIMIT_AS`` for memory (address space, not resident memory: said in the
+  result's warnings) and ``RLIMIT_NPROC`` for processes (it counts all of the user's processes:
+  set to what the user has now plus the limit).
+* CPU seconds, file size and open files are always rlimits, set in the child before the command.
 
-A limit that a host cannot enforce at all (none today on Linux; macOS and Windows say what they do
-in their backends) is refused unless the policy marks it ``best_effort``.
+What an OS cannot enforce at all (:data:`UNENFORCED`) is refused when named, unless the policy
+allows ``best_effort``.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Callable, Optional
 
@@ -106,6 +104,12 @@ def shown(key: str, value: int) -> str:
     return f"{value}{' s' if key == 'cpu_seconds' else ''}"
 
 
+def described(limits: Mapping[str, int], mechanism: Optional[str]) -> str:
+    """``memory 1 GiB, pids 16, output 1 MiB (cgroup1)``: a result's limits for people."""
+    said = ", ".join(f"{key} {shown(key, limits[key])}" for key in KEYS if key in limits) or "none"
+    return f"{said} ({mechanism})" if mechanism else said
+
+
 def built_in_defaults(mem_total: int) -> TaskLimits:
     """What a task gets when nobody said anything (see the module doc for why)."""
     return TaskLimits(memory=mem_total // 2 if mem_total else None, pids=DEFAULT_PIDS, output=DEFAULT_OUTPUT)
@@ -134,6 +138,25 @@ def lowest(a: TaskLimits, b: TaskLimits) -> TaskLimits:
         x, y = getattr(a, f.name), getattr(b, f.name)
         out[f.name] = y if x is None else x if y is None else min(x, y)
     return TaskLimits(**out)
+
+
+#: What each OS's agent cannot bound. macOS has no working RLIMIT_AS and no cgroups; the Windows
+#: launcher has no job object yet. Linux bounds everything (cgroups, else rlimits).
+UNENFORCED = {"macos": ("memory",), "windows": ("memory", "pids", "cpu_seconds", "file_size", "open_files")}
+
+
+def for_host(limits: TaskLimits, named: set[str], os_name: str,
+             best_effort: bool) -> tuple[TaskLimits, tuple[str, ...], Optional[str]]:
+    """``limits`` without what ``os_name`` cannot enforce: a built-in default is dropped quietly,
+    a limit the task or the policy named is refused unless the policy allows ``best_effort``
+    (then it is dropped with a warning). Returns (limits, warnings, refusal)."""
+    missing = [key for key in UNENFORCED.get(os_name, ()) if getattr(limits, key) is not None]
+    named_missing = [key for key in missing if key in named]
+    if named_missing and not best_effort:
+        return limits, (), (f"limits: {os_name} cannot enforce {', '.join(named_missing)} "
+                            "(resources.best_effort: true in the policy runs the task without)")
+    warnings = tuple(f"limits: {key} is not enforced on {os_name} (resources.best_effort)" for key in named_missing)
+    return replace(limits, **{key: None for key in missing}), warnings, None
 
 
 # -- enforcement ----------------------------------------------------------------------------------

@@ -24,6 +24,10 @@ The document (one YAML shape for all three; every key optional)::
     linux_backends: [bwrap, landlock]   # which Linux backends, in order of preference
     hints: false                     # may a playbook's `linux: {prefer: ...}` reorder them?
     limits: {value_bytes: 65536, argv_bytes: 131072, env_bytes: 131072, request_bytes: 1048576}
+    resources:                       # task resources (limits.py): defaults, maxima, and whether a
+      default: {memory: 4G, pids: 1024}   # limit a host cannot enforce may be skipped (with a warning)
+      max: {memory: 16G, cpu_seconds: 3600}
+      best_effort: false
 
 The rules (:func:`check`), after the intent is bound to the host's paths:
 
@@ -64,7 +68,7 @@ from .pathuri import PathUri
 HOST_FILES = ("/etc/sandfleet/policy.yml", "~/.config/sandfleet/policy.yml")
 KEYS = ("filesystem", "deny", "default_denies", "protected", "network", "unsandboxed", "linux_backends", "hints",
         "limits", "resources")
-RESOURCE_KEYS = ("default", "max")
+RESOURCE_KEYS = ("default", "max", "best_effort")
 NETWORK_KEYS = ("max", "allow")
 LIMIT_KEYS = ("value_bytes", "argv_bytes", "env_bytes", "request_bytes")
 BACKENDS = ("bwrap", "landlock")
@@ -207,6 +211,7 @@ class Policy:
     #: Task resources (:mod:`.limits`): what a task gets when it asks nothing, and the most it may ask.
     resources_default: Optional[TaskLimits] = None
     resources_max: Optional[TaskLimits] = None
+    resources_best_effort: Optional[bool] = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical document (what travels on the wire and what the digest is taken of)."""
@@ -233,8 +238,10 @@ class Policy:
             out["linux_backends"] = list(self.linux_backends)
         if self.limits is not None:
             out["limits"] = {k: getattr(self.limits, k) for k in LIMIT_KEYS}
-        resources = {k: v.to_json() for k, v in (("default", self.resources_default), ("max", self.resources_max))
-                     if v is not None}
+        resources: dict[str, Any] = {k: v.to_json() for k, v in (("default", self.resources_default),
+                                                                  ("max", self.resources_max)) if v is not None}
+        if self.resources_best_effort is not None:
+            resources["best_effort"] = self.resources_best_effort
         if resources:
             out["resources"] = resources
         return out
@@ -282,6 +289,7 @@ def parse(data: object, source: str) -> Policy:
         limits=_limits(doc["limits"]) if "limits" in doc else None,
         resources_default=_resources(doc.get("resources"), "default"),
         resources_max=_resources(doc.get("resources"), "max"),
+        resources_best_effort=_best_effort(doc.get("resources")),
     )
 
 
@@ -294,10 +302,26 @@ def _resources(value: object, which: str) -> Optional[TaskLimits]:
             raise PolicyError(f"unknown resources key {key!r}", ("resources", str(key)), RESOURCE_KEYS, at_key=True)
     if which not in doc:
         return None
-    try:
-        return parse_limits(doc[which], f"resources.{which}")
-    except ValueError as exc:
-        raise PolicyError(str(exc), ("resources", which), TASK_LIMIT_KEYS) from None
+    section = doc[which]
+    if not isinstance(section, dict):
+        raise PolicyError(f"must be a mapping of limits, got {_shown(section)}", ("resources", which), TASK_LIMIT_KEYS)
+    for key, value in section.items():
+        if key not in TASK_LIMIT_KEYS:
+            raise PolicyError(f"unknown limit {key!r}", ("resources", which, str(key)), TASK_LIMIT_KEYS, at_key=True)
+        try:
+            parse_limits({key: value})
+        except ValueError as exc:
+            raise PolicyError(str(exc), ("resources", which, str(key))) from None
+    return parse_limits(section)
+
+
+def _best_effort(value: object) -> Optional[bool]:
+    if not isinstance(value, dict) or "best_effort" not in value:
+        return None
+    if not isinstance(value["best_effort"], bool):
+        raise PolicyError(f"must be true or false, got {_shown(value['best_effort'])}", ("resources", "best_effort"),
+                          ("true", "false"))
+    return bool(value["best_effort"])
 
 
 def _ceiling(value: object) -> tuple[tuple[str, Access], ...]:
@@ -409,7 +433,9 @@ def _limits(value: object) -> Limits:
     given: dict[str, int] = {}
     for key, item in doc.items():
         if key not in LIMIT_KEYS:
-            raise PolicyError(f"unknown limit {key!r}", ("limits", str(key)), LIMIT_KEYS, at_key=True)
+            hint = (" (a task's resources go under resources: {default: ..., max: ...})"
+                    if key in TASK_LIMIT_KEYS else "")
+            raise PolicyError(f"unknown limit {key!r}{hint}", ("limits", str(key)), LIMIT_KEYS, at_key=True)
         if isinstance(item, bool) or not isinstance(item, int) or item < 1:
             raise PolicyError(f"{key} must be a positive number of bytes, got {_shown(item)}", ("limits", key))
         given[key] = item
@@ -495,6 +521,17 @@ class Effective:
         for layer in self.layers[1:]:
             limits = limits.narrowed(layer.limits)
         return limits
+
+    @property
+    def limits_best_effort(self) -> bool:
+        """May a limit the host cannot enforce be skipped? Only if some layer says so and none says not."""
+        said = [layer.resources_best_effort for layer in self.layers if layer.resources_best_effort is not None]
+        return bool(said) and all(said)
+
+    def limits_named(self) -> set[str]:
+        """The limit keys some layer of the policy sets (the built-in defaults are not among them)."""
+        return {key for layer in self.layers for part in (layer.resources_default, layer.resources_max)
+                if part is not None for key, _ in part.items()}
 
     def task_limits(self, asked: TaskLimits, mem_total: int) -> tuple[TaskLimits, Optional[Denial]]:
         """The limits a task runs with: what it asked, else the defaults (the operator's over the

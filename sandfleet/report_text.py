@@ -17,6 +17,7 @@ from typing import Optional, TextIO
 
 from sandfleet.events import SKIPPED, Reporter, TaskEvent
 from sandfleet.modules.escaping import sh, sh_join
+from sandfleet.modules.limits import described
 from sandfleet.modules.wire import ExecResult, Status
 from sandfleet.playbook import Play, Task
 from sandfleet.recap import HostTally, Recap
@@ -234,6 +235,7 @@ class TextReporter(Reporter):
         for name, content in wrapper.files.items():
             lines.append(f"    --- {name}")
             lines.extend("    " + ln for ln in content.rstrip("\n").split("\n"))
+        lines.append(f"    limits: {described(r.limits, r.limits_mechanism)}")
         lines.extend(f"    warning: {w}" for w in r.warnings)
         return printable("\n".join(lines))
 

@@ -396,3 +396,56 @@ class TestManagedNetwork:
         message = events(proc)[0]["message"]
         assert "bwrap: bwrap is not installed" in message
         assert "a managed network needs bwrap: make bwrap work here" in message
+
+
+class TestLimits:
+    """Issue 22 through the command line: the limit that stopped a task is said in every format,
+    ``register`` holds it, a dry-run shows the limits and how the host enforces them, and asking
+    above the operator's max is denied before anything runs."""
+
+    BOMB = ("import os, time\\nmade = 0\\ntry:\\n    while made < 10000:\\n        if os.fork() == 0:\\n"
+            "            time.sleep(60)\\n            os._exit(0)\\n        made += 1\\nexcept OSError as e:\\n"
+            "    print(made)\\n    raise SystemExit(3)")
+
+    def playbook(self, tmp_path: Path) -> Path:
+        return write_playbook(tmp_path, (
+            "- hosts: all\n  tasks:\n"
+            f"    - name: bomb\n      exec: {{argv: [python3, -c, \"{self.BOMB}\"]}}\n"
+            "      sandbox: {limits: {pids: 16, cpu_seconds: 30}}\n      register: b\n      ignore_errors: true\n"
+            "    - name: said\n      exec: {argv: [echo, '{{ b.limit }} {{ b.limits.pids }}']}\n"))
+
+    def test_a_limit_kill_is_said_in_text_json_and_register(self, tmp_path: Path) -> None:
+        need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+        need(os.geteuid() == 0, "the cgroup path needs a root agent here (the rlimit path has its own tests)")
+        pb, inv = self.playbook(tmp_path), write_inventory(tmp_path)
+        text = sandfleet("run", str(pb), "-i", str(inv))
+        assert "pids limit 16 reached (a fork failed)" in text.stdout, text.stdout + text.stderr
+        proc = sandfleet("run", str(pb), "-i", str(inv), "--format", "json")
+        bomb, said = tasks(proc)
+        assert bomb["status"] == "failed" and bomb["limit"] == "pids" and bomb["ignored"], bomb
+        assert int(bomb["stdout"]) < 16 and bomb["limits_mechanism"] in ("cgroup1", "cgroup2")
+        assert bomb["limits"] == {"pids": 16, "cpu_seconds": 30, "memory": bomb["limits"]["memory"],
+                                  "output": 1 << 20}
+        assert said["stdout"] == "pids 16\n"
+
+    def test_dry_run_shows_limits_and_mechanism(self, tmp_path: Path) -> None:
+        proc = sandfleet("run", str(self.playbook(tmp_path)), "-i", str(write_inventory(tmp_path)),
+                         "--dry-run", "--format", "json")
+        bomb = tasks(proc)[0]
+        assert bomb["dry_run"] and bomb["limits"]["pids"] == 16 and bomb["limits"]["cpu_seconds"] == 30
+        assert bomb["limits_mechanism"] in ("cgroup1", "cgroup2", "rlimit")
+        text = sandfleet("run", str(tmp_path / "pb.yml"), "-i", str(tmp_path / "inv.yml"), "--dry-run")
+        assert f"pids 16, cpu_seconds 30 s, output 1 MiB ({bomb['limits_mechanism']})" in text.stdout, text.stdout
+
+    def test_asking_above_the_operators_max_is_denied(self, tmp_path: Path) -> None:
+        inv = write_inventory(tmp_path, "  vars:\n    sandfleet_policy:\n      resources: {max: {pids: 8}}\n")
+        proc = sandfleet("check", str(self.playbook(tmp_path)), "-i", str(inv))
+        assert proc.returncode == 16, proc.stdout + proc.stderr
+        assert "limits.pids 16 exceeds the policy's resources.max 8" in proc.stdout
+
+    def test_a_bad_limit_is_named_where_it_is_written(self, tmp_path: Path) -> None:
+        pb = write_playbook(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: [true]}\n"
+                                      "      sandbox: {limits: {memory: lots}}\n")
+        proc = sandfleet("check", str(pb), "-i", str(write_inventory(tmp_path)))
+        assert proc.returncode == 65, proc.stdout + proc.stderr
+        assert f"{pb}:4:" in proc.stderr and "memory must be a positive size like 512M" in proc.stderr

@@ -285,7 +285,7 @@ def _as_registered(e: TaskEvent) -> dict[str, Any]:
     return {"rc": r.rc, "stdout": stdout, "stderr": stderr, "stdout_lines": stdout.splitlines(),
             "stderr_lines": stderr.splitlines(), "failed": e.failed, "skipped": False, "changed": e.changed,
             "status": e.status, "backend": r.backend, "msg": r.message or "", "item": e.item,
-            "duration_ms": r.duration_ms}
+            "duration_ms": r.duration_ms, "limit": r.limit, "limits": dict(r.limits)}
 
 
 def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:

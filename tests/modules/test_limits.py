@@ -20,8 +20,9 @@ import pytest
 from unprivileged import as_user, user_tree
 
 from conftest import need
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
+from sandfleet.modules.executor import Prepared, execute, prepare
+from sandfleet.modules.facts import HostFacts, assumed_facts, cap_eff, own_paths, probe, state_dir
+from sandfleet.modules.hostfs import AssumedFs
 from sandfleet.modules.intent import PROFILES, NetworkPolicy, SandboxIntent
 from sandfleet.modules.limits import AS_NOTE, TaskLimits, lowest, merged, parse_limits, parse_size
 from sandfleet.modules.policy import DEFAULT, Effective, Policy, complete
@@ -294,3 +295,38 @@ class TestWithoutCgroups:
         made, errno = (int(x) for x in r.stdout.split())
         assert errno == 11 and made <= 24, r
         assert survivors(marker) == []
+
+
+class TestOtherHosts:
+    """What a macOS or Windows host cannot bound is refused when asked for, skipped with a warning
+    when the policy allows best effort, and dropped quietly when only a built-in default."""
+
+    def _prepare(self, os_name: str, limits: TaskLimits, policy: Effective = BUILT_IN) -> Prepared | ExecResult:
+        facts = dataclasses.replace(assumed_facts(os_name, "dev", ()), mem_total=8 << 30)
+        request = ExecRequest(id="t", argv=("make",), policy=policy,
+                              sandbox=SandboxIntent(PROFILES["workspace"], NetworkPolicy(), limits=limits))
+        return prepare(request, facts, AssumedFs(os_name), None)
+
+    def test_macos_refuses_an_asked_memory_limit(self) -> None:
+        r = self._prepare("macos", TaskLimits(memory=1 << 30))
+        assert isinstance(r, ExecResult) and r.status is Status.SANDBOX_UNAVAILABLE, r
+        assert "macos cannot enforce memory" in (r.message or "")
+
+    def test_best_effort_runs_without_it_and_says_so(self) -> None:
+        policy = Effective((replace(DEFAULT, resources_best_effort=True),))
+        r = self._prepare("macos", TaskLimits(memory=1 << 30, cpu_seconds=60), policy)
+        assert isinstance(r, Prepared), r
+        assert r.limits == TaskLimits(pids=4096, cpu_seconds=60, output=1 << 20)
+        assert "limits: memory is not enforced on macos (resources.best_effort)" in r.warnings
+
+    def test_a_host_layer_saying_no_wins(self) -> None:
+        policy = Effective((replace(DEFAULT, resources_best_effort=True),
+                            Policy(source="host", resources_best_effort=False)))
+        r = self._prepare("windows", TaskLimits(pids=10), policy)
+        assert isinstance(r, ExecResult) and r.status is Status.SANDBOX_UNAVAILABLE, r
+
+    def test_built_in_defaults_are_dropped_quietly(self) -> None:
+        r = self._prepare("windows", TaskLimits())
+        assert isinstance(r, Prepared), r
+        assert r.limits == TaskLimits(output=1 << 20)
+        assert not [w for w in r.warnings if w.startswith("limits:")]

@@ -537,3 +537,40 @@ def test_managed_network_on_an_ssh_host_uses_the_agent_copy_and_the_inventory_re
     assert "/sandfleet/agent-" in result["wrapper"][3] and result["wrapper"][3].endswith("/netns.py")
     assert [(d["host"], d["decision"]) for d in result["network_decisions"]] == [
         ("pkgs.allowed.test", "allow"), ("other.test", "deny")]
+
+
+class TestLimitsOverSsh:
+    """Issue 22 over a real sshd, as the unprivileged login user: no cgroup of its own, so the
+    agent bounds processes and memory with rlimits, and says so."""
+
+    def test_a_fork_bomb_and_an_allocation_stop_at_the_tasks_limits(self, ctl: Controller,
+                                                                      hosts: list[SshHost]) -> None:
+        one = hosts[:1]
+        ctl.trust(one)
+        marker = f"bomb-{os.getpid()}-{time.monotonic_ns()}"
+        bomb = ("import os, time\\nmade = 0\\ntry:\\n    while made < 10000:\\n        if os.fork() == 0:\\n"
+                "            time.sleep(60)\\n            os._exit(0)\\n        made += 1\\nexcept OSError:\\n"
+                "    print(made)")
+        pb = ctl.tmp / "limits.yml"
+        pb.write_text(
+            "- hosts: all\n  tasks:\n"
+            f"    - name: bomb\n      exec: {{argv: [python3, -c, \"{bomb}\", {marker}]}}\n"
+            "      sandbox: {limits: {pids: 24}}\n      register: b\n"
+            "    - name: alloc\n      exec: {argv: [python3, -c, 'bytearray(512 << 20)']}\n"
+            "      sandbox: {limits: {memory: 256M}}\n      ignore_errors: true\n"
+            "    - name: said\n      exec: {argv: [/bin/echo, '{{ b.limits.pids }}']}\n")
+        run = ctl.run(pb, ctl.inventory(one))
+        bomb_r, alloc, said = run.results(one[0].name)
+        assert bomb_r["status"] == "ok" and int(bomb_r["stdout"]) <= 24, run
+        assert bomb_r["limits"]["pids"] == 24 and bomb_r["limits_mechanism"] == "rlimit"
+        assert alloc["status"] == "failed" and "MemoryError" in alloc["stderr"], run
+        assert any("RLIMIT_AS" in w for w in alloc["warnings"])
+        assert said["stdout"] == "24\n"
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and _has(p, marker)]
+
+
+def _has(pid: str, marker: str) -> bool:
+    try:
+        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
