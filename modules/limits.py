@@ -27,6 +27,7 @@ allows ``best_effort``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -320,8 +321,10 @@ class TaskCgroup:
                     time.sleep(0.005)
 
 
+@functools.cache
 def _v1_path(controller: str) -> str:
-    """This process's own cgroup in a v1 hierarchy (where the agent goes back after a spawn)."""
+    """This process's own cgroup in a v1 hierarchy (where the agent goes back after a spawn).
+    Read once: the agent only ever leaves it for the instant it starts a task."""
     try:
         with open("/proc/self/cgroup", encoding="ascii") as fh:
             for line in fh:
