@@ -66,21 +66,31 @@ class TaskLimits:
 NO_LIMITS = TaskLimits()
 
 
+#: The largest value any limit takes (what the kernel's 64-bit limits hold, with room).
+MAX_VALUE = 1 << 62
+
+
 def parse_size(value: object, key: str) -> int:
     """``512M``, ``2G``, ``1048576`` (bytes, powers of 1024); ``ValueError`` saying what is wrong."""
     if isinstance(value, bool):
         raise ValueError(f"{key} must be a size like 512M or a number of bytes, got a boolean")
     if isinstance(value, int) and value > 0:
-        return value
+        return _bounded(value, key)
     m = _SIZE.match(value) if isinstance(value, str) else None
     if m is None or int(m.group(1)) <= 0:
         raise ValueError(f"{key} must be a positive size like 512M, 2G or a number of bytes, got {value!r}")
-    return int(m.group(1)) * _UNITS[m.group(2).lower()]
+    return _bounded(int(m.group(1)) * _UNITS[m.group(2).lower()], key)
 
 
 def parse_count(value: object, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{key} must be a positive whole number, got {value!r}")
+    return _bounded(value, key)
+
+
+def _bounded(value: int, key: str) -> int:
+    if value > MAX_VALUE:
+        raise ValueError(f"{key} is larger than any host can hold (at most {MAX_VALUE})")
     return value
 
 

@@ -453,7 +453,7 @@ def _limits(value: object, where: str) -> TaskLimits:
     try:
         return parse_limits(value, where)
     except ValueError as exc:
-        raise WireError(str(exc)) from None
+        raise WireError(str(exc) if where in str(exc) else f"{where}: {exc}") from None
 
 
 def _path_to_json(path: PathSpec, where: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ test user (:mod:`unprivileged`). CPU time and file size are rlimits everywhere.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from sandfleet.modules.intent import PROFILES, NetworkPolicy, SandboxIntent
 from sandfleet.modules.limits import AS_NOTE, TaskLimits, lowest, merged, parse_limits, parse_size
 from sandfleet.modules.policy import DEFAULT, Effective, Policy, complete
 from sandfleet.modules.sandbox_pool import SandboxPool
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet.modules.wire import ExecRequest, ExecResult, Status, WireError, decode_request, encode_request
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 MODES = ("bare", "bwrap", "bwrap-reused")
@@ -150,6 +151,8 @@ class TestParsing:
         ({"pids": "64"}, "pids must be a positive whole number"),
         ({"pids": True}, "pids must be a positive whole number"),
         ({"cpu": 1}, "unknown limit 'cpu'"),
+        ({"memory": "99999999999T"}, "larger than any host can hold"),
+        ({"open_files": 1 << 70}, "larger than any host can hold"),
     ])
     def test_bad_limits_say_what_is_wrong(self, data: dict[str, object], says: str) -> None:
         with pytest.raises(ValueError, match=says):
@@ -330,3 +333,19 @@ class TestOtherHosts:
         assert isinstance(r, Prepared), r
         assert r.limits == TaskLimits(output=1 << 20)
         assert not [w for w in r.warnings if w.startswith("limits:")]
+
+
+class TestWire:
+    """Limits stay what was asked on the wire; a hostile caller's values are refused, never run."""
+
+    def test_round_trip(self) -> None:
+        req = ExecRequest(id="t", argv=("make",), sandbox=intent(memory="2G", pids=64, output=4096))
+        sandbox = decode_request(encode_request(req)).sandbox
+        assert sandbox is not None and sandbox.limits == TaskLimits(memory=2 << 30, pids=64, output=4096)
+
+    @pytest.mark.parametrize("bad", [{"memory": -1}, {"pids": 1e9}, {"fork": 1}, {"memory": 1 << 80}, []])
+    def test_hostile_limits_are_a_wire_error(self, bad: object) -> None:
+        line = json.loads(encode_request(ExecRequest(id="t", argv=("make",), sandbox=intent(pids=1))))
+        line["sandbox"]["limits"] = bad
+        with pytest.raises(WireError, match="limits"):
+            decode_request(json.dumps(line))
