@@ -2,8 +2,8 @@
 
 Why: sandfleet adds a remote agent, a sandbox per task and a JSON protocol on top of SSH; this
 shows what that costs against the thinnest thing one could write with paramiko (one connection
-per host, one ``exec_command`` per task, ``TCP_NODELAY`` on), the baseline of
-/work/shared/research/peer-figures.md. Needs root and /usr/sbin/sshd (it starts one sshd per
+per host, one ``exec_command`` per task, ``TCP_NODELAY`` on), the baseline the
+peer benchmarks use (bench/compare.py). Needs root and /usr/sbin/sshd (it starts one sshd per
 host on loopback, as the tests do).
 
     python bench/fleet.py [--hosts 20] [--tasks 10] [--repeat 3]

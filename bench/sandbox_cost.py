@@ -2,7 +2,7 @@
 
 Why: sandfleet wraps every task, so the per-call overhead of each Linux backend decides which
 one a host should prefer and whether the Landlock CLI form (an extra Python start) is only for
-reproducing runs by hand. Compare with /work/shared/research/peer-figures.md.
+reproducing runs by hand. docs/performance.md lists what each figure guards.
 
     python bench/sandbox_cost.py [-n 200]
 

@@ -10,7 +10,7 @@ Protocol (each message one JSON line):
    share one persistent sandbox (:mod:`.sandbox_pool`); false gives every task a fresh one
 2. agent → controller: ``{"v": 1, "hello": {"version": "...", "facts": {...}}}`` — the facts it
    probed once, so the controller can check the OS and report the backends.
-3. then, repeatedly: an ExecRequest line in, its ExecResult line out (DESIGN §5).
+3. then, repeatedly: an ExecRequest line in, its ExecResult line out (docs/architecture.md §3).
 
 A request that cannot be decoded gets a result with status ``error`` (its id when readable) and
 the agent carries on; EOF on stdin ends the agent. Nothing but protocol lines goes to stdout.

@@ -1,10 +1,10 @@
-"""One request in, one result out: bind, choose, render, spawn (DESIGN §6).
+"""One request in, one result out: bind, choose, render, spawn (docs/architecture.md §4).
 
 :func:`prepare` is everything up to the spawn and is what a dry-run calls with assumed facts, so
 the wrapper a dry-run prints is the wrapper a run executes. Anything that cannot be enforced
 comes back as a ``sandbox_unavailable`` result before a single process starts.
 
-A managed-network task (issue 9) runs inside :func:`_with_proxy`: its own proxy session
+A managed-network task runs inside :func:`_with_proxy`: its own proxy session
 (:mod:`.netproxy`) is started before the wrapper is rendered against its endpoint and stopped
 when the task ends; its decisions go into the result. A dry-run renders against a nominal endpoint.
 """

@@ -1,4 +1,4 @@
-"""Which destinations a managed-network task may reach: the proxy's allow/deny decision (issue 9).
+"""Which destinations a managed-network task may reach: the proxy's allow/deny decision.
 
 Pure functions, no sockets: the proxy (:mod:`.netproxy`) asks :meth:`HostPolicy.decide` about the
 host and port a client named, and :func:`destination_problem` about the addresses it is about to

@@ -1,4 +1,4 @@
-"""The host-side proxy of one managed-network task (issue 9): the sandbox's only way out.
+"""The host-side proxy of one managed-network task: the sandbox's only way out.
 
 Lifecycle, per task (:class:`ProxySession`): the agent creates a private 0700 directory with a
 Unix *hand-off* socket and starts one thread; the wrapper's first word (:mod:`.netns`) builds the

@@ -5,7 +5,7 @@ concrete path on the wire is a :class:`PathUri`: a canonical ``file:`` URI whose
 path convention it belongs to. A host converts it back only when the convention is its own
 (:meth:`PathUri.to_native`), so a Windows path never masquerades as a POSIX one.
 
-Modelled on Codex's ``PathUri`` (research/codex-sandbox.md §2), with these deliberate choices:
+Modelled on Codex's ``PathUri``, with these deliberate choices:
 
 * Conversion is lossless. POSIX paths are bytes: non-UTF-8 bytes become ``%XX`` and come back as
   ``str`` with ``surrogateescape`` (``os.fsencode`` returns the exact bytes). Dot segments, empty

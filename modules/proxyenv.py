@@ -1,8 +1,8 @@
-"""The environment that points a sandboxed command at its managed-network proxy (issue 9).
+"""The environment that points a sandboxed command at its managed-network proxy.
 
 Shared by every backend that offers the proxy on a loopback port (bwrap sets it with
 ``--setenv``, so a dry-run shows it; others may put it in ``Wrapper.env``). The variable names
-follow Codex's list (research §7): the generic ``*_PROXY`` pair in both cases (curl reads only the
+follow Codex's list: the generic ``*_PROXY`` pair in both cases (curl reads only the
 lower-case ``http_proxy``; Python and Go read either), ``ALL_PROXY``, and the tool-specific names
 npm, yarn, pip, bundler and docker read. ``NO_PROXY`` keeps loopback direct: inside the sandbox's
 network namespace it reaches only what the command itself started there. Which tools honour

@@ -1,4 +1,4 @@
-"""Wire format v1: one JSON object per line between controller and agent (DESIGN §5).
+"""Wire format v1: one JSON object per line between controller and agent (docs/architecture.md §3).
 
 Compatibility rules, so old and new controllers and agents interoperate:
 

@@ -1,4 +1,4 @@
-"""The ``sandfleet`` command line (DESIGN §8).
+"""The ``sandfleet`` command line (docs/architecture.md §6).
 
 Every user mistake reaches the user as one line naming file, line and column with exit 65 (or 64
 for the command line itself); a bug in sandfleet exits 70 with a one-line message, and the
@@ -21,7 +21,7 @@ EXIT_INTERNAL = 70
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on a bad command line; DESIGN §8 says 64."""
+    """argparse exits 2 on a bad command line; docs/architecture.md §6 says 64."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")

@@ -1,7 +1,7 @@
 """The user-facing error hierarchy.
 
 Every mistake a user can make in a file or on the command line becomes one of these, carrying
-where it happened; the CLI turns it into one clear line and an exit code (DESIGN §8). Anything
+where it happened; the CLI turns it into one clear line and an exit code (docs/architecture.md §6). Anything
 else that escapes is a bug in sandfleet and exits 70.
 
     SandfleetError          exit 70 (internal)

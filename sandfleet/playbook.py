@@ -1,11 +1,11 @@
-"""Playbooks: the data model and the loader that validates a playbook file into it (DESIGN §3).
+"""Playbooks: the data model and the loader that validates a playbook file into it (docs/sandbox.md for the ``sandbox:`` block).
 
 Everything is checked at load time, before any host is touched: unknown keys, wrong types,
 broken ``{{ }}`` syntax, bad sandbox blocks. Each mistake is one :class:`InputError` at the
 offending key or value. argv, cwd and env stay raw strings: templates are rendered later, per
 host, by the runner; here they are only parsed.
 
-Decisions beyond DESIGN §3 (the sandbox block grammar lives in :mod:`sandfleet.sandbox_spec`):
+Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.sandbox_spec`):
 
 - argv items and env values are scalars taken as written (``010`` stays ``"010"``, ``yes`` stays
   ``"yes"``); null, lists and mappings are errors, as is NUL anywhere or an empty argv[0].

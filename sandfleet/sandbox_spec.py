@@ -1,4 +1,4 @@
-"""The ``sandbox:`` block of a playbook, turned into a portable :class:`SandboxIntent` (DESIGN §3, §5).
+"""The ``sandbox:`` block of a playbook, turned into a portable :class:`SandboxIntent` (docs/sandbox.md).
 
 Grammar (a task's own block replaces its play's entirely; blocks never merge)::
 

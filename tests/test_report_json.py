@@ -1,4 +1,4 @@
-"""``--format json``: the event objects DESIGN §8 names, and nothing else on stdout."""
+"""``--format json``: the event objects docs/events.md names, and nothing else on stdout."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ class Wrapper:
 
 @dataclass(frozen=True)
 class ProxyEndpoint:
-    """Where the host-side proxy of a managed-network task can be reached (issue 9).
+    """Where the host-side proxy of a managed-network task can be reached.
 
     ``port`` is the loopback TCP port the sandboxed command is pointed at (``HTTP_PROXY`` and
     friends); ``socket_path`` is the proxy's Unix hand-off socket on the host, for backends that

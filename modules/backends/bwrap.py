@@ -2,7 +2,7 @@
 
 The class computes a *mount plan* (which host paths appear where, read-only or writable, and
 what is masked); ``templates/bwrap.j2`` lays that plan out as the argv. Codex's bwrap argv
-(research §5.3) is the model. The plan, in bwrap's order (it applies mounts in sequence, so a
+is the model. The plan, in bwrap's order (it applies mounts in sequence, so a
 later, deeper mount overrides an earlier, shallower one):
 
 1. The base from the rule on ``/``: read → ``--ro-bind / /``; write → ``--bind / /``; none or
@@ -28,7 +28,7 @@ namespace, and a root task could then ``umount`` a deny mask or remount a read-o
 writable. Full write with full network is still wrapped (unlike Codex case 18) so every task gets
 the same pid/user/ipc namespaces, fresh ``/proc`` and ``/dev``, and no capabilities.
 
-Managed network (issue 9): bwrap is not given ``--unshare-net``; instead the wrapper starts with
+Managed network: bwrap is not given ``--unshare-net``; instead the wrapper starts with
 the netns helper (:mod:`..netns`, run by the agent's own interpreter with ``-I -S``), which
 creates a private network namespace holding nothing but the proxy's listener on
 ``127.0.0.1:3128``, hands that listener to the agent's proxy over the endpoint's Unix socket, and

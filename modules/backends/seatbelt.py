@@ -4,7 +4,7 @@ The profile is SBPL rendered from ``templates/seatbelt.sbpl.j2``; the argv from 
 Paths never appear in the profile text: each one is a ``-DNAME=VALUE`` parameter the profile
 refers to as ``(param "NAME")``. The only literals that do are regexes (deny globs, protected
 names) and fixed strings, written with the ``sbpl`` filter. Codex's seatbelt.rs is the model
-(research §4); the layout of roots and exclusions follows its ``READABLE_ROOT_i`` /
+(Codex's); the layout of roots and exclusions follows its ``READABLE_ROOT_i`` /
 ``WRITABLE_ROOT_i_EXCLUDED_j`` parameters.
 
 Enforced: ``(deny default)``; the command may fork, exec and signal within its own sandbox and
@@ -247,7 +247,7 @@ def protected_regex(parent: str, name: str) -> str:
 def glob_regex(pattern: str) -> str:
     """The anchored regex for an absolute deny glob, with :mod:`..globs` semantics (``**`` spans
     directories, ``*``/``?``/``[..]`` stay within a name and match dotfiles). The text matches
-    Codex's translation (research §8 case 36); ``(.*/)?`` equals ``([^/]+/)*`` on canonical paths."""
+    Codex's translation; ``(.*/)?`` equals ``([^/]+/)*`` on canonical paths."""
     parts = [p for p in posixpath.normpath(pattern).split("/") if p]
     if not any(GLOB_MAGIC.search(p) for p in parts):
         return "^" + ere_escape(posixpath.normpath(pattern)) + "(/.*)?$"

@@ -1,4 +1,4 @@
-"""The transport seam: "a connection that can run the agent on one host" (DESIGN §9).
+"""The transport seam: "a connection that can run the agent on one host" (docs/architecture.md §8).
 
 The scheduler only ever talks to a :class:`Connection`; the local subprocess and SSH implement
 it, and tests of the logic above may use a fake. :class:`AgentStream` is the JSON-lines protocol

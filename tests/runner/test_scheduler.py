@@ -1,4 +1,4 @@
-"""The scheduler and host loop above the transport, with a fake connection (DESIGN §9 allows it here)."""
+"""The scheduler and host loop above the transport, with a fake connection (docs/architecture.md §8 allows it here)."""
 
 from __future__ import annotations
 

@@ -484,7 +484,7 @@ def _swallow(seen: list[Any], fn: Any, *args: Any) -> None:
 
 
 class TestPlaySemanticsOverSsh:
-    """A few of issue 7's keywords over real sshd hosts (the local-connection tests cover each one)."""
+    """A few play keywords over real sshd hosts (the local-connection tests cover each one)."""
 
     def test_serial_run_once_register_and_extra_vars(self, ctl: Controller, hosts: list[SshHost]) -> None:
         fleet_hosts = hosts[:4]
