@@ -1,4 +1,4 @@
-"""Playbooks: the data model and the loader that validates a playbook file into it (docs/sandbox.md for the ``sandbox:`` block).
+"""Playbooks: the data model and the loader that validates a playbook file into it.
 
 Everything is checked at load time, before any host is touched: unknown keys, wrong types,
 broken ``{{ }}`` syntax, bad sandbox blocks. Each mistake is one :class:`InputError` at the
