@@ -12,8 +12,10 @@ when the task ends; its decisions go into the result. A dry-run renders against 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -177,9 +179,11 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
             inputs = wrapper.inputs()
             done = spawn.run(wrapper.argv, cwd=None if inputs else wrapper.cwd, env=env, timeout_s=request.timeout_s,
                              preexec=bounds.preexec(preexec), cancel_fd=cancel_fd, inputs=inputs,
-                             cap=limits.output or spawn.DEFAULT_CAP, starting=bounds.starting)
+                             cap=limits.output or spawn.DEFAULT_CAP, starting=bounds.starting,
+                             status_fd=wrapper.status_fd)
             outcome = bounds.finish(done.rc)
             bounds = None
+        failed = _start_failure(request, done)
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
@@ -190,13 +194,12 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
                           wrapper_files=dict((reused or wrapper).files), warnings=warnings, limit=exc.limit,
                           limits=limits.to_json(), limits_mechanism=facts.limits or None)
     except OSError as exc:
-        return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == 2 else 126,
-                          message=f"cannot start {(exc.filename or wrapper.argv[0])!r}: {exc.strerror}",
-                          backend=wrapper.backend, wrapper=(reused or wrapper).argv,
-                          wrapper_files=dict((reused or wrapper).files), warnings=warnings)
+        return cannot_start(request, exc, reused or wrapper, warnings)
     finally:
         if bounds is not None:  # the start failed: nothing of the task may stay in its cgroup
             bounds.finish(None)
+    if failed is not None:  # a fresh bwrap said its command did not start (backends/bwrap.py)
+        return cannot_start(request, failed, wrapper, warnings)
     limit = None if done.timed_out or done.cancelled else outcome.hit
     if limit is not None and done.rc == 0:  # it hit a limit and coped (a fork failed, it retried): said, not failed
         status, message, warnings = Status.OK, None, (*warnings, f"limits: {outcome.message}")
@@ -209,8 +212,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
     elif done.rc == 0:
         status, message = Status.OK, None
     else:
-        rc = done.rc or 0
-        status, message = Status.FAILED, f"exited with {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        status, message = Status.FAILED, exit_message(done.rc or 0, done.signal)
     return ExecResult(
         id=request.id, status=status, rc=done.rc, stdout=done.stdout, stderr=done.stderr,
         stdout_truncated=done.stdout_truncated, stderr_truncated=done.stderr_truncated,
@@ -218,6 +220,43 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
         wrapper=wrapper.argv, wrapper_files=dict(wrapper.files), message=message, warnings=warnings,
         limits=limits.to_json(), limits_mechanism=facts.limits or None, limit=limit,
     )
+
+
+def _start_failure(request: ExecRequest, done: spawn.Completed) -> Optional[OSError]:
+    """Why a command that reported a status did not start (only a fresh bwrap does: its module
+    is loaded then), or None."""
+    if done.status is None:
+        return None
+    from .backends.bwrap import start_failure
+
+    return start_failure(request.argv[0], done.rc, done.status, done.stderr)
+
+
+def cannot_start(request: ExecRequest, exc: OSError, ran: Wrapper, warnings: tuple[str, ...]) -> ExecResult:
+    """The task's command could not start (nothing of it ran): rc 127 when it was not found
+    (ENOENT), 126 for any other reason (not executable, not a regular file, bad format), as a
+    shell says, on every backend (docs/events.md)."""
+    return ExecResult(id=request.id, status=Status.FAILED, rc=127 if exc.errno == errno.ENOENT else 126,
+                      message=f"cannot start {(exc.filename or request.argv[0])!r}: {exc.strerror}",
+                      backend=ran.backend, wrapper=ran.argv, wrapper_files=dict(ran.files), warnings=warnings)
+
+
+def exit_message(rc: int, signum: Optional[int]) -> str:
+    """A failed task's message. ``rc`` is ``128 + N`` for a task killed by signal N on every path;
+    ``signum`` is N when the agent saw the signal itself (bare, Landlock, a persistent sandbox's
+    init); a fresh bwrap reports only the number, which a task could also have exited with."""
+    if signum is not None:
+        name = _signal_name(signum)
+        return f"killed by signal {signum} ({name})" if name else f"killed by signal {signum}"
+    name = _signal_name(rc - 128) if rc > 128 else None
+    return f"exited with {rc} (as a task killed by signal {rc - 128}, {name}, does)" if name else f"exited with {rc}"
+
+
+def _signal_name(number: int) -> Optional[str]:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return None
 
 
 def _with_proxy(request: ExecRequest, network: NetworkPolicy, facts: HostFacts,

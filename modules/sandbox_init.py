@@ -165,17 +165,26 @@ def _say(ctl: Any, *words: object) -> None:
 
 
 def _which(name: bytes, env: dict[bytes, bytes]) -> bytes:
-    """execvp's search, in the task's PATH (not this process's)."""
+    """execvp's search, in the task's PATH (not this process's), with execvp's verdict when there
+    is nothing to run: EACCES (rc 126) if some candidate was there but not an executable file or
+    a directory of PATH could not be searched, else ENOENT (rc 127). A fresh bwrap (execvp) and
+    a bare or Landlock task (``subprocess``' own search) report the same."""
     if b"/" in name:
         return name
-    denied: Optional[OSError] = None
+    denied = False
     for folder in env.get(b"PATH", _DEFAULT_PATH).split(b":"):
         path = (folder or b".") + b"/" + name
-        if os.path.isfile(path):
-            if os.access(path, os.X_OK):
-                return path
-            denied = OSError(13, "Permission denied")
-    raise denied or OSError(2, "No such file or directory")
+        try:
+            mode = os.stat(path).st_mode
+        except PermissionError:
+            denied = True
+            continue
+        except OSError:
+            continue
+        if (mode & 0o170000) == 0o100000 and os.access(path, os.X_OK):
+            return path
+        denied = True
+    raise OSError(13, "Permission denied") if denied else OSError(2, "No such file or directory")
 
 
 def _kill_others() -> None:

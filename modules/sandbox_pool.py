@@ -50,11 +50,11 @@ import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import IO, Optional
 
 from . import seccomp, spawn
-from .backends.base import SECCOMP_FD, Wrapper
+from .backends.base import SECCOMP_FD, STATUS_FD, Wrapper
 from .intent import NetworkMode
 from .limits import AS_NOTE, NO_LIMITS, Bounds, Outcome, TaskCgroup, TaskLimits, rlimit_outcome, rlimits
 from .wire import ExecRequest
@@ -69,6 +69,7 @@ MAX_SANDBOXES = 8
 START_TIMEOUT_S = 10.0
 KILL_TIMEOUT_S = 5.0  # how long init may take to kill and reap a task before the sandbox is dropped
 ENTRY_NAME = "task, sent on fd 0 of the persistent sandbox above (one per host and sandbox command)"
+STATUS_FD_WORD = "--json-status-fd"
 
 
 class SandboxStartFailed(Exception):
@@ -147,9 +148,10 @@ class Sandbox:
                 self.cgroup = TaskCgroup(mechanism, f"box-{os.getpid()}-{Sandbox._count}", TaskLimits())
             inputs = {SECCOMP_FD: seccomp.program(sockets)} if sockets else {}
             starting = self.cgroup.entered() if self.cgroup is not None else contextlib.nullcontext()
-            with starting:
+            with starting:  # bwrap's status (the key's --json-status-fd) is not read here: /dev/null
                 self.proc = spawn.Spawned(spawn.spawn_with_inputs(self.argv, env, theirs.fileno(), null,
-                                                                  self._stderr.fileno(), inputs))
+                                                                  self._stderr.fileno(), inputs,
+                                                                  {STATUS_FD: null} if STATUS_FD_WORD in key else {}))
         except OSError as exc:
             ours.close()
             self._stderr.close()
@@ -292,10 +294,10 @@ class Sandbox:
                     else:
                         del sinks[fd]
                         watch.remove(fd)
-        rc = None if timed_out or code is None else (code if code >= 0 else 128 - code)  # bwrap's convention
+        rc, signum = (None, None) if timed_out or code is None else spawn.shell_rc(code)  # 128 + N, as bwrap's
         return spawn.Completed(rc=rc, stdout=out.text(), stderr=err.text(), stdout_truncated=out.truncated,
                                stderr_truncated=err.truncated, timed_out=timed_out, cancelled=cancelled,
-                               started=started, duration_ms=int((time.monotonic() - t0) * 1000))
+                               started=started, duration_ms=int((time.monotonic() - t0) * 1000), signal=signum)
 
     def _kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -315,14 +317,6 @@ class Sandbox:
             self._stderr.close()
         if self.cgroup is not None:
             self.cgroup.remove()
-
-
-@dataclass(frozen=True)
-class PoolResult:
-    """A task run in a persistent sandbox: its outcome and the wrapper a report shows for it."""
-
-    done: spawn.Completed
-    wrapper: Wrapper
 
 
 class KeyUses:
@@ -360,10 +354,6 @@ class SandboxPool:
         if key is None or key in self._failed or not self._uses.promote(key):
             return None
         return persistent_wrapper(wrapper, argv, self.python, timeout_s)
-
-    def failure(self, wrapper: Wrapper, argv: Sequence[str]) -> Optional[str]:
-        key = split_wrapper(wrapper, argv)
-        return None if key is None else self._failed.get(key)
 
     def run(self, wrapper: Wrapper, argv: Sequence[str], *, env: Mapping[str, str], timeout_s: Optional[float],
             cancel_fd: Optional[int], cap: int = spawn.DEFAULT_CAP, limits: TaskLimits = NO_LIMITS,
@@ -450,7 +440,8 @@ def run_reused(pool: SandboxPool, fresh: Wrapper, reused: Wrapper, request: Exec
     rc: Optional[int] = None
     try:
         done = spawn.run(fresh.argv, cwd=None, env=env, timeout_s=request.timeout_s, cancel_fd=cancel_fd,
-                         inputs=fresh.inputs(), cap=cap, preexec=bounds.preexec(None), starting=bounds.starting)
+                         inputs=fresh.inputs(), cap=cap, preexec=bounds.preexec(None), starting=bounds.starting,
+                         status_fd=fresh.status_fd)
         rc = done.rc
     finally:
         outcome = bounds.finish(rc)  # on a failed start too: nothing may stay in its cgroup

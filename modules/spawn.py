@@ -9,11 +9,18 @@ the task or holds its pipes open.
 filter from fd 3): each is a pipe filled before the start. Such a command is started with
 ``posix_spawn``, whose file actions place the pipes on their numbers; ``subprocess`` would
 need a ``preexec_fn`` for that, which doubles the cost of every start (~0.9 ms more, measured).
+``status_fd`` is the other direction: a pipe the child may write a short report on (bwrap's
+``--json-status-fd``), read once the command has ended.
+
+Exit codes are the shell's, on every path: a command killed by signal N exits ``128 + N``
+(``Completed.signal`` says N when this side saw the signal, rather than a command that exited
+with that number); 127 and 126 are for a command that could not start (the caller's ``OSError``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import selectors
 import signal
@@ -45,6 +52,17 @@ class Completed:
     cancelled: bool
     started: str
     duration_ms: int
+    #: The signal that ended the command (its ``rc`` is then ``128 + signal``), when seen here.
+    signal: Optional[int] = None
+    #: What the command wrote on its ``status_fd`` (:func:`run`); None when it was given none.
+    status: Optional[bytes] = None
+
+
+def shell_rc(code: int) -> tuple[int, Optional[int]]:
+    """``(rc, signal)`` for a wait status as ``os.waitstatus_to_exitcode`` gives it (negative:
+    killed by that signal): the shell's ``128 + N`` for a signal, as bwrap reports its command's.
+    On Windows a negative code is the process's own (an NTSTATUS), kept as it is."""
+    return (128 - code, -code) if code < 0 and os.name == "posix" else (code, None)
 
 
 class Capped:
@@ -204,15 +222,17 @@ def _close_strays_on_exec() -> None:
 
 
 def spawn_with_inputs(argv: Sequence[str], env: Mapping[str, str], stdin: int, stdout: int, stderr: int,
-                      inputs: Mapping[int, bytes]) -> int:
+                      inputs: Mapping[int, bytes], outputs: Optional[Mapping[int, int]] = None) -> int:
     """``posix_spawn`` ``argv`` (searched in ``env``'s PATH) in a new session, with ``stdin``,
-    ``stdout``, ``stderr`` and each of ``inputs`` on its number. Raises ``OSError``."""
+    ``stdout``, ``stderr``, each of ``inputs`` on its number and each descriptor of ``outputs``
+    (number: descriptor) placed on its number, last. Raises ``OSError``."""
     _close_strays_on_exec()
     pipes = {number: input_pipe(data) for number, data in inputs.items()}
     try:
         actions = [(os.POSIX_SPAWN_DUP2, stdin, 0), (os.POSIX_SPAWN_DUP2, stdout, 1),
                    (os.POSIX_SPAWN_DUP2, stderr, 2)]
         actions += [(os.POSIX_SPAWN_DUP2, fd, number) for number, fd in sorted(pipes.items())]
+        actions += [(os.POSIX_SPAWN_DUP2, fd, number) for number, fd in sorted((outputs or {}).items())]
         encoded = {os.fsencode(k): os.fsencode(v) for k, v in env.items()}
         return os.posix_spawnp(argv[0], list(argv), encoded, file_actions=actions, setsid=True)
     finally:
@@ -232,47 +252,85 @@ def run(
     cancel_fd: Optional[int] = None,
     inputs: Optional[Mapping[int, bytes]] = None,
     starting: Optional[Callable[[], contextlib.AbstractContextManager[object]]] = None,
+    status_fd: Optional[int] = None,
 ) -> Completed:
     """Run ``argv`` to completion. Raises ``OSError`` when it cannot start (caller reports it).
 
     ``cancel_fd`` (the agent's stdin) is watched while the command runs: the controller sends
     nothing during a task, so anything there, EOF included, means it is gone or wants the task
-    stopped, and the command's process group is killed.
+    stopped, and the command's process group is killed. ``status_fd`` is a descriptor number on
+    which the command may write a short report (a few KiB at most: it is read after the command
+    ended), returned as ``Completed.status``.
     """
     started = utc_now()
     t0 = time.monotonic()
-    with (starting or contextlib.nullcontext)():
-        proc, streams = _start(argv, cwd, env, preexec, pass_fds, inputs)
-    return _collect(proc, streams, started, t0, timeout_s, cancel_fd, cap)
+    status_r, status_w = _high_pipe() if status_fd is not None else (-1, -1)
+    try:
+        with (starting or contextlib.nullcontext)():
+            proc, streams = _start(argv, cwd, env, preexec, pass_fds, inputs,
+                                   {} if status_fd is None else {status_fd: status_w})
+        if status_w >= 0:
+            os.close(status_w)
+            status_w = -1
+        done = _collect(proc, streams, started, t0, timeout_s, cancel_fd, cap)
+        return done if status_r < 0 else dataclasses.replace(done, status=_drain(status_r))
+    finally:
+        for fd in (status_r, status_w):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _high_pipe() -> tuple[int, int]:
+    """A close-on-exec pipe whose ends are numbered 10 or more, so that placing other descriptors
+    on the low fixed numbers (3, 4) in the child never overwrites one of them first."""
+    import fcntl  # here: this module is imported on Windows too
+
+    ends = os.pipe()
+    try:
+        return fcntl.fcntl(ends[0], fcntl.F_DUPFD_CLOEXEC, 10), fcntl.fcntl(ends[1], fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        for fd in ends:
+            os.close(fd)
+
+
+def _drain(fd: int) -> bytes:
+    """What is in the pipe ``fd`` now, without waiting for a writer that may still hold it."""
+    os.set_blocking(fd, False)
+    data = bytearray()
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    return bytes(data)
 
 
 def _start(argv: Sequence[str], cwd: Optional[str], env: Mapping[str, str], preexec: Optional[Callable[[], None]],
-           pass_fds: Sequence[int], inputs: Optional[Mapping[int, bytes]],
+           pass_fds: Sequence[int], inputs: Optional[Mapping[int, bytes]], outputs: Mapping[int, int],
            ) -> tuple[Union[subprocess.Popen[bytes], Spawned], tuple[IO[bytes], IO[bytes]]]:
-    """Start the command: ``posix_spawn`` when it only needs its inputs on fixed descriptors, else
-    ``Popen`` (a ``preexec`` then also places the inputs, in the child)."""
+    """Start the command: ``posix_spawn`` when it only needs its inputs and outputs on fixed
+    descriptors, else ``Popen`` (a ``preexec`` then also places them, in the child)."""
     proc: Union[subprocess.Popen[bytes], Spawned]
-    if inputs and preexec is not None:
-        pipes = {number: input_pipe(data) for number, data in inputs.items()}
+    if (inputs or outputs) and preexec is not None:
+        pipes = {number: input_pipe(data) for number, data in (inputs or {}).items()}
         then = preexec
 
         def place_inputs() -> None:
-            for number, fd in pipes.items():
+            for number, fd in [*pipes.items(), *outputs.items()]:
                 os.dup2(fd, number)
             then()
         try:
-            return _start(argv, cwd, env, place_inputs, (*pass_fds, *pipes.values(), *pipes), None)
+            return _start(argv, cwd, env, place_inputs,
+                          (*pass_fds, *pipes.values(), *pipes, *outputs.values(), *outputs), None, {})
         finally:
             for fd in pipes.values():
                 os.close(fd)
-    if inputs:
+    if inputs or outputs:
         if pass_fds or cwd is not None:
             raise ValueError("inputs go with a command that needs no pass_fds or cwd (bwrap)")
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            proc = Spawned(spawn_with_inputs(argv, env, null, out_w, err_w, inputs))
+            proc = Spawned(spawn_with_inputs(argv, env, null, out_w, err_w, inputs or {}, outputs))
         except BaseException:
             os.close(out_r)
             os.close(err_r)
@@ -327,12 +385,13 @@ def _collect(proc: Union[subprocess.Popen[bytes], Spawned], streams: tuple[IO[by
                     sinks[key.fd].add(chunk)
                 else:
                     sel.unregister(key.fileobj)
-    rc = proc.wait()
+    rc, signum = shell_rc(proc.wait())
     _killpg(proc.pid)
     for stream in streams:
         stream.close()
     return Completed(
         rc=None if timed_out else rc,
+        signal=None if timed_out else signum,
         stdout=out.text(),
         stderr=err.text(),
         stdout_truncated=out.truncated,

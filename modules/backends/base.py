@@ -17,6 +17,9 @@ from ..facts import HostFacts
 
 #: The descriptor on which the agent hands bwrap the task's seccomp filter (``--seccomp 3``).
 SECCOMP_FD = 3
+#: The descriptor bwrap writes its JSON status on (``--json-status-fd 4``): the agent reads from it
+#: whether the task's command itself started (:func:`.bwrap.start_failure`).
+STATUS_FD = 4
 
 
 class Refused(Exception):
@@ -48,6 +51,9 @@ class Wrapper:
     #: Private temp dirs that exist only inside the sandbox (bwrap's tmpfs for ``:tmpdir``): a
     #: persistent sandbox empties them between tasks.
     sandbox_scratch: tuple[str, ...] = ()
+    #: The descriptor the wrapper writes a status report on for the agent (bwrap: ``STATUS_FD``);
+    #: None when it has none.
+    status_fd: Optional[int] = None
 
     @property
     def display(self) -> str:

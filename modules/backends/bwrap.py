@@ -48,6 +48,7 @@ an empty mount point on the host after the run (:attr:`MountPlan.placeholders` l
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import sys
@@ -61,9 +62,10 @@ from ..facts import HostFacts
 from ..globs import GlobError, expand, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
+from ..paths import at_or_below
 from ..proxyenv import proxy_env
 from ..render import render_argv
-from .base import SECCOMP_FD, Backend, ProxyEndpoint, Refused, Wrapper
+from .base import SECCOMP_FD, STATUS_FD, Backend, ProxyEndpoint, Refused, Wrapper
 
 #: Read-only with ``:minimal`` when present: what a dynamically linked program needs to start
 #: and behave (loader, libraries, config, certificates). ``/etc/resolv.conf`` is listed on its own
@@ -77,6 +79,11 @@ PLATFORM_READ: tuple[str, ...] = (
 #: Said with every task whose network is not full: what the seccomp filter takes away.
 UNIX_SOCKET_NOTE = ("bwrap: network none/managed: no UNIX sockets (pathname sockets reach host services); "
                     "socketpair() works, a UNIX-socket server in the workspace does not")
+
+#: The wrapper's ``fd 4`` file (:data:`.base.STATUS_FD`): what bwrap writes there, and why.
+STATUS_NOTE = ("bwrap's status (--json-status-fd 4): the agent reads a fresh sandbox's to tell a command that "
+               "could not start (rc 127 not found, 126 not executable) from one that exited 1 (a persistent "
+               "sandbox's goes to /dev/null); by hand, any writable descriptor will do (4>/dev/null)")
 
 #: Where a dry-run says the netns helper lives on a host it did not probe (the agent's cache copy).
 NOMINAL_AGENT_DIR = "<agent>"
@@ -179,6 +186,7 @@ class Bwrap(Backend):
             unshare=list(self.unshare),
             unshare_net=policy.network.mode is NetworkMode.NONE,
             seccomp_fd=str(SECCOMP_FD),
+            status_fd=str(STATUS_FD),
             setenv=sorted(proxy_env(self.proxy.port).items()) if managed and self.proxy else [],
             mounts=list(plan.mounts),
             cwd=plan.cwd,
@@ -188,7 +196,8 @@ class Bwrap(Backend):
         if sockets != "all":
             notes += (UNIX_SOCKET_NOTE,)
         return Wrapper(self.name, tuple(words), cwd=plan.cwd, notes=notes, placeholders=plan.placeholders,
-                       seccomp=sockets, files={f"fd {SECCOMP_FD}": seccomp.describe(sockets)},
+                       seccomp=sockets, status_fd=STATUS_FD,
+                       files={f"fd {SECCOMP_FD}": seccomp.describe(sockets), f"fd {STATUS_FD}": STATUS_NOTE},
                        sandbox_scratch=_sandbox_made(plan, ("/dev/shm", "/dev/mqueue", *policy.private)),
                        env={"TMPDIR": policy.private[0]} if policy.private else {})
 
@@ -301,7 +310,7 @@ class Bwrap(Backend):
         plain = [p for p in self.platform_read
                  if self.paths.kind(p) not in (None, "link") and self.paths.realpath(p) == p]
         for path in self.platform_read:
-            if any(_contains(r, path) for r in ruled):
+            if any(at_or_below(path, r) for r in ruled):
                 continue
             kind = self.paths.kind(path)
             if kind is None:
@@ -310,14 +319,14 @@ class Bwrap(Backend):
             if real == path:
                 yield _Entry(path, Access.READ, "platform")
                 continue
-            if any(_contains(p, path) for p in plain if p != path):
+            if any(at_or_below(path, p) for p in plain if p != path):
                 pass  # visible through a plain parent already; only its target may be missing
             elif kind == "link" and self.paths.realpath(posixpath.dirname(path)) == posixpath.dirname(path):
                 yield _Entry(path, Access.READ, "platform", link=self.paths.readlink(path))
             else:
                 yield _Entry(path, Access.READ, "platform", src=real)
                 continue
-            if not any(_contains(p, real) for p in plain) and self.paths.kind(real) is not None:
+            if not any(at_or_below(real, p) for p in plain) and self.paths.kind(real) is not None:
                 yield _Entry(real, Access.READ, "platform")
 
     def _realise(self, entry: _Entry, st: _State) -> None:
@@ -405,10 +414,6 @@ def _depth(path: str) -> int:
     return len([p for p in path.split("/") if p])
 
 
-def _contains(parent: str, child: str) -> bool:
-    return parent == "/" or child == parent or child.startswith(parent.rstrip("/") + "/")
-
-
 def _prefixes(path: str) -> Iterator[str]:
     """``/a``, ``/a/b``, ``/a/b/c`` for ``/a/b/c``."""
     cur = ""
@@ -440,7 +445,7 @@ def _sandbox_made(plan: MountPlan, paths: Sequence[str]) -> tuple[str, ...]:
                       if (m.op == "tmpfs" and m.dest == path) or own.get(m.op) == path
                       or (m.op == "dev" and path.startswith("/dev/"))), None)
         covered = start is None or any(m.op in ("bind", "ro-bind", "ro-bind-try", "symlink") and
-                                       _contains(m.dest, path) for m in plan.mounts[start + 1:])
+                                       at_or_below(path, m.dest) for m in plan.mounts[start + 1:])
         if not covered:
             made.append(path)
     return tuple(made)
@@ -477,3 +482,36 @@ def _seal(mounts: list[Mount], masks: list[int]) -> tuple[Mount, ...]:
         sealed.append(mount)
         sealed.extend(Mount("remount-ro", dest) for dest in after.get(i, ()))
     return tuple(sealed)
+
+
+def start_failure(argv0: str, rc: Optional[int], status: Optional[bytes], stderr: str) -> Optional[OSError]:
+    """Why the task's command did not start in a fresh bwrap sandbox, as the ``OSError`` the agent
+    reports for every backend (ENOENT: rc 127, any other errno: 126); None when it started, or
+    when bwrap failed before it tried.
+
+    bwrap ``execvp``s the command as its child's last step; when that fails it prints ``bwrap:
+    execvp NAME: STRERROR`` and exits 1, exactly what a command that ran and exited 1 gives. The
+    two are told apart by what bwrap writes on ``--json-status-fd`` (:data:`.base.STATUS_FD`,
+    bwrap >= 0.3.2): its closing ``{"exit-code": N}`` only when the child's exec *succeeded* (bwrap
+    counts the bytes its child wrote on a close-on-exec pipe: one before the exec, a second one if
+    the exec failed). Nothing in the sandbox can write on that descriptor (bwrap's child closes it
+    before setting the sandbox up), so a task cannot fake it. Only once bwrap has said that no
+    command ran is its stderr line read, for the errno: no task wrote there.
+
+    Rejected: the stderr line alone (any task can print it and exit 1); resolving ``argv0`` on the
+    host before or after the run (the sandbox's file system is not the host's: deny masks,
+    ``:minimal``, a private temp dir on a tmpfs; such a check would be wrong both ways).
+    """
+    if rc != 1 or status is None or b'"child-pid"' not in status or b'"exit-code"' in status:
+        return None
+    prefix = f"bwrap: execvp {argv0}: "
+    at = stderr.rfind(prefix)
+    if at < 0:
+        return None  # a set-up step failed before the exec: bwrap's own message says which
+    text = stderr[at + len(prefix):].strip()
+    return OSError(_errno_of(text), text, argv0)
+
+
+def _errno_of(text: str) -> int:
+    """The errno whose C-locale message is ``text`` (bwrap never sets a locale); 0 if none."""
+    return next((number for number in sorted(errno.errorcode) if os.strerror(number) == text), 0)

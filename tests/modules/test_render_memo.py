@@ -21,7 +21,7 @@ from sandfleet.modules.backends.bwrap import Mount
 
 CONTEXT: dict[str, Any] = dict(
     prefix=[], bwrap="/usr/bin/bwrap", unshare=["--unshare-user", "--unshare-pid"], unshare_net=True, setenv=[],
-    seccomp_fd="3",
+    seccomp_fd="3", status_fd="4",
     mounts=[Mount("ro-bind", "/", "/"), Mount("bind", "/w o\"rk", "/w o\"rk"), Mount("tmpfs", "/tmp", perms="0700")],
     cwd="/w o\"rk", argv=["echo", "a b", "$(x)"])
 
