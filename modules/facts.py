@@ -22,7 +22,6 @@ from typing import Any, Optional
 
 from . import limits as task_limits
 
-OSES = ("linux", "macos", "windows")
 BACKENDS_BY_OS: Mapping[str, tuple[str, ...]] = {
     "linux": ("bwrap", "landlock"),
     "macos": ("seatbelt",),

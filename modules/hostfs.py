@@ -17,6 +17,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from .paths import at_or_below
+
 
 class FsView:
     exact = False
@@ -60,7 +62,7 @@ class AssumedFs(FsView):
         norm = str(self.path.normpath(path))
         if self.system == "macos":
             for link in self._MACOS_LINKS:
-                if norm == link or norm.startswith(link + "/"):
+                if at_or_below(norm, link):
                     return "/private" + norm
         return norm
 

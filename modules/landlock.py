@@ -86,6 +86,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
+from .paths import at_or_below
 from .seccomp import SOCKET_MODES, Installer, supported
 
 if TYPE_CHECKING:
@@ -234,11 +235,6 @@ class NetRules:
         object.__setattr__(self, "tcp_bind", _ports("tcp_bind", self.tcp_bind))
 
 
-def _beneath(path: str, parent: str) -> bool:
-    path, parent = os.path.normpath(path), os.path.normpath(parent)
-    return path == parent or path.startswith(parent.rstrip("/") + "/")
-
-
 @dataclass(frozen=True)
 class LandlockRuleset:
     """What a sandboxed command may touch; see the module docstring for the file format."""
@@ -261,7 +257,7 @@ class LandlockRuleset:
                 raise RulesetError(f"fs entries must be FsRule, got {rule!r}")
         for rule in self.fs:
             for other in self.fs:
-                if rule.access == READ and other.access == WRITE and _beneath(rule.path, other.path):
+                if rule.access == READ and other.access == WRITE and at_or_below(rule.path, other.path):
                     raise RulesetError(
                         f"fs rule {rule.path!r} (read) lies at or beneath the write rule "
                         f"{other.path!r}; Landlock rules only add rights, so it would be writable"

@@ -8,7 +8,6 @@ is reported at its file, line and column (exit 65, like a missing one); a malfor
 
 from __future__ import annotations
 
-import keyword
 import shlex
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from sandfleet.errors import InputError, UsageError
 from sandfleet.sandbox_spec import plain
+from sandfleet.varnames import name_error
 from sandfleet.yamlsrc import YMap, load_yaml_file
 
 
@@ -66,23 +66,19 @@ def _from_file(path: str) -> dict[str, Any]:
         raise InputError("an extra-vars file must be a mapping of variable names to values",
                          getattr(data, "mark", None), file=path)
     for key in data:
-        if not _is_name(key):
-            raise InputError(f"variable name {key!r} must be letters, digits and '_' not starting with a digit",
-                             data.key_mark(key))
+        problem = name_error("an extra-vars key", key)
+        if problem:
+            raise InputError(problem, data.key_mark(key))
     out: dict[str, Any] = plain(data)
     return out
 
 
 def _checked(data: dict[Any, Any], where: str) -> dict[str, Any]:
     for key in data:
-        if not _is_name(key):
-            raise UsageError(f"{where}: variable name {key!r} must be letters, digits and '_' not starting "
-                             "with a digit")
+        problem = name_error("an extra-vars key", key)
+        if problem:
+            raise UsageError(f"{where}: {problem}")
     return {str(k): v for k, v in data.items()}
-
-
-def _is_name(key: Any) -> bool:
-    return isinstance(key, str) and key.isidentifier() and key.isascii() and not keyword.iskeyword(key)
 
 
 __all__ = ["parse_extra_vars"]

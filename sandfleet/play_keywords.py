@@ -19,11 +19,11 @@ from typing import Any, Optional
 
 from sandfleet.errors import InputError, Mark, UsageError
 from sandfleet.sandbox_spec import check_keys, describe, expect_map, shown
+from sandfleet.varnames import name_error
 from sandfleet.yamlsrc import YList
 
 STRATEGIES = ("linear", "free")
 LOOP_CONTROL_KEYS = ("loop_var", "index_var", "label", "pause")
-SPECIAL_TAGS = ("always", "never", "tagged", "untagged", "all")
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,9 @@ def parse_loop_control(value: Any, mark: Mark, check_template: Any) -> LoopContr
     for key in ("loop_var", "index_var"):
         if key in node:
             name = node[key]
-            if not (isinstance(name, str) and name.isidentifier() and name.isascii()):
-                raise InputError(f"{key} must be a variable name, got {describe(name)}", node.value_mark(key))
+            problem = name_error(key, name)
+            if problem:
+                raise InputError(problem, node.value_mark(key))
             names[key] = name
     label: Optional[str] = None
     if "label" in node:

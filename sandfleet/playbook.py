@@ -17,13 +17,12 @@ Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.sand
 - ``when`` is a bare Jinja expression (``{{ }}`` in it is an error), a boolean, or a list of them
   (joined with ``and``, as Ansible does). ``loop`` is a list or a template string.
 - Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
-- A play without ``tasks`` loads with a warning; ``vars`` names must be identifiers.
+- A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.varnames`).
 - Ansible action keys (``shell``, ``command``, ...) and ``with_*`` get a pointed hint.
 """
 
 from __future__ import annotations
 
-import keyword
 import re
 import shlex
 from collections.abc import Mapping
@@ -61,6 +60,7 @@ from sandfleet.sandbox_spec import (
     plain,
     shown,
 )
+from sandfleet.varnames import name_error
 from sandfleet.yamlsrc import YList, YMap, load_yaml_file
 
 __all__ = [
@@ -355,10 +355,9 @@ class _Loader:
     def vars(self, node: YMap) -> dict[str, Any]:
         vars_node = expect_map(node["vars"], node.value_mark("vars"), "vars")
         for key, value in vars_node.items():
-            if not (isinstance(key, str) and key.isidentifier() and key.isascii()
-                    and not keyword.iskeyword(key)):
-                raise InputError(f"variable name {key!r} must be a name of letters, digits and '_' not "
-                                 "starting with a digit", vars_node.key_mark(key))
+            problem = name_error("a vars key", key)
+            if problem:
+                raise InputError(problem, vars_node.key_mark(key))
             _check_templates_in(value, vars_node.value_mark(key), f"variable {key!r}")
         out: dict[str, Any] = plain(vars_node)
         return out
@@ -441,10 +440,10 @@ class _Loader:
 
     def register(self, node: YMap) -> str:
         value, mark = node["register"], node.value_mark("register")
-        if not (isinstance(value, str) and value.isidentifier() and value.isascii()
-                and not keyword.iskeyword(value)):
-            raise InputError(f"register must be a variable name (letters, digits and '_', not starting "
-                             f"with a digit), got {value!r}", mark)
+        problem = name_error("register", value)
+        if problem:
+            raise InputError(problem, mark)
+        assert isinstance(value, str)
         return value
 
     # --- exec -----------------------------------------------------------------------------------

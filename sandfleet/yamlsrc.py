@@ -53,11 +53,6 @@ class YList(list):  # type: ignore[type-arg]
         return self.item_raw[index] if 0 <= index < len(self.item_raw) else None
 
 
-def mark_of(value: Any, default: Mark) -> Mark:
-    """The position of a loaded container, or ``default`` for scalars (which carry none)."""
-    return getattr(value, "mark", default)
-
-
 def _mark(node: Node, file: str) -> Mark:
     return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
 

@@ -185,6 +185,25 @@ class TestTaskKeywords:
         assert [(e["stdout"], e["label"]) for e in r.results(task="pkgs")] == [("curl 0\n", "curl"), ("git 1\n", "git")]
         assert r.results(task="after")[0]["stdout"] == "curl 0,git 1\n"
 
+    def test_python_keywords_name_variables_jinja_reads_them(self, fleet: Fleet) -> None:
+        """Python's keywords are plain names to Jinja, so vars, -e, loop_var, index_var and register
+        may use them (sandfleet/varnames.py); Jinja's own words are refused at load."""
+        r = fleet.run("""
+            - hosts: h1
+              vars: {class: first}
+              tasks:
+                - name: kw
+                  exec: {argv: [echo, "{{ class }}", "{{ in }}", "{{ if }}", "{{ lambda }}"]}
+                  loop: [a]
+                  loop_control: {loop_var: in, index_var: if}
+                  register: def
+                - {name: after, exec: {argv: [echo, "{{ def.results[0].stdout }}"]}, when: def is succeeded}
+            """, "-e", "lambda=x")
+        assert r.results(task="kw")[0]["stdout"] == "first a 0 x\n", r
+        assert r.results(task="after")[0]["stdout"] == "first a 0 x\n"
+        bad = fleet.run("- hosts: h1\n  tasks:\n    - {exec: {argv: [x]}, register: none}\n")
+        assert bad.code == 65 and "register cannot be 'none': Jinja reads none as the literal None" in bad.err
+
     def test_register_keeps_rc_output_lines_failed_and_backend(self, fleet: Fleet) -> None:
         r = fleet.run("""
             - hosts: h1

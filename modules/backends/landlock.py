@@ -46,6 +46,7 @@ from ..globs import GlobError, expand
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
 from ..landlock import MAX_ABI, LandlockRuleset, LandlockUnavailable, NetRules, RulesetError, prepare
+from ..paths import at_or_below, strictly_below
 from ..render import render_text
 from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
@@ -67,10 +68,6 @@ DEVICES_READ = ("/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 _NET_ABI, _SCOPE_ABI = 4, 6
 
 
-def _beneath(path: str, parent: str) -> bool:
-    return path != parent and path.startswith(parent.rstrip("/") + "/")
-
-
 def _grants_rights(access: Optional[Access]) -> int:
     return {None: 0, Access.DENY: 0, Access.READ: 1, Access.WRITE: 2}[access]
 
@@ -86,25 +83,25 @@ class _Planner:
     def access(self, path: str) -> Optional[Access]:
         best: Optional[Rule] = None
         for rule in self.rules:
-            if (rule.path == path or _beneath(path, rule.path)) and (best is None or len(rule.path) >= len(best.path)):
+            if at_or_below(path, rule.path) and (best is None or len(rule.path) >= len(best.path)):
                 best = rule
         return best.access if best else None
 
     def plan(self) -> list[tuple[str, str]]:
         for rule in self.rules:
-            if not any(_beneath(rule.path, other.path) for other in self.rules):
+            if not any(strictly_below(rule.path, other.path) for other in self.rules):
                 self._grant_tree(rule.path, rule.access)
         return self.grants
 
     def _grant_tree(self, path: str, access: Optional[Access]) -> None:
-        inner = [r for r in self.rules if _beneath(r.path, path)]
+        inner = [r for r in self.rules if strictly_below(r.path, path)]
         weaker = [r for r in inner if _grants_rights(r.access) < _grants_rights(access)]
         if not weaker:
             if _grants_rights(access):
                 self.grants.append((path, "write" if access is Access.WRITE else "read"))
             for rule in inner:
                 if _grants_rights(rule.access) > _grants_rights(access) and not any(
-                        _beneath(rule.path, o.path) and _grants_rights(o.access) > _grants_rights(access)
+                        strictly_below(rule.path, o.path) and _grants_rights(o.access) > _grants_rights(access)
                         for o in inner):
                     self._grant_tree(rule.path, rule.access)
             return
@@ -119,7 +116,7 @@ class _Planner:
             child = os.path.join(path, name)
             if kind == "link":
                 continue  # a grant would follow it out of the tree; its target keeps its own access
-            if any(r.path == child or _beneath(r.path, child) for r in inner):
+            if any(at_or_below(r.path, child) for r in inner):
                 self._grant_tree(child, self.access(child))
             elif _grants_rights(access):
                 self.grants.append((child, "write" if access is Access.WRITE else "read"))
@@ -198,7 +195,7 @@ class Landlock(Backend):
         cwd, env = policy.cwd, {}
         if private is not None:
             env["TMPDIR"] = private
-            home = max((r for r in policy.rules if cwd == r.path or cwd.startswith(r.path.rstrip("/") + "/")),
+            home = max((r for r in policy.rules if at_or_below(cwd, r.path)),
                        key=lambda r: len(r.path), default=None)
             if home is not None and home.path in policy.private:  # a cwd in the private temp dir moves with it
                 cwd = private + cwd[len(home.path.rstrip("/")):]
@@ -229,7 +226,7 @@ def _refuse_root(euid: int, cap_eff: int) -> None:
 
 def _accepts(rules: Sequence[Rule], extra: Rule) -> bool:
     """Platform paths are added only where the policy has not already said something stronger."""
-    covering = [r for r in rules if r.path == extra.path or _beneath(extra.path, r.path)]
+    covering = [r for r in rules if at_or_below(extra.path, r.path)]
     if not covering:
         return True
     deepest = max(covering, key=lambda r: len(r.path))

@@ -52,6 +52,7 @@ from ..facts import HostFacts
 from ..globs import GLOB_MAGIC, GlobError, name_regex, unholdable, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
+from ..paths import strictly_below
 from ..render import render_argv, render_text
 from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
@@ -213,13 +214,9 @@ def _roots(rules: list[tuple[str, Access]], names: tuple[str, ...] = PROTECTED_N
 def _parent_rule(rules: list[tuple[str, Access]], path: str) -> Optional[str]:
     best: Optional[str] = None
     for other, _ in rules:
-        if other != path and _contains(other, path) and (best is None or _depth(other) > _depth(best)):
+        if strictly_below(path, other) and (best is None or _depth(other) > _depth(best)):
             best = other
     return best
-
-
-def _contains(parent: str, child: str) -> bool:
-    return parent == "/" or child == parent or child.startswith(parent + "/")
 
 
 def _depth(path: str) -> int:

@@ -76,6 +76,7 @@ from ..facts import HostFacts
 from ..globs import GlobError, expand, validate
 from ..hostfs import AssumedFs, FsView, LocalFs
 from ..intent import Access, NetworkMode
+from ..paths import at_or_below
 from ..render import render_argv, render_text
 from .base import Backend, ProxyEndpoint, Refused, Wrapper
 
@@ -282,8 +283,7 @@ def _realised(realised: dict[str, Access], path: str) -> Optional[Access]:
 def _governing(rules: list[tuple[str, Access]], path: str) -> Optional[Access]:
     best: Optional[tuple[str, Access]] = None
     for rule in rules:
-        if any(a.lower() == rule[0].lower() for a in _ancestors(path)) and (best is None
-                                                                             or _depth(rule[0]) > _depth(best[0])):
+        if at_or_below(path, rule[0], windows=True) and (best is None or _depth(rule[0]) > _depth(best[0])):
             best = rule
     return best[1] if best else None
 

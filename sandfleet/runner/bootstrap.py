@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shlex
 import threading
 import zipfile
@@ -349,8 +348,3 @@ def agent_bundle() -> AgentBundle:
         if not _built:
             _built.append(build_bundle())
         return _built[0]
-
-
-def cache_path(home: str, sha: str, xdg_cache_home: Optional[str] = None) -> str:
-    """Where the stub keeps the zip on a POSIX host (for tests and for people cleaning up)."""
-    return os.path.join(xdg_cache_home or os.path.join(home, ".cache"), "sandfleet", f"agent-{sha}.zip")

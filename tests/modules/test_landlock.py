@@ -166,9 +166,31 @@ def test_unenforced_lists_gaps_by_abi():
 # -- refusing what the kernel cannot enforce (faked kernel ABI) ----------------------------------
 
 
-def test_abi_probe_is_cached_and_never_raises():
-    assert isinstance(landlock.landlock_abi(), int)
-    assert landlock.landlock_abi() == landlock.landlock_abi() >= 0
+def test_abi_probe_is_cached_and_never_raises(monkeypatch):
+    """One probe syscall however often the ABI and the reason are asked for; a probe that blows up
+    gives ABI 0 and its message instead of an exception."""
+    assert isinstance(landlock.landlock_abi(), int) and landlock.landlock_abi() >= 0
+    calls = []
+
+    def create_ruleset(*args):
+        calls.append(args)
+        return 5
+
+    def broken(*args):
+        raise RuntimeError("probe blew up")
+
+    monkeypatch.setattr(landlock, "_SYS", landlock._Syscalls(create_ruleset, None, None, None))
+    landlock._probe.cache_clear()
+    try:
+        assert [landlock.landlock_abi() for _ in range(3)] == [5, 5, 5]
+        assert landlock.unavailable_reason() == ""
+        assert len(calls) == 1
+        landlock._probe.cache_clear()
+        monkeypatch.setattr(landlock, "_SYS", landlock._Syscalls(broken, None, None, None))
+        assert landlock.landlock_abi() == 0
+        assert landlock.unavailable_reason() == "probe blew up"
+    finally:
+        landlock._probe.cache_clear()  # the next caller probes this kernel again
 
 
 def test_ruleset_abi_above_kernel_is_unavailable(ws):

@@ -192,7 +192,13 @@ def test_a_batch_file_never_gets_an_argument_cmd_would_act_on(argv: list[str]) -
         WindowsSandbox(facts).render(_policy(("C:\\ws", Access.WRITE)), argv)
 
 
-def test_programs_and_plain_batch_arguments_are_not_refused() -> None:
-    facts = assumed_facts("windows", "dev")
-    for argv in (["prog.exe", "a&b", "%PATH%"], ["build.bat.exe", "a|b"], ["build.bat", "--x=1", "a b", "C:\\d\\"]):
-        WindowsSandbox(facts).render(_policy(("C:\\ws", Access.WRITE)), argv)
+@pytest.mark.parametrize(("argv", "command_line"), [
+    (["prog.exe", "a&b", "%PATH%"], "prog.exe a&b %PATH%"),
+    (["build.bat.exe", "a|b"], "build.bat.exe a|b"),
+    (["build.bat", "--x=1", "a b", "C:\\d\\"], 'build.bat --x=1 "a b" C:\\d\\'),
+])
+def test_programs_and_plain_batch_arguments_are_not_refused(argv: list[str], command_line: str) -> None:
+    """Rendered, not refused, and the launcher's command line holds exactly these arguments."""
+    wrapper = WindowsSandbox(assumed_facts("windows", "dev")).render(_policy(("C:\\ws", Access.WRITE)), argv)
+    assert ps_assignment(wrapper.argv[-1], "CommandLine") == command_line
+    assert read_back(wrapper)[1] == argv

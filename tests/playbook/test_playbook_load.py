@@ -396,9 +396,28 @@ def test_domain_mistakes(tmp_path, domain, fragment):
     assert fragment in str(err)
 
 
-def test_errors_never_leak_python_exceptions(tmp_path):
-    err = error(tmp_path, "- hosts: all\n  tasks:\n    - exec: {argv: [x], timeout: .nan}\n")
-    assert "positive number" in str(err)
-    assert isinstance(load_playbook.__doc__, str)
+EXEC = "- hosts: all\n  tasks:\n    - exec: {argv: [x], timeout: %s}\n"
+
+
+@pytest.mark.parametrize(("text", "line", "column", "fragment"), [
+    # values Python's own float()/int()/len() would choke on, or turn into a ValueError/TypeError
+    (EXEC % ".nan", 3, 34, "positive number of seconds, got nan"),
+    (EXEC % "-.inf", 3, 34, "positive number of seconds, got -inf"),
+    (EXEC % "1e400", 3, 34, "number of seconds, got a string"),
+    (EXEC % "[1]", 3, 34, "number of seconds, got a list"),
+    ("- hosts: all\n  tasks:\n    - exec: {argv: [{a: 1}]}\n", 3, 21, "argv item 1 must be a plain value"),
+    ("- hosts: all\n  serial: .nan\n  tasks: []\n", 2, 11, "serial must be a number of hosts or a percentage"),
+])
+def test_errors_never_leak_python_exceptions(tmp_path, text, line, column, fragment):
+    """A value Python itself cannot handle is an InputError (``error`` lets any other exception
+    through and fails) that names the value's position and says what is allowed, never the text
+    of a Python exception."""
+    err = error(tmp_path, text)
+    assert type(err) is InputError
+    assert err.mark == Mark(str(tmp_path / "pb.yml"), line, column)
+    assert fragment in err.message
+    assert str(err).startswith(f"{tmp_path / 'pb.yml'}:{line}:{column}: error: ")
+    for leak in ("Traceback", "Error", "Exception", "<class", "object", "convert", "invalid literal"):
+        assert leak not in err.message
     with pytest.raises(InputError, match="file not found"):
         load_playbook(str(tmp_path / "missing.yml"))
