@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from compare import BARE_AGENT
 
-from sandfleet.runner.bootstrap import MARKER, agent_bundle
+from sandfleet.transports.bootstrap import MARKER, agent_bundle
 
 WORKSPACE = {"permissions": [{"path": {"special": "root"}, "access": "read"},
                              {"path": {"special": "workspace_roots"}, "access": "write"}],
@@ -106,7 +106,7 @@ print("imports %.1f ms, facts probe %.1f ms (+ its bwrap child), jinja2 import %
 
 
 def agent_bundle_package() -> str:
-    from sandfleet.runner.bootstrap import AGENT_PACKAGE
+    from sandfleet.transports.bootstrap import AGENT_PACKAGE
 
     return AGENT_PACKAGE
 

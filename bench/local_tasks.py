@@ -19,11 +19,11 @@ import sys
 import tempfile
 import time
 
-from sandfleet.modules.intent import PROFILES, SandboxIntent
-from sandfleet.modules.policy import DEFAULT, Effective
-from sandfleet.modules.wire import ExecRequest, Status
-from sandfleet.runner.base import AgentInit
-from sandfleet.runner.local import LocalConnection
+from sandfleet.transports.base import AgentInit
+from sandfleet.transports.local import LocalConnection
+from sandfleet_agent.portable.intent import PROFILES, SandboxIntent
+from sandfleet_agent.portable.policy import DEFAULT, Effective
+from sandfleet_agent.portable.wire import ExecRequest, Status
 
 #: The operator's consent to the bare row and to Landlock (the built-in policy allows neither).
 POLICY = Effective((dataclasses.replace(DEFAULT, source="bench", unsandboxed=True,

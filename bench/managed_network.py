@@ -30,14 +30,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, Callable
 
-from sandfleet.modules import netns
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, probe
-from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
-from sandfleet.modules.netpolicy import HostPolicy
-from sandfleet.modules.netproxy import ProxySession
-from sandfleet.modules.policy import DEFAULT, Effective, parse_rule
-from sandfleet.modules.wire import ExecRequest, Status
+from sandfleet_agent.binding.facts import HostFacts, probe
+from sandfleet_agent.executor import execute
+from sandfleet_agent.network import netns
+from sandfleet_agent.network.netpolicy import HostPolicy
+from sandfleet_agent.network.netproxy import ProxySession
+from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet_agent.portable.policy import DEFAULT, Effective, parse_rule
+from sandfleet_agent.portable.wire import ExecRequest, Status
 
 MANAGED = NetworkPolicy(NetworkMode.MANAGED, allow=("*.bench.test:*",))
 #: The operator lets these tasks reach the bench's names (the built-in policy has no network).

@@ -24,12 +24,12 @@ import tempfile
 import threading
 from typing import Any
 
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import probe
-from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
-from sandfleet.modules.policy import DEFAULT, Effective, parse_rule
-from sandfleet.modules.proxyenv import proxy_env
-from sandfleet.modules.wire import ExecRequest, ExecResult
+from sandfleet_agent.binding.facts import probe
+from sandfleet_agent.executor import execute
+from sandfleet_agent.network.proxyenv import proxy_env
+from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet_agent.portable.policy import DEFAULT, Effective, parse_rule
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult
 
 GENERIC = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY", "no_proxy"}
 #: ``env -u`` for every variable but the generic ones (the marker stays: no tool reads it)

@@ -9,7 +9,7 @@ reproducing runs by hand. docs/performance.md lists what each figure guards.
 Rows: no wrapper (``subprocess.run`` uses vfork/posix_spawn); the same with a no-op
 ``preexec_fn`` (forces fork + exec, isolating that cost from Landlock's); bubblewrap when
 installed; Landlock through ``preexec_fn`` (the ruleset built anew for every call, as a task
-would); Landlock through ``python3 -m sandfleet.modules.landlock_exec``.
+would); Landlock through ``python3 -m sandfleet_agent.linux.landlock_exec``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from sandfleet.modules import landlock
-from sandfleet.modules.landlock import FsRule, LandlockRuleset, NetRules
+from sandfleet_agent.linux import landlock_ruleset as landlock
+from sandfleet_agent.linux.landlock_ruleset import FsRule, LandlockRuleset, NetRules
 
 TRUE = "/bin/true"
 
@@ -79,7 +79,7 @@ def main() -> int:
                 with landlock.prepare(ruleset) as prepared:
                     run([TRUE], **prepared.popen_kwargs())
 
-            cli = [sys.executable, "-m", "sandfleet.modules.landlock_exec", str(rs_file), "--", TRUE]
+            cli = [sys.executable, "-m", "sandfleet_agent.linux.landlock_exec", str(rs_file), "--", TRUE]
             what = f"ABI {abi}: fs" + (" + TCP" if ruleset.net else "")
             what += " + scopes" if ruleset.scope else ""
             rows.append((f"Landlock preexec_fn ({what})", via_preexec))

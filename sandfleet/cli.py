@@ -108,9 +108,9 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
     owner's own file is checked only when the task reaches the host) are listed and exit 16."""
-    from sandfleet.recap import EXIT_DENIED, EXIT_NO_SANDBOX
-    from sandfleet.run import load_job, refusals
-    from sandfleet.terminal import printable
+    from sandfleet.report.recap import EXIT_DENIED, EXIT_NO_SANDBOX
+    from sandfleet.report.terminal import printable
+    from sandfleet.run.command import load_job, refusals
 
     playbook, inventory = load_job(args.playbook, args.inventory, err)
     for play in playbook.plays:
@@ -130,7 +130,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from sandfleet.run import run_command
+    from sandfleet.run.command import run_command
 
     return run_command(args, out, err)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from sandfleet.modules.intent import Access, NetworkMode
-from sandfleet.modules.policy import Effective, Policy, complete
-from sandfleet.modules.wire import ExecRequest
+from sandfleet_agent.portable.intent import Access, NetworkMode
+from sandfleet_agent.portable.policy import Effective, Policy, complete
+from sandfleet_agent.portable.wire import ExecRequest
 
 WIDE = Effective((complete(Policy(
     source="test: widest operator policy",

@@ -7,8 +7,8 @@ import io
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from sandfleet.events import SKIPPED, Reporter, TaskEvent
-from sandfleet.modules.wire import ExecResult, Status
+from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet_agent.portable.wire import ExecResult, Status
 
 
 def play(name: str = "deploy", strategy: str = "linear") -> Any:

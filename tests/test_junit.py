@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from report_fakes import event, feed, play, task
 
-from sandfleet.events import SKIPPED
-from sandfleet.junit import UNREACHABLE_CASE, JUnitReporter, xml_text
+from sandfleet.report.events import SKIPPED
+from sandfleet.report.junit import UNREACHABLE_CASE, JUnitReporter, xml_text
 
 XSD = Path(__file__).resolve().parent / "data" / "junit.xsd"
 

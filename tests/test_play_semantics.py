@@ -187,7 +187,7 @@ class TestTaskKeywords:
 
     def test_python_keywords_name_variables_jinja_reads_them(self, fleet: Fleet) -> None:
         """Python's keywords are plain names to Jinja, so vars, -e, loop_var, index_var and register
-        may use them (sandfleet/varnames.py); Jinja's own words are refused at load."""
+        may use them (sandfleet/load/varnames.py); Jinja's own words are refused at load."""
         r = fleet.run("""
             - hosts: h1
               vars: {class: first}

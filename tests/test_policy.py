@@ -28,10 +28,11 @@ import pytest
 
 from conftest import need
 from sandfleet.errors import InputError
-from sandfleet.modules import agent, policy, wire
-from sandfleet.modules.intent import Access, NetworkMode
-from sandfleet.modules.policy import DEFAULT, Effective, NetRule, Policy, complete, parse, parse_rule
-from sandfleet.policies import load_policy_file
+from sandfleet.load.policies import load_policy_file
+from sandfleet_agent import agent
+from sandfleet_agent.portable import policy, wire
+from sandfleet_agent.portable.intent import Access, NetworkMode
+from sandfleet_agent.portable.policy import DEFAULT, Effective, NetRule, Policy, complete, parse, parse_rule
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((Path(__file__).parent / "corpus" / "policy").glob("*.yml"))

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import eventschema
 from report_fakes import Tty, event, feed, play, task
 
-from sandfleet.events import SKIPPED
-from sandfleet.modules.wire import ExecResult
-from sandfleet.report import OutputOptions, make_reporter
-from sandfleet.report_json import task_result
+from sandfleet.report.events import SKIPPED
+from sandfleet.report.jsonl import task_result
+from sandfleet.report.outputs import OutputOptions, make_reporter
+from sandfleet_agent.portable.wire import ExecResult
 
 
 def run_json(plays: list, unreachable: dict[str, str] | None = None, abort: str | None = None) -> list[dict]:

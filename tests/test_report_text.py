@@ -9,11 +9,11 @@ import time
 import pytest
 from report_fakes import Tty, event, feed, play, task
 
-from sandfleet.events import SKIPPED
-from sandfleet.recap import Recap
-from sandfleet.report import OutputOptions, make_reporter
-from sandfleet.report_text import TextReporter
-from sandfleet.terminal import ERASE_LINE, Console, printable
+from sandfleet.report.events import SKIPPED
+from sandfleet.report.outputs import OutputOptions, make_reporter
+from sandfleet.report.recap import Recap
+from sandfleet.report.terminal import ERASE_LINE, Console, printable
+from sandfleet.report.text import TextReporter
 
 ANSI = re.compile(r"\x1b\[")
 DEPLOY = play()
@@ -79,7 +79,7 @@ def test_warnings_and_loop_items_and_run_once() -> None:
 def test_network_decisions_denied_always_allowed_with_verbose() -> None:
     from dataclasses import replace
 
-    from sandfleet.modules.wire import NetworkDecision
+    from sandfleet_agent.portable.wire import NetworkDecision
 
     fetched = event("h", "fetch", "failed", stderr="HTTP Error 403: Forbidden\n")
     decisions = (NetworkDecision("pypi.org", 443, "allow", "matches allow rule pypi.org", 2),
@@ -232,8 +232,8 @@ def test_dry_run_text_shows_a_generated_file_once_and_escapes_hostile_text() -> 
     """A profile passed as one argv word is written "$(cat NAME)" and listed once below; every
     value (paths, names, messages) is shown through printable(), so a hostile playbook cannot
     drive the reviewer's terminal with escapes or hide a line behind a carriage return."""
-    from sandfleet.modules.backends.base import Wrapper
-    from sandfleet.modules.escaping import sh_split
+    from sandfleet_agent.backends.base import Wrapper
+    from sandfleet_agent.backends.escaping import sh_split
 
     profile = "(version 1)\n(deny default)\n"
     wrapper = Wrapper("seatbelt", ("/usr/bin/sandbox-exec", "-p", profile, "-DROOT=/w/\x1b[2Jx\rok", "--", "true"),

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from report_fakes import event, feed, play, task
 
 from sandfleet.errors import UsageError
-from sandfleet.events import SKIPPED
-from sandfleet.report import OutputOptions, make_reporter
-from sandfleet.report_json import dumps, task_result
-from sandfleet.results_dir import MAX_STEM, encode_host, file_names
+from sandfleet.report.events import SKIPPED
+from sandfleet.report.jsonl import dumps, task_result
+from sandfleet.report.outputs import OutputOptions, make_reporter
+from sandfleet.report.results_dir import MAX_STEM, encode_host, file_names
 
 
 def test_one_file_per_host_with_every_result_and_its_tally(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from netservers import HttpServer
 from unprivileged import as_user, user_tree
 
 from conftest import need
-from sandfleet.modules.policy import DEFAULT_PROTECTED
-from sandfleet.modules.sandbox_pool import ENTRY_NAME
+from sandfleet_agent.linux.sandbox_pool import ENTRY_NAME
+from sandfleet_agent.portable.policy import DEFAULT_PROTECTED
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = [str(ROOT / "playbooks" / "example.yml"), "-i", str(ROOT / "inventory" / "localhost.yml")]
@@ -219,10 +219,10 @@ class TestExitCodes:
 
 
 def _timed_out_task(root: str, backend: str, tag: str) -> tuple[str, Optional[int]]:
-    from sandfleet.modules.executor import execute
-    from sandfleet.modules.facts import probe
-    from sandfleet.modules.intent import PROFILES, SandboxIntent
-    from sandfleet.modules.wire import ExecRequest
+    from sandfleet_agent.binding.facts import probe
+    from sandfleet_agent.executor import execute
+    from sandfleet_agent.portable.intent import PROFILES, SandboxIntent
+    from sandfleet_agent.portable.wire import ExecRequest
 
     script = f"(exec -a grandchild{tag} sleep 300) & exec -a child{tag} sleep 300"
     result = execute(ExecRequest(id="t", argv=("bash", "-c", script), timeout_s=1,
@@ -233,7 +233,7 @@ def _timed_out_task(root: str, backend: str, tag: str) -> tuple[str, Optional[in
 @pytest.mark.parametrize("backend", ["bwrap", "landlock"])
 def test_timeout_kills_the_command_and_what_it_forked(backend: str) -> None:
     """Landlock runs for an unprivileged agent only: that column drops to the test user."""
-    from sandfleet.modules.facts import probe
+    from sandfleet_agent.binding.facts import probe
 
     status = probe().backend(backend)
     need(status is not None and status.available, f"{backend} unavailable")

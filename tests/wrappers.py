@@ -1,7 +1,7 @@
 """Running a rendered bwrap wrapper by hand, as the agent does: its seccomp filter on fd 3.
 
 A bwrap wrapper says ``--seccomp 3 --json-status-fd 4``; the agent hands the filter over on fd 3
-and reads bwrap's status from fd 4 when it starts the command (modules/spawn.py). Tests that run a
+and reads bwrap's status from fd 4 when it starts the command (modules/sandfleet_agent/spawn.py). Tests that run a
 wrapper themselves do the same here (fd 4 goes to /dev/null).
 """
 
@@ -12,8 +12,9 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from sandfleet.modules import seccomp, spawn
-from sandfleet.modules.backends.base import SECCOMP_FD, STATUS_FD, Wrapper
+from sandfleet_agent import spawn
+from sandfleet_agent.backends.base import SECCOMP_FD, STATUS_FD, Wrapper
+from sandfleet_agent.linux import seccomp
 
 
 def run_wrapper(argv: Sequence[str], sockets: Optional[str] = "inet",

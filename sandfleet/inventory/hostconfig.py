@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sandfleet.errors import InputError
-from sandfleet.inventory.template import VarRenderer
-from sandfleet.modules.netpolicy import parse_resolve
-from sandfleet.modules.policy import Policy
-from sandfleet.policies import INVENTORY_SOURCE, read_policy
-from sandfleet.yamlsrc import YMap
+from sandfleet.load.policies import INVENTORY_SOURCE, read_policy
+from sandfleet.load.yamlsrc import YMap
+from sandfleet.templating import VarRenderer
+from sandfleet_agent.network.netpolicy import parse_resolve
+from sandfleet_agent.portable.policy import Policy
 
 OS_NAMES = ("linux", "macos", "windows")
 CONNECTIONS = ("ssh", "local")
@@ -58,9 +58,9 @@ class HostConfig:
     #: the only way to point an allowed name at a loopback or private address.
     network_resolve: tuple[tuple[str, str], ...] = ()
     #: ``sandfleet_sandbox_reuse`` (default true): tasks with the same sandbox share one persistent
-    #: bwrap sandbox on this host (modules/sandbox_pool.py); false gives every task a fresh one.
+    #: bwrap sandbox on this host (modules/sandfleet_agent/linux/sandbox_pool.py); false gives every task a fresh one.
     sandbox_reuse: bool = True
-    #: ``sandfleet_policy``: the operator's walls for this host (``sandfleet/policies.py``); None
+    #: ``sandfleet_policy``: the operator's walls for this host (``sandfleet/load/policies.py``); None
     #: means the built-in default.
     policy: Optional[Policy] = None
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -28,8 +28,8 @@ from sandfleet.inventory.model import ALL, LOCALHOST_NAMES, Group, Host, VarSett
 from sandfleet.inventory.patterns import PatternMatcher
 from sandfleet.inventory.ranges import is_ip_address
 from sandfleet.inventory.render import graph, list_json
-from sandfleet.inventory.template import VarRenderer
 from sandfleet.inventory.vars_dirs import VarsDirs
+from sandfleet.templating import VarRenderer
 
 # Names ansible-inventory leaves out of --host and --list output (Ansible's INTERNAL_STATIC_VARS,
 # the ones an inventory could set).

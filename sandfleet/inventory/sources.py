@@ -23,7 +23,7 @@ from sandfleet.inventory.ini_source import decode_ini, parse_ini_inventory
 from sandfleet.inventory.model import UNGROUPED
 from sandfleet.inventory.ranges import parse_address
 from sandfleet.inventory.yaml_source import parse_yaml_inventory
-from sandfleet.yamlsrc import load_yaml_text
+from sandfleet.load.yamlsrc import load_yaml_text
 
 YAML_EXTENSIONS = (".yml", ".yaml", ".json")
 _IGNORED = re.compile(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sandfleet.errors import InputError
 from sandfleet.inventory.model import VarSetting
-from sandfleet.yamlsrc import YMap, load_yaml_file
+from sandfleet.load.yamlsrc import YMap, load_yaml_file
 
 VARS_EXTENSIONS = ("", ".yml", ".yaml", ".json")
 

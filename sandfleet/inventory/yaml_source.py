@@ -12,7 +12,7 @@ from typing import Any, Optional
 from sandfleet.errors import InputError, Mark
 from sandfleet.inventory.builder import InventoryBuilder
 from sandfleet.inventory.ranges import RangeError, expand_host_pattern
-from sandfleet.yamlsrc import YMap
+from sandfleet.load.yamlsrc import YMap
 
 GROUP_KEYS = ("children", "hosts", "vars")
 

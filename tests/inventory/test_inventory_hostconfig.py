@@ -12,8 +12,8 @@ from inventory_files import inventory_from
 
 from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
-from sandfleet.modules.agent import read_resolve
-from sandfleet.runner.base import AgentInit
+from sandfleet.transports.base import AgentInit
+from sandfleet_agent.agent import read_resolve
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -27,16 +27,16 @@ CASES = HERE / "cases"
 if __name__ == "__main__":  # run as a script: make the test helpers importable
     sys.path.insert(0, str(HERE.parent))
 
-from sandfleet.modules import wire  # noqa: E402
-from sandfleet.modules.backends.base import Backend, ProxyEndpoint, Refused, Wrapper  # noqa: E402
-from sandfleet.modules.backends.seatbelt import PROFILE_FILE, Seatbelt  # noqa: E402
-from sandfleet.modules.backends.windows import LAUNCHER_FILE, POLICY_FILE, WindowsSandbox  # noqa: E402
-from sandfleet.modules.binding import BindError, BoundPolicy, bind  # noqa: E402
-from sandfleet.modules.escaping import ps_str  # noqa: E402
-from sandfleet.modules.facts import BackendStatus, HostFacts, assumed_facts  # noqa: E402
-from sandfleet.modules.hostfs import AssumedFs, FsView  # noqa: E402
-from sandfleet.modules.intent import PROFILES, SandboxIntent  # noqa: E402
-from sandfleet.modules.pathuri import PathUri  # noqa: E402
+from sandfleet_agent.backends.base import Backend, ProxyEndpoint, Refused, Wrapper  # noqa: E402
+from sandfleet_agent.backends.escaping import ps_str  # noqa: E402
+from sandfleet_agent.backends.seatbelt import PROFILE_FILE, Seatbelt  # noqa: E402
+from sandfleet_agent.backends.windows import LAUNCHER_FILE, POLICY_FILE, WindowsSandbox  # noqa: E402
+from sandfleet_agent.binding.bind import BindError, BoundPolicy, bind  # noqa: E402
+from sandfleet_agent.binding.facts import BackendStatus, HostFacts, assumed_facts  # noqa: E402
+from sandfleet_agent.binding.hostfs import AssumedFs, FsView  # noqa: E402
+from sandfleet_agent.portable import wire  # noqa: E402
+from sandfleet_agent.portable.intent import PROFILES, SandboxIntent  # noqa: E402
+from sandfleet_agent.portable.pathuri import PathUri  # noqa: E402
 
 #: Where the fixed base of every Seatbelt profile ends and the policy's own sections begin.
 SEATBELT_SPLIT = "; Reads (with mapping code and starting programs).\n"

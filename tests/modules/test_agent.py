@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 from policies import WIDE
 
-from sandfleet.modules import agent, spawn, wire
+from sandfleet_agent import agent, spawn
+from sandfleet_agent.portable import wire
 
 
 def converse(*lines: str) -> list[dict[str, object]]:
@@ -50,7 +51,7 @@ def test_unknown_fields_from_a_newer_controller_are_ignored() -> None:
 
 def test_eof_during_a_task_kills_it() -> None:
     tag = f"agentcancel{os.getpid()}"
-    proc = subprocess.Popen([sys.executable, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet_agent.agent"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(INIT + "\n")

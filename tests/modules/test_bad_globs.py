@@ -17,18 +17,19 @@ from pathlib import Path
 import pytest
 from policies import WIDE
 
-from sandfleet.modules import agent, globs, wire
-from sandfleet.modules.backends.base import Backend, ProxyEndpoint, Refused
-from sandfleet.modules.backends.bwrap import Bwrap
-from sandfleet.modules.backends.landlock import Landlock
-from sandfleet.modules.backends.seatbelt import Seatbelt
-from sandfleet.modules.backends.windows import WindowsSandbox
-from sandfleet.modules.binding import BoundPolicy, Rule
-from sandfleet.modules.executor import execute, prepare
-from sandfleet.modules.facts import BackendStatus, HostFacts, assumed_facts
-from sandfleet.modules.hostfs import AssumedFs, LocalFs
-from sandfleet.modules.intent import PROFILES, Access, Glob, NetworkPolicy, Permission, SandboxIntent
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent import agent
+from sandfleet_agent.backends.base import Backend, ProxyEndpoint, Refused
+from sandfleet_agent.backends.bwrap import Bwrap
+from sandfleet_agent.backends.landlock import Landlock
+from sandfleet_agent.backends.seatbelt import Seatbelt
+from sandfleet_agent.backends.windows import WindowsSandbox
+from sandfleet_agent.binding.bind import BoundPolicy, Rule
+from sandfleet_agent.binding.facts import BackendStatus, HostFacts, assumed_facts
+from sandfleet_agent.binding.hostfs import AssumedFs, LocalFs
+from sandfleet_agent.executor import execute, prepare
+from sandfleet_agent.portable import globs, wire
+from sandfleet_agent.portable.intent import PROFILES, Access, Glob, NetworkPolicy, Permission, SandboxIntent
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 BAD = "**/[z-a]"
 INTENT = SandboxIntent(permissions=(*PROFILES["workspace"], Permission(Glob(BAD), Access.DENY)),
@@ -104,7 +105,7 @@ def test_every_renderer_refuses_a_glob_it_cannot_compile(backend: Backend, syste
 
 def test_seatbelt_never_renders_a_reversed_range() -> None:
     """Even where its own bracket translation is reached first, a reversed range is refused."""
-    from sandfleet.modules.backends.seatbelt import glob_regex
+    from sandfleet_agent.backends.seatbelt import glob_regex
 
     with pytest.raises(Refused, match="reversed"):
         glob_regex("/Users/dev/[c-a]")

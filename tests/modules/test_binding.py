@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from sandfleet.modules.binding import AssumedFs, BindError, BoundPolicy, LocalFs, bind_cwd
-from sandfleet.modules.binding import bind as bind_all_names
-from sandfleet.modules.facts import HostFacts, assumed_facts
-from sandfleet.modules.intent import (
+from sandfleet_agent.binding.bind import AssumedFs, BindError, BoundPolicy, LocalFs, bind_cwd
+from sandfleet_agent.binding.bind import bind as bind_all_names
+from sandfleet_agent.binding.facts import HostFacts, assumed_facts
+from sandfleet_agent.portable.intent import (
     PROFILES,
     Access,
     FilePath,

@@ -27,13 +27,14 @@ import pytest
 import wrappers
 
 from conftest import need
-from sandfleet.modules import globs, netns
-from sandfleet.modules.backends.base import ProxyEndpoint, Refused
-from sandfleet.modules.backends.bwrap import Bwrap
-from sandfleet.modules.binding import BoundPolicy, LocalFs, Rule, bind
-from sandfleet.modules.facts import BackendStatus, HostFacts, probe_bwrap
-from sandfleet.modules.hostfs import AssumedFs
-from sandfleet.modules.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet_agent.backends.base import ProxyEndpoint, Refused
+from sandfleet_agent.backends.bwrap import Bwrap
+from sandfleet_agent.binding.bind import BoundPolicy, LocalFs, Rule, bind
+from sandfleet_agent.binding.facts import BackendStatus, HostFacts, probe_bwrap
+from sandfleet_agent.binding.hostfs import AssumedFs
+from sandfleet_agent.network import netns
+from sandfleet_agent.portable import globs
+from sandfleet_agent.portable.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent
 
 CASES = sorted((Path(__file__).parent / "cases" / "bwrap").glob("*.json"))
 PY = "/usr/bin/python3"  # outside /root, so the unprivileged user can run it too

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from conftest import need
-from sandfleet.modules import facts
-from sandfleet.modules.facts import BWRAP_DIRS_ENV, classify_bwrap_failure, probe_bwrap, trusted_binary
+from sandfleet_agent.binding import facts
+from sandfleet_agent.binding.facts import BWRAP_DIRS_ENV, classify_bwrap_failure, probe_bwrap, trusted_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_BWRAP = "/usr/bin/bwrap"
@@ -341,10 +341,10 @@ _INSIDE = textwrap.dedent("""\
     import dataclasses, json, subprocess, sys
     sys.path.insert(0, sys.argv[1])
     import wrappers
-    from sandfleet.modules.backends.bwrap import Bwrap
-    from sandfleet.modules.binding import BoundPolicy, Rule
-    from sandfleet.modules.facts import HostFacts, probe_bwrap
-    from sandfleet.modules.intent import Access, NetworkPolicy
+    from sandfleet_agent.backends.bwrap import Bwrap
+    from sandfleet_agent.binding.bind import BoundPolicy, Rule
+    from sandfleet_agent.binding.facts import HostFacts, probe_bwrap
+    from sandfleet_agent.portable.intent import Access, NetworkPolicy
 
     status = probe_bwrap()
     out = {"status": dataclasses.asdict(status)}

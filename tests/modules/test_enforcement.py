@@ -2,7 +2,7 @@
 
 The same matrix runs for bwrap and Landlock: the forbidden thing must fail *and* the allowed
 thing must still work, or a backend that blocks everything would pass. ``bwrap-reused`` runs each
-attempt as the second task of a persistent sandbox (modules/sandbox_pool.py), after another task
+attempt as the second task of a persistent sandbox (modules/sandfleet_agent/linux/sandbox_pool.py), after another task
 of the same policy: enforcement must be exactly that of a fresh sandbox. Landlock refuses an agent
 that is root, so its column runs the host-side code as the unprivileged test user
 (:mod:`unprivileged`); the trees live in a directory that user owns.
@@ -23,9 +23,10 @@ from policies import WIDE
 from unprivileged import as_user, user_tree
 
 from conftest import need
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
-from sandfleet.modules.intent import (
+from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
+from sandfleet_agent.executor import execute
+from sandfleet_agent.linux.sandbox_pool import SandboxPool
+from sandfleet_agent.portable.intent import (
     PROFILES,
     Access,
     FilePath,
@@ -35,9 +36,8 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
-from sandfleet.modules.pathuri import PathUri
-from sandfleet.modules.sandbox_pool import SandboxPool
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 BACKENDS = ("bwrap", "bwrap-reused", "landlock")
 #: The interpreter tasks run: outside /root, so the unprivileged user can run it too.
@@ -255,7 +255,7 @@ class TestFailClosed:
         assert not (box["ws"] / "src" / "ran").exists()
 
     def test_nothing_available_means_nothing_runs(self, host_facts: HostFacts, box: dict[str, Path]) -> None:
-        from sandfleet.modules.facts import BackendStatus
+        from sandfleet_agent.binding.facts import BackendStatus
 
         none_work = dataclasses.replace(
             facts_for(host_facts, box),
@@ -269,7 +269,7 @@ class TestFailClosed:
         assert not (box["ws"] / "src" / "ran").exists()
 
     def test_a_pin_is_never_replaced(self, host_facts: HostFacts, box: dict[str, Path]) -> None:
-        from sandfleet.modules.facts import BackendStatus
+        from sandfleet_agent.binding.facts import BackendStatus
 
         facts = dataclasses.replace(facts_for(host_facts, box), backends=(
             BackendStatus("bwrap", False, "bwrap is not installed"), *[b for b in host_facts.backends

@@ -30,15 +30,24 @@ from policies import WIDE
 from unprivileged import account, as_user, user_tree
 
 from conftest import need
-from sandfleet.modules import agent, wire
-from sandfleet.modules.binding import LocalFs, bind
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
-from sandfleet.modules.intent import PROFILES, Access, FilePath, NetworkMode, NetworkPolicy, Permission, SandboxIntent
-from sandfleet.modules.pathuri import PathUri
-from sandfleet.modules.policy import Effective
-from sandfleet.modules.sandbox_pool import SandboxPool
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent import agent
+from sandfleet_agent.binding.bind import LocalFs, bind
+from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
+from sandfleet_agent.executor import execute
+from sandfleet_agent.linux.sandbox_pool import SandboxPool
+from sandfleet_agent.portable import wire
+from sandfleet_agent.portable.intent import (
+    PROFILES,
+    Access,
+    FilePath,
+    NetworkMode,
+    NetworkPolicy,
+    Permission,
+    SandboxIntent,
+)
+from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.policy import Effective
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 BUILT_IN = Effective()
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
@@ -452,7 +461,7 @@ def _execute_protected(request: ExecRequest, facts: HostFacts, extra: tuple[str,
 
 def test_the_local_agent_does_not_inherit_the_controllers_secrets() -> None:
     """The local agent's environment (readable by other processes of its user) is minimal."""
-    from sandfleet.runner.local import agent_env
+    from sandfleet.transports.local import agent_env
 
     env = agent_env({"PATH": "/usr/bin", "HOME": "/root", "AWS_SECRET_ACCESS_KEY": "s", "SSH_AUTH_SOCK": "/tmp/a",
                      "GITHUB_TOKEN": "t", "SANDFLEET_LANDLOCK_MAX_ABI": "3", "LC_ALL": "C"})
@@ -474,7 +483,7 @@ def test_the_agent_starts_with_a_fresh_session_keyring() -> None:
     init = json.dumps({"v": 1, "init": {"workspace_roots": ["/"], "sandbox_pin": None}})
     request = wire.encode_request(ExecRequest(id="k", argv=(PY, "-c", script), sandbox=None, policy=WIDE))
     direct = subprocess.run([PY, "-c", script], capture_output=True, text=True)
-    proc = subprocess.Popen([sys.executable, "-m", "sandfleet.modules.agent"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet_agent.agent"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdin is not None and proc.stdout is not None

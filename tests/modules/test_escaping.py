@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import need
-from sandfleet.modules.backends.bwrap import Bwrap
-from sandfleet.modules.binding import BoundPolicy, Rule
-from sandfleet.modules.escaping import json_str, sh, sh_join, sh_split
-from sandfleet.modules.facts import HostFacts, probe_bwrap
-from sandfleet.modules.intent import Access, NetworkPolicy
+from sandfleet_agent.backends.bwrap import Bwrap
+from sandfleet_agent.backends.escaping import json_str, sh, sh_join, sh_split
+from sandfleet_agent.binding.bind import BoundPolicy, Rule
+from sandfleet_agent.binding.facts import HostFacts, probe_bwrap
+from sandfleet_agent.portable.intent import Access, NetworkPolicy
 
 FRAGMENTS = ["'", '"', "\\", "\n", "\r", "\t", " ", "$(", ")", "`", "${x}", "*", "?", "[", "]", "-", "--",
              "~", "#", ";", "&", "|", "!", "{", "}", "=", "%", "<", ">", "é", "€", "\u202e", "\udcff",
@@ -149,10 +149,10 @@ ENV_PROBE = "import os, sys; print(os.environb[b'SF_HOSTILE'].hex(), os.fsencode
 def test_env_and_argv_reach_a_sandboxed_child_exactly_through_the_wire(value: str, arg: str) -> None:
     """A hostile env value and argv element go controller → JSON line → agent → bwrap → child,
     and the child sees exactly the bytes that were sent."""
-    from sandfleet.modules import wire
-    from sandfleet.modules.executor import execute
-    from sandfleet.modules.facts import probe
-    from sandfleet.modules.intent import PROFILES, SandboxIntent
+    from sandfleet_agent.binding.facts import probe
+    from sandfleet_agent.executor import execute
+    from sandfleet_agent.portable import wire
+    from sandfleet_agent.portable.intent import PROFILES, SandboxIntent
 
     facts = probe()
     need(bool(facts.backend("bwrap") and facts.backend("bwrap").available), "bwrap unavailable")  # type: ignore[union-attr]

@@ -22,13 +22,13 @@ import pytest
 from unprivileged import as_user, user_tree
 
 from conftest import need
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, cap_eff, own_paths, probe, state_dir
-from sandfleet.modules.intent import PROFILES, NetworkPolicy, SandboxIntent
-from sandfleet.modules.policy import DEFAULT, Effective
-from sandfleet.modules.render import environment
-from sandfleet.modules.sandbox_pool import SandboxPool
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent.backends.render import environment
+from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
+from sandfleet_agent.executor import execute
+from sandfleet_agent.linux.sandbox_pool import SandboxPool
+from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxIntent
+from sandfleet_agent.portable.policy import DEFAULT, Effective
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 PATHS = ("bare", "bwrap", "bwrap-reused", "landlock")

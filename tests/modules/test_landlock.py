@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sandfleet.modules import landlock
-from sandfleet.modules.landlock import (
+from sandfleet_agent.linux import landlock_ruleset as landlock
+from sandfleet_agent.linux.landlock_ruleset import (
     FsRule,
     LandlockRuleset,
     LandlockUnavailable,
@@ -420,7 +420,7 @@ def test_abstract_unix_socket_scope(ws):
 
 def cli(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sandfleet.modules.landlock_exec", *args],
+        [sys.executable, "-m", "sandfleet_agent.linux.landlock_exec", *args],
         capture_output=True, text=True, timeout=TIMEOUT, **kwargs,
     )
 

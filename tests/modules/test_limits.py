@@ -21,14 +21,15 @@ import pytest
 from unprivileged import as_user, user_tree
 
 from conftest import need
-from sandfleet.modules.executor import Prepared, execute, prepare
-from sandfleet.modules.facts import HostFacts, assumed_facts, cap_eff, own_paths, probe, state_dir
-from sandfleet.modules.hostfs import AssumedFs
-from sandfleet.modules.intent import PROFILES, NetworkPolicy, SandboxIntent
-from sandfleet.modules.limits import AS_NOTE, TaskLimits, lowest, merged, parse_limits, parse_size
-from sandfleet.modules.policy import DEFAULT, Effective, Policy, complete
-from sandfleet.modules.sandbox_pool import SandboxPool
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status, WireError, decode_request, encode_request
+from sandfleet_agent.binding.facts import HostFacts, assumed_facts, cap_eff, own_paths, probe, state_dir
+from sandfleet_agent.binding.hostfs import AssumedFs
+from sandfleet_agent.bounds import AS_NOTE
+from sandfleet_agent.executor import Prepared, execute, prepare
+from sandfleet_agent.linux.sandbox_pool import SandboxPool
+from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxIntent
+from sandfleet_agent.portable.limits import TaskLimits, lowest, merged, parse_limits, parse_size
+from sandfleet_agent.portable.policy import DEFAULT, Effective, Policy, complete
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status, WireError, decode_request, encode_request
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 MODES = ("bare", "bwrap", "bwrap-reused")

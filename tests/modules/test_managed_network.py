@@ -17,12 +17,12 @@ from netservers import EchoServer, HttpServer, HttpsServer, UdpSink, make_tls
 from policies import WIDE
 
 from conftest import need
-from sandfleet.modules import netproxy
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, probe
-from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent, Special
-from sandfleet.modules.policy import Effective
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent.binding.facts import HostFacts, probe
+from sandfleet_agent.executor import execute
+from sandfleet_agent.network import netproxy
+from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent, Special
+from sandfleet_agent.portable.policy import Effective
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 PLAIN_IP, TLS_IP = "127.0.0.5", "127.0.0.6"
 RESOLVE = {"allowed.test": PLAIN_IP, "www.allowed.test": PLAIN_IP, "tls.allowed.test": TLS_IP,

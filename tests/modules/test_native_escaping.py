@@ -14,9 +14,17 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from native_readers import SbplError, Str, command_line_to_argv, ps_read_string, sbpl_parse
 
-from sandfleet.modules import globs
-from sandfleet.modules.backends.seatbelt import glob_regex
-from sandfleet.modules.escaping import PS_SINGLE_QUOTES, ps_str, sbpl_str, win_arg, win_cmdline, win_program, xml_str
+from sandfleet_agent.backends.escaping import (
+    PS_SINGLE_QUOTES,
+    ps_str,
+    sbpl_str,
+    win_arg,
+    win_cmdline,
+    win_program,
+    xml_str,
+)
+from sandfleet_agent.backends.seatbelt import glob_regex
+from sandfleet_agent.portable import globs
 
 FRAGMENTS = ["'", '"', "\\", "\\\\", '\\"', "\n", "\r", "\t", " ", "$(", ")", "(", "`", "${x}", "*", "?", "[", "]",
              "-", "~", "#", ";", "&", "|", "!", "{", "}", "%PATH%", "^", "<", ">", "é", "€", "\u202e", "\u2018",

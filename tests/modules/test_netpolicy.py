@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from sandfleet.modules.netpolicy import (
+from sandfleet_agent.network.netpolicy import (
     HostPolicy,
     InvalidHost,
     destination_problem,

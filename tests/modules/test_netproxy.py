@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from netservers import EchoServer, HttpServer
 
-from sandfleet.modules import netproxy
-from sandfleet.modules.netpolicy import HostPolicy
-from sandfleet.modules.netproxy import ProxySession, Recorder
+from sandfleet_agent.network import netproxy
+from sandfleet_agent.network.netpolicy import HostPolicy
+from sandfleet_agent.network.netproxy import ProxySession, Recorder
 
 SERVER_IP = "127.0.0.7"
 RESOLVE = {"allowed.test": SERVER_IP, "www.allowed.test": SERVER_IP, "evil.test": SERVER_IP,

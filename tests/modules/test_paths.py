@@ -1,4 +1,4 @@
-"""The one path-containment test (modules/paths.py) that binding, the backends and the ruleset
+"""The one path-containment test (modules/sandfleet_agent/paths.py) that binding, the backends and the ruleset
 checks share: segment-wise, root and equality handled per function, Windows case-insensitive."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandfleet.modules.paths import at_or_below, strictly_below
+from sandfleet_agent.paths import at_or_below, strictly_below
 
 # Segment names that stress prefixes: "a" is a string prefix of "ab", "a." and "a-"; no "." or "..".
 names = st.text(alphabet="abAB.-_ ", min_size=1, max_size=3).filter(lambda s: s not in (".", ".."))

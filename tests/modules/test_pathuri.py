@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sandfleet.modules.pathuri import PathUri
+from sandfleet_agent.portable.pathuri import PathUri
 
 OPAQUE_CASE_5 = "file:///%00/bad/path/L3RtcC9udWxsLQAt_y1ieXRl"
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandfleet.modules import render
-from sandfleet.modules.backends.bwrap import Mount
+from sandfleet_agent.backends import render
+from sandfleet_agent.backends.bwrap import Mount
 
 CONTEXT: dict[str, Any] = dict(
     prefix=[], bwrap="/usr/bin/bwrap", unshare=["--unshare-user", "--unshare-pid"], unshare_net=True, setenv=[],
@@ -133,8 +133,8 @@ def test_an_agent_whose_wrappers_are_remembered_never_imports_jinja2(memo: Path)
     expected = render.render_argv("bwrap.j2", **CONTEXT)
     script = f"""
 import json, sys
-from sandfleet.modules import render
-from sandfleet.modules.backends.bwrap import Mount
+from sandfleet_agent.backends import render
+from sandfleet_agent.backends.bwrap import Mount
 render.memoise_renders({str(memo)!r})
 words = render.render_argv("bwrap.j2", **{CONTEXT!r})
 print(json.dumps([words, "jinja2" in sys.modules]))

@@ -1,4 +1,4 @@
-"""One persistent bwrap sandbox serving many tasks (modules/sandbox_pool.py, sandbox_init.py).
+"""One persistent bwrap sandbox serving many tasks (modules/sandfleet_agent/linux/sandbox_pool.py, sandbox_init.py).
 
 What a reused sandbox must not carry from one task to the next, each shown with real bwrap:
 processes (however they detach), environment, cwd, open fds, the sandbox-private /dev tmpfs and
@@ -20,15 +20,15 @@ import pytest
 from policies import WIDE
 
 from conftest import need
-from sandfleet.modules.agent import read_reuse
-from sandfleet.modules.backends.base import Wrapper
-from sandfleet.modules.executor import execute
-from sandfleet.modules.facts import HostFacts, probe
-from sandfleet.modules.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
-from sandfleet.modules.policy import DEFAULT_PROTECTED
-from sandfleet.modules.sandbox_pool import LOADER, SandboxPool, persistent_wrapper, split_wrapper
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
-from sandfleet.runner.base import AgentInit
+from sandfleet.transports.base import AgentInit
+from sandfleet_agent.agent import read_reuse
+from sandfleet_agent.backends.base import Wrapper
+from sandfleet_agent.binding.facts import HostFacts, probe
+from sandfleet_agent.executor import execute
+from sandfleet_agent.linux.sandbox_pool import LOADER, SandboxPool, persistent_wrapper, split_wrapper
+from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
+from sandfleet_agent.portable.policy import DEFAULT_PROTECTED
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +278,7 @@ class TestForms:
 
 
 def _cwd(path: str) -> object:
-    from sandfleet.modules.intent import FilePath
-    from sandfleet.modules.pathuri import PathUri
+    from sandfleet_agent.portable.intent import FilePath
+    from sandfleet_agent.portable.pathuri import PathUri
 
     return FilePath(str(PathUri.from_native(path)))

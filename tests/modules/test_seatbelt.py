@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from native_cases import BASE_FILE, SEATBELT_SPLIT, case_files, load, observed, render, request_of
 from native_readers import SbplError, Str, Sym, check_profile, sbpl_walk
 
-from sandfleet.modules.backends import wrap
-from sandfleet.modules.backends.base import ProxyEndpoint, Refused
-from sandfleet.modules.backends.seatbelt import PROFILE_FILE, SANDBOX_EXEC, Seatbelt
-from sandfleet.modules.binding import BoundPolicy, Rule
-from sandfleet.modules.facts import assumed_facts, probe_seatbelt
-from sandfleet.modules.intent import Access, NetworkMode, NetworkPolicy
+from sandfleet_agent.backends import wrap
+from sandfleet_agent.backends.base import ProxyEndpoint, Refused
+from sandfleet_agent.backends.seatbelt import PROFILE_FILE, SANDBOX_EXEC, Seatbelt
+from sandfleet_agent.binding.bind import BoundPolicy, Rule
+from sandfleet_agent.binding.facts import assumed_facts, probe_seatbelt
+from sandfleet_agent.portable.intent import Access, NetworkMode, NetworkPolicy
 
 CASES = case_files("seatbelt")
 
@@ -207,11 +207,11 @@ def test_a_policy_bound_for_another_os_or_an_empty_argv_is_refused() -> None:
 
 
 def test_an_unavailable_seatbelt_is_a_sandbox_unavailable_result_and_nothing_runs() -> None:
-    from sandfleet.modules.executor import prepare
-    from sandfleet.modules.facts import BackendStatus
-    from sandfleet.modules.hostfs import AssumedFs
-    from sandfleet.modules.intent import PROFILES, SandboxIntent
-    from sandfleet.modules.wire import ExecRequest, ExecResult, Status
+    from sandfleet_agent.binding.facts import BackendStatus
+    from sandfleet_agent.binding.hostfs import AssumedFs
+    from sandfleet_agent.executor import prepare
+    from sandfleet_agent.portable.intent import PROFILES, SandboxIntent
+    from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
     facts = assumed_facts("macos", "dev", ("/Users/dev/ws",))
     facts = type(facts)(**{**facts.__dict__, "backends": (BackendStatus("seatbelt", False, "not here"),)})

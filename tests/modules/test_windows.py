@@ -28,9 +28,10 @@ from native_cases import (
 )
 from native_readers import command_line_to_argv, ps_assignment
 
-from sandfleet.modules.backends import wrap
-from sandfleet.modules.backends.base import Refused, Wrapper
-from sandfleet.modules.backends.windows import (
+import sandfleet_agent
+from sandfleet_agent.backends import wrap
+from sandfleet_agent.backends.base import Refused, Wrapper
+from sandfleet_agent.backends.windows import (
     LAUNCHER_FILE,
     NETWORK_CAPABILITIES,
     POLICY_FILE,
@@ -38,12 +39,12 @@ from sandfleet.modules.backends.windows import (
     WindowsSandbox,
     policy_sid,
 )
-from sandfleet.modules.binding import BoundPolicy, Rule, bind
-from sandfleet.modules.facts import assumed_facts, probe_windows
-from sandfleet.modules.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent, Special
+from sandfleet_agent.binding.bind import BoundPolicy, Rule, bind
+from sandfleet_agent.binding.facts import assumed_facts, probe_windows
+from sandfleet_agent.portable.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent, Special
 
 CASES = case_files("windows")
-TEMPLATES = Path(__file__).resolve().parents[2] / "modules" / "templates"
+TEMPLATES = Path(sandfleet_agent.__file__).parent / "backends" / "templates"
 
 
 def read_back(wrapper: Wrapper) -> tuple[ET.Element, list[str]]:

@@ -19,8 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sandfleet.modules import wire
-from sandfleet.modules.intent import (
+from sandfleet_agent.portable import wire
+from sandfleet_agent.portable.intent import (
     Access,
     FilePath,
     Glob,
@@ -30,10 +30,10 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
-from sandfleet.modules.limits import TaskLimits
-from sandfleet.modules.pathuri import PathUri
-from sandfleet.modules.policy import Effective
-from sandfleet.modules.wire import (
+from sandfleet_agent.portable.limits import TaskLimits
+from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.policy import Effective
+from sandfleet_agent.portable.wire import (
     ExecRequest,
     ExecResult,
     Status,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sandfleet.errors import InputError
-from sandfleet.playbook import load_playbook
+from sandfleet.load.playbook import load_playbook
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "playbook"
 CASES = sorted(CORPUS.glob("*.yml"))

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandfleet.playbook import load_playbook
+from sandfleet.load.playbook import load_playbook
 
 HOSTILE = ["'", '"', "\\", "\n", "\r\n", "\t", "$(id)", "`id`", "${HOME}", ";", "|", "&&", "*", "~",
            "#", ": ", "- ", "!tag", "&anchor", "%", "@", "\u00e9", "\u2028", "\U0001f600", " ", "",

@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 
 from sandfleet.errors import InputError, Mark
-from sandfleet.modules.intent import (
+from sandfleet.load.playbook import (
+    ExecSpec,
+    Play,
+    Playbook,
+    PlaybookWarning,
+    SandboxOrigin,
+    SandboxSetting,
+    Task,
+    load_playbook,
+)
+from sandfleet.load.sandbox_spec import DEFAULT_INTENT
+from sandfleet_agent.portable.intent import (
     PROFILES,
     Access,
     FilePath,
@@ -19,17 +30,6 @@ from sandfleet.modules.intent import (
     SandboxIntent,
     Special,
 )
-from sandfleet.playbook import (
-    ExecSpec,
-    Play,
-    Playbook,
-    PlaybookWarning,
-    SandboxOrigin,
-    SandboxSetting,
-    Task,
-    load_playbook,
-)
-from sandfleet.sandbox_spec import DEFAULT_INTENT
 
 DESIGN_EXAMPLE = Path(__file__).resolve().parent / "data" / "design_example.yml"
 WORKSPACE = PROFILES["workspace"]

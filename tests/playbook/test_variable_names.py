@@ -1,4 +1,4 @@
-"""One rule for what may name a variable (sandfleet/varnames.py), the same in ``vars``, ``register``,
+"""One rule for what may name a variable (sandfleet/load/varnames.py), the same in ``vars``, ``register``,
 ``loop_control.loop_var``/``index_var`` and ``-e``, and it is what Jinja2 really resolves."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from jinja2.sandbox import SandboxedEnvironment
 
 from sandfleet.errors import InputError, UsageError
-from sandfleet.extra_vars import parse_extra_vars
-from sandfleet.playbook import load_playbook
-from sandfleet.varnames import JINJA_WORDS, is_variable_name
+from sandfleet.load.extra_vars import parse_extra_vars
+from sandfleet.load.playbook import load_playbook
+from sandfleet.load.varnames import JINJA_WORDS, is_variable_name
 
 JINJA = SandboxedEnvironment(undefined=jinja2.StrictUndefined)
 PYTHON_KEYWORDS = ["class", "def", "lambda", "import", "from", "in", "is", "if", "else", "and", "or", "for",

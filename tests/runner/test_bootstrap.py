@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from sandfleet import modules
-from sandfleet.runner.bootstrap import (
+import sandfleet_agent
+from sandfleet.transports.bootstrap import (
     _STUB,
     AGENT_PACKAGE,
     MANIFEST,
@@ -128,7 +128,8 @@ class TestBundle:
         names = zipfile.ZipFile(io.BytesIO(agent_bundle().data)).namelist()
         assert names == sorted(names)
         assert {"__main__.py", f"{AGENT_PACKAGE}/agent.py", f"{AGENT_PACKAGE}/backends/bwrap.py",
-                f"{AGENT_PACKAGE}/templates/bwrap.j2", "jinja2/__init__.py", "markupsafe/__init__.py"} <= set(names)
+                f"{AGENT_PACKAGE}/backends/templates/bwrap.j2", "jinja2/__init__.py",
+                "markupsafe/__init__.py"} <= set(names)
         assert not [n for n in names if "__pycache__" in n or n.endswith((".so", ".c", ".pyi"))]
         infos = zipfile.ZipFile(io.BytesIO(agent_bundle().data)).infolist()
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
@@ -206,21 +207,21 @@ class TestStub:
             assert (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / name).stat().st_mode & 0o077 == 0
 
     def test_an_installed_sandfleet_keeps_no_caches_in_its_own_folder(self, tmp_path: Path) -> None:
-        """Installed, the host-side code is ``sandfleet.modules`` under a folder that also has a
-        ``__main__.py``, like the unpacked zip; only the zip's own copy may keep caches beside it."""
-        package = tmp_path / "sandfleet"
-        shutil.copytree(Path(modules.__file__).parent, package / "modules",
+        """Installed, the host side is ``sandfleet_agent`` under a shared folder (site-packages),
+        which may even hold a ``__main__.py`` like the unpacked zip: only the bootstrap stub names
+        a cache folder, so an agent started any other way writes nothing beside its code."""
+        shutil.copytree(Path(sandfleet_agent.__file__).parent, tmp_path / "sandfleet_agent",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        (package / "__init__.py").write_text("")
-        (package / "__main__.py").write_text("")
+        (tmp_path / "__main__.py").write_text("")
         sandboxed = {"v": 1, "id": "t", "argv": ["/bin/true"], "env": {}, "sandbox": {
             "permissions": [{"path": {"special": "root"}, "access": "read"}], "network": {"mode": "none"}}}
         lines = json.dumps({"v": 1, "init": {"sandbox_pin": None}}) + "\n" + json.dumps(sandboxed) + "\n"
         env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
-        out = subprocess.run([sys.executable, "-m", "sandfleet.modules.agent"], input=lines, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "sandfleet_agent.agent"], input=lines, capture_output=True,
                              text=True, env=env, cwd=tmp_path, timeout=60).stdout.splitlines()
         assert json.loads(out[1])["wrapper"], out  # it rendered a wrapper
-        assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "__main__.py", "modules"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["__main__.py", "sandfleet_agent"]
+        assert not list((tmp_path / "sandfleet_agent").rglob("*cache*")) and not list(tmp_path.rglob("*memo*"))
 
     @pytest.mark.parametrize("python", interpreters())
     def test_every_interpreter_either_runs_the_agent_or_says_it_is_too_old(self, tmp_path: Path,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sandfleet.runner.hostkeys import (
+from sandfleet.transports.hostkeys import (
     ACCEPT_NEW,
     REJECT,
     ChangedHostKey,
@@ -156,7 +156,7 @@ class TestParallel:
         inode = path.stat().st_ino
         script = (
             "import sys, threading\n"
-            "from sandfleet.runner.hostkeys import KnownHosts\n"
+            "from sandfleet.transports.hostkeys import KnownHosts\n"
             "sys.path.insert(0, sys.argv[2])\n"
             "from test_hostkeys import blob\n"
             "known = KnownHosts([sys.argv[1]], sys.argv[1])\n"

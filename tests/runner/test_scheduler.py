@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from sandfleet.inventory import load_inventory
-from sandfleet.modules.facts import assumed_facts
-from sandfleet.modules.wire import ExecRequest, ExecResult, Status
-from sandfleet.playbook import load_playbook
-from sandfleet.runner import hostloop
-from sandfleet.runner.base import AgentInit, Connection, HostUnreachable
-from sandfleet.runner.scheduler import run_playbook
+from sandfleet.load.playbook import load_playbook
+from sandfleet.run import hostloop
+from sandfleet.run.scheduler import run_playbook
+from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
+from sandfleet_agent.binding.facts import assumed_facts
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 
 class FakeConnection(Connection):

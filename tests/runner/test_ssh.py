@@ -26,11 +26,11 @@ from sshd import USER, Fleet, SshHost, keygen, missing_reason
 
 from conftest import need
 from sandfleet.inventory import HostConfig
-from sandfleet.modules.wire import ExecRequest
-from sandfleet.runner.base import AgentInit, HostUnreachable
-from sandfleet.runner.bootstrap import agent_bundle
-from sandfleet.runner.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
-from sandfleet.runner.ssh import SshConnection, SshConnector
+from sandfleet.transports.base import AgentInit, HostUnreachable
+from sandfleet.transports.bootstrap import agent_bundle
+from sandfleet.transports.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
+from sandfleet.transports.ssh import SshConnection, SshConnector
+from sandfleet_agent.portable.wire import ExecRequest
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = 10
@@ -129,7 +129,7 @@ def wait_until(check: Any, within_s: float = 5.0) -> bool:
 
 
 def request(argv: list[str], timeout_s: float | None = None) -> ExecRequest:
-    from sandfleet.modules.intent import PROFILES, SandboxIntent
+    from sandfleet_agent.portable.intent import PROFILES, SandboxIntent
 
     return ExecRequest(id="t", argv=tuple(argv), timeout_s=timeout_s, sandbox=SandboxIntent(PROFILES["workspace"]))
 

@@ -10,8 +10,8 @@ import pytest
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
-from sandfleet.runner.base import HostUnreachable
-from sandfleet.runner.sshconfig import DEFAULT_TIMEOUT, SshConfig, parse_jump
+from sandfleet.transports.base import HostUnreachable
+from sandfleet.transports.sshconfig import DEFAULT_TIMEOUT, SshConfig, parse_jump
 
 
 def host(address: str, **kw: Any) -> HostConfig:

@@ -1,0 +1,144 @@
+"""What host-side code may know of a host's filesystem, as one small interface.
+
+Binding (symlinked roots, ``gitdir:`` files) and the backends (which paths exist, deny-glob
+matches) all look at the filesystem through a view: :class:`LocalFs` is the machine this code
+runs on, exact; :class:`AssumedFs` is a host a dry-run may not touch, so it *assumes*: every path
+exists as a plain directory, nothing is a symlink or a file, no glob matches anything yet (the
+host expands them when the task runs), and on macOS the firmlinks apply (``/tmp`` is
+``/private/tmp``), because Seatbelt matches canonical paths only.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import os
+import posixpath
+import stat
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from sandfleet_agent.paths import at_or_below
+
+
+class FsView:
+    exact = False
+
+    def __init__(self, system: str = "linux") -> None:
+        self.system = system
+        self.path: Any = ntpath if system == "windows" else posixpath
+
+    def kind(self, path: str) -> Optional[str]:
+        """``dir``, ``file``, ``link``, ``other`` (not following a final symlink), or ``None``."""
+        raise NotImplementedError
+
+    def realpath(self, path: str) -> str:
+        raise NotImplementedError
+
+    def readlink(self, path: str) -> str:
+        raise OSError(f"{path} is not a symlink")
+
+    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
+        """(name, kind) of each entry; nothing when unreadable."""
+        return iter(())
+
+    def read_head(self, path: str) -> Optional[str]:
+        """The first 4 KiB of a text file (a ``.git`` file's ``gitdir:`` line), or None."""
+        return None
+
+    def is_dir(self, path: str) -> bool:
+        return self.kind(self.realpath(path)) == "dir"
+
+    def is_file(self, path: str) -> bool:
+        return self.kind(self.realpath(path)) == "file"
+
+
+class AssumedFs(FsView):
+    _MACOS_LINKS = ("/tmp", "/var", "/etc")
+
+    def kind(self, path: str) -> Optional[str]:
+        return "dir"
+
+    def realpath(self, path: str) -> str:
+        norm = str(self.path.normpath(path))
+        if self.system == "macos":
+            for link in self._MACOS_LINKS:
+                if at_or_below(norm, link):
+                    return "/private" + norm
+        return norm
+
+
+class LocalFs(FsView):
+    exact = True
+
+    def __init__(self) -> None:
+        from sandfleet_agent.binding.facts import host_os
+
+        super().__init__(host_os())
+
+    def kind(self, path: str) -> Optional[str]:
+        try:
+            return _mode_kind(os.lstat(path).st_mode)
+        except OSError:
+            return None
+
+    def realpath(self, path: str) -> str:
+        return os.path.realpath(path)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
+        try:
+            with os.scandir(path) as it:  # d_type: no stat per entry on large trees
+                entries = [(e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False)
+                            else "file" if e.is_file(follow_symlinks=False) else "other") for e in it]
+        except OSError:
+            return iter(())  # unreadable to us is unreadable to the sandbox (same uid, no caps)
+        return iter(entries)
+
+    def read_head(self, path: str) -> Optional[str]:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+                return fh.read(4096)
+        except OSError:
+            return None
+
+
+class MemoFs(FsView):
+    """Another view, its answers remembered for as long as this object lives: one task's binding,
+    policy check and rendering ask about the same few dozen paths several times (a realpath is
+    ~15 us, and a task asks ~60 of them). Made per task, so a path that appears between tasks is
+    seen by the next."""
+
+    def __init__(self, inner: FsView) -> None:
+        super().__init__(inner.system)
+        self.inner, self.exact = inner, inner.exact
+        self._kind: dict[str, Optional[str]] = {}
+        self._real: dict[str, str] = {}
+
+    def kind(self, path: str) -> Optional[str]:
+        if path not in self._kind:
+            self._kind[path] = self.inner.kind(path)
+        return self._kind[path]
+
+    def realpath(self, path: str) -> str:
+        if path not in self._real:
+            self._real[path] = self.inner.realpath(path)
+        return self._real[path]
+
+    def readlink(self, path: str) -> str:
+        return self.inner.readlink(path)
+
+    def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
+        return self.inner.scandir(path)
+
+    def read_head(self, path: str) -> Optional[str]:
+        return self.inner.read_head(path)
+
+
+def _mode_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "link"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "file" if stat.S_ISREG(mode) else "other"

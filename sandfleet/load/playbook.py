@@ -1,0 +1,541 @@
+"""Playbooks: the data model and the loader that validates a playbook file into it.
+
+Everything is checked at load time, before any host is touched: unknown keys, wrong types,
+broken ``{{ }}`` syntax, bad sandbox blocks. Each mistake is one :class:`InputError` at the
+offending key or value. argv, cwd and env stay raw strings: templates are rendered later, per
+host, by the runner; here they are only parsed.
+
+Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.load.sandbox_spec`):
+
+- argv items and env values are scalars taken as written (``010`` stays ``"010"``, ``yes`` stays
+  ``"yes"``); null, lists and mappings are errors, as is NUL anywhere or an empty argv[0].
+  A literal ``{{`` is written ``{{ '{{' }}``, since every argv/cwd/env string is a template.
+- cwd: ``:workspace_roots[/sub]``, ``~[/sub]``, an absolute POSIX or Windows path, or any string
+  holding a template (checked as a path only once rendered on the host). Kept as written.
+- ``timeout`` may be given on the task (Ansible style) or in ``exec``, not both; the effective
+  value is on both ``Task.timeout`` and ``ExecSpec.timeout``.
+- ``when`` is a bare Jinja expression (``{{ }}`` in it is an error), a boolean, or a list of them
+  (joined with ``and``, as Ansible does). ``loop`` is a list or a template string.
+- Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
+- A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.load.varnames`).
+- Ansible action keys (``shell``, ``command``, ...) and ``with_*`` get a pointed hint.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Optional
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2.parser import Parser
+from jinja2.sandbox import SandboxedEnvironment
+
+from sandfleet.errors import InputError, Mark
+from sandfleet.load.keywords import (
+    NO_LOOP_CONTROL,
+    STRATEGIES,
+    BatchSize,
+    LoopControl,
+    parse_loop_control,
+    parse_percentage,
+    parse_serial,
+    parse_tags,
+)
+from sandfleet.load.sandbox_spec import (
+    DEFAULT_INTENT,
+    check_keys,
+    check_subpath,
+    describe,
+    expect_list,
+    expect_map,
+    native_path_uri,
+    parse_sandbox,
+    plain,
+    shown,
+)
+from sandfleet.load.varnames import name_error
+from sandfleet.load.yamlsrc import YList, YMap, load_yaml_file
+from sandfleet_agent.portable.intent import SandboxIntent
+
+__all__ = [
+    "EXEC_KEYS",
+    "PLAY_KEYS",
+    "TASK_KEYS",
+    "ExecSpec",
+    "Play",
+    "Playbook",
+    "PlaybookWarning",
+    "SandboxOrigin",
+    "SandboxSetting",
+    "Task",
+    "load_playbook",
+]
+
+PLAY_KEYS = ("name", "hosts", "vars", "sandbox", "tasks", "serial", "strategy", "max_fail_percentage",
+             "any_errors_fatal", "tags")
+TASK_KEYS = ("name", "exec", "sandbox", "when", "loop", "loop_control", "register", "ignore_errors", "timeout",
+             "failed_when", "changed_when", "run_once", "tags")
+EXEC_KEYS = ("argv", "cwd", "env", "timeout")
+
+_SHELL_HINT = "sandfleet runs commands only through exec: {argv: [program, arg, ...]}, never a shell"
+_TASK_HINTS = {
+    **{k: _SHELL_HINT for k in ("command", "shell", "raw", "script", "ansible.builtin.command",
+                                "ansible.builtin.shell", "ansible.builtin.raw", "ansible.builtin.script")},
+    **{k: "use loop: [...]" for k in ("with_items", "with_list", "with_dict", "with_nested")},
+    "delegate_to": "every task runs on its own host; target another host with a separate play",
+    "until": "retries are not supported; make the command itself retry",
+}
+_PLAY_HINTS = {"roles": "sandfleet plays have tasks only", "vars_files": "put variables under vars:"}
+_SHELL_CHARS = re.compile(r"[|&;<>()$`]")
+
+
+@dataclass(frozen=True)
+class PlaybookWarning:
+    """A problem reported to the user that does not stop the run (e.g. an unknown ``:symbol``)."""
+
+    message: str
+    mark: Mark
+
+    def __str__(self) -> str:
+        return f"{self.mark}: warning: {self.message}"
+
+
+class SandboxOrigin(str, Enum):
+    """Where a task's (or play's) effective sandbox was written."""
+
+    DEFAULT = "default"  # nowhere: the built-in default (workspace profile, network none)
+    PLAY = "play"  # the play's own `sandbox:` (for a task: inherited)
+    TASK = "task"  # the task's own `sandbox:`, which replaced the play's
+
+
+@dataclass(frozen=True)
+class SandboxSetting:
+    """The effective sandbox: an intent, or ``None`` for an explicitly unsandboxed task
+    (``sandbox: false``, which is the only way to get ``None``)."""
+
+    intent: Optional[SandboxIntent]
+    origin: SandboxOrigin = SandboxOrigin.DEFAULT
+    mark: Optional[Mark] = None  # where the `sandbox:` value was written; None for the default
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.intent is not None
+
+
+DEFAULT_SANDBOX = SandboxSetting(DEFAULT_INTENT)
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """The one action: run argv (no shell), with raw, unrendered ``{{ }}`` templates.
+
+    The ``*_marks`` fields locate each value for render-time errors; they take no part in equality.
+    """
+
+    argv: tuple[str, ...]
+    cwd: Optional[str] = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: Optional[float] = None  # seconds; same value as Task.timeout
+    argv_marks: tuple[Mark, ...] = field(default=(), compare=False, repr=False)
+    cwd_mark: Optional[Mark] = field(default=None, compare=False, repr=False)
+    env_marks: Mapping[str, Mark] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # as written; defaults to the argv, shell-quoted for reading
+    exec: ExecSpec
+    sandbox: SandboxSetting
+    when: Optional[str]  # a bare Jinja expression; a list of conditions is joined with `and`
+    loop: Optional[Any]  # a list (plain data) or a template string producing one
+    register: Optional[str]
+    ignore_errors: bool
+    timeout: Optional[float]  # effective: from `timeout:` or `exec.timeout` (never both)
+    mark: Mark
+    failed_when: Optional[str] = None  # bare expressions, a list joined with `and` (as `when`)
+    changed_when: Optional[str] = None
+    run_once: bool = False
+    tags: tuple[str, ...] = ()  # the task's own and its play's
+    loop_control: LoopControl = NO_LOOP_CONTROL
+
+
+@dataclass(frozen=True)
+class Play:
+    name: str  # as written; defaults to the hosts pattern, as Ansible shows it
+    hosts: str  # an Ansible host pattern; a list is joined with ':'
+    vars: Mapping[str, Any]
+    sandbox: SandboxSetting  # the play default; origin DEFAULT when the play gives none
+    tasks: tuple[Task, ...]
+    mark: Mark
+    serial: tuple[BatchSize, ...] = ()  # no serial: one batch of every host
+    strategy: str = "linear"
+    max_fail_percentage: Optional[float] = None
+    any_errors_fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Playbook:
+    path: str
+    plays: tuple[Play, ...]
+    warnings: tuple[PlaybookWarning, ...] = ()
+
+
+def load_playbook(path: str) -> Playbook:
+    """Load and validate a playbook; any mistake raises :class:`InputError` with its position."""
+    name = str(path)
+    data = load_yaml_file(name)
+    return _Loader(name).playbook(data)
+
+
+_JINJA = SandboxedEnvironment(undefined=StrictUndefined)
+_TEMPLATE_START = ("{{", "{%", "{#")
+
+
+def _check_template(text: str, mark: Mark, what: str) -> None:
+    """Parse (not render) a template so a syntax error is reported now, at its file and line."""
+    if not any(d in text for d in _TEMPLATE_START):
+        return
+    try:
+        _JINJA.parse(text)
+    except TemplateSyntaxError as exc:
+        line = f" (line {exc.lineno} of the value)" if exc.lineno and exc.lineno > 1 else ""
+        message = (exc.message or "syntax error").rstrip(".")
+        raise InputError(f"{what} is not a valid template: {message}{line} (for a literal '{{{{' write "
+                         "{{ '{{' }})", mark) from None
+
+
+def _check_expression(text: str, mark: Mark, what: str) -> None:
+    if "{{" in text or "{%" in text:
+        raise InputError(f"{what} is a bare expression: write `x == 1`, not `{{{{ x == 1 }}}}`", mark)
+    try:
+        parser = Parser(_JINJA, text, state="variable")
+        parser.parse_expression()
+        if not parser.stream.eos:
+            parser.fail(f"unexpected {parser.stream.current.value!r} after the expression")
+    except TemplateSyntaxError as exc:
+        message = (exc.message or "syntax error").rstrip(".")
+        raise InputError(f"{what} is not a valid expression: {message}", mark) from None
+
+
+def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
+    """Every string inside loaded data (vars, loop items) must parse as a template."""
+    if isinstance(value, str):
+        _check_template(value, mark, what)
+    elif isinstance(value, YMap):
+        for k, v in value.items():
+            _check_templates_in(v, value.value_mark(k), what)
+    elif isinstance(value, YList):
+        for i, v in enumerate(value):
+            _check_templates_in(v, value.item_mark(i), what)
+
+
+def _positive_number(value: Any, mark: Mark, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} must be a number of seconds, got {describe(value)}", mark)
+    seconds = float(value)
+    if not (0 < seconds < float("inf")):
+        raise InputError(f"{what} must be a positive number of seconds, got {value!r}", mark)
+    return seconds
+
+
+def _scalar_text(container: Any, key: Any, value: Any, mark: Mark, what: str) -> str:
+    """A scalar exactly as written: ``010`` stays ``"010"``, ``yes`` stays ``"yes"``."""
+    if value is None:
+        raise InputError(f"{what} is null (empty, `~` or `null`); quote it if you mean that text, or "
+                         "remove it", mark)
+    if isinstance(value, (dict, list)):
+        raise InputError(f"{what} must be a plain value (string or number), got {describe(value)}", mark)
+    if isinstance(value, str):
+        text = value
+    else:
+        raw = container.raw(key)
+        text = raw if raw is not None else str(value)
+    if "\0" in text:
+        raise InputError(f"{what} contains a NUL character, which no OS can pass to a program", mark)
+    return text
+
+
+def _flow_list(items: list[str]) -> str:
+    return yaml.safe_dump(items, default_flow_style=True, allow_unicode=True, width=10**6).strip()
+
+
+class _Loader:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.warnings: list[PlaybookWarning] = []
+
+    def warn(self, message: str, mark: Mark) -> None:
+        self.warnings.append(PlaybookWarning(message, mark))
+
+    def playbook(self, data: Any) -> Playbook:
+        start = Mark(self.file, 1, 1)
+        if data is None:
+            raise InputError("the playbook is empty; it must be a list of plays", start)
+        if isinstance(data, YMap):
+            raise InputError("the playbook must be a list of plays, got a mapping; start each play with "
+                             "'- hosts: ...'", data.mark)
+        plays = expect_list(data, start, "the playbook (a list of plays)")
+        if not plays:
+            raise InputError("the playbook has no plays", plays.mark)
+        out = tuple(self.play(item, plays.item_mark(i)) for i, item in enumerate(plays))
+        return Playbook(self.file, out, tuple(self.warnings))
+
+    # --- plays ----------------------------------------------------------------------------------
+
+    def play(self, value: Any, mark: Mark) -> Play:
+        node = expect_map(value, mark, "a play")
+        check_keys(node, PLAY_KEYS, "play", _PLAY_HINTS)
+        if "hosts" not in node:
+            raise InputError("the play has no 'hosts' (which hosts to run on, e.g. hosts: all)", node.mark)
+        hosts = self.hosts(node)
+        name = self.name(node, default=hosts)
+        vars_ = self.vars(node) if "vars" in node else {}
+        sandbox = self.sandbox(node, SandboxOrigin.PLAY) or DEFAULT_SANDBOX
+        tags = parse_tags(node["tags"], node.value_mark("tags")) if "tags" in node else ()
+        if "tasks" in node:
+            tasks_node = expect_list(node["tasks"], node.value_mark("tasks"), "tasks")
+            tasks = tuple(self.task(t, tasks_node.item_mark(i), sandbox, tags) for i, t in enumerate(tasks_node))
+        else:
+            self.warn("the play has no tasks", node.mark)
+            tasks = ()
+        return Play(
+            name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark,
+            serial=parse_serial(node["serial"], node.value_mark("serial")) if "serial" in node else (),
+            strategy=self.strategy(node) if "strategy" in node else "linear",
+            max_fail_percentage=(parse_percentage(node["max_fail_percentage"], node.value_mark("max_fail_percentage"),
+                                                  "max_fail_percentage") if "max_fail_percentage" in node else None),
+            any_errors_fatal=self.flag(node, "any_errors_fatal"),
+        )
+
+    def strategy(self, node: YMap) -> str:
+        value = node["strategy"]
+        if value not in STRATEGIES:
+            raise InputError(f"unknown strategy {value!r}", node.value_mark("strategy"), allowed=STRATEGIES)
+        return str(value)
+
+    def flag(self, node: YMap, key: str) -> bool:
+        if key not in node:
+            return False
+        value = node[key]
+        if not isinstance(value, bool):
+            raise InputError(f"{key} must be true or false, got {shown(value)}", node.value_mark(key),
+                             allowed=("true", "false"))
+        return value
+
+    def hosts(self, node: YMap) -> str:
+        value, mark = node["hosts"], node.value_mark("hosts")
+        if isinstance(value, YList):
+            parts = [self.host_pattern(v, value.item_mark(i)) for i, v in enumerate(value)]
+            if not parts:
+                raise InputError("hosts is an empty list", mark)
+            return ":".join(parts)
+        return self.host_pattern(value, mark)
+
+    def host_pattern(self, value: Any, mark: Mark) -> str:
+        if not isinstance(value, str):
+            raise InputError(f"hosts must be a pattern string or a list of them, got {describe(value)}", mark)
+        if not value.strip():
+            raise InputError("hosts is empty; e.g. hosts: all", mark)
+        return value.strip()
+
+    def name(self, node: YMap, default: str) -> str:
+        if "name" not in node:
+            return default
+        value, mark = node["name"], node.value_mark("name")
+        if value is None or isinstance(value, (dict, list)):
+            raise InputError(f"name must be a string, got {describe(value)}", mark)
+        return _scalar_text(node, "name", value, mark, "name")
+
+    def vars(self, node: YMap) -> dict[str, Any]:
+        vars_node = expect_map(node["vars"], node.value_mark("vars"), "vars")
+        for key, value in vars_node.items():
+            problem = name_error("a vars key", key)
+            if problem:
+                raise InputError(problem, vars_node.key_mark(key))
+            _check_templates_in(value, vars_node.value_mark(key), f"variable {key!r}")
+        out: dict[str, Any] = plain(vars_node)
+        return out
+
+    def sandbox(self, node: YMap, origin: SandboxOrigin) -> Optional[SandboxSetting]:
+        if "sandbox" not in node:
+            return None
+        mark = node.value_mark("sandbox")
+        return SandboxSetting(parse_sandbox(node["sandbox"], mark, self.warn), origin, mark)
+
+    # --- tasks ----------------------------------------------------------------------------------
+
+    def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting, play_tags: tuple[str, ...] = ()) -> Task:
+        node = expect_map(value, mark, "a task")
+        check_keys(node, TASK_KEYS, "task", _TASK_HINTS)
+        if "exec" not in node:
+            raise InputError("the task has no 'exec'; every task runs one command: "
+                             "exec: {argv: [program, arg, ...]}", node.mark)
+        exec_spec = self.exec_spec(node)
+        timeout = exec_spec.timeout
+        if "timeout" in node:
+            if timeout is not None:
+                raise InputError("timeout is given both on the task and in exec; keep one",
+                                 node.key_mark("timeout"))
+            timeout = _positive_number(node["timeout"], node.value_mark("timeout"), "timeout")
+            exec_spec = ExecSpec(exec_spec.argv, exec_spec.cwd, exec_spec.env, timeout,
+                                 exec_spec.argv_marks, exec_spec.cwd_mark, exec_spec.env_marks)
+        sandbox = self.sandbox(node, SandboxOrigin.TASK) or play_sandbox
+        return Task(
+            name=self.name(node, default=shlex.join(exec_spec.argv)),
+            exec=exec_spec,
+            sandbox=sandbox,
+            when=self.when(node) if "when" in node else None,
+            loop=self.loop(node) if "loop" in node else None,
+            register=self.register(node) if "register" in node else None,
+            ignore_errors=self.flag(node, "ignore_errors"),
+            timeout=timeout,
+            mark=node.mark,
+            failed_when=self.when(node, "failed_when") if "failed_when" in node else None,
+            changed_when=self.when(node, "changed_when") if "changed_when" in node else None,
+            run_once=self.flag(node, "run_once"),
+            tags=tuple(dict.fromkeys(play_tags + (parse_tags(node["tags"], node.value_mark("tags"))
+                                                  if "tags" in node else ()))),
+            loop_control=self.loop_control(node) if "loop_control" in node else NO_LOOP_CONTROL,
+        )
+
+    def loop_control(self, node: YMap) -> LoopControl:
+        if "loop" not in node:
+            raise InputError("loop_control without loop", node.key_mark("loop_control"))
+        return parse_loop_control(node["loop_control"], node.value_mark("loop_control"), _check_template)
+
+    def when(self, node: YMap, key: str = "when") -> str:
+        value, mark = node[key], node.value_mark(key)
+        if isinstance(value, YList):
+            if not value:
+                raise InputError(f"{key} is an empty list", mark)
+            parts = [self.condition(v, value.item_mark(i), key) for i, v in enumerate(value)]
+            return parts[0] if len(parts) == 1 else " and ".join(f"({p})" for p in parts)
+        return self.condition(value, mark, key)
+
+    def condition(self, value: Any, mark: Mark, key: str = "when") -> str:
+        if isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"{key} must be an expression (a string), a boolean or a list of them, got "
+                             f"{describe(value) if value != '' else 'an empty string'}", mark)
+        _check_expression(value, mark, key)
+        return value
+
+    def loop(self, node: YMap) -> Any:
+        value, mark = node["loop"], node.value_mark("loop")
+        if isinstance(value, str) and "{{" in value:
+            _check_template(value, mark, "loop")
+            return value
+        if not isinstance(value, YList):
+            raise InputError(f"loop must be a list or a template producing one (\"{{{{ items }}}}\"), got "
+                             f"{describe(value)}", mark)
+        _check_templates_in(value, mark, "a loop item")
+        return plain(value)
+
+    def register(self, node: YMap) -> str:
+        value, mark = node["register"], node.value_mark("register")
+        problem = name_error("register", value)
+        if problem:
+            raise InputError(problem, mark)
+        assert isinstance(value, str)
+        return value
+
+    # --- exec -----------------------------------------------------------------------------------
+
+    def exec_spec(self, task: YMap) -> ExecSpec:
+        value, mark = task["exec"], task.value_mark("exec")
+        if isinstance(value, str):
+            raise InputError("exec must be a mapping with an argv list; a shell string would be parsed by "
+                             f"a shell. Write exec: {{argv: {_suggest_argv(value)}}}", mark)
+        node = expect_map(value, mark, "exec")
+        check_keys(node, EXEC_KEYS, "exec")
+        if "argv" not in node:
+            raise InputError("exec has no argv (the program and its arguments, e.g. argv: [echo, hi])",
+                             node.mark)
+        argv, argv_marks = self.argv(node)
+        cwd = self.cwd(node) if "cwd" in node else None
+        env, env_marks = self.env(node) if "env" in node else ({}, {})
+        timeout = (_positive_number(node["timeout"], node.value_mark("timeout"), "exec timeout")
+                   if "timeout" in node else None)
+        return ExecSpec(argv, cwd, MappingProxyType(env), timeout, argv_marks,
+                        node.value_mark("cwd") if cwd is not None else None, MappingProxyType(env_marks))
+
+    def argv(self, node: YMap) -> tuple[tuple[str, ...], tuple[Mark, ...]]:
+        value, mark = node["argv"], node.value_mark("argv")
+        if isinstance(value, str):
+            raise InputError("argv must be a list; a shell string would be parsed by a shell. "
+                             f"Write argv: {_suggest_argv(value)}", mark)
+        items = expect_list(value, mark, "argv")
+        if not items:
+            raise InputError("argv is empty; it needs at least the program: argv: [program, arg, ...]",
+                             items.mark)
+        argv = []
+        for i, item in enumerate(items):
+            item_mark = items.item_mark(i)
+            text = _scalar_text(items, i, item, item_mark, f"argv item {i + 1}")
+            if i == 0 and not text:
+                raise InputError("argv[0] (the program) is an empty string", item_mark)
+            _check_template(text, item_mark, f"argv item {i + 1}")
+            argv.append(text)
+        return tuple(argv), tuple(items.item_mark(i) for i in range(len(items)))
+
+    def cwd(self, node: YMap) -> str:
+        value, mark = node["cwd"], node.value_mark("cwd")
+        forms = (":workspace_roots", ":workspace_roots/sub", "/absolute/path", "C:\\path", "~/sub",
+                 "a {{ template }}")
+        if not isinstance(value, str):
+            raise InputError(f"cwd must be a string, got {describe(value)}", mark, allowed=forms)
+        if "\0" in value:
+            raise InputError("cwd contains a NUL character", mark)
+        if any(d in value for d in _TEMPLATE_START):
+            _check_template(value, mark, "cwd")  # checked again, as a path, once rendered on the host
+        elif value.startswith(":workspace_roots/"):
+            check_subpath(value[len(":workspace_roots/"):], value, mark)
+        elif value.startswith("~/"):
+            check_subpath(value[2:], value, mark)
+        elif value in (":workspace_roots", "~"):
+            pass
+        elif value.startswith(":"):
+            raise InputError(f"cwd {value!r}: the only symbol a cwd may use is :workspace_roots[/sub]", mark,
+                             allowed=forms)
+        elif value.startswith(("/", "\\\\")) or re.match(r"[A-Za-z]:[\\/]", value):
+            native_path_uri(value, mark, "cwd")
+        else:
+            raise InputError(f"cwd {value!r} must be absolute, a symbol or a template (a relative cwd "
+                             "would depend on where the agent happens to start)", mark, allowed=forms)
+        return value
+
+    def env(self, node: YMap) -> tuple[dict[str, str], dict[str, Mark]]:
+        env_node = expect_map(node["env"], node.value_mark("env"), "env")
+        env: dict[str, str] = {}
+        marks: dict[str, Mark] = {}
+        for key, value in env_node.items():
+            key_mark = env_node.key_mark(key)
+            if not isinstance(key, str):
+                raise InputError(f"env name {key!r} must be a string, got {describe(key)}; quote it",
+                                 key_mark)
+            if not key or "=" in key or "\0" in key:
+                raise InputError(f"env name {key!r} is invalid: it must be non-empty, without '=' or NUL",
+                                 key_mark)
+            value_mark = env_node.value_mark(key)
+            text = _scalar_text(env_node, key, value, value_mark, f"env {key}")
+            _check_template(text, value_mark, f"env {key}")
+            env[key], marks[key] = text, value_mark
+        return env, marks
+
+
+def _suggest_argv(command: str) -> str:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    text = _flow_list(words or ["program", "arg"])
+    if _SHELL_CHARS.search(command):
+        text += " (for pipes, redirection or $(...), run a shell explicitly: [sh, -c, '...'])"
+    return text

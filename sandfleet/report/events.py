@@ -1,0 +1,77 @@
+"""What a run tells its reporters: one :class:`TaskEvent` per task (or loop item) per host.
+
+The host loops and the scheduler produce these; the output formats (text, JSON lines, JUnit,
+the results directory) consume them through :class:`Reporter`. Nothing here knows about
+transports or rendering, so any output can be added without touching the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from sandfleet.load.playbook import Play, Task
+from sandfleet_agent.backends.base import Wrapper
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+
+SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One task (or loop item) on one host: what was asked, and what came of it.
+
+    ``status`` is a wire :class:`Status` value or ``"skipped"``; it already reflects
+    ``failed_when`` (a command that exited 0 but matched ``failed_when`` is ``failed``).
+    ``changed`` follows Ansible's command module: true whenever the command ran, unless
+    ``changed_when`` says otherwise.
+    """
+
+    host: str
+    play: str
+    task: str
+    status: str
+    result: Optional[ExecResult] = None
+    request: Optional[ExecRequest] = None
+    wrapper: Optional[Wrapper] = None  # dry-run only: the exact wrapper that would run
+    os: Optional[str] = None
+    ignored: bool = False
+    item: Any = None
+    label: Optional[str] = None  # loop_control.label rendered for this item, else None
+    changed: bool = False
+    run_once: bool = False  # ran once for the whole batch; its result stands for every host
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in (Status.OK.value, SKIPPED)
+
+    @property
+    def display_name(self) -> str:
+        """The task name as people read it: with the loop item's label when there is one."""
+        if self.label is not None:
+            return f"{self.task} (item={self.label})"
+        if self.item is not None:
+            return f"{self.task} (item={self.item})"
+        return self.task
+
+
+class Reporter:
+    """What the runner tells about progress; every output format implements the parts it needs."""
+
+    def play_start(self, play: Play, hosts: list[str]) -> None: ...
+
+    def task_start(self, play: Play, task: Task, hosts: list[str]) -> None:
+        """A task begins on ``hosts`` (linear: once per batch; free: once per host)."""
+
+    def task_event(self, event: TaskEvent) -> None: ...
+
+    def host_unreachable(self, host: str, message: str) -> None: ...
+
+    def play_aborted(self, play: Play, reason: str) -> None:
+        """``any_errors_fatal`` or ``max_fail_percentage`` stopped the play and the run."""
+
+    def finish(self) -> None:
+        """The run is over (or interrupted): write summaries and files."""
+
+
+__all__ = ["SKIPPED", "Reporter", "TaskEvent"]

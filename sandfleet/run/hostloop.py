@@ -1,0 +1,300 @@
+"""One host working through its tasks: variables, ``when``, ``loop``, ``register``, the verdict.
+
+The scheduler decides *when* a host runs a task (lock-step, free, once per batch); this module
+decides *how*: render the request from the host's variables with the operator's policy layers
+for the host (the host itself checks the task against them), execute it under a watchdog, then
+judge it with ``failed_when``/``changed_when`` and register it. Every outcome goes to the
+reporter as it happens, so nothing a host finished is lost when it later fails. A failed task
+(not ignored) or an unreachable host ends the host's part of the run, as in Ansible.
+
+Deliberate differences from Ansible (each narrows, never widens, what runs):
+
+- ``failed_when``/``changed_when`` judge only a command that ran to its exit code. A task whose
+  sandbox could not be provided, that timed out or was never started stays failed whatever
+  ``failed_when`` says: ``failed_when: false`` must never turn "no sandbox" into success.
+- ``ignore_errors`` never covers ``sandbox_unavailable`` nor ``denied`` (see :func:`_ignorable`).
+- Extra vars (``-e``) win over everything, registered results included (Ansible's order); a
+  ``register`` of a name given with ``-e`` is therefore invisible, and says so in a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from sandfleet.errors import InputError
+from sandfleet.inventory import HostConfig
+from sandfleet.load.playbook import Play, Task
+from sandfleet.load.policies import effective as effective_policy
+from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.run.requests import build_request
+from sandfleet.templating import VarRenderer
+from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
+from sandfleet_agent.backends.base import Wrapper
+from sandfleet_agent.binding.facts import HostFacts
+from sandfleet_agent.portable.policy import Policy
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+
+#: How long past a task's own timeout the controller waits for the agent's answer before it
+#: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
+WATCHDOG_GRACE_S = 30.0
+
+Executor = Callable[[Connection, ExecRequest], "tuple[ExecResult, Optional[Wrapper]]"]
+
+
+def run_on_connection(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
+    return connection.execute(request), None
+
+
+@dataclass
+class TaskOutcome:
+    """What one task did on one host, for the scheduler's batch rules and for ``run_once``."""
+
+    events: list[TaskEvent] = field(default_factory=list)
+    unreachable: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """The host cannot go on: unreachable, or a failure not covered by ``ignore_errors``."""
+        return self.unreachable or any(e.failed and not e.ignored for e in self.events)
+
+
+class HostRun:
+    """The state of one host across the plays of a run."""
+
+    def __init__(self, config: HostConfig, renderer_for: Callable[[Mapping[str, Any]], VarRenderer],
+                 connection: Connection, reporter: Reporter, *, consent: bool, playbook_dir: str,
+                 executor: Executor = run_on_connection, stopping: Optional[threading.Event] = None,
+                 extra_vars: Optional[Mapping[str, Any]] = None, policy: Optional[Policy] = None) -> None:
+        self.config, self.connection, self.reporter = config, connection, reporter
+        self.executor = executor
+        #: The operator's policy layers for this host: its inventory policy (or the built-in
+        #: default) with ``--allow-unsandboxed``/``sandfleet_allow_unsandboxed`` and its backend pin
+        #: folded in, then ``--policy``. Every request carries them; the host checks each task.
+        self.policy = effective_policy(config.policy, policy, unsandboxed=consent or config.allow_unsandboxed,
+                                       pin=config.sandbox_pin)
+        self.stopping = stopping or threading.Event()
+        self.renderer_for = renderer_for
+        self.extra_vars = dict(extra_vars or {})
+        self.runtime: dict[str, Any] = {"playbook_dir": playbook_dir}  # facts and registered results
+        self.facts: Optional[HostFacts] = None
+        self.done = False  # failed or unreachable: takes no part in later tasks and plays
+        self._play: Optional[tuple[int, VarRenderer]] = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # --- the scheduler's entry points -----------------------------------------------------------
+
+    def run_task(self, play_index: int, play: Play, task_index: int, task: Task) -> TaskOutcome:
+        """Run every item of ``task`` on this host and report each; the host is ``done`` after
+        a failure that is not ignored, or when it cannot be reached."""
+        outcome = TaskOutcome()
+        try:
+            facts, renderer = self._enter(play_index, play)
+            if self.stopping.is_set():
+                outcome.unreachable = True  # interrupted: not news, not reported
+            else:
+                outcome.events = self._run_items(play, play_index, task, task_index, renderer, facts)
+        except HostUnreachable as exc:
+            outcome.unreachable = True
+            if not self.stopping.is_set():  # after Ctrl-C every host "drops": that is not news
+                self.reporter.host_unreachable(self.name, str(exc))
+        if outcome.failed:
+            self.done = True
+        return outcome
+
+    def adopt(self, play_index: int, play: Play, task: Task, outcome: TaskOutcome) -> TaskOutcome:
+        """Take a ``run_once`` task's result as this host's own: its registered variable, and
+        its failure (Ansible fails every host of the batch when a run-once task fails)."""
+        try:
+            _, renderer = self._enter(play_index, play)
+        except HostUnreachable as exc:
+            self.done = True
+            if not self.stopping.is_set():
+                self.reporter.host_unreachable(self.name, str(exc))
+            return TaskOutcome(unreachable=True)
+        if task.register and outcome.events:
+            self._register(task, renderer, outcome.events)
+        if outcome.failed:
+            self.done = True
+        return TaskOutcome(events=outcome.events, unreachable=outcome.unreachable)
+
+    # --- one task -------------------------------------------------------------------------------
+
+    def _enter(self, play_index: int, play: Play) -> tuple[HostFacts, VarRenderer]:
+        """Start the host's agent once per run and its variables once per play."""
+        if self.facts is None:
+            facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin,
+                                                    self.config.network_resolve, self.config.sandbox_reuse))
+            if self.config.os and facts.os != self.config.os:
+                raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
+                                      f"{self.config.os}; fix the inventory")
+            self.facts = facts
+            self.runtime["sandfleet_facts"] = facts.to_dict()
+        if self._play is None or self._play[0] != play_index:
+            renderer = self.renderer_for({**play.vars, **self.extra_vars})
+            renderer.value_limit = self.policy.limits.value_bytes
+            for name, value in self.runtime.items():
+                if name not in self.extra_vars:
+                    renderer.set_fixed(name, value)
+            self._play = (play_index, renderer)
+        return self.facts, self._play[1]
+
+    def _run_items(self, play: Play, play_index: int, task: Task, task_index: int, renderer: VarRenderer,
+                   facts: HostFacts) -> list[TaskEvent]:
+        base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
+        control = task.loop_control
+        items: list[Any] = [None]
+        if task.loop is not None:
+            try:
+                items = self._loop_items(task, renderer)
+            except InputError as exc:
+                event = self._error_event(play, task, base_id, exc, facts)
+                self.reporter.task_event(event)
+                return [event]
+        events: list[TaskEvent] = []
+        for n, item in enumerate(items):
+            if self.stopping.is_set():
+                break
+            request_id = base_id
+            if task.loop is not None:
+                request_id = f"{base_id}/{n}"
+                renderer.set_fixed(control.loop_var, item)
+                if control.index_var:
+                    renderer.set_fixed(control.index_var, n)
+                if n and control.pause:
+                    self.stopping.wait(control.pause)
+            try:
+                event = self._run_item(play, task, renderer, request_id, item, facts)
+            except InputError as exc:  # e.g. an undefined variable on this host: its task fails, others go on
+                event = self._error_event(play, task, request_id, exc, facts, item)
+            events.append(event)
+            self.reporter.task_event(event)
+        if task.loop is not None:
+            renderer.drop_fixed(control.loop_var)
+            if control.index_var:
+                renderer.drop_fixed(control.index_var)
+        if task.register and events:
+            self._register(task, renderer, events)
+        return events
+
+    def _error_event(self, play: Play, task: Task, request_id: str, exc: InputError, facts: HostFacts,
+                     item: Any = None) -> TaskEvent:
+        result = ExecResult(id=request_id, status=Status.ERROR, message=self._explain(task, exc))
+        return TaskEvent(self.name, play.name, task.name, Status.ERROR.value, result, os=facts.os,
+                         ignored=_ignorable(task, Status.ERROR.value), item=item)
+
+    def _run_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
+                  facts: HostFacts) -> TaskEvent:
+        label = None
+        if task.loop is not None and task.loop_control.label is not None:
+            label = str(renderer.render(task.loop_control.label, "loop_control.label", task.mark))
+        common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item,
+                  "label": label, "run_once": task.run_once}
+        if task.when is not None and not self._condition(task.when, "when", task, renderer):
+            return TaskEvent(status=SKIPPED, **common)
+        request = build_request(task, request_id, renderer, facts.os, self.policy)
+        result, wrapper = self._execute_watched(request)
+        event = TaskEvent(status=result.status.value, result=result, request=request, wrapper=wrapper, **common)
+        return self._judge(task, renderer, event)
+
+    def _judge(self, task: Task, renderer: VarRenderer, event: TaskEvent) -> TaskEvent:
+        """Apply ``changed_when`` and ``failed_when`` to a command that ran to its exit code."""
+        result = event.result
+        ran = result is not None and result.rc is not None and result.status in (Status.OK, Status.FAILED)
+        if not ran or result is None:
+            return dataclasses.replace(event, ignored=_ignorable(task, event.status))
+        if (task.failed_when or task.changed_when) and task.register:
+            renderer.set_fixed(task.register, _as_registered(event))  # visible to the conditions, as in Ansible
+        changed = True
+        if task.changed_when is not None:
+            changed = self._condition(task.changed_when, "changed_when", task, renderer)
+        if task.failed_when is not None:
+            failed = self._condition(task.failed_when, "failed_when", task, renderer)
+            status = Status.FAILED if failed else Status.OK
+            if status is not result.status:
+                message = f"failed_when is true ({task.failed_when})" if failed else None
+                result = dataclasses.replace(result, status=status, message=message)
+        failed = result.status is not Status.OK
+        return dataclasses.replace(event, status=result.status.value, result=result, changed=changed and not failed,
+                                   ignored=failed and _ignorable(task, result.status.value))
+
+    def _condition(self, expression: str, what: str, task: Task, renderer: VarRenderer) -> bool:
+        return bool(renderer.render("{{ " + expression + " }}", what, task.mark))
+
+    def _register(self, task: Task, renderer: VarRenderer, events: list[TaskEvent]) -> None:
+        assert task.register
+        value = _registered(events, task.loop is not None)
+        self.runtime[task.register] = value
+        if task.register not in self.extra_vars:
+            renderer.set_fixed(task.register, value)
+
+    def _execute_watched(self, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
+        if request.timeout_s is None:
+            return self.executor(self.connection, request)
+        fired = threading.Event()
+        timer = threading.Timer(request.timeout_s + WATCHDOG_GRACE_S, _watchdog_expired, (self.connection, fired))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.executor(self.connection, request)
+        except HostUnreachable:
+            if fired.is_set():
+                raise HostUnreachable(f"{self.name} did not answer within {request.timeout_s:g} s + "
+                                      f"{WATCHDOG_GRACE_S:g} s grace; gave the host up") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _explain(self, task: Task, exc: InputError) -> str:
+        return str(InputError(f"task {task.name!r} on host {self.name!r}: {exc.message}", exc.mark,
+                              allowed=exc.allowed))
+
+    def _loop_items(self, task: Task, renderer: VarRenderer) -> list[Any]:
+        looped = renderer.render(task.loop, "loop", task.mark)
+        if not isinstance(looped, list):
+            raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
+                             f"got {type(looped).__name__}", task.mark)
+        return looped
+
+
+def _ignorable(task: Task, status: str) -> bool:
+    """``ignore_errors`` covers a failed command, never a sandbox that could not be provided:
+    like an unreachable host in Ansible, that is the run's failure, not the task's, and hiding it
+    would let a CI pass on a command that never ran (exit bit 8 must survive)."""
+    return task.ignore_errors and status not in (Status.OK.value, SKIPPED, Status.SANDBOX_UNAVAILABLE.value,
+                                                 Status.DENIED.value)
+
+
+def _watchdog_expired(connection: Connection, fired: threading.Event) -> None:
+    fired.set()
+    connection.close()
+
+
+def _as_registered(e: TaskEvent) -> dict[str, Any]:
+    """One result as ``register`` stores it: Ansible's command-module keys plus the sandbox's."""
+    r = e.result
+    if r is None:
+        return {"skipped": True, "changed": False, "failed": False, "item": e.item}
+    stdout, stderr = r.stdout.rstrip("\r\n"), r.stderr.rstrip("\r\n")  # strip_empty_ends, as Ansible
+    return {"rc": r.rc, "stdout": stdout, "stderr": stderr, "stdout_lines": stdout.splitlines(),
+            "stderr_lines": stderr.splitlines(), "failed": e.failed, "skipped": False, "changed": e.changed,
+            "status": e.status, "backend": r.backend, "msg": r.message or "", "item": e.item,
+            "duration_ms": r.duration_ms, "limit": r.limit, "limits": dict(r.limits)}
+
+
+def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
+    if looped:
+        results = [_as_registered(e) for e in events]
+        return {"results": results, "failed": any(r["failed"] for r in results),
+                "skipped": all(r["skipped"] for r in results), "changed": any(r["changed"] for r in results)}
+    return _as_registered(events[0])
+
+
+__all__ = ["SKIPPED", "WATCHDOG_GRACE_S", "Executor", "HostRun", "Reporter", "TaskEvent",
+           "TaskOutcome", "run_on_connection"]

@@ -1,0 +1,350 @@
+"""How the host-side code reaches a host: one zip, one fixed command, uploaded only when missing.
+
+The zip holds the host side (the package ``sandfleet_agent``, templates included) plus Jinja2
+and MarkupSafe's pure-Python files, so a host needs nothing but Python >= 3.9. It is built in
+memory once per controller process, byte-for-byte reproducible (sorted entries, fixed
+timestamps), and named by its sha256: a host that already has ``agent-<sha>.zip`` in its cache
+skips the upload, and a new sandfleet version never runs an old agent.
+
+The remote shell sees exactly one string per host (:meth:`AgentBundle.command`): the interpreter,
+a short Python stub, the zip's hash and size, and the hash of its manifest. The stub checks the
+Python version, says whether it needs the zip, reads it from the channel's stdin when asked (no
+SFTP, no temp files in shared places), verifies the hash and stores it atomically (dir 0700, file
+0600) as ``agent-<sha>.zip`` beside its unpacked copy ``agent-<sha>/``. The agent runs from the
+unpacked copy, in the stub's own process, because its bytecode is kept there: importing from
+the zip would compile Jinja2 and the agent anew on every start, ~0.2 s of CPU per host. Task
+argv never touches a shell: it travels as JSON lines afterwards.
+
+The unpacked copy is checked on every start, before anything is imported from it, because the
+agent runs unsandboxed: a process of that user that appended a line to ``agent.py`` there would
+otherwise run it on the next start. (Sandboxed tasks are denied ``~/.cache/sandfleet`` by
+policy; this is the second wall.) The zip carries ``MANIFEST.sha256`` (``sha256sum`` format:
+the hash of every other file) and the command carries that manifest's own hash, so the
+controller vouches for every file without the stub reading the zip (``zipfile`` alone costs
+~14 ms). The copy must hold exactly the listed files with their hashes, nothing else, and no
+symlink, pipe or the like; only ``__pycache__/`` folders and the agent's two caches at the top
+(``template-cache/``, ``render-memo/``, see ``agent.main``) may hold more. Anything else means
+the copy is replaced: the zip is checked against its hash (the stored one, or an upload when
+that copy is bad too), extracted aside from those checked bytes and renamed in, and the stub
+says ``repaired``; :meth:`Reply.warning` is what the user is told. The check is of what was left
+there between starts: a process writing into the folder while an agent starts can still race
+it. Before its first import the stub also drops the login folder that ``-c`` puts first on
+``sys.path``: an ``os.py`` or ``hashlib.py`` in the home folder is not what runs.
+
+Bytecode: a ``.pyc`` whose header matches its source's mtime and size is run instead of the
+verified source, so being there must not make it trusted. The stub compiles every listed source
+itself (``py_compile``, for this interpreter's tag: ``x.cpython-311.pyc``) right after
+unpacking, lists the hashes of what it compiled in ``__pycache__/MANIFEST.<tag>.sha256``, turns
+bytecode writing off (``sys.dont_write_bytecode``; ``sys.pycache_prefix`` cleared, so nothing
+else is read) and, on every start, requires the ``*.<tag>.pyc`` files to be exactly those.
+Another interpreter adds its own tag and list, which is not a repair. What this defends
+against, honestly: a planted, stale or edited ``.pyc`` from anything that does not also rewrite
+that list. The list lives on the host, so a process that knows this scheme and can write the
+folder can forge a matching pair: nothing kept on the host can stop that; compiling on every
+start could (measured: +190 ms of CPU per start, three times the whole agent), or a hash the
+controller remembered per host. Sources and the manifest have no such gap: the controller's
+hashes vouch for them. The agent's own caches (``template-cache/``: Jinja2 bytecode,
+``render-memo/``: rendered wrappers) are not checked here at all, and are trusted by
+:mod:`render` the same way as an unchecked ``.pyc`` would be.
+
+Cost, measured on Python 3.9 to 3.13 with a warm copy: importing hashlib ~2.5 ms and the check
+(~120 files, ~2.3 MB of sources and bytecode read and hashed) 2-3.5 ms of CPU, so a whole agent
+start went from ~63 to ~67 ms. Mending (unpack, compile every file, including Jinja2's) costs
+~170-220 ms, once per bundle and interpreter and after a change; concurrent stubs mend one at a
+time (``flock`` on the cache folder, taken only when there is something to do) and one that
+waited checks again, so it finds the work done.
+
+Stub replies, one line each, prefixed with :data:`MARKER` so noise a login shell prints first
+(a chatty ``.bashrc``) is skipped instead of corrupting the protocol::
+
+    SANDFLEET-BOOTSTRAP upload                  send SIZE bytes of zip now
+    SANDFLEET-BOOTSTRAP ready cached|stored|repaired X.Y.Z   the agent starts; init line next
+    SANDFLEET-BOOTSTRAP too-old X.Y.Z           the interpreter is older than 3.9
+    SANDFLEET-BOOTSTRAP corrupt                 the upload did not match the hash
+
+``stored``: the zip was uploaded; ``repaired``: the unpacked copy (or its bytecode) had been
+changed and was replaced, whether or not the zip had to be uploaded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shlex
+import threading
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import jinja2
+import markupsafe
+
+import sandfleet_agent
+
+AGENT_PACKAGE = "sandfleet_agent"
+MANIFEST = "MANIFEST.sha256"  # at the zip's root: ``sha256sum`` lines for every other file
+MARKER = "SANDFLEET-BOOTSTRAP"
+MIN_PYTHON = (3, 9)
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip can hold: same bytes on every build
+
+_MAIN = f'''"""Run the sandfleet agent: python3 agent-<sha>.zip (JSON lines on stdin/stdout)."""
+import sys
+
+from {AGENT_PACKAGE}.agent import main
+
+sys.exit(main())
+'''
+
+# Runs on the host under ``python -E -s -S -c`` (no environment, user site or site-packages: the
+# agent brings everything it imports). It must parse on any Python (even 2.7) so that an
+# old interpreter gets a clear "too old" instead of a SyntaxError, and it holds no single quote,
+# so the shell quoting stays readable in `ps`. The fast path (the copy is as sent) only reads
+# and hashes files; the rest is imported when there is something to mend.
+_STUB = f"""
+import sys
+sys.path[:] = [p for p in sys.path if p]  # -c puts the login folder first: nothing comes from there
+import os
+def say(*words):
+    sys.stdout.write(" ".join(("{MARKER}",) + words) + "\\n")
+    sys.stdout.flush()
+v = "%d.%d.%d" % tuple(sys.version_info[:3])
+if sys.version_info < {MIN_PYTHON!r}:
+    say("too-old", v)
+    sys.exit(3)
+import io
+from hashlib import sha256
+sha, size, listing = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sandfleet")
+f = os.path.join(d, "agent-" + sha + ".zip")
+root = os.path.join(d, "agent-" + sha)
+# Bytecode is read from NAME.TAG.pyc in __pycache__ only, never written by Python: the stub
+# compiles it and lists what it compiled in __pycache__/MANIFEST.TAG.sha256.
+tag = sys.implementation.cache_tag + (".opt-%d" % sys.flags.optimize if sys.flags.optimize else "")
+compiled = os.path.join(root, "__pycache__", "MANIFEST." + tag + ".sha256")
+sys.pycache_prefix, sys.dont_write_bytecode = None, True
+
+def digest(path):
+    with open(path, "rb") as fh:
+        return sha256(fh.read()).hexdigest()
+
+def load(path):
+    # a sha256sum listing as path -> hash, None if unreadable
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().decode("ascii", "replace").splitlines()
+    except OSError:
+        return None
+    return dict(line.split("  ", 1)[::-1] for line in lines if "  " in line)
+
+def scan():
+    # path -> hash of every file and of the bytecode this Python reads, the agent caches at the
+    # top left out; None if a folder is unreadable or anything is a link, pipe or device
+    files, pycs, todo = dict(), dict(), [""]
+    try:
+        while todo:
+            top = todo.pop()
+            for entry in os.scandir(os.path.join(root, top)):
+                name = top + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in ("template-cache", "render-memo"):
+                        todo.append(name + "/")
+                elif not entry.is_file(follow_symlinks=False):
+                    return None
+                elif "__pycache__/" not in name:
+                    files[name] = digest(entry.path)
+                elif name.endswith("." + tag + ".pyc"):
+                    pycs[name] = digest(entry.path)
+    except OSError:
+        return None
+    return files, pycs
+
+def check():
+    # "" if the copy is the one sent, else "missing", "bytecode" (none yet for this Python) or "changed"
+    if not os.path.lexists(root):
+        return "missing"
+    found = None if os.path.islink(root) else scan()
+    listed = load(os.path.join(root, "{MANIFEST}"))
+    if found is None or listed is None or found[0].get("{MANIFEST}") != listing:
+        return "changed"
+    listed["{MANIFEST}"] = listing
+    if found[0] != listed:
+        return "changed"
+    made = load(compiled)
+    if made is None and not found[1]:
+        return "bytecode"
+    return "" if found[1] == made else "changed"
+
+def fetch():
+    # the zip, checked against its hash: the stored copy, else an upload (then stored)
+    try:
+        with open(f, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        data = b""
+    if sha256(data).hexdigest() == sha:
+        return data, False
+    say("upload")
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(0, min(1 << 20, size - len(data)))
+        if not chunk:
+            sys.exit(4)
+        data += chunk
+    if sha256(data).hexdigest() != sha:
+        say("corrupt")
+        sys.exit(5)
+    tmp = "%s.%d.tmp" % (f, os.getpid())
+    with open(tmp, "wb") as out:
+        out.write(data)
+    os.replace(tmp, f)
+    return bytes(data), True
+
+def unpack(data):
+    # the checked bytes (not the file, which may have changed since) extracted aside, renamed in
+    import shutil, zipfile
+    tmp = "%s.%d.tmp" % (root, os.getpid())
+    zipfile.ZipFile(io.BytesIO(data)).extractall(tmp)
+    if os.path.lexists(root):
+        old = "%s.%d.old" % (root, os.getpid())
+        os.rename(root, old)
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.remove(old)
+    os.rename(tmp, root)
+
+def compile_all():
+    # every listed source compiled for this Python (one it cannot compile is skipped), then listed
+    import py_compile
+    made = []
+    for name in sorted(load(os.path.join(root, "{MANIFEST}"))):
+        if name.endswith(".py"):
+            pyc = py_compile.compile(os.path.join(root, name))
+            if pyc:
+                made.append("%s  %s\\n" % (digest(pyc), pyc[len(root) + 1:]))
+    os.makedirs(os.path.dirname(compiled), exist_ok=True)
+    tmp = "%s.%d.tmp" % (compiled, os.getpid())
+    with open(tmp, "w") as out:
+        out.write("".join(made))
+    os.replace(tmp, compiled)
+
+state = "cached"
+if check():
+    import fcntl
+    mask = os.umask(0o077)
+    os.makedirs(d, exist_ok=True)
+    lock = os.open(d, os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # one stub mends at a time
+    problem = check()  # again: another stub may have mended it meanwhile
+    if problem in ("missing", "changed"):
+        data, uploaded = fetch()
+        unpack(data)
+        state = "repaired" if problem == "changed" else "stored" if uploaded else "cached"
+    if problem:
+        compile_all()
+    os.close(lock)
+    os.umask(mask)
+say("ready", state, v)
+sys.path.insert(0, root)
+sys.argv = [root]
+from {AGENT_PACKAGE}.agent import main
+sys.exit(main(root))
+"""
+
+
+@dataclass(frozen=True)
+class AgentBundle:
+    """The zip every host runs, the hash that names it, and the hash of the manifest inside it
+    (sent with the command, so the stub can check the unpacked copy without reading the zip)."""
+
+    data: bytes
+    sha256: str
+    manifest_sha256: str
+
+    def command(self, python: str) -> str:
+        """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
+
+        ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
+        quoted, so an inventory value can name a program but never add a shell command.
+        """
+        try:
+            words = shlex.split(python)
+        except ValueError:  # an unbalanced quote: take the value as one path
+            words = [python]
+        interpreter = " ".join(shlex.quote(word) for word in words) or "python3"
+        return (f"exec {interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
+                f"sandfleet-agent {self.sha256} {len(self.data)} {self.manifest_sha256}")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One stub line: ``kind`` is upload, ready, too-old or corrupt; ``words`` what follows."""
+
+    kind: str
+    words: tuple[str, ...] = ()
+
+    def warning(self, host: str) -> Optional[str]:
+        """What the user must be told about this reply, if anything. ``ready repaired``: the
+        agent's unpacked code on the host had been changed since the stub unpacked it, which
+        nothing of sandfleet does; it was restored before it ran, but whatever wrote there can
+        write there again."""
+        if self.kind == "ready" and self.words[:1] == ("repaired",):
+            return (f"{host}: the agent code cached on this host had been modified since it was unpacked "
+                    "(a file edited, added or replaced); it was restored from the verified zip before it ran. "
+                    "Find out what writes to sandfleet's cache folder there (~/.cache/sandfleet)")
+        return None
+
+
+def parse_reply(line: bytes) -> Optional[Reply]:
+    """The stub's reply in ``line``, or None when the line is shell noise to skip."""
+    words = line.decode("utf-8", "replace").split()
+    if len(words) < 2 or words[0] != MARKER:
+        return None
+    return Reply(words[1], tuple(words[2:]))
+
+
+def _package_files(root: Path, patterns: tuple[str, ...]) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for pattern in patterns:
+        for path in root.glob(pattern):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files.append((path.relative_to(root).as_posix(), path))
+    return files
+
+
+def build_bundle() -> AgentBundle:
+    """Zip the host side and its two dependencies, deterministically, with their manifest."""
+    sources = {
+        AGENT_PACKAGE: (Path(next(iter(sandfleet_agent.__path__))), ("**/*.py", "**/templates/*")),
+        "jinja2": (Path(jinja2.__file__).parent, ("*.py",)),
+        "markupsafe": (Path(markupsafe.__file__).parent, ("*.py",)),  # its C speedups are optional
+    }
+    entries: dict[str, bytes] = {"__main__.py": _MAIN.encode()}
+    for package, (root, patterns) in sources.items():
+        for name, path in _package_files(root, patterns):
+            entries[f"{package}/{name}"] = path.read_bytes()
+    manifest = "".join(f"{hashlib.sha256(entries[name]).hexdigest()}  {name}\n" for name in sorted(entries))
+    entries[MANIFEST] = manifest.encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, _EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, entries[name])
+    data = buffer.getvalue()
+    return AgentBundle(data, hashlib.sha256(data).hexdigest(), hashlib.sha256(entries[MANIFEST]).hexdigest())
+
+
+_built: list[AgentBundle] = []
+_building = threading.Lock()
+
+
+def agent_bundle() -> AgentBundle:
+    """The bundle for this controller process: built once, on first use, shared by every host
+    (the lock matters: all host threads ask for it at the same moment)."""
+    with _building:
+        if not _built:
+            _built.append(build_bundle())
+        return _built[0]

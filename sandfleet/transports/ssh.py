@@ -1,0 +1,357 @@
+"""``ansible_connection: ssh``: the same agent as the local connection, on a host over paramiko.
+
+One TCP connection (``TCP_NODELAY`` on: without it every task round trip waits ~40 ms for
+Nagle) and one session channel per host for the whole run. The channel runs the bootstrap
+command (:mod:`.bootstrap`), which uploads the agent zip only when the host lacks it, then the
+agent speaks :class:`AgentStream` JSON lines. Host keys are checked (:mod:`.hostkeys`) before a
+single credential is sent, on every hop of a ``ProxyJump`` chain, which is built from
+``direct-tcpip`` channels as paramiko leaves that to its callers (:mod:`.sshconfig`).
+
+Anything that stops a host (refused, timed out, unknown key, no usable key, no Python, lost
+mid-run) is a :class:`HostUnreachable` with a message that says what to do; the scheduler keeps
+the results the host already produced and carries on with the others.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
+
+from sandfleet.errors import UsageError
+from sandfleet.inventory import HostConfig
+from sandfleet.transports._lean import paramiko
+from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable
+from sandfleet.transports.bootstrap import MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
+from sandfleet.transports.hostkeys import POLICIES, REJECT, KnownHosts, host_id
+from sandfleet.transports.sshconfig import DEFAULT_IDENTITIES, Endpoint, Route, SshConfig
+from sandfleet_agent.binding.facts import HostFacts
+from sandfleet_agent.portable import wire
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+BUFFER = 1 << 16
+NOT_FOUND = (126, 127)  # the shell's "cannot execute" and "not found"
+_RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]
+Sock = Union[socket.socket, paramiko.Channel]
+
+
+class _ChannelReader(io.RawIOBase):
+    """The channel's stdout as a raw stream, so :class:`io.BufferedReader` reads it in big chunks."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self._channel.recv(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+
+class _ChannelWriter(io.RawIOBase):
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer) -> int:
+        chunk = bytes(data)
+        self._channel.sendall(chunk)
+        return len(chunk)
+
+
+class SshConnector:
+    """What the SSH connections of one run share: the policy, ssh_config, known_hosts and keys.
+
+    Called with a :class:`HostConfig`, it returns that host's (not yet started) connection.
+    """
+
+    def __init__(self, host_key_policy: str = REJECT, ssh_config: Optional[str] = None,
+                 bundle: Callable[[], AgentBundle] = agent_bundle) -> None:
+        if host_key_policy not in POLICIES:
+            raise UsageError(f"unknown host key policy {host_key_policy!r} (allowed: {', '.join(POLICIES)})")
+        self.policy = host_key_policy
+        self.config = SshConfig.load(ssh_config)
+        self.bundle = bundle
+        self._known: dict[tuple[Any, ...], KnownHosts] = {}
+        self._keys: dict[str, Union[paramiko.PKey, str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, config: HostConfig) -> SshConnection:
+        return SshConnection(config, self)
+
+    def known_hosts(self, endpoint: Endpoint) -> KnownHosts:
+        files = endpoint.known_hosts + endpoint.global_known_hosts
+        if not endpoint.known_hosts:
+            raise HostUnreachable(f"UserKnownHostsFile is none for {endpoint.alias}: there is nowhere to check "
+                                  "its host key")
+        key = (files, endpoint.hash_known_hosts)
+        with self._lock:
+            if key not in self._known:
+                self._known[key] = KnownHosts(files, endpoint.known_hosts[0], hash_names=endpoint.hash_known_hosts)
+            return self._known[key]
+
+    def private_key(self, path: str) -> Union[paramiko.PKey, str]:
+        """The key in ``path``, or why it cannot be used; each file is read once per run."""
+        with self._lock:
+            if path not in self._keys:
+                self._keys[path] = _load_key(path)
+            return self._keys[path]
+
+
+def _load_key(path: str) -> Union[paramiko.PKey, str]:
+    try:
+        return paramiko.PKey.from_path(path)
+    except FileNotFoundError:
+        return "no such file"
+    except paramiko.PasswordRequiredException:
+        return "encrypted: load it into ssh-agent"
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        return f"unreadable: {exc}"
+
+
+class SshConnection(Connection):
+    def __init__(self, config: HostConfig, connector: SshConnector) -> None:
+        self.host, self.config, self.connector = config.name, config, connector
+        self.uploaded: Optional[bool] = None  # after start: whether the host needed the agent zip
+        self.remote_python: Optional[str] = None  # after start: the agent's Python version
+        self._transports: list[paramiko.Transport] = []
+        self._channel: Optional[paramiko.Channel] = None
+        self._stream: Optional[AgentStream] = None
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=16)
+
+    # --- start ------------------------------------------------------------------------------
+
+    def start(self, init: AgentInit) -> HostFacts:
+        try:
+            route = self.connector.config.route(self.config)
+            self._open(route)
+            return self._start_agent(init, route.target)
+        except HostUnreachable:
+            self.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostUnreachable(f"{self.host}: {_describe(exc)}") from None
+
+    def _open(self, route: Route) -> None:
+        hops = [*route.jumps, route.target]
+        for index, endpoint in enumerate(hops):
+            if index == 0:
+                sock: Sock = self._tcp(endpoint)
+            else:
+                via = hops[index - 1]
+                try:
+                    sock = self._transports[-1].open_channel("direct-tcpip", (endpoint.hostname, endpoint.port),
+                                                             ("127.0.0.1", 0), timeout=endpoint.timeout)
+                except (paramiko.SSHException, OSError, EOFError) as exc:
+                    raise HostUnreachable(f"jump host {via} could not reach {endpoint.hostname}:{endpoint.port} "
+                                          f"for {self.host}: {_describe(exc)}") from None
+            try:
+                self._handshake(endpoint, sock, via=hops[index - 1] if index else None)
+            except HostUnreachable as exc:
+                if endpoint is route.target:
+                    raise
+                raise type(exc)(f"jump host {endpoint.alias} (for {self.host}): {exc}") from None
+
+    def _tcp(self, endpoint: Endpoint) -> socket.socket:
+        where = f"{self.host} at {endpoint.hostname}:{endpoint.port}"
+        try:
+            sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=endpoint.timeout)
+        except socket.timeout:
+            raise HostUnreachable(f"cannot reach {where}: no answer within {endpoint.timeout:g} s "
+                                  "(ansible_timeout / ConnectTimeout)") from None
+        except OSError as exc:
+            raise HostUnreachable(f"cannot reach {where}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _handshake(self, endpoint: Endpoint, sock: Sock, via: Optional[Endpoint]) -> None:
+        transport = paramiko.Transport(sock)
+        self._transports.append(transport)  # closed by close() whatever happens next
+        transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = endpoint.timeout
+        known = self.connector.known_hosts(endpoint)
+        name = host_id(endpoint.hostname, endpoint.port)
+        recorded = known.preferred_types(name)
+        if recorded:  # ask for a key type we can check, as OpenSSH does
+            wanted = [a for t in recorded for a in (_RSA_ALGORITHMS if t == "ssh-rsa" else [t])]
+            options = transport.get_security_options()
+            options.key_types = [*[t for t in wanted if t in options.key_types],
+                                 *[t for t in options.key_types if t not in wanted]]
+        hop = f" (through {via})" if via else ""
+        try:
+            transport.start_client(timeout=endpoint.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostUnreachable(f"SSH handshake with {self.host} at {endpoint}{hop} failed: {_describe(exc)}") \
+                from None
+        key = transport.get_remote_server_key()
+        keyscan = f"ssh-keyscan {'' if endpoint.port == 22 else f'-p {endpoint.port} '}{endpoint.hostname}"
+        policy = REJECT if endpoint.strict else self.connector.policy
+        known.verify(name, key.get_name(), key.asbytes(), policy, keyscan=keyscan)
+        self._authenticate(transport, endpoint)
+        transport.set_keepalive(endpoint.keepalive)
+
+    def _authenticate(self, transport: paramiko.Transport, endpoint: Endpoint) -> None:
+        tried: list[str] = []
+        use_agent = not endpoint.identities_only and bool(os.environ.get("SSH_AUTH_SOCK"))
+        agent = paramiko.Agent() if use_agent else None
+        try:
+            for label, key in self._candidate_keys(endpoint, agent, tried):
+                if self._try_key(transport, endpoint, label, key, tried):
+                    return
+        finally:
+            if agent is not None:
+                agent.close()
+        listed = "; ".join(tried) or "none found"
+        raise HostUnreachable(f"{endpoint} accepted none of the keys tried ({listed}); set "
+                              "ansible_ssh_private_key_file or IdentityFile, or add the key to ssh-agent")
+
+    def _candidate_keys(self, endpoint: Endpoint, agent: Optional[paramiko.Agent],
+                        tried: list[str]) -> Iterator[tuple[str, paramiko.PKey]]:
+        """Keys in OpenSSH's order: explicit files, ssh-agent's keys, then the default files."""
+        defaults = [] if endpoint.identity_files else [os.path.expanduser(p) for p in DEFAULT_IDENTITIES]
+        files = [*endpoint.identity_files, *(p for p in defaults if os.path.exists(p))]
+        for path in files[:len(endpoint.identity_files)]:
+            yield from self._file_key(path, tried)
+        if agent is not None:
+            for agent_key in agent.get_keys():
+                yield f"ssh-agent key {agent_key.fingerprint}", agent_key
+        for path in files[len(endpoint.identity_files):]:
+            yield from self._file_key(path, tried)
+
+    def _file_key(self, path: str, tried: list[str]) -> Iterator[tuple[str, paramiko.PKey]]:
+        key = self.connector.private_key(path)
+        if isinstance(key, str):
+            tried.append(f"{path} ({key})")
+        else:
+            yield path, key
+
+    def _try_key(self, transport: paramiko.Transport, endpoint: Endpoint, label: str, key: paramiko.PKey,
+                 tried: list[str]) -> bool:
+        try:
+            remaining = transport.auth_publickey(endpoint.user, key)
+        except paramiko.BadAuthenticationType as exc:
+            raise HostUnreachable(f"{endpoint} does not accept public keys (it allows: "
+                                  f"{', '.join(exc.allowed_types)})") from None
+        except paramiko.AuthenticationException:
+            tried.append(label)
+            return False
+        if transport.is_authenticated():
+            return True
+        raise HostUnreachable(f"{endpoint} wants more than a key after {label} ({', '.join(remaining)}), "
+                              "which sandfleet cannot provide")
+
+    def _start_agent(self, init: AgentInit, target: Endpoint) -> HostFacts:
+        bundle = self.connector.bundle()
+        channel = self._transports[-1].open_session(timeout=target.timeout)
+        self._channel = channel
+        channel.settimeout(max(30.0, 3 * target.timeout))  # start-up only; tasks then take what they take
+        channel.exec_command(bundle.command(self.config.python))
+        reader = io.BufferedReader(_ChannelReader(channel), BUFFER)
+        writer = io.BufferedWriter(_ChannelWriter(channel), BUFFER)
+        try:
+            self._bootstrap(channel, reader, writer, bundle)
+            stream = AgentStream(self.host, writer, reader)
+            facts = stream.handshake(init)
+        except socket.timeout:
+            raise HostUnreachable(f"the agent on {self.host} did not answer within {channel.gettimeout():g} s"
+                                  f"{self._stderr_tail()}") from None
+        except HostUnreachable as exc:
+            raise HostUnreachable(f"{exc}{self._stderr_tail()}") from None
+        channel.settimeout(None)
+        self._stream = stream
+        return facts
+
+    def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes], bundle: AgentBundle) -> None:
+        python = self.config.python
+        wanted = f"python3 >= {'.'.join(map(str, MIN_PYTHON))}"
+        uploaded = False
+        for _ in range(200):  # skip what a chatty login shell prints before the stub speaks
+            line = reader.readline(BUFFER)
+            if not line:
+                status = channel.recv_exit_status() if channel.status_event.wait(5) else -1
+                if status in NOT_FOUND:
+                    raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} cannot be run "
+                                          "(set sandfleet_python)")
+                raise HostUnreachable(f"the agent on {self.host} exited before starting (status {status})")
+            reply = parse_reply(line)
+            if reply is None:
+                continue
+            if reply.kind == "upload":
+                writer.write(bundle.data)
+                writer.flush()
+                uploaded = True
+            elif reply.kind == "ready" and len(reply.words) >= 2:
+                self.uploaded, self.remote_python = uploaded, reply.words[1]  # a repair may upload too
+                warning = reply.warning(self.host)
+                if warning:  # no channel from a connection to the report: stderr, as the CLI's own warnings
+                    sys.stderr.write(f"sandfleet: warning: {warning}\n")
+                return
+            elif reply.kind == "too-old":
+                version = reply.words[0] if reply.words else "?"
+                raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} is Python {version} "
+                                      "(set sandfleet_python)")
+            else:
+                raise HostUnreachable(f"the agent upload to {self.host} failed ({reply.kind})")
+        raise HostUnreachable(f"{self.host} printed too much before the agent started (a login script?)")
+
+    # --- run --------------------------------------------------------------------------------
+
+    def execute(self, request: wire.ExecRequest) -> wire.ExecResult:
+        if self._stream is None or self._channel is None:
+            raise HostUnreachable(f"{self.host}: not started")
+        try:
+            result = self._stream.execute(request)
+        except HostUnreachable as exc:
+            if not self._transports or not self._transports[-1].is_active():
+                raise HostUnreachable(f"lost the SSH connection to {self.host} during task {request.id!r}; "
+                                      "its later tasks did not run") from None
+            raise HostUnreachable(f"{exc}{self._stderr_tail()}") from None
+        self._drain_stderr()
+        return result
+
+    def _drain_stderr(self) -> None:
+        """Keep the agent's stderr moving (unread, it would fill the channel window) and its tail."""
+        channel = self._channel
+        while channel is not None and channel.recv_stderr_ready():
+            self._stderr.append(channel.recv_stderr(BUFFER))
+
+    def _stderr_tail(self) -> str:
+        self._drain_stderr()
+        text = b"".join(self._stderr)[-2000:].decode("utf-8", "replace").strip()
+        return f": {text.splitlines()[-1]}" if text else ""
+
+    # --- close ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """EOF to the agent (it exits after its current task), then drop the channel and the hops."""
+        channel, self._channel, self._stream = self._channel, None, None
+        if channel is not None:
+            with contextlib.suppress(Exception):
+                channel.shutdown_write()
+            with contextlib.suppress(Exception):
+                channel.close()
+        transports, self._transports = self._transports, []
+        for transport in reversed(transports):
+            with contextlib.suppress(Exception):
+                transport.close()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
