@@ -1,7 +1,7 @@
 """sandfleet against pyinfra, ansible-core and a bare paramiko agent, on one fleet of real sshd hosts.
 
 Why: speed is a claim only when it is measured against the alternatives on the same hosts, in
-the same run. Each "host" is its own OpenSSH sshd on loopback (tests/runner/sshd.py: throw-away
+the same run. Each "host" is its own OpenSSH sshd on loopback (tests/support/sshd.py: throw-away
 keys, MaxStartups/MaxSessions raised); the workload is N hosts x K tasks of ``/bin/echo hello``,
 hosts in parallel, tasks on a host in order, and every task's output is checked. Needs root and
 /usr/sbin/sshd; pyinfra and ansible-core rows appear when they are installed (``pip install -e
@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runner"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from sshd import USER, Fleet, SshHost, missing_reason  # noqa: E402 - found through the path set just above
+from support.sshd import USER, Fleet, SshHost, missing_reason  # noqa: E402 - found through the path set just above
 
 #: The remote half of the bare baseline: one interpreter per host, one JSON line in and out per task.
 BARE_AGENT = (
@@ -378,7 +378,7 @@ def main() -> int:
         if reason:
             raise SystemExit(f"cannot start sshd hosts: {reason}")
         # Outside /tmp: the workspace profile makes /tmp writable, and Landlock then grants /tmp
-        # entry by entry to keep each workspace's .git read-only (tests/runner/sshd.py's default).
+        # entry by entry to keep each workspace's .git read-only (tests/support/sshd.py's default).
         fleet = Fleet(Path(tempfile.mkdtemp(prefix="sandfleet-bench-", dir="/var/tmp")))
         try:
             if args.scale:

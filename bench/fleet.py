@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "runner"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from sshd import USER, Fleet, missing_reason  # noqa: E402 - found through the path set just above
+from support.sshd import USER, Fleet, missing_reason  # noqa: E402 - found through the path set just above
 
 
 def baseline(hosts_file: str, tasks: int) -> int:

@@ -4,4 +4,4 @@ The controller (this package) loads playbooks and inventories, renders tasks and
 the host side lives in :mod:`sandfleet_agent` and imports nothing from here.
 """
 
-__version__ = "0.1.0"
+from sandfleet_agent import __version__ as __version__  # one version for both sides

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="hosts to run at once")
     run.add_argument("--dry-run", action="store_true",
                      help="render every host's exact wrapper without touching any host")
-    run.add_argument("--format", choices=("text", "json"), default="text")
+    run.add_argument("--format", choices=("text", "json"), default="text")  # = report.outputs.FORMATS
     run.add_argument("-v", "--verbose", action="store_true", help="show every task's output, not only failures")
     run.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
                      help="variables that win over all others: k=v ..., YAML/JSON, or @file (repeatable)")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip tasks with these tags (comma-separated, repeatable)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one testcase per host x task)")
     run.add_argument("--results-dir", metavar="DIR", help="also write DIR/<host>.json with every result of each host")
-    run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",
+    run.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",  # = POLICIES
                      help="unknown SSH host keys: refuse (default) or record them")
     run.add_argument("--allow-unsandboxed", action="store_true",
                      help="consent to running tasks marked 'sandbox: false' without a sandbox")
@@ -108,6 +108,7 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
     owner's own file is checked only when the task reaches the host) are listed and exit 16."""
+    from sandfleet.report.events import TaskStatus
     from sandfleet.report.recap import EXIT_DENIED, EXIT_NO_SANDBOX
     from sandfleet.report.terminal import printable
     from sandfleet.run.command import load_job, refusals
@@ -124,7 +125,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for event in refused:
         message = event.result.message if event.result is not None else ""
         out.write(printable(f"{event.status}: [{event.host}] {event.display_name}: {message}") + "\n")
-        code |= EXIT_DENIED if event.status == "denied" else EXIT_NO_SANDBOX
+        code |= EXIT_DENIED if event.status is TaskStatus.DENIED else EXIT_NO_SANDBOX
     out.write(f"{args.playbook}: OK{f' (the policy refuses {len(refused)} task(s))' if refused else ''}\n")
     return code
 

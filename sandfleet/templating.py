@@ -1,4 +1,9 @@
-"""Renders ``{{ }}`` in inventory values against one host's variables, lazily and sandboxed.
+"""``{{ }}`` everywhere: checked when a playbook loads, rendered against one host's variables.
+
+One sandboxed Jinja2 environment (public API only) for both: the loader parses every template
+and bare expression (``when``, ``failed_when``) so a syntax error is reported at its file and
+line before anything runs (:func:`check_template`, :func:`check_expression`); the host loop and
+the inventory render with :class:`VarRenderer`.
 
 Variables may refer to variables that are themselves templates (``ansible_host: "{{ ip }}"``,
 ``ip: "10.0.0.{{ n }}"``); each is rendered when first used, at most once, and a loop between
@@ -15,14 +20,16 @@ import re
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from sandfleet.errors import InputError, Mark
-from sandfleet.inventory.model import VarSetting
+
+if TYPE_CHECKING:  # inventories are rendered here, and the inventory renders with this module
+    from sandfleet.inventory.model import VarSetting
 
 _SINGLE_EXPRESSION = re.compile(r"^\{\{((?:(?!\{\{|\}\}).)*)\}\}$", re.S)
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined")
@@ -77,6 +84,33 @@ _ENV.tests.update({"failed": _flag("failed"), "succeeded": _flag("failed", False
                    "changed": _flag("changed"), "skipped": _flag("skipped")})
 _ENV.filters.update({"bool": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes"),
                      "to_json": lambda v: json.dumps(v, ensure_ascii=False), "from_json": json.loads})
+TEMPLATE_START = ("{{", "{%", "{#")
+
+
+def check_template(text: str, mark: Mark, what: str) -> None:
+    """Parse (not render) a template so a syntax error is reported now, at its file and line."""
+    if not any(d in text for d in TEMPLATE_START):
+        return
+    try:
+        _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        line = f" (line {exc.lineno} of the value)" if exc.lineno and exc.lineno > 1 else ""
+        message = (exc.message or "syntax error").rstrip(".")
+        raise InputError(f"{what} is not a valid template: {message}{line} (for a literal '{{{{' write "
+                         "{{ '{{' }})", mark) from None
+
+
+def check_expression(text: str, mark: Mark, what: str) -> None:
+    """A bare expression (``when: x == 1``) must be one expression and nothing after it."""
+    if "{{" in text or "{%" in text:
+        raise InputError(f"{what} is a bare expression: write `x == 1`, not `{{{{ x == 1 }}}}`", mark)
+    try:
+        _ENV.compile_expression(text)
+    except TemplateSyntaxError as exc:
+        message = (exc.message or "syntax error").rstrip(".")
+        raise InputError(f"{what} is not a valid expression: {message}", mark) from None
+
+
 #: Compiling is the slow part of rendering; the same few templates render for every host.
 _compile = lru_cache(maxsize=4096)(_ENV.from_string)
 

@@ -1,19 +1,6 @@
-"""Shared test helpers.
+"""Fixtures and hooks shared by every test folder (none yet); helpers live in ``tests/support/``.
 
-:func:`need` skips a test whose tool is missing on a developer's machine, but fails it under CI
-(``CI`` set), where .ci/run installs everything: nothing may skip there.
+This file also puts ``tests/`` on ``sys.path``: pytest's default (prepend) import mode inserts the
+directory of a rootdir-level ``conftest.py``, which is how ``from support.ci import need`` resolves
+from any folder, even when a single test file is run. Keep it, even empty.
 """
-
-from __future__ import annotations
-
-import os
-
-import pytest
-
-
-def need(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide this: {reason}")
-    pytest.skip(reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import re
 from pathlib import Path
@@ -76,3 +77,15 @@ def test_internal_errors_exit_70_with_one_line(monkeypatch: pytest.MonkeyPatch) 
     assert code == 70 and err.count("\n") == 1 and "internal error: RuntimeError: kaput" in err
     code, _, err = cli("--debug", "check", EXAMPLE, "-i", LOCALHOST)
     assert code == 70 and "Traceback" in err
+
+
+def test_the_command_lines_choices_are_the_typed_ones() -> None:
+    """The command line spells its choices out (it imports nothing heavy before parsing); they must
+    be exactly the values the code is typed for."""
+    from sandfleet.cli import build_parser
+    from sandfleet.report.outputs import FORMATS
+    from sandfleet.transports.hostkeys import POLICIES
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    choices = {a.dest: tuple(a.choices) for a in subcommands.choices["run"]._actions if a.choices}
+    assert choices["format"] == FORMATS and choices["host_key_policy"] == POLICIES

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import eventschema
+from support import eventschema
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,10 +12,10 @@ import pytest
 import xmlschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from report_fakes import event, feed, play, task
 
-from sandfleet.report.events import SKIPPED
+from sandfleet.report.events import TaskStatus
 from sandfleet.report.junit import UNREACHABLE_CASE, JUnitReporter, xml_text
+from support.report_fakes import event, feed, play, task
 
 XSD = Path(__file__).resolve().parent / "data" / "junit.xsd"
 
@@ -61,7 +61,7 @@ ALL_STATUSES = [
                            event("web2", "migrate", "timeout")]),
         (task("probe"), [event("web1", "probe", "error"), event("web2", "probe", "sandbox_unavailable")]),
         (task("optional"), [event("web2", "optional", "failed", ignored=True, stderr="meh\n")]),
-        (task("when false"), [event("web2", "when false", SKIPPED)]),
+        (task("when false"), [event("web2", "when false", TaskStatus.SKIPPED)]),
         (task("loop"), [event("web2", "loop", "ok", item="a"), event("web2", "loop", "failed", item="b", label="B")]),
     ]),
 ]

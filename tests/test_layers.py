@@ -30,9 +30,10 @@ ALLOWED = {
     "sandfleet_agent.agent": {"sandfleet_agent.*"},
     # the controller: load and inventory know nothing of running; transports and report nothing
     # of each other; only run and the command line tie them together
+    "sandfleet": {"sandfleet_agent"},  # the one version, kept by the host side
     "sandfleet.errors": set(),
-    "sandfleet.load": {"sandfleet.errors", "sandfleet_agent.portable"},
-    "sandfleet.templating": {"sandfleet.errors", "sandfleet.inventory"},
+    "sandfleet.templating": {"sandfleet.errors"},
+    "sandfleet.load": {"sandfleet.errors", "sandfleet.templating", "sandfleet_agent.portable"},
     "sandfleet.inventory": {"sandfleet.errors", "sandfleet.load", "sandfleet.templating",
                             "sandfleet_agent.portable", "sandfleet_agent.network.netpolicy"},
     "sandfleet.transports": {"sandfleet", "sandfleet.errors", "sandfleet.inventory", "sandfleet_agent.*"},

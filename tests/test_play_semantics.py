@@ -15,11 +15,11 @@ import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
-import eventschema
 import pytest
 
-from conftest import need
 from sandfleet.cli import main
+from support import eventschema
+from support.ci import need
 
 
 def dead_port() -> int:
@@ -334,6 +334,9 @@ def started_order(r: Run) -> list[tuple[str, str]]:
 
 
 class TestBatchesAndStrategies:
+    """A few scheduler rules end to end on real sandboxes; every rule, with the order it promises,
+    is specified above the transport in tests/runner/test_scheduler.py (fast, with a fake connection)."""
+
     def test_serial_list_cuts_batches_and_the_last_size_repeats(self, fleet: Fleet) -> None:
         inv = fleet.inventory(("h1", "h2", "h3", "h4", "h5", "h6"))
         r = fleet.run(f"""

@@ -23,16 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import eventschema
 import pytest
 
-from conftest import need
 from sandfleet.errors import InputError
 from sandfleet.load.policies import load_policy_file
 from sandfleet_agent import agent
 from sandfleet_agent.portable import policy, wire
 from sandfleet_agent.portable.intent import Access, NetworkMode
 from sandfleet_agent.portable.policy import DEFAULT, Effective, NetRule, Policy, complete, parse, parse_rule
+from support import eventschema
+from support.ci import need
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted((Path(__file__).parent / "corpus" / "policy").glob("*.yml"))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import eventschema
-from report_fakes import Tty, event, feed, play, task
-
-from sandfleet.report.events import SKIPPED
+from sandfleet.report.events import TaskStatus
 from sandfleet.report.jsonl import task_result
 from sandfleet.report.outputs import OutputOptions, make_reporter
 from sandfleet_agent.portable.wire import ExecResult
+from support import eventschema
+from support.report_fakes import Tty, event, feed, play, task
 
 
 def run_json(plays: list, unreachable: dict[str, str] | None = None, abort: str | None = None) -> list[dict]:
@@ -27,7 +26,8 @@ def run_json(plays: list, unreachable: dict[str, str] | None = None, abort: str 
 
 def test_events_and_recap() -> None:
     lines = run_json([(play(), ["a", "b", "c"], [(task("t"), [
-        event("a", "t", "ok", stdout="hi\n"), event("b", "t", "failed", ignored=True), event("c", "t", SKIPPED)]),
+        event("a", "t", "ok", stdout="hi\n"), event("b", "t", "failed", ignored=True),
+        event("c", "t", TaskStatus.SKIPPED)]),
         (task("loop"), [event("a", "loop", "ok", item={"k": 1}, label="one", changed=False)])])],
         unreachable={"c": "connection refused"})
     a, b, c, loop, gone, recap = lines

@@ -7,13 +7,13 @@ import re
 import time
 
 import pytest
-from report_fakes import Tty, event, feed, play, task
 
-from sandfleet.report.events import SKIPPED
+from sandfleet.report.events import TaskStatus
 from sandfleet.report.outputs import OutputOptions, make_reporter
 from sandfleet.report.recap import Recap
 from sandfleet.report.terminal import ERASE_LINE, Console, printable
 from sandfleet.report.text import TextReporter
+from support.report_fakes import Tty, event, feed, play, task
 
 ANSI = re.compile(r"\x1b\[")
 DEPLOY = play()
@@ -36,7 +36,7 @@ def test_headers_lines_and_recap_when_piped() -> None:
         event("web1", "install", "ok"),
         event("web2", "install", "ok", changed=False),
         event("web1", "migrate", "failed", rc=3, stderr="".join(f"line {i}\n" for i in range(30))),
-        event("web2", "migrate", SKIPPED),
+        event("web2", "migrate", TaskStatus.SKIPPED),
         event("web1", "probe", "failed", ignored=True),
         event("web2", "probe", "sandbox_unavailable"),
     ])
@@ -142,7 +142,7 @@ def test_linear_strategy_prints_a_header_per_batch() -> None:
 
 
 @pytest.mark.parametrize(("statuses", "unreachable", "code"), [
-    ([], False, 0), (["ok", SKIPPED], False, 0), (["failed"], False, 2), (["timeout"], False, 2),
+    ([], False, 0), (["ok", TaskStatus.SKIPPED], False, 0), (["failed"], False, 2), (["timeout"], False, 2),
     (["error"], False, 2), ([], True, 4), (["failed"], True, 6), (["sandbox_unavailable"], False, 8),
     (["failed", "sandbox_unavailable"], False, 10), (["sandbox_unavailable"], True, 12),
     (["failed", "sandbox_unavailable"], True, 14),
@@ -222,7 +222,7 @@ def test_dry_run_text_keeps_its_shape() -> None:
     reporter = make_reporter(OutputOptions(dry_run=True), out, {})
     reporter.play_start(DEPLOY, ["h"])
     reporter.task_start(DEPLOY, task("t"), ["h"])
-    reporter.task_event(event("h", "t", SKIPPED))
+    reporter.task_event(event("h", "t", TaskStatus.SKIPPED))
     reporter.finish()
     assert "TASK [" not in out.getvalue() and "h [None] t: skipped (when is false)" in out.getvalue()
     assert "DRY-RUN (" in out.getvalue()

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from report_fakes import event, feed, play, task
 
 from sandfleet.errors import UsageError
-from sandfleet.report.events import SKIPPED
+from sandfleet.report.events import TaskStatus
 from sandfleet.report.jsonl import dumps, task_result
 from sandfleet.report.outputs import OutputOptions, make_reporter
 from sandfleet.report.results_dir import MAX_STEM, encode_host, file_names
+from support.report_fakes import event, feed, play, task
 
 
 def test_one_file_per_host_with_every_result_and_its_tally(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_one_file_per_host_with_every_result_and_its_tally(tmp_path: Path) -> No
     failed = event("web1", "migrate", "failed", stderr="no table\n")
     feed(reporter, [(play(), ["web1", "web2", "idle"], [
         (task("loop"), [loop_a, event("web1", "loop", "ok", item="b", label="B")]),
-        (task("migrate"), [failed, event("web2", "migrate", SKIPPED)]),
+        (task("migrate"), [failed, event("web2", "migrate", TaskStatus.SKIPPED)]),
     ])], unreachable={"web2": "connection refused"})
     reporter.play_aborted(play(), "any_errors_fatal: web1 failed 'migrate'")
     reporter.finish()

@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import eventschema
 import pytest
-from netservers import HttpServer
-from unprivileged import as_user, user_tree
 
-from conftest import need
 from sandfleet_agent.linux.sandbox_pool import ENTRY_NAME
 from sandfleet_agent.portable.policy import DEFAULT_PROTECTED
+from support import eventschema
+from support.ci import need
+from support.netservers import HttpServer
+from support.unprivileged import as_user, user_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = [str(ROOT / "playbooks" / "example.yml"), "-i", str(ROOT / "inventory" / "localhost.yml")]
@@ -52,13 +52,24 @@ def no_bwrap(tmp_path: Path) -> dict[str, str]:
 
 
 def no_bwrap_path(tmp_path: Path) -> str:
-    """A PATH with the usual tools but without bwrap."""
+    """A PATH with the usual tools but without bwrap (nor bash).
+
+    ``python3`` is the interpreter running the tests, resolved, not whatever PATH finds: a pyenv
+    or asdf shim is a bash script and fails here, and a task that cannot start would make "nothing
+    ran" prove nothing. Every tool must be found and ``python3`` must run from this PATH, so what
+    keeps a task from running under it is the missing sandbox alone."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("uname", "python3", "mktemp", "touch", "ls", "sh", "cat", "true"):
-        found = shutil.which(tool)
-        if found:
-            (bin_dir / tool).symlink_to(found)
+    tools = {tool: shutil.which(tool) for tool in ("uname", "mktemp", "touch", "ls", "sh", "cat", "true")}
+    tools["python3"] = os.path.realpath(sys.executable)
+    for tool, found in tools.items():
+        assert found, f"{tool} is not on PATH"
+        (bin_dir / tool).symlink_to(found)
+    python3 = shutil.which("python3", path=str(bin_dir))
+    assert python3 is not None
+    works = subprocess.run([python3, "-c", "import os, socket; print('ok')"], env={"PATH": str(bin_dir)},
+                           capture_output=True, text=True, timeout=30)
+    assert works.stdout == "ok\n", works.stderr
     return str(bin_dir)
 
 

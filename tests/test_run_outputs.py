@@ -11,10 +11,11 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import eventschema
 import xmlschema
 from test_junit import XSD, ci_failures
 from test_run_local import ROOT, sandfleet, write_inventory, write_playbook
+
+from support import eventschema
 
 THREE_TASKS = """\
 - name: outputs

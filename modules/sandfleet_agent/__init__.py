@@ -21,3 +21,5 @@ The flow of one task on a host, folder by folder (docs/architecture.md draws the
 Lower layers never import higher ones; docs/architecture.md lists who may import whom and
 tests/test_layers.py holds the code to it.
 """
+
+__version__ = "0.1.0"  # sandfleet's one version (the controller and pyproject read it here)

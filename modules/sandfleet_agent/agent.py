@@ -23,9 +23,9 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any, Optional, Union
+from typing import IO, Optional, Union
 
-from sandfleet_agent import spawn
+from sandfleet_agent import __version__, spawn
 from sandfleet_agent.backends import render
 from sandfleet_agent.binding.facts import HostFacts, probe
 from sandfleet_agent.executor import execute
@@ -33,55 +33,15 @@ from sandfleet_agent.linux.sandbox_pool import SandboxPool
 from sandfleet_agent.portable import wire
 from sandfleet_agent.portable.policy import Policy, PolicyError, raise_hint, read_host_layers
 
-PROTOCOL_VERSION = 1
-AGENT_VERSION = "0.1.0"
-
-
-def hello(facts: HostFacts, warnings: list[str] = []) -> str:  # noqa: B006 - never mutated
-    body: dict[str, Any] = {"version": AGENT_VERSION, "facts": facts.to_dict()}
-    if warnings:
-        body["warnings"] = warnings
-    return json.dumps({"v": PROTOCOL_VERSION, "hello": body}, ensure_ascii=True, separators=(",", ":"))
-
-
-def read_protected(line: str) -> tuple[str, ...]:
-    """``protect`` of the init line: more paths no task may write (a local controller's own
-    installation). Only ever adds walls, so whoever sends the init line cannot remove any."""
-    data: Any = json.loads(line)
-    init: Any = data.get("init", {}) if isinstance(data, dict) else {}
-    paths = init.get("protect") if isinstance(init, dict) else None
-    if not isinstance(paths, list):
-        return ()
-    return tuple(p for p in paths if isinstance(p, str) and os.path.isabs(p))
-
-
-def read_init(line: str) -> tuple[tuple[str, ...], Optional[str]]:
-    data: Any = json.loads(line)
-    init: Mapping[str, Any] = data.get("init", {}) if isinstance(data, dict) else {}
-    roots = tuple(str(r) for r in init.get("workspace_roots") or ())
-    pin = init.get("sandbox_pin")
-    return roots, pin if isinstance(pin, str) and pin else None
-
-
-def read_reuse(line: str) -> bool:
-    """``sandbox_reuse`` of the init line: one persistent sandbox per sandbox command (the
-    default), or a fresh sandbox for every task when false."""
-    data: Any = json.loads(line)
-    init: Any = data.get("init", {}) if isinstance(data, dict) else {}
-    return not (isinstance(init, dict) and init.get("sandbox_reuse") is False)
-
-
 #: The operator's name → address map for managed-network proxies, as a JSON object (hand use).
 RESOLVE_ENV = "SANDFLEET_NETWORK_RESOLVE"
 
 
-def read_resolve(line: str, environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def read_resolve(init: wire.AgentInit, environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """The resolve map: ``$SANDFLEET_NETWORK_RESOLVE`` overridden by the init line's. Raises
     ``ValueError`` naming what is wrong: a bad map must stop the agent, not be half-applied."""
     env = os.environ if environ is None else environ
-    data: Any = json.loads(line)
-    init = data.get("init", {}) if isinstance(data, dict) else {}
-    if not env.get(RESOLVE_ENV) and (not isinstance(init, dict) or init.get("network_resolve") in (None, {})):
+    if not env.get(RESOLVE_ENV) and not init.network_resolve:
         return {}
     from sandfleet_agent.network.netpolicy import (
         parse_resolve,  # only now: name checks import ipaddress and socket (~5 ms)
@@ -93,11 +53,10 @@ def read_resolve(line: str, environ: Optional[Mapping[str, str]] = None) -> dict
             merged.update(parse_resolve(json.loads(env[RESOLVE_ENV])))
         except ValueError as exc:
             raise ValueError(f"{RESOLVE_ENV}: {exc}") from None
-    if isinstance(init, dict) and init.get("network_resolve") is not None:
-        try:
-            merged.update(parse_resolve(init["network_resolve"]))
-        except ValueError as exc:
-            raise ValueError(f"network_resolve: {exc}") from None
+    try:
+        merged.update(parse_resolve(dict(init.network_resolve)))
+    except ValueError as exc:
+        raise ValueError(f"network_resolve: {exc}") from None
     return merged
 
 
@@ -110,23 +69,23 @@ def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
     if not first:
         return 0
     try:
-        roots, pin = read_init(first)
-        resolve = read_resolve(first)
-        pool = SandboxPool() if read_reuse(first) else None
+        init = wire.decode_init(first)
+        resolve = read_resolve(init)
     except ValueError as exc:
-        stdout.write(json.dumps({"v": PROTOCOL_VERSION, "error": f"bad init line: {exc}"}) + "\n")
+        stdout.write(wire.encode_init_error(f"bad init line: {exc}") + "\n")
         stdout.flush()
         return 2
+    pool = SandboxPool() if init.sandbox_reuse else None
     problems = spawn.harden_agent() if own_process else []
-    facts = probe(roots, read_protected(first))
+    facts = probe(init.workspace_roots, init.protect)
     try:
         host_layers: Union[tuple[Policy, ...], str] = read_host_layers(facts.home)
     except PolicyError as exc:  # fail closed: no task runs without the host owner's walls
         host_layers = f"the host's own policy is invalid, so nothing runs here until it is fixed: {exc}"
-    stdout.write(hello(facts, problems) + "\n")
+    stdout.write(wire.encode_hello(wire.AgentHello(__version__, facts.to_dict(), tuple(problems))) + "\n")
     stdout.flush()
     try:
-        return _serve_tasks(stdin, stdout, facts, pin, resolve, pool, own_process, host_layers)
+        return _serve_tasks(stdin, stdout, facts, init.sandbox_pin, resolve, pool, own_process, host_layers)
     finally:
         if pool is not None:
             pool.close()  # each sandbox's init kills what runs in it and exits

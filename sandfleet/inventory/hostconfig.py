@@ -10,20 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from sandfleet.errors import InputError
 from sandfleet.load.policies import INVENTORY_SOURCE, read_policy
 from sandfleet.load.yamlsrc import YMap
 from sandfleet.templating import VarRenderer
 from sandfleet_agent.network.netpolicy import parse_resolve
+from sandfleet_agent.portable.intent import BACKENDS_BY_OS, OS_NAMES, OS_OF_BACKEND
 from sandfleet_agent.portable.policy import Policy
 
-OS_NAMES = ("linux", "macos", "windows")
-CONNECTIONS = ("ssh", "local")
+ConnectionKind = Literal["ssh", "local"]
+CONNECTIONS: tuple[ConnectionKind, ...] = get_args(ConnectionKind)
 _SSH_ALIASES = ("smart", "paramiko", "paramiko_ssh")
-# Which OS each backend can run on.
-SANDBOX_OS = {"bwrap": "linux", "landlock": "linux", "seatbelt": "macos", "windows": "windows"}
 SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_network_resolve", "sandfleet_os",
                   "sandfleet_policy", "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse",
                   "sandfleet_tmpdir", "sandfleet_workspace_roots")
@@ -41,7 +40,7 @@ class HostConfig:
     """
 
     name: str
-    connection: str = "ssh"
+    connection: ConnectionKind = "ssh"
     address: str = ""
     port: int = 22
     user: Optional[str] = None
@@ -127,15 +126,14 @@ class _Reader:
             raise self.fail(var, f"unknown value {_show(value)}", allowed=allowed)
         return str(value)
 
-    def connection(self) -> str:
+    def connection(self) -> ConnectionKind:
         value = self.r.get("ansible_connection")
-        if value is None:
+        if value is None or value in _SSH_ALIASES:
             return "ssh"
-        if value in _SSH_ALIASES:
-            return "ssh"
-        if value not in CONNECTIONS:
-            raise self.fail("ansible_connection", f"unsupported connection {_show(value)}", allowed=CONNECTIONS)
-        return str(value)
+        for known in CONNECTIONS:
+            if value == known:
+                return known
+        raise self.fail("ansible_connection", f"unsupported connection {_show(value)}", allowed=CONNECTIONS)
 
     def port(self) -> int:
         var = "ansible_ssh_port" if self.r.get("ansible_ssh_port") is not None else "ansible_port"
@@ -173,9 +171,9 @@ class _Reader:
         return "python3"
 
     def sandbox(self, os_name: Optional[str]) -> Optional[str]:
-        pin = self.choice("sandfleet_sandbox", tuple(SANDBOX_OS))
-        if pin is not None and os_name is not None and SANDBOX_OS[pin] != os_name:
-            fits = tuple(name for name, target in SANDBOX_OS.items() if target == os_name)
+        pin = self.choice("sandfleet_sandbox", tuple(OS_OF_BACKEND))
+        if pin is not None and os_name is not None and OS_OF_BACKEND[pin] != os_name:
+            fits = BACKENDS_BY_OS[os_name]
             raise self.fail("sandfleet_sandbox", f"{pin!r} cannot run on a {os_name} host "
                             f"(sandfleet_os is {os_name})", allowed=fits)
         return pin

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 from sandfleet.errors import InputError, Mark, UsageError
-from sandfleet.load.sandbox_spec import check_keys, describe, expect_map, shown
+from sandfleet.load.sandbox_spec import check_keys, expect_map
 from sandfleet.load.varnames import name_error
 from sandfleet.load.yamlsrc import YList
+from sandfleet_agent.portable.words import describe, shown
 
-STRATEGIES = ("linear", "free")
+Strategy = Literal["linear", "free"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 LOOP_CONTROL_KEYS = ("loop_var", "index_var", "label", "pause")
 
 
@@ -172,5 +174,16 @@ class TagFilter:
         return "all" in wanted or ("tagged" in wanted and bool(own)) or ("untagged" in wanted and not own)
 
 
-__all__ = ["NO_LOOP_CONTROL", "STRATEGIES", "BatchSize", "LoopControl", "TagFilter", "batches", "parse_loop_control",
-           "parse_percentage", "parse_serial", "parse_tags"]
+__all__ = [
+    "NO_LOOP_CONTROL",
+    "STRATEGIES",
+    "BatchSize",
+    "LoopControl",
+    "Strategy",
+    "TagFilter",
+    "batches",
+    "parse_loop_control",
+    "parse_percentage",
+    "parse_serial",
+    "parse_tags",
+]

@@ -32,9 +32,6 @@ from types import MappingProxyType
 from typing import Any, Optional
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError
-from jinja2.parser import Parser
-from jinja2.sandbox import SandboxedEnvironment
 
 from sandfleet.errors import InputError, Mark
 from sandfleet.load.keywords import (
@@ -42,6 +39,7 @@ from sandfleet.load.keywords import (
     STRATEGIES,
     BatchSize,
     LoopControl,
+    Strategy,
     parse_loop_control,
     parse_percentage,
     parse_serial,
@@ -51,17 +49,20 @@ from sandfleet.load.sandbox_spec import (
     DEFAULT_INTENT,
     check_keys,
     check_subpath,
-    describe,
     expect_list,
     expect_map,
+    looks_absolute,
     native_path_uri,
     parse_sandbox,
     plain,
-    shown,
 )
 from sandfleet.load.varnames import name_error
 from sandfleet.load.yamlsrc import YList, YMap, load_yaml_file
+from sandfleet.templating import TEMPLATE_START
+from sandfleet.templating import check_expression as _check_expression
+from sandfleet.templating import check_template as _check_template
 from sandfleet_agent.portable.intent import SandboxIntent
+from sandfleet_agent.portable.words import describe, shown
 
 __all__ = [
     "EXEC_KEYS",
@@ -174,7 +175,7 @@ class Play:
     tasks: tuple[Task, ...]
     mark: Mark
     serial: tuple[BatchSize, ...] = ()  # no serial: one batch of every host
-    strategy: str = "linear"
+    strategy: Strategy = "linear"
     max_fail_percentage: Optional[float] = None
     any_errors_fatal: bool = False
 
@@ -191,36 +192,6 @@ def load_playbook(path: str) -> Playbook:
     name = str(path)
     data = load_yaml_file(name)
     return _Loader(name).playbook(data)
-
-
-_JINJA = SandboxedEnvironment(undefined=StrictUndefined)
-_TEMPLATE_START = ("{{", "{%", "{#")
-
-
-def _check_template(text: str, mark: Mark, what: str) -> None:
-    """Parse (not render) a template so a syntax error is reported now, at its file and line."""
-    if not any(d in text for d in _TEMPLATE_START):
-        return
-    try:
-        _JINJA.parse(text)
-    except TemplateSyntaxError as exc:
-        line = f" (line {exc.lineno} of the value)" if exc.lineno and exc.lineno > 1 else ""
-        message = (exc.message or "syntax error").rstrip(".")
-        raise InputError(f"{what} is not a valid template: {message}{line} (for a literal '{{{{' write "
-                         "{{ '{{' }})", mark) from None
-
-
-def _check_expression(text: str, mark: Mark, what: str) -> None:
-    if "{{" in text or "{%" in text:
-        raise InputError(f"{what} is a bare expression: write `x == 1`, not `{{{{ x == 1 }}}}`", mark)
-    try:
-        parser = Parser(_JINJA, text, state="variable")
-        parser.parse_expression()
-        if not parser.stream.eos:
-            parser.fail(f"unexpected {parser.stream.current.value!r} after the expression")
-    except TemplateSyntaxError as exc:
-        message = (exc.message or "syntax error").rstrip(".")
-        raise InputError(f"{what} is not a valid expression: {message}", mark) from None
 
 
 def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
@@ -313,11 +284,12 @@ class _Loader:
             any_errors_fatal=self.flag(node, "any_errors_fatal"),
         )
 
-    def strategy(self, node: YMap) -> str:
+    def strategy(self, node: YMap) -> Strategy:
         value = node["strategy"]
-        if value not in STRATEGIES:
-            raise InputError(f"unknown strategy {value!r}", node.value_mark("strategy"), allowed=STRATEGIES)
-        return str(value)
+        for known in STRATEGIES:
+            if value == known:
+                return known
+        raise InputError(f"unknown strategy {value!r}", node.value_mark("strategy"), allowed=STRATEGIES)
 
     def flag(self, node: YMap, key: str) -> bool:
         if key not in node:
@@ -493,7 +465,7 @@ class _Loader:
             raise InputError(f"cwd must be a string, got {describe(value)}", mark, allowed=forms)
         if "\0" in value:
             raise InputError("cwd contains a NUL character", mark)
-        if any(d in value for d in _TEMPLATE_START):
+        if any(d in value for d in TEMPLATE_START):
             _check_template(value, mark, "cwd")  # checked again, as a path, once rendered on the host
         elif value.startswith(":workspace_roots/"):
             check_subpath(value[len(":workspace_roots/"):], value, mark)
@@ -504,7 +476,7 @@ class _Loader:
         elif value.startswith(":"):
             raise InputError(f"cwd {value!r}: the only symbol a cwd may use is :workspace_roots[/sub]", mark,
                              allowed=forms)
-        elif value.startswith(("/", "\\\\")) or re.match(r"[A-Za-z]:[\\/]", value):
+        elif looks_absolute(value):
             native_path_uri(value, mark, "cwd")
         else:
             raise InputError(f"cwd {value!r} must be absolute, a symbol or a template (a relative cwd "

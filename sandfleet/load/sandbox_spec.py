@@ -46,18 +46,18 @@ type names, native path -> URI).
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping
-from datetime import date
 from typing import Any, Callable, Optional
 
 from sandfleet.errors import InputError, Mark
 from sandfleet.load.yamlsrc import YList, YMap
 from sandfleet_agent.portable import globs
 from sandfleet_agent.portable.intent import (
+    BACKENDS_BY_OS,
     DEFAULT_PROFILE,
     KNOWN_SYMBOLS,
+    OS_NAMES,
     PROFILES,
     Access,
     FilePath,
@@ -72,14 +72,14 @@ from sandfleet_agent.portable.intent import (
 from sandfleet_agent.portable.limits import KEYS as LIMIT_KEYS
 from sandfleet_agent.portable.limits import TaskLimits, parse_limits
 from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.words import describe, suggest
 
 #: Called with (message, mark) for a problem that is reported but not fatal.
 WarnFn = Callable[[str, Mark], None]
 
-SANDBOX_KEYS = ("profile", "filesystem", "network", "workspace_roots", "limits", "linux", "macos", "windows")
-OS_HINT_KEYS = ("linux", "macos", "windows")
+SANDBOX_KEYS = ("profile", "filesystem", "network", "workspace_roots", "limits", *OS_NAMES)
 ACCESS_VALUES = tuple(a.value for a in Access)
-LINUX_PREFER = ("bwrap", "landlock")
+LINUX_PREFER = BACKENDS_BY_OS["linux"]
 #: Symbols that take a ``/subpath``. ``home`` is spelled ``~/sub``.
 SUBPATH_SYMBOLS = ("workspace_roots",)
 PATH_KEY_FORMS = (
@@ -109,36 +109,10 @@ _OLD_SYMBOL_SPELLINGS = {"cwd": "workspace_roots", "project_roots": "workspace_r
 # --- shared helpers -------------------------------------------------------------------------------
 
 
-def shown(value: Any) -> str:
-    """A wrong scalar as the user wrote it (``'yes please'``, ``120``); other values by their type."""
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return describe(value)
 
 
-def describe(value: Any) -> str:
-    """How a user would name the YAML type of ``value`` ("a string", "null", ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, date):
-        return "a date"
-    return f"a {type(value).__name__}"
 
 
-def suggest(word: Any, choices: Iterable[str]) -> str:
-    """``"; did you mean 'argv'?"`` when one choice is close, else ``""``."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def check_keys(node: YMap, allowed: tuple[str, ...], what: str,
@@ -245,7 +219,7 @@ def parse_sandbox(value: Any, mark: Mark, warn: WarnFn) -> Optional[SandboxInten
 
     network = _network(node["network"], node.value_mark("network")) if "network" in node else NetworkPolicy()
     roots = _workspace_roots(node) if "workspace_roots" in node else ()
-    per_os = {os_name: _os_hints(node, os_name) for os_name in OS_HINT_KEYS if os_name in node}
+    per_os = {os_name: _os_hints(node, os_name) for os_name in OS_NAMES if os_name in node}
     limits = _limits(node) if "limits" in node else TaskLimits()
     return SandboxIntent(permissions=tuple(permissions), network=network, workspace_roots=roots,
                          per_os=per_os, limits=limits)
@@ -317,13 +291,14 @@ def parse_path_key(key: str, mark: Mark, warn: WarnFn) -> PathSpec:
     if key.startswith("~"):
         raise InputError(f"{key!r}: only your own home is supported (`~` or `~/sub`), not another "
                          "user's", mark, allowed=PATH_KEY_FORMS)
-    if not _looks_absolute(key):
+    if not looks_absolute(key):
         raise InputError(f"relative path {key!r}: a path key must be absolute, start with ~, be a "
                          "symbol, or be a glob (deny only)", mark, allowed=PATH_KEY_FORMS)
     return FilePath(native_path_uri(key, mark, "path"))
 
 
-def _looks_absolute(key: str) -> bool:
+def looks_absolute(key: str) -> bool:
+    """An absolute path of either convention: ``/x``, ``C:\\x`` or ``C:/x``, ``\\\\server\\share``."""
     return key.startswith(("/", "\\\\")) or bool(re.match(r"[A-Za-z]:[\\/]", key))
 
 

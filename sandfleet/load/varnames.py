@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sandfleet.load.sandbox_spec import shown
+from sandfleet_agent.portable.words import shown
 
 #: The identifiers Jinja2 never resolves as a variable, and what it reads instead.
 JINJA_WORDS = {

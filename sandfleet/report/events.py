@@ -8,20 +8,44 @@ transports or rendering, so any output can be added without touching the runner.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional
 
 from sandfleet.load.playbook import Play, Task
-from sandfleet_agent.backends.base import Wrapper
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
-SKIPPED = "skipped"
+
+class TaskStatus(str, Enum):
+    """What became of one task on one host: the host's answer (a wire :class:`Status`, same
+    values), or ``skipped`` when ``when`` was false and nothing was sent. A ``str`` so outputs and
+    conditions compare and print it as the word it is."""
+
+    OK = "ok"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    SANDBOX_UNAVAILABLE = "sandbox_unavailable"
+    DENIED = "denied"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def of(cls, status: Status) -> TaskStatus:
+        return cls(status.value)
+
+    @property
+    def refused(self) -> bool:
+        """The host would not run it: no sandbox it could provide, or more than the policy allows."""
+        return self in (TaskStatus.SANDBOX_UNAVAILABLE, TaskStatus.DENIED)
 
 
 @dataclass(frozen=True)
 class TaskEvent:
     """One task (or loop item) on one host: what was asked, and what came of it.
 
-    ``status`` is a wire :class:`Status` value or ``"skipped"``; it already reflects
+    ``status`` already reflects
     ``failed_when`` (a command that exited 0 but matched ``failed_when`` is ``failed``).
     ``changed`` follows Ansible's command module: true whenever the command ran, unless
     ``changed_when`` says otherwise.
@@ -30,10 +54,9 @@ class TaskEvent:
     host: str
     play: str
     task: str
-    status: str
+    status: TaskStatus
     result: Optional[ExecResult] = None
     request: Optional[ExecRequest] = None
-    wrapper: Optional[Wrapper] = None  # dry-run only: the exact wrapper that would run
     os: Optional[str] = None
     ignored: bool = False
     item: Any = None
@@ -43,7 +66,7 @@ class TaskEvent:
 
     @property
     def failed(self) -> bool:
-        return self.status not in (Status.OK.value, SKIPPED)
+        return self.status not in (TaskStatus.OK, TaskStatus.SKIPPED)
 
     @property
     def display_name(self) -> str:
@@ -74,4 +97,4 @@ class Reporter:
         """The run is over (or interrupted): write summaries and files."""
 
 
-__all__ = ["SKIPPED", "Reporter", "TaskEvent"]
+__all__ = ["Reporter", "TaskEvent", "TaskStatus"]

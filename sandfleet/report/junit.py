@@ -44,10 +44,10 @@ from typing import Optional
 
 from sandfleet.load.playbook import Play
 from sandfleet.report.atomic import write_atomic
-from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.jsonl import request_record
 from sandfleet.report.terminal import escape_char
-from sandfleet_agent.portable.wire import ExecResult, Status
+from sandfleet_agent.portable.wire import ExecResult
 
 UNREACHABLE_CASE = "host unreachable"
 STDERR_TAIL = 20
@@ -132,11 +132,11 @@ def testcase(event: TaskEvent) -> _Case:
     seconds = (r.duration_ms / 1000) if r is not None else 0.0
     case = _element("testcase", classname=event.host, name=event.display_name, time=f"{seconds:.3f}")
     kind = "pass"
-    if event.status == SKIPPED:
+    if event.status is TaskStatus.SKIPPED:
         case.append(_element("skipped", message="skipped"))
         kind = "skipped"
     elif event.failed and not event.ignored:
-        kind = "error" if event.status in (Status.SANDBOX_UNAVAILABLE.value, Status.DENIED.value) else "failure"
+        kind = "error" if event.status.refused else "failure"
         case.append(_element(kind, _failure_text(r), type=event.status, message=_reason(event.status, r)))
     if r is not None:
         out = r.stdout

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional, TextIO
+from typing import Literal, Optional, TextIO, get_args
 
 from sandfleet.errors import UsageError
 from sandfleet.load.playbook import Play, Task
@@ -21,10 +21,13 @@ from sandfleet.report.recap import EXIT_FAILED, EXIT_NO_SANDBOX, EXIT_UNREACHABL
 from sandfleet.report.results_dir import ResultsDirReporter, prepare
 from sandfleet.report.text import TextReporter
 
+OutputFormat = Literal["text", "json"]
+FORMATS: tuple[OutputFormat, ...] = get_args(OutputFormat)
+
 
 @dataclass(frozen=True)
 class OutputOptions:
-    format: str = "text"  # "text" or "json"
+    format: OutputFormat = "text"
     dry_run: bool = False
     verbose: bool = False
     junit: Optional[str] = None

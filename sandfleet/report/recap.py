@@ -17,8 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
-from sandfleet.report.events import SKIPPED, TaskEvent
-from sandfleet_agent.portable.wire import Status
+from sandfleet.report.events import TaskEvent, TaskStatus
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NO_SANDBOX, EXIT_DENIED = 2, 4, 8, 16
 
@@ -76,17 +75,17 @@ class Recap:
     def add(self, event: TaskEvent) -> None:
         with self._lock:
             t = self.tally(event.host)
-            if event.status == Status.OK.value:
+            if event.status is TaskStatus.OK:
                 t.ok += 1
                 t.changed += 1 if event.changed else 0
-            elif event.status == SKIPPED:
+            elif event.status is TaskStatus.SKIPPED:
                 t.skipped += 1
             elif event.ignored:
                 t.ignored += 1
             else:
-                if event.status == Status.SANDBOX_UNAVAILABLE.value:
+                if event.status is TaskStatus.SANDBOX_UNAVAILABLE:
                     t.sandbox_unavailable += 1
-                elif event.status == Status.DENIED.value:
+                elif event.status is TaskStatus.DENIED:
                     t.denied += 1
                 else:
                     t.failed += 1

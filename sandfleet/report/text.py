@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import Optional, TextIO
 
 from sandfleet.load.playbook import Play, Task
-from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.recap import HostTally, Recap
 from sandfleet.report.terminal import Console, Palette, elapsed, printable, wants_colour, wants_live
 from sandfleet_agent.backends.escaping import sh, sh_join
 from sandfleet_agent.portable.limits import described
-from sandfleet_agent.portable.wire import ExecResult, Status
+from sandfleet_agent.portable.wire import ExecResult
 
 STDERR_TAIL, STDOUT_TAIL = 10, 40
 NETWORK_LINES = 10  # proxy decisions shown per result
@@ -47,7 +47,7 @@ def duration(ms: int) -> str:
 
 def outcome(event: TaskEvent) -> str:
     """The word a result line starts with (and its colour's name)."""
-    if event.status == Status.OK.value:
+    if event.status is TaskStatus.OK:
         return "changed" if event.changed else "ok"
     return event.status
 
@@ -137,17 +137,17 @@ class TextReporter(Reporter):
             if event.item is not None or event.label is not None else ""
         r = event.result
         detail = ""
-        if r is not None and event.status != SKIPPED and r.backend:
+        if r is not None and event.status is not TaskStatus.SKIPPED and r.backend:
             detail = f" {r.backend} {duration(r.duration_ms)}"
-            if r.rc is not None and event.status != Status.OK.value:
+            if r.rc is not None and event.status is not TaskStatus.OK:
                 detail += f" rc={r.rc}"
         if event.run_once:
             detail += " (run_once)"
         if event.ignored:
             detail += self.paint(" ...ignoring", "ignored")
         lines = [head + printable(item) + detail]
-        if r is not None and event.status != SKIPPED:
-            lines.extend(self._output_lines(r, failed=event.status != Status.OK.value))
+        if r is not None and event.status is not TaskStatus.SKIPPED:
+            lines.extend(self._output_lines(r, failed=event.status is not TaskStatus.OK))
             if self.verbose and event.request is not None:
                 lines.extend(self._record_lines(event.request.argv, r))
             lines.extend(self._warning_lines(event.host, r))
@@ -225,14 +225,13 @@ class TextReporter(Reporter):
         which may be hostile, so it is shown through :func:`printable` like host output is."""
         head = f"{event.host} [{event.os}] {event.display_name}"
         r = event.result
-        if event.status == SKIPPED:
+        if event.status is TaskStatus.SKIPPED:
             return printable(f"{head}: skipped (when is false)")
         assert r is not None
-        if event.wrapper is None:
+        if not r.wrapper:
             return printable(f"{head}: {event.status}: {r.message}")
-        wrapper = event.wrapper
-        lines = [f"{head}: backend {wrapper.backend}", f"    $ {dry_argv(wrapper.argv, wrapper.files)}"]
-        for name, content in wrapper.files.items():
+        lines = [f"{head}: backend {r.backend}", f"    $ {dry_argv(r.wrapper, r.wrapper_files)}"]
+        for name, content in r.wrapper_files.items():
             lines.append(f"    --- {name}")
             lines.extend("    " + ln for ln in content.rstrip("\n").split("\n"))
         lines.append(f"    limits: {described(r.limits, r.limits_mechanism)}")

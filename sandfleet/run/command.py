@@ -13,12 +13,11 @@ from sandfleet.load.playbook import Playbook, load_playbook
 from sandfleet.load.policies import load_policy_file
 from sandfleet.report.events import TaskEvent
 from sandfleet.report.outputs import OutputOptions, final_exit, make_reporter
-from sandfleet.run.dry import DryConnection, dry_execute
-from sandfleet.run.hostloop import Reporter, run_on_connection
+from sandfleet.run.dry import DryConnection
+from sandfleet.run.hostloop import Reporter
 from sandfleet.run.scheduler import run_playbook
 from sandfleet.transports.base import Connection
 from sandfleet.transports.local import LocalConnection
-from sandfleet_agent.portable.wire import Status
 
 if TYPE_CHECKING:
     from sandfleet.transports.ssh import SshConnector
@@ -85,9 +84,9 @@ def _run(args: argparse.Namespace, playbook: Playbook, inventory: Inventory, rep
         # One worker: rendering is pure CPU under the GIL, so host threads only add switching
         # (1,000 hosts x 10 tasks: 2.2 s with 20, 1.7 s with one), and the output comes in
         # inventory order, the same every time.
-        run_playbook(playbook, inventory, reporter, DryConnection, executor=dry_execute, **{**common, "forks": 1})
+        run_playbook(playbook, inventory, reporter, DryConnection, **{**common, "forks": 1})
     else:
-        run_playbook(playbook, inventory, reporter, connect, executor=run_on_connection, **common)
+        run_playbook(playbook, inventory, reporter, connect, **common)
 
 
 class _Refusals(Reporter):
@@ -98,7 +97,7 @@ class _Refusals(Reporter):
         self._lock = threading.Lock()
 
     def task_event(self, event: TaskEvent) -> None:
-        if event.status in (Status.DENIED.value, Status.SANDBOX_UNAVAILABLE.value):
+        if event.status.refused:
             with self._lock:
                 self.events.append(event)
 
@@ -108,6 +107,6 @@ def refusals(playbook: Playbook, inventory: Inventory, *, limit: Optional[str], 
     """What a dry-run of the job refuses, per host and task: the policy's verdicts (and missing
     sandboxes) known before anything runs. Hosts a dry-run cannot render are left out."""
     reporter = _Refusals()
-    run_playbook(playbook, inventory, reporter, DryConnection, executor=dry_execute, limit=limit, forks=1,
+    run_playbook(playbook, inventory, reporter, DryConnection, limit=limit, forks=1,
                  consent=consent, policy=load_policy_file(policy) if policy else None)
     return reporter.events

@@ -21,6 +21,7 @@ from sandfleet_agent.binding.bind import AssumedFs, FsView, LocalFs
 from sandfleet_agent.binding.facts import HostFacts, assumed_facts, probe
 from sandfleet_agent.executor import Prepared, prepare
 from sandfleet_agent.linux.sandbox_pool import KeyUses, persistent_wrapper, reusable, split_wrapper
+from sandfleet_agent.portable.intent import OS_NAMES
 from sandfleet_agent.portable.limits import TaskLimits
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status, request_key
 
@@ -43,14 +44,41 @@ class DryConnection(Connection):
             self.facts = probe(init.workspace_roots, own_installation())
         elif self.config.os is None:
             raise InputError(f"host {self.host!r} has no sandfleet_os; a dry-run renders that host's sandbox "
-                             "from it, so it is required", allowed=["linux", "macos", "windows"])
+                             "from it, so it is required", allowed=OS_NAMES)
         else:
             self.facts = assumed_facts(self.config.os, self.config.user, init.workspace_roots,
                                        self.config.home, self.config.tmpdir)
         return self.facts
 
     def execute(self, request: ExecRequest) -> ExecResult:
-        return dry_execute(self, request)[0]
+        """What the host would answer, without running anything: the wrapper it would run, in the
+        result as a real run reports it, stamped with the policy it checked (the operator's layers:
+        a dry-run cannot read a remote host owner's own file)."""
+        assert self.facts is not None, "start() first"
+        result = self._render(request, self.facts)
+        return dataclasses.replace(result, policy_sources=request.policy.sources, policy_digest=request.policy.digest())
+
+    def _render(self, request: ExecRequest, facts: HostFacts) -> ExecResult:
+        key = _render_key(self, request)
+        cached = _rendered.get(key) if key is not None else None
+        if cached is not None:
+            wrapper, warnings, limits = cached
+        else:
+            prepared = prepare(request, facts, self.fs, self.config.sandbox_pin)
+            if not isinstance(prepared, Prepared):
+                return prepared  # refusals name the request: not cached
+            wrapper, warnings, limits = prepared.wrapper, prepared.warnings, prepared.limits
+            if key is not None:
+                if len(_rendered) >= _RENDERED_MAX:  # tasks that differ on every host: keep memory flat
+                    _rendered.clear()
+                _rendered[key] = (wrapper, warnings, limits)
+        if self.config.sandbox_reuse and reusable(request):
+            sandbox = split_wrapper(wrapper, request.argv)
+            if sandbox is not None and self.uses.promote(sandbox):
+                wrapper = persistent_wrapper(wrapper, request.argv, self.python, request.timeout_s) or wrapper
+        return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
+                          wrapper_files=dict(wrapper.files), message="dry-run: not executed", warnings=warnings,
+                          limits=limits.to_json(), limits_mechanism=facts.limits or None)
 
 
 def _words(python: str) -> tuple[str, ...]:
@@ -73,35 +101,3 @@ def _render_key(connection: DryConnection, request: ExecRequest) -> Optional[Has
     if not isinstance(connection.fs, AssumedFs):
         return None
     return request_key(request), request.warnings, connection.facts, connection.config.sandbox_pin
-
-
-def dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
-    """What the host would answer, without running anything; stamped with the policy it checked
-    (the operator's layers: a dry-run cannot read a remote host owner's own file)."""
-    result, wrapper = _dry_execute(connection, request)
-    return dataclasses.replace(result, policy_sources=request.policy.sources,
-                               policy_digest=request.policy.digest()), wrapper
-
-
-def _dry_execute(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
-    assert isinstance(connection, DryConnection) and connection.facts is not None
-    key = _render_key(connection, request)
-    cached = _rendered.get(key) if key is not None else None
-    if cached is not None:
-        wrapper, warnings, limits = cached
-    else:
-        prepared = prepare(request, connection.facts, connection.fs, connection.config.sandbox_pin)
-        if not isinstance(prepared, Prepared):
-            return prepared, None  # refusals name the request: not cached
-        wrapper, warnings, limits = prepared.wrapper, prepared.warnings, prepared.limits
-        if key is not None:
-            if len(_rendered) >= _RENDERED_MAX:  # tasks that differ on every host: keep memory flat
-                _rendered.clear()
-            _rendered[key] = (wrapper, warnings, limits)
-    if connection.config.sandbox_reuse and reusable(request):
-        sandbox = split_wrapper(wrapper, request.argv)
-        if sandbox is not None and connection.uses.promote(sandbox):
-            wrapper = persistent_wrapper(wrapper, request.argv, connection.python, request.timeout_s) or wrapper
-    return ExecResult(id=request.id, status=Status.OK, backend=wrapper.backend, wrapper=wrapper.argv,
-                      wrapper_files=dict(wrapper.files), message="dry-run: not executed", warnings=warnings,
-                      limits=limits.to_json(), limits_mechanism=connection.facts.limits or None), wrapper

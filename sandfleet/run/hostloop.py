@@ -29,11 +29,10 @@ from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
 from sandfleet.load.playbook import Play, Task
 from sandfleet.load.policies import effective as effective_policy
-from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.run.requests import build_request
 from sandfleet.templating import VarRenderer
 from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
-from sandfleet_agent.backends.base import Wrapper
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable.policy import Policy
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
@@ -41,13 +40,6 @@ from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 #: How long past a task's own timeout the controller waits for the agent's answer before it
 #: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
 WATCHDOG_GRACE_S = 30.0
-
-Executor = Callable[[Connection, ExecRequest], "tuple[ExecResult, Optional[Wrapper]]"]
-
-
-def run_on_connection(connection: Connection, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
-    return connection.execute(request), None
-
 
 @dataclass
 class TaskOutcome:
@@ -67,10 +59,9 @@ class HostRun:
 
     def __init__(self, config: HostConfig, renderer_for: Callable[[Mapping[str, Any]], VarRenderer],
                  connection: Connection, reporter: Reporter, *, consent: bool, playbook_dir: str,
-                 executor: Executor = run_on_connection, stopping: Optional[threading.Event] = None,
+                 stopping: Optional[threading.Event] = None,
                  extra_vars: Optional[Mapping[str, Any]] = None, policy: Optional[Policy] = None) -> None:
         self.config, self.connection, self.reporter = config, connection, reporter
-        self.executor = executor
         #: The operator's policy layers for this host: its inventory policy (or the built-in
         #: default) with ``--allow-unsandboxed``/``sandfleet_allow_unsandboxed`` and its backend pin
         #: folded in, then ``--policy``. Every request carries them; the host checks each task.
@@ -186,8 +177,8 @@ class HostRun:
     def _error_event(self, play: Play, task: Task, request_id: str, exc: InputError, facts: HostFacts,
                      item: Any = None) -> TaskEvent:
         result = ExecResult(id=request_id, status=Status.ERROR, message=self._explain(task, exc))
-        return TaskEvent(self.name, play.name, task.name, Status.ERROR.value, result, os=facts.os,
-                         ignored=_ignorable(task, Status.ERROR.value), item=item)
+        return TaskEvent(self.name, play.name, task.name, TaskStatus.ERROR, result, os=facts.os,
+                         ignored=_ignorable(task, TaskStatus.ERROR), item=item)
 
     def _run_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
                   facts: HostFacts) -> TaskEvent:
@@ -197,10 +188,10 @@ class HostRun:
         common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item,
                   "label": label, "run_once": task.run_once}
         if task.when is not None and not self._condition(task.when, "when", task, renderer):
-            return TaskEvent(status=SKIPPED, **common)
+            return TaskEvent(status=TaskStatus.SKIPPED, **common)
         request = build_request(task, request_id, renderer, facts.os, self.policy)
-        result, wrapper = self._execute_watched(request)
-        event = TaskEvent(status=result.status.value, result=result, request=request, wrapper=wrapper, **common)
+        result = self._execute_watched(request)
+        event = TaskEvent(status=TaskStatus.of(result.status), result=result, request=request, **common)
         return self._judge(task, renderer, event)
 
     def _judge(self, task: Task, renderer: VarRenderer, event: TaskEvent) -> TaskEvent:
@@ -216,13 +207,14 @@ class HostRun:
             changed = self._condition(task.changed_when, "changed_when", task, renderer)
         if task.failed_when is not None:
             failed = self._condition(task.failed_when, "failed_when", task, renderer)
-            status = Status.FAILED if failed else Status.OK
-            if status is not result.status:
+            verdict = Status.FAILED if failed else Status.OK
+            if verdict is not result.status:
                 message = f"failed_when is true ({task.failed_when})" if failed else None
-                result = dataclasses.replace(result, status=status, message=message)
+                result = dataclasses.replace(result, status=verdict, message=message)
         failed = result.status is not Status.OK
-        return dataclasses.replace(event, status=result.status.value, result=result, changed=changed and not failed,
-                                   ignored=failed and _ignorable(task, result.status.value))
+        status = TaskStatus.of(result.status)
+        return dataclasses.replace(event, status=status, result=result, changed=changed and not failed,
+                                   ignored=failed and _ignorable(task, status))
 
     def _condition(self, expression: str, what: str, task: Task, renderer: VarRenderer) -> bool:
         return bool(renderer.render("{{ " + expression + " }}", what, task.mark))
@@ -234,15 +226,15 @@ class HostRun:
         if task.register not in self.extra_vars:
             renderer.set_fixed(task.register, value)
 
-    def _execute_watched(self, request: ExecRequest) -> tuple[ExecResult, Optional[Wrapper]]:
+    def _execute_watched(self, request: ExecRequest) -> ExecResult:
         if request.timeout_s is None:
-            return self.executor(self.connection, request)
+            return self.connection.execute(request)
         fired = threading.Event()
         timer = threading.Timer(request.timeout_s + WATCHDOG_GRACE_S, _watchdog_expired, (self.connection, fired))
         timer.daemon = True
         timer.start()
         try:
-            return self.executor(self.connection, request)
+            return self.connection.execute(request)
         except HostUnreachable:
             if fired.is_set():
                 raise HostUnreachable(f"{self.name} did not answer within {request.timeout_s:g} s + "
@@ -263,12 +255,11 @@ class HostRun:
         return looped
 
 
-def _ignorable(task: Task, status: str) -> bool:
+def _ignorable(task: Task, status: TaskStatus) -> bool:
     """``ignore_errors`` covers a failed command, never a sandbox that could not be provided:
     like an unreachable host in Ansible, that is the run's failure, not the task's, and hiding it
     would let a CI pass on a command that never ran (exit bit 8 must survive)."""
-    return task.ignore_errors and status not in (Status.OK.value, SKIPPED, Status.SANDBOX_UNAVAILABLE.value,
-                                                 Status.DENIED.value)
+    return task.ignore_errors and status not in (TaskStatus.OK, TaskStatus.SKIPPED) and not status.refused
 
 
 def _watchdog_expired(connection: Connection, fired: threading.Event) -> None:
@@ -296,5 +287,4 @@ def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
     return _as_registered(events[0])
 
 
-__all__ = ["SKIPPED", "WATCHDOG_GRACE_S", "Executor", "HostRun", "Reporter", "TaskEvent",
-           "TaskOutcome", "run_on_connection"]
+__all__ = ["WATCHDOG_GRACE_S", "HostRun", "Reporter", "TaskEvent", "TaskOutcome", "TaskStatus"]

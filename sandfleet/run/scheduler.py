@@ -36,7 +36,7 @@ from sandfleet.inventory import HostConfig, Inventory
 from sandfleet.load.keywords import TagFilter, batches
 from sandfleet.load.playbook import Play, Playbook, Task
 from sandfleet.report.events import Reporter
-from sandfleet.run.hostloop import Executor, HostRun, TaskOutcome, run_on_connection
+from sandfleet.run.hostloop import HostRun, TaskOutcome
 from sandfleet.transports.base import Connection
 from sandfleet_agent.portable.policy import Policy
 
@@ -112,7 +112,6 @@ def run_playbook(
     limit: Optional[str] = None,
     forks: Optional[int] = None,
     consent: bool = False,
-    executor: Executor = run_on_connection,
     extra_vars: Optional[Mapping[str, Any]] = None,
     tags: TagFilter = ALL_TASKS,
     policy: Optional[Policy] = None,
@@ -128,7 +127,7 @@ def run_playbook(
         for host in all_hosts:
             config = inventory.host_config(host, extra_vars)
             runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
-                                 consent=consent, playbook_dir=playbook_dir, executor=executor, stopping=stopping,
+                                 consent=consent, playbook_dir=playbook_dir, stopping=stopping,
                                  extra_vars=extra_vars, policy=policy)
         workers = max(1, min(forks or DEFAULT_FORKS, len(all_hosts) or 1))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:

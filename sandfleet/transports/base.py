@@ -8,40 +8,25 @@ spoken over whatever pipe a connection provides.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import IO, Any, Optional
+from typing import IO, Any
 
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
+from sandfleet_agent.portable.wire import AgentInit as AgentInit  # the seam takes the wire's init line
 
 
 class HostUnreachable(Exception):
     """The host cannot be reached or its agent went away; its remaining tasks cannot run."""
 
 
-@dataclass(frozen=True)
-class AgentInit:
-    """What the agent needs from the inventory before its first task; ``network_resolve`` is the
-    operator's name → address map for managed-network proxies (``sandfleet_network_resolve``)."""
-
-    workspace_roots: tuple[str, ...] = ()
-    sandbox_pin: Optional[str] = None
-    network_resolve: tuple[tuple[str, str], ...] = ()
-    #: One persistent sandbox per sandbox command on the host, or a fresh one per task
-    #: (``sandfleet_sandbox_reuse``); agents that predate it ignore it and start fresh ones.
-    sandbox_reuse: bool = True
-    #: More paths no task may write, on top of what the agent protects itself (its code, its
-    #: interpreter, its PATH): a local agent is given the controller's own installation.
-    protect: tuple[str, ...] = ()
-
-    def line(self) -> str:
-        return json.dumps({"v": 1, "init": {"workspace_roots": list(self.workspace_roots),
-                                             "sandbox_pin": self.sandbox_pin,
-                                             "network_resolve": dict(self.network_resolve),
-                                             "sandbox_reuse": self.sandbox_reuse,
-                                             "protect": list(self.protect)}}, ensure_ascii=True)
+def last_words(stderr: bytes) -> str:
+    """``": <last line>"`` of what an agent wrote to stderr, for the message that says why it went
+    away (a traceback's last line is the exception); ``""`` when it wrote nothing."""
+    text = stderr[-2000:].decode("utf-8", "replace").strip()
+    return f": {text.splitlines()[-1]}" if text else ""
 
 
 class Connection(ABC):
@@ -73,13 +58,17 @@ class AgentStream:
         except (OSError, ValueError) as exc:
             raise HostUnreachable(f"lost the agent on {self.host}: {exc}") from None
 
-    def _receive(self) -> Any:
+    def _receive_line(self) -> bytes:
         try:
             line = self._reader.readline()
         except (OSError, ValueError) as exc:
             raise HostUnreachable(f"lost the agent on {self.host}: {exc}") from None
         if not line:
             raise HostUnreachable(f"the agent on {self.host} exited")
+        return line
+
+    def _receive(self) -> Any:
+        line = self._receive_line()
         try:
             return json.loads(line)
         except ValueError:
@@ -87,12 +76,15 @@ class AgentStream:
 
     def handshake(self, init: AgentInit) -> HostFacts:
         with self._lock:
-            self._send(init.line())
-            reply = self._receive()
-        if not isinstance(reply, dict) or "hello" not in reply:
-            detail = reply.get("error") if isinstance(reply, dict) else reply
-            raise HostUnreachable(f"the agent on {self.host} did not start: {detail}")
-        return HostFacts.from_dict(reply["hello"]["facts"])
+            self._send(wire.encode_init(init))
+            line = self._receive_line()
+        try:
+            hello = wire.decode_hello(line)
+        except wire.WireError as exc:
+            raise HostUnreachable(f"the agent on {self.host} did not start: {exc}") from None
+        for warning in hello.warnings:  # no channel from a connection to the report: stderr, as bootstrap's
+            sys.stderr.write(f"sandfleet: warning: {self.host}: {warning}\n")
+        return HostFacts.from_dict(hello.facts)
 
     def execute(self, request: wire.ExecRequest) -> wire.ExecResult:
         with self._lock:

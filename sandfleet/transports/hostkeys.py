@@ -26,12 +26,14 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 from sandfleet.transports.base import HostUnreachable
 
-REJECT, ACCEPT_NEW = "reject", "accept-new"
-POLICIES = (REJECT, ACCEPT_NEW)
+HostKeyPolicy = Literal["reject", "accept-new"]
+REJECT: HostKeyPolicy = "reject"
+ACCEPT_NEW: HostKeyPolicy = "accept-new"
+POLICIES: tuple[HostKeyPolicy, ...] = get_args(HostKeyPolicy)
 
 
 class UnknownHostKey(HostUnreachable):
@@ -158,7 +160,7 @@ class KnownHosts:
         """Key types recorded for ``host``, so the server is asked for one we can check."""
         return list(dict.fromkeys(k.key_type for k in self._known() if not k.revoked and k.names(host)))
 
-    def verify(self, host: str, key_type: str, blob: bytes, policy: str, *, keyscan: str) -> bool:
+    def verify(self, host: str, key_type: str, blob: bytes, policy: HostKeyPolicy, *, keyscan: str) -> bool:
         """Accept the key, record it (returns True), or raise. ``keyscan`` is the command to suggest."""
         if _decide(self._known(), host, key_type, blob):
             return False

@@ -20,7 +20,7 @@ from typing import IO, Optional
 
 import sandfleet
 import sandfleet_agent
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable
+from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
 from sandfleet_agent.spawn import INHERITED_ENV
@@ -85,8 +85,7 @@ class LocalConnection(Connection):
         if self._stderr is None:
             return ""
         self._stderr.seek(0)
-        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
-        return f": {tail.splitlines()[-1]}" if tail else ""
+        return last_words(self._stderr.read())
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -27,9 +27,9 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports._lean import paramiko
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable
+from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
 from sandfleet.transports.bootstrap import MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
-from sandfleet.transports.hostkeys import POLICIES, REJECT, KnownHosts, host_id
+from sandfleet.transports.hostkeys import POLICIES, REJECT, HostKeyPolicy, KnownHosts, host_id
 from sandfleet.transports.sshconfig import DEFAULT_IDENTITIES, Endpoint, Route, SshConfig
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
@@ -78,7 +78,7 @@ class SshConnector:
     Called with a :class:`HostConfig`, it returns that host's (not yet started) connection.
     """
 
-    def __init__(self, host_key_policy: str = REJECT, ssh_config: Optional[str] = None,
+    def __init__(self, host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
                  bundle: Callable[[], AgentBundle] = agent_bundle) -> None:
         if host_key_policy not in POLICIES:
             raise UsageError(f"unknown host key policy {host_key_policy!r} (allowed: {', '.join(POLICIES)})")
@@ -330,8 +330,7 @@ class SshConnection(Connection):
 
     def _stderr_tail(self) -> str:
         self._drain_stderr()
-        text = b"".join(self._stderr)[-2000:].decode("utf-8", "replace").strip()
-        return f": {text.splitlines()[-1]}" if text else ""
+        return last_words(b"".join(self._stderr))
 
     # --- close ------------------------------------------------------------------------------
 

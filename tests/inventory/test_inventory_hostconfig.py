@@ -14,6 +14,7 @@ from sandfleet.errors import InputError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports.base import AgentInit
 from sandfleet_agent.agent import read_resolve
+from sandfleet_agent.portable.wire import decode_init, encode_init
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -219,8 +220,8 @@ def test_network_resolve_is_checked_and_reaches_the_agent(tmp_path: Path) -> Non
         "      sandfleet_network_resolve: {Mirror.Internal: '{{ mirror_ip }}', v6.internal: '::1'}\n"
     )}).host_config("web1")
     assert cfg.network_resolve == (("mirror.internal", "10.0.0.5"), ("v6.internal", "::1"))
-    line = AgentInit(network_resolve=cfg.network_resolve).line()
-    assert read_resolve(line, {}) == {"mirror.internal": "10.0.0.5", "v6.internal": "::1"}
+    line = encode_init(AgentInit(network_resolve=cfg.network_resolve))
+    assert read_resolve(decode_init(line), {}) == {"mirror.internal": "10.0.0.5", "v6.internal": "::1"}
 
 
 @pytest.mark.parametrize(("value", "message"), [

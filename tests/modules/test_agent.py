@@ -11,10 +11,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from policies import WIDE
-
 from sandfleet_agent import agent, spawn
 from sandfleet_agent.portable import wire
+from support.policies import WIDE
 
 
 def converse(*lines: str) -> list[dict[str, object]]:
@@ -82,8 +81,9 @@ def test_a_missing_working_directory_is_named() -> None:
 def test_resolve_map_from_the_init_line_overrides_the_environment() -> None:
     line = json.dumps({"v": 1, "init": {"network_resolve": {"Mirror.Test.": "10.0.0.5", "b.test": "::1"}}})
     env = {agent.RESOLVE_ENV: json.dumps({"mirror.test": "10.9.9.9", "c.test": "127.0.0.7"})}
-    assert agent.read_resolve(line, env) == {"mirror.test": "10.0.0.5", "b.test": "::1", "c.test": "127.0.0.7"}
-    assert agent.read_resolve(INIT, {}) == {}  # an older controller sends none
+    assert agent.read_resolve(wire.decode_init(line), env) == {"mirror.test": "10.0.0.5", "b.test": "::1",
+                                                                "c.test": "127.0.0.7"}
+    assert agent.read_resolve(wire.decode_init(INIT), {}) == {}  # an older controller sends none
 
 
 def test_a_bad_resolve_map_stops_the_agent_before_any_task() -> None:

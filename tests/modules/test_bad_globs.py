@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from policies import WIDE
 
 from sandfleet_agent import agent
 from sandfleet_agent.backends.base import Backend, ProxyEndpoint, Refused
@@ -30,6 +29,7 @@ from sandfleet_agent.executor import execute, prepare
 from sandfleet_agent.portable import globs, wire
 from sandfleet_agent.portable.intent import PROFILES, Access, Glob, NetworkPolicy, Permission, SandboxIntent
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.policies import WIDE
 
 BAD = "**/[z-a]"
 INTENT = SandboxIntent(permissions=(*PROFILES["workspace"], Permission(Glob(BAD), Access.DENY)),

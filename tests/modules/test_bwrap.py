@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import wrappers
 
-from conftest import need
 from sandfleet_agent.backends.base import ProxyEndpoint, Refused
 from sandfleet_agent.backends.bwrap import Bwrap
 from sandfleet_agent.binding.bind import BoundPolicy, LocalFs, Rule, bind
@@ -35,6 +33,8 @@ from sandfleet_agent.binding.hostfs import AssumedFs
 from sandfleet_agent.network import netns
 from sandfleet_agent.portable import globs
 from sandfleet_agent.portable.intent import PROFILES, Access, NetworkMode, NetworkPolicy, SandboxIntent
+from support import wrappers
+from support.ci import need
 
 CASES = sorted((Path(__file__).parent / "cases" / "bwrap").glob("*.json"))
 PY = "/usr/bin/python3"  # outside /root, so the unprivileged user can run it too

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need
 from sandfleet_agent.binding import facts
 from sandfleet_agent.binding.facts import BWRAP_DIRS_ENV, classify_bwrap_failure, probe_bwrap, trusted_binary
+from support.ci import need
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_BWRAP = "/usr/bin/bwrap"
@@ -340,7 +340,7 @@ def test_a_namespace_failure_is_one_start_with_its_own_fix(base: Path, monkeypat
 _INSIDE = textwrap.dedent("""\
     import dataclasses, json, subprocess, sys
     sys.path.insert(0, sys.argv[1])
-    import wrappers
+    from support import wrappers
     from sandfleet_agent.backends.bwrap import Bwrap
     from sandfleet_agent.binding.bind import BoundPolicy, Rule
     from sandfleet_agent.binding.facts import HostFacts, probe_bwrap

@@ -19,10 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from policies import WIDE
-from unprivileged import as_user, user_tree
 
-from conftest import need
 from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
 from sandfleet_agent.executor import execute
 from sandfleet_agent.linux.sandbox_pool import SandboxPool
@@ -38,6 +35,9 @@ from sandfleet_agent.portable.intent import (
 )
 from sandfleet_agent.portable.pathuri import PathUri
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.ci import need
+from support.policies import WIDE
+from support.unprivileged import as_user, user_tree
 
 BACKENDS = ("bwrap", "bwrap-reused", "landlock")
 #: The interpreter tasks run: outside /root, so the unprivileged user can run it too.

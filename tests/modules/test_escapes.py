@@ -26,10 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from policies import WIDE
-from unprivileged import account, as_user, user_tree
 
-from conftest import need
 from sandfleet_agent import agent
 from sandfleet_agent.binding.bind import LocalFs, bind
 from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
@@ -48,6 +45,9 @@ from sandfleet_agent.portable.intent import (
 from sandfleet_agent.portable.pathuri import PathUri
 from sandfleet_agent.portable.policy import Effective
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.ci import need
+from support.policies import WIDE
+from support.unprivileged import account, as_user, user_tree
 
 BUILT_IN = Effective()
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"

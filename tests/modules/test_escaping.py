@@ -16,16 +16,16 @@ import tempfile
 from typing import Any
 
 import pytest
-import wrappers
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import need
 from sandfleet_agent.backends.bwrap import Bwrap
 from sandfleet_agent.backends.escaping import json_str, sh, sh_join, sh_split
 from sandfleet_agent.binding.bind import BoundPolicy, Rule
 from sandfleet_agent.binding.facts import HostFacts, probe_bwrap
 from sandfleet_agent.portable.intent import Access, NetworkPolicy
+from support import wrappers
+from support.ci import need
 
 FRAGMENTS = ["'", '"', "\\", "\n", "\r", "\t", " ", "$(", ")", "`", "${x}", "*", "?", "[", "]", "-", "--",
              "~", "#", ";", "&", "|", "!", "{", "}", "=", "%", "<", ">", "é", "€", "\u202e", "\udcff",

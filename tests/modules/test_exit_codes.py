@@ -19,9 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from unprivileged import as_user, user_tree
 
-from conftest import need
 from sandfleet_agent.backends.render import environment
 from sandfleet_agent.binding.facts import HostFacts, cap_eff, own_paths, probe, state_dir
 from sandfleet_agent.executor import execute
@@ -29,6 +27,8 @@ from sandfleet_agent.linux.sandbox_pool import SandboxPool
 from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxIntent
 from sandfleet_agent.portable.policy import DEFAULT, Effective
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.ci import need
+from support.unprivileged import as_user, user_tree
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 PATHS = ("bare", "bwrap", "bwrap-reused", "landlock")

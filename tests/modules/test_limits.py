@@ -18,9 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from unprivileged import as_user, user_tree
 
-from conftest import need
 from sandfleet_agent.binding.facts import HostFacts, assumed_facts, cap_eff, own_paths, probe, state_dir
 from sandfleet_agent.binding.hostfs import AssumedFs
 from sandfleet_agent.bounds import AS_NOTE
@@ -30,6 +28,8 @@ from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxInte
 from sandfleet_agent.portable.limits import TaskLimits, lowest, merged, parse_limits, parse_size
 from sandfleet_agent.portable.policy import DEFAULT, Effective, Policy, complete
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status, WireError, decode_request, encode_request
+from support.ci import need
+from support.unprivileged import as_user, user_tree
 
 PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"
 MODES = ("bare", "bwrap", "bwrap-reused")

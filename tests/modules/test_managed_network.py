@@ -13,16 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netservers import EchoServer, HttpServer, HttpsServer, UdpSink, make_tls
-from policies import WIDE
 
-from conftest import need
 from sandfleet_agent.binding.facts import HostFacts, probe
 from sandfleet_agent.executor import execute
 from sandfleet_agent.network import netproxy
 from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent, Special
 from sandfleet_agent.portable.policy import Effective
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.ci import need
+from support.netservers import EchoServer, HttpServer, HttpsServer, UdpSink, make_tls
+from support.policies import WIDE
 
 PLAIN_IP, TLS_IP = "127.0.0.5", "127.0.0.6"
 RESOLVE = {"allowed.test": PLAIN_IP, "www.allowed.test": PLAIN_IP, "tls.allowed.test": TLS_IP,

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netservers import EchoServer, HttpServer
 
 from sandfleet_agent.network import netproxy
 from sandfleet_agent.network.netpolicy import HostPolicy
 from sandfleet_agent.network.netproxy import ProxySession, Recorder
+from support.netservers import EchoServer, HttpServer
 
 SERVER_IP = "127.0.0.7"
 RESOLVE = {"allowed.test": SERVER_IP, "www.allowed.test": SERVER_IP, "evil.test": SERVER_IP,

@@ -17,18 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from policies import WIDE
 
-from conftest import need
 from sandfleet.transports.base import AgentInit
-from sandfleet_agent.agent import read_reuse
 from sandfleet_agent.backends.base import Wrapper
 from sandfleet_agent.binding.facts import HostFacts, probe
 from sandfleet_agent.executor import execute
 from sandfleet_agent.linux.sandbox_pool import LOADER, SandboxPool, persistent_wrapper, split_wrapper
 from sandfleet_agent.portable.intent import PROFILES, NetworkMode, NetworkPolicy, SandboxIntent
 from sandfleet_agent.portable.policy import DEFAULT_PROTECTED
-from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status, decode_init, encode_init
+from support.ci import need
+from support.policies import WIDE
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +129,9 @@ class TestSharing:
         assert "--as-pid-1" not in other.wrapper  # another policy counts its own tasks
 
     def test_the_init_line_carries_the_choice(self) -> None:
-        assert read_reuse(AgentInit().line()) is True
-        assert read_reuse(AgentInit(sandbox_reuse=False).line()) is False
-        assert read_reuse('{"v": 1, "init": {}}') is True  # an older controller: the default
+        assert decode_init(encode_init(AgentInit())).sandbox_reuse is True
+        assert decode_init(encode_init(AgentInit(sandbox_reuse=False))).sandbox_reuse is False
+        assert decode_init('{"v": 1, "init": {}}').sandbox_reuse is True  # an older controller: the default
 
 
 class TestNoLeaks:

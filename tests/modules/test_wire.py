@@ -34,13 +34,20 @@ from sandfleet_agent.portable.limits import TaskLimits
 from sandfleet_agent.portable.pathuri import PathUri
 from sandfleet_agent.portable.policy import Effective
 from sandfleet_agent.portable.wire import (
+    AgentHello,
+    AgentInit,
     ExecRequest,
     ExecResult,
     Status,
     UnenforceableRequest,
     WireError,
+    decode_hello,
+    decode_init,
     decode_request,
     decode_result,
+    encode_hello,
+    encode_init,
+    encode_init_error,
     encode_request,
     encode_result,
 )
@@ -432,3 +439,35 @@ def test_any_result_round_trips_exactly(res: ExecResult) -> None:
     assert "\n" not in line and line.isascii()
     assert decode_result(line) == res
     assert encode_result(decode_result(line)) == line
+
+
+class TestInitAndHello:
+    """The two handshake lines live here too: one encoder and one decoder each."""
+
+    def test_the_init_line_round_trips(self) -> None:
+        init = AgentInit(workspace_roots=("/w", "/x y"), sandbox_pin="landlock",
+                         network_resolve=(("mirror.test", "10.0.0.5"),), sandbox_reuse=False, protect=("/opt/sf",))
+        assert decode_init(encode_init(init)) == init
+
+    def test_an_older_controllers_line_takes_the_defaults(self) -> None:
+        assert decode_init('{"v": 1, "init": {}}') == AgentInit()
+        assert decode_init('{"v": 1}') == AgentInit()
+
+    def test_protect_only_ever_adds_absolute_paths(self) -> None:
+        """Whoever writes the init line can add walls, never remove or bend one: relative paths
+        and non-strings are dropped, a non-list is nothing."""
+        line = json.dumps({"v": 1, "init": {"protect": ["/opt/sf", "rel", 7, None, ""]}})
+        assert decode_init(line).protect == ("/opt/sf",)
+        assert decode_init(json.dumps({"v": 1, "init": {"protect": "/etc"}})).protect == ()
+
+    @pytest.mark.parametrize("bad", ['{"v": 1, "init": {"network_resolve": ["x"]}}', "not json",
+                                     '{"v": 1, "init": {"sandbox_pin": "a", "sandbox_pin": "b"}}'])
+    def test_a_bad_init_line_is_a_wire_error(self, bad: str) -> None:
+        with pytest.raises(WireError):
+            decode_init(bad)
+
+    def test_hello_round_trips_and_an_agents_refusal_is_its_reason(self) -> None:
+        hello = AgentHello("9.9.9", {"os": "linux"}, ("cannot become a child subreaper: EPERM",))
+        assert decode_hello(encode_hello(hello)) == hello
+        with pytest.raises(WireError, match="bad init line: nope"):
+            decode_hello(encode_init_error("bad init line: nope"))

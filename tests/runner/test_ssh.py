@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import eventschema
 import pytest
-from netservers import HttpServer
-from sshd import USER, Fleet, SshHost, keygen, missing_reason
 
-from conftest import need
 from sandfleet.inventory import HostConfig
 from sandfleet.transports.base import AgentInit, HostUnreachable
 from sandfleet.transports.bootstrap import agent_bundle
 from sandfleet.transports.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
 from sandfleet.transports.ssh import SshConnection, SshConnector
 from sandfleet_agent.portable.wire import ExecRequest
+from support import eventschema
+from support.ci import need
+from support.netservers import HttpServer
+from support.sshd import USER, Fleet, SshHost, keygen, missing_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = 10

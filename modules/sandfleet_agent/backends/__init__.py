@@ -17,9 +17,9 @@ from typing import Optional
 
 from sandfleet_agent.backends.base import Backend, ProxyEndpoint, Refused, Wrapper
 from sandfleet_agent.binding.bind import BoundPolicy
-from sandfleet_agent.binding.facts import BACKENDS_BY_OS, HostFacts
+from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.binding.hostfs import FsView
-from sandfleet_agent.portable.intent import NetworkMode
+from sandfleet_agent.portable.intent import BACKENDS_BY_OS, NetworkMode
 
 _CLASSES: Mapping[str, tuple[str, str]] = {
     "bwrap": ("bwrap", "Bwrap"),
@@ -37,8 +37,7 @@ def backend_class(name: str) -> type[Backend]:
 
 
 #: What an operator who chose nothing gets per OS: Landlock only by choice (see the module doc).
-DEFAULT_BACKENDS: Mapping[str, tuple[str, ...]] = {"linux": ("bwrap",), "macos": ("seatbelt",),
-                                                   "windows": ("windows",)}
+DEFAULT_BACKENDS: Mapping[str, tuple[str, ...]] = {os_name: names[:1] for os_name, names in BACKENDS_BY_OS.items()}
 LANDLOCK_HOW = ("make bwrap work here, or let this host use Landlock (for an agent that runs as an unprivileged "
                 "user): sandfleet_sandbox: landlock in the inventory, or linux_backends in sandfleet_policy")
 

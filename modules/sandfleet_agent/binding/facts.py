@@ -21,12 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from sandfleet_agent import bounds
-
-BACKENDS_BY_OS: Mapping[str, tuple[str, ...]] = {
-    "linux": ("bwrap", "landlock"),
-    "macos": ("seatbelt",),
-    "windows": ("windows",),
-}
+from sandfleet_agent.portable.intent import BACKENDS_BY_OS
 
 
 @dataclass(frozen=True)

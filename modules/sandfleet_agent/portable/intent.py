@@ -30,6 +30,17 @@ _PRECEDENCE = {Access.READ: 0, Access.WRITE: 1, Access.DENY: 2}
 
 #: Symbols this version binds. ``home`` is how ``~/sub`` travels. Any other ``:name`` is carried
 #: untouched and ignored with a warning at binding time, so an older host accepts a newer playbook.
+#: The operating systems a host may run and, per OS, the sandboxes sandfleet has for it: the one
+#: table the inventory, the playbook grammar, the policy and the backend choice read. The first of
+#: each is what an operator who chose nothing gets (Landlock only by choice: see backends).
+BACKENDS_BY_OS: Mapping[str, tuple[str, ...]] = {
+    "linux": ("bwrap", "landlock"),
+    "macos": ("seatbelt",),
+    "windows": ("windows",),
+}
+OS_NAMES = tuple(BACKENDS_BY_OS)
+OS_OF_BACKEND: Mapping[str, str] = {name: os_name for os_name, names in BACKENDS_BY_OS.items() for name in names}
+
 KNOWN_SYMBOLS = ("root", "minimal", "workspace_roots", "tmpdir", "slash_tmp", "home")
 
 

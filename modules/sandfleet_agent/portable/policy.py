@@ -59,10 +59,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Union
 
-from sandfleet_agent.portable.intent import Access, FilePath, Glob, NetworkMode, PathSpec, Special
+from sandfleet_agent.portable.intent import BACKENDS_BY_OS, Access, FilePath, Glob, NetworkMode, PathSpec, Special
 from sandfleet_agent.portable.limits import KEYS as TASK_LIMIT_KEYS
 from sandfleet_agent.portable.limits import TaskLimits, built_in_defaults, lowest, merged, parse_limits, shown
 from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.words import shown as shown_value
+from sandfleet_agent.portable.words import suggest
 
 #: The host owner's files, read by the agent (the second only narrows further).
 HOST_FILES = ("/etc/sandfleet/policy.yml", "~/.config/sandfleet/policy.yml")
@@ -71,7 +73,7 @@ KEYS = ("filesystem", "deny", "default_denies", "protected", "network", "unsandb
 RESOURCE_KEYS = ("default", "max", "best_effort")
 NETWORK_KEYS = ("max", "allow")
 LIMIT_KEYS = ("value_bytes", "argv_bytes", "env_bytes", "request_bytes")
-BACKENDS = ("bwrap", "landlock")
+BACKENDS = BACKENDS_BY_OS["linux"]  # what linux_backends may list
 CEILING_ACCESS = ("read", "write")
 SYMBOLS = ("root", "minimal", "workspace_roots", "tmpdir", "slash_tmp")
 PATH_FORMS = ("/absolute/path", "C:\\windows\\path", "~", "~/sub", ":root", ":minimal", ":workspace_roots[/sub]",
@@ -150,7 +152,7 @@ class NetRule:
 def parse_rule(text: object, path: tuple[Path, ...] = ()) -> NetRule:
     """``name``, ``*.name``, ``name:PORT`` or ``name:*``, checked."""
     if not isinstance(text, str) or not text.strip():
-        raise PolicyError(f"a network rule is a host name, got {_shown(text)}", path,
+        raise PolicyError(f"a network rule is a host name, got {shown_value(text)}", path,
                           ("pypi.org", "*.example.org", "host:8443", "host:*"))
     host, sep, port_text = text.strip().lower().rpartition(":") if ":" in text else (text.strip().lower(), "", "")
     port: Optional[int] = None
@@ -273,7 +275,7 @@ def parse(data: object, source: str) -> Policy:
     doc = _mapping(data, ())
     for key in doc:
         if key not in KEYS:
-            raise PolicyError(f"unknown policy key {key!r}{_suggest(key, KEYS)}", (str(key),), KEYS, at_key=True)
+            raise PolicyError(f"unknown policy key {key!r}{suggest(key, KEYS)}", (str(key),), KEYS, at_key=True)
     return Policy(
         source=source,
         filesystem=_ceiling(doc["filesystem"]) if "filesystem" in doc else None,
@@ -304,7 +306,8 @@ def _resources(value: object, which: str) -> Optional[TaskLimits]:
         return None
     section = doc[which]
     if not isinstance(section, dict):
-        raise PolicyError(f"must be a mapping of limits, got {_shown(section)}", ("resources", which), TASK_LIMIT_KEYS)
+        raise PolicyError(f"must be a mapping of limits, got {shown_value(section)}", ("resources", which),
+                          TASK_LIMIT_KEYS)
     for key, value in section.items():
         if key not in TASK_LIMIT_KEYS:
             raise PolicyError(f"unknown limit {key!r}", ("resources", which, str(key)), TASK_LIMIT_KEYS, at_key=True)
@@ -319,8 +322,8 @@ def _best_effort(value: object) -> Optional[bool]:
     if not isinstance(value, dict) or "best_effort" not in value:
         return None
     if not isinstance(value["best_effort"], bool):
-        raise PolicyError(f"must be true or false, got {_shown(value['best_effort'])}", ("resources", "best_effort"),
-                          ("true", "false"))
+        raise PolicyError(f"must be true or false, got {shown_value(value['best_effort'])}",
+                          ("resources", "best_effort"), ("true", "false"))
     return bool(value["best_effort"])
 
 
@@ -337,14 +340,15 @@ def _ceiling(value: object) -> tuple[tuple[str, Access], ...]:
             raise PolicyError(f"{key!r}: a ceiling says the most a task may get; put paths to deny under `deny:`",
                               path, CEILING_ACCESS)
         if access not in CEILING_ACCESS:
-            raise PolicyError(f"access for {key!r} must be read or write, got {_shown(access)}", path, CEILING_ACCESS)
+            raise PolicyError(f"access for {key!r} must be read or write, got {shown_value(access)}", path,
+                              CEILING_ACCESS)
         out.append((text, Access(str(access))))
     return tuple(out)
 
 
 def _path_key(key: object, path: tuple[Path, ...], deny: bool) -> str:
     if not isinstance(key, str) or not key:
-        raise PolicyError(f"a path must be a non-empty string, got {_shown(key)}", path, PATH_FORMS)
+        raise PolicyError(f"a path must be a non-empty string, got {shown_value(key)}", path, PATH_FORMS)
     try:
         spec = path_spec(key)
     except ValueError as exc:
@@ -389,7 +393,7 @@ def path_spec(key: str) -> PathSpec:
 def _protected(value: object, path: tuple[Path, ...]) -> str:
     if not isinstance(value, str) or not value or value.startswith(("/", "~", ":")) or "\0" in value \
             or any(part in ("", ".", "..") for part in value.split("/")):
-        raise PolicyError(f"a protected name is a relative name like .github/workflows, got {_shown(value)}", path)
+        raise PolicyError(f"a protected name is a relative name like .github/workflows, got {shown_value(value)}", path)
     return value
 
 
@@ -401,7 +405,7 @@ def _network_max(value: object) -> Optional[NetworkMode]:
         return None
     if text not in [m.value for m in NetworkMode]:
         where = ("network",) if isinstance(value, str) else ("network", "max")
-        raise PolicyError(f"unknown network ceiling {_shown(text)}", where, [m.value for m in NetworkMode])
+        raise PolicyError(f"unknown network ceiling {shown_value(text)}", where, [m.value for m in NetworkMode])
     return NetworkMode(text)
 
 
@@ -421,7 +425,7 @@ def _backends(value: object) -> tuple[str, ...]:
     items = _list(value, ("linux_backends",))
     for i, item in enumerate(items):
         if item not in BACKENDS:
-            raise PolicyError(f"unknown Linux backend {_shown(item)}", ("linux_backends", i), BACKENDS)
+            raise PolicyError(f"unknown Linux backend {shown_value(item)}", ("linux_backends", i), BACKENDS)
     if not items:
         raise PolicyError("an empty list would refuse every sandboxed task; list at least one", ("linux_backends",),
                           BACKENDS)
@@ -437,14 +441,14 @@ def _limits(value: object) -> Limits:
                     if key in TASK_LIMIT_KEYS else "")
             raise PolicyError(f"unknown limit {key!r}{hint}", ("limits", str(key)), LIMIT_KEYS, at_key=True)
         if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-            raise PolicyError(f"{key} must be a positive number of bytes, got {_shown(item)}", ("limits", key))
+            raise PolicyError(f"{key} must be a positive number of bytes, got {shown_value(item)}", ("limits", key))
         given[key] = item
     return replace(Limits(), **given)
 
 
 def _mapping(value: object, path: tuple[Path, ...]) -> Mapping[Any, Any]:
     if not isinstance(value, Mapping):
-        raise PolicyError(f"must be a mapping, got {_shown(value)}", path)
+        raise PolicyError(f"must be a mapping, got {shown_value(value)}", path)
     return value
 
 
@@ -452,7 +456,7 @@ def _list(value: object, path: tuple[Path, ...]) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise PolicyError(f"must be a list, got {_shown(value)}", path)
+        raise PolicyError(f"must be a list, got {shown_value(value)}", path)
     return value
 
 
@@ -460,21 +464,12 @@ def _bool(doc: Mapping[str, Any], key: str) -> Optional[bool]:
     if key not in doc:
         return None
     if not isinstance(doc[key], bool):
-        raise PolicyError(f"must be true or false, got {_shown(doc[key])}", (key,), ("true", "false"))
+        raise PolicyError(f"must be true or false, got {shown_value(doc[key])}", (key,), ("true", "false"))
     return bool(doc[key])
 
 
-def _shown(value: object) -> str:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return repr(value)
-    return {type(None): "null", bool: "a boolean", dict: "a mapping", list: "a list"}.get(type(value), "a value")
 
 
-def _suggest(word: object, choices: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 # -- the layers together --------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -152,6 +153,36 @@ class ExecResult:
     limit: Optional[str] = None
 
 
+@dataclass(frozen=True)
+class AgentInit:
+    """The controller's first line to an agent: what it needs from the inventory before its first
+    task. Every field has a default, so an agent reads an older controller's line (and ignores
+    what a newer one adds)."""
+
+    workspace_roots: tuple[str, ...] = ()
+    sandbox_pin: Optional[str] = None
+    #: The operator's name → address map for managed-network proxies (``sandfleet_network_resolve``),
+    #: checked by the agent (:func:`sandfleet_agent.network.netpolicy.parse_resolve`).
+    network_resolve: tuple[tuple[str, Any], ...] = ()
+    #: One persistent sandbox per sandbox command on the host, or a fresh one per task
+    #: (``sandfleet_sandbox_reuse``).
+    sandbox_reuse: bool = True
+    #: More paths no task may write, on top of what the agent protects itself (its code, its
+    #: interpreter, its PATH): a local agent is given the controller's own installation. It only
+    #: ever adds walls, so whoever sends the line cannot remove any.
+    protect: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AgentHello:
+    """The agent's answer to the init line: its version, the facts it probed once, and what the
+    controller should be told (hardening that failed)."""
+
+    version: str
+    facts: Mapping[str, Any]
+    warnings: tuple[str, ...] = ()
+
+
 # -- lines ---------------------------------------------------------------------------------------
 
 
@@ -170,6 +201,58 @@ def encode_result(res: ExecResult) -> str:
 
 def decode_result(line: Union[str, bytes]) -> ExecResult:
     return result_from_json(_loads(line, "result"))
+
+
+def encode_init(init: AgentInit) -> str:
+    return _dumps({"v": WIRE_VERSION, "init": {"workspace_roots": list(init.workspace_roots),
+                                               "sandbox_pin": init.sandbox_pin,
+                                               "network_resolve": dict(init.network_resolve),
+                                               "sandbox_reuse": init.sandbox_reuse,
+                                               "protect": list(init.protect)}})
+
+
+def decode_init(line: Union[str, bytes]) -> AgentInit:
+    """The init line, leniently (a missing or odd field takes its default) except where leniency
+    would hide the operator's mistake: a ``network_resolve`` that is not an object."""
+    data = _loads(line, "init")
+    init = data.get("init") if isinstance(data, dict) else None
+    if not isinstance(init, dict):
+        init = {}
+    pin, resolve, protect = init.get("sandbox_pin"), init.get("network_resolve"), init.get("protect")
+    if resolve is not None and not isinstance(resolve, dict):
+        raise WireError("network_resolve: must be a mapping of host name to IP address")
+    return AgentInit(
+        workspace_roots=tuple(str(r) for r in init.get("workspace_roots") or ()),
+        sandbox_pin=pin if isinstance(pin, str) and pin else None,
+        network_resolve=tuple((resolve or {}).items()),
+        sandbox_reuse=init.get("sandbox_reuse") is not False,
+        protect=tuple(p for p in protect if isinstance(p, str) and os.path.isabs(p))
+        if isinstance(protect, list) else (),
+    )
+
+
+def encode_hello(hello: AgentHello) -> str:
+    body: dict[str, Any] = {"version": hello.version, "facts": dict(hello.facts)}
+    if hello.warnings:
+        body["warnings"] = list(hello.warnings)
+    return _dumps({"v": WIRE_VERSION, "hello": body})
+
+
+def encode_init_error(message: str) -> str:
+    """What an agent answers instead of hello when it cannot start (a bad init line)."""
+    return _dumps({"v": WIRE_VERSION, "error": message})
+
+
+def decode_hello(line: Union[str, bytes]) -> AgentHello:
+    """The agent's hello; a WireError carries the agent's own reason when it sent one instead."""
+    data = _loads(line, "hello")
+    hello = data.get("hello") if isinstance(data, dict) else None
+    if not isinstance(hello, dict) or not isinstance(hello.get("facts"), dict):
+        detail = data.get("error") if isinstance(data, dict) and "error" in data else data
+        raise WireError(str(detail))
+    warnings = hello.get("warnings")
+    return AgentHello(str(hello.get("version", "")), hello["facts"],
+                      tuple(str(w) for w in warnings) if isinstance(warnings, list) else ())
 
 
 def _dumps(obj: Mapping[str, Any]) -> str:

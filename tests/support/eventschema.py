@@ -14,7 +14,7 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "events.schema.json"
+SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "events.schema.json"
 
 
 @functools.cache

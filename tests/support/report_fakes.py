@@ -4,10 +4,12 @@ what they are fed is plain data (the end-to-end tests in test_run_outputs.py fee
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Optional
 
-from sandfleet.report.events import SKIPPED, Reporter, TaskEvent
+from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
+from sandfleet_agent.backends.base import Wrapper
 from sandfleet_agent.portable.wire import ExecResult, Status
 
 
@@ -21,10 +23,11 @@ def task(name: str) -> Any:
 
 def event(host: str, task_name: str, status: str = "ok", *, rc: Optional[int] = None, stdout: str = "",
           stderr: str = "", message: Optional[str] = None, ms: int = 12, backend: Optional[str] = "bwrap",
-          play_name: str = "deploy", **kw: Any) -> TaskEvent:
-    """A task result as the host loop reports it; ``rc`` defaults to what the status implies."""
-    if status == SKIPPED:
-        return TaskEvent(host, play_name, task_name, SKIPPED, **kw)
+          play_name: str = "deploy", wrapper: Optional[Wrapper] = None, **kw: Any) -> TaskEvent:
+    """A task result as the host loop reports it; ``rc`` defaults to what the status implies;
+    ``wrapper``: what a dry-run rendered (its result carries it, as a real one does)."""
+    if status == TaskStatus.SKIPPED:
+        return TaskEvent(host, play_name, task_name, TaskStatus.SKIPPED, **kw)
     if rc is None and status in ("ok", "failed"):
         rc = 0 if status == "ok" else 1
     if message is None and status != "ok":
@@ -34,8 +37,10 @@ def event(host: str, task_name: str, status: str = "ok", *, rc: Optional[int] = 
     result = ExecResult(id=f"{host}/{task_name}", status=Status(status), rc=rc, stdout=stdout, stderr=stderr,
                         duration_ms=ms, backend=backend if status != "sandbox_unavailable" else None,
                         message=message)
+    if wrapper is not None:
+        result = replace(result, backend=wrapper.backend, wrapper=wrapper.argv, wrapper_files=dict(wrapper.files))
     kw.setdefault("changed", status == "ok")
-    return TaskEvent(host, play_name, task_name, status, result, os="linux", **kw)
+    return TaskEvent(host, play_name, task_name, TaskStatus(status), result, os="linux", **kw)
 
 
 def feed(reporter: Reporter, plays: list[tuple[Any, list[str], list[tuple[Any, list[TaskEvent]]]]],

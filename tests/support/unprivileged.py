@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from runner.sshd import USER, ensure_user
+from support.sshd import USER, ensure_user
 
 T = TypeVar("T")
 

@@ -6,7 +6,8 @@ key and an unprivileged login user. Each host has its own cache directory (``Set
 XDG_CACHE_HOME``), so the hosts behave like separate machines for the agent's zip cache, and its
 own workspace directory owned by that user.
 
-Used by ``tests/runner/conftest.py`` and ``bench/fleet.py``; needs root and /usr/sbin/sshd.
+Used by ``tests/runner/test_ssh.py``, :mod:`support.unprivileged` (its test user), ``bench/fleet.py``
+and ``bench/compare.py``; needs root and /usr/sbin/sshd.
 """
 
 from __future__ import annotations
