@@ -18,6 +18,8 @@ from sandfleet.errors import SandfleetError, UsageError
 
 EXIT_OK = 0
 EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+EXIT_NO_SANDBOX, EXIT_DENIED = 8, 16  # = report.recap's bits (tests/test_cli.py checks)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,32 +110,43 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
     owner's own file is checked only when the task reaches the host) are listed and exit 16."""
-    from sandfleet.report.events import TaskStatus
-    from sandfleet.report.recap import EXIT_DENIED, EXIT_NO_SANDBOX
+    from sandfleet.api import TaskResult, load_inventory, run_playbook
+    from sandfleet.load.playbook import load_playbook
     from sandfleet.report.terminal import printable
-    from sandfleet.run.command import load_job, refusals
 
-    playbook, inventory = load_job(args.playbook, args.inventory, err)
+    playbook, inventory = load_playbook(args.playbook), load_inventory(args.inventory)
+    for warning in playbook.warnings:
+        err.write(f"{warning}\n")
     for play in playbook.plays:
         hosts = inventory.select(play.hosts, args.limit)
         for name in hosts:
             inventory.host_config(name)  # validates every sandfleet_*/ansible_* variable it reads
         out.write(f"play {play.name or play.hosts!r}: {len(play.tasks)} task(s) on {len(hosts)} host(s)"
                   f"{': ' + ', '.join(hosts) if hosts else ' (the pattern matches no host)'}\n")
-    refused = refusals(playbook, inventory, limit=args.limit, policy=args.policy, consent=args.allow_unsandboxed)
-    code = EXIT_OK
-    for event in refused:
-        message = event.result.message if event.result is not None else ""
-        out.write(printable(f"{event.status}: [{event.host}] {event.display_name}: {message}") + "\n")
-        code |= EXIT_DENIED if event.status is TaskStatus.DENIED else EXIT_NO_SANDBOX
+    refused: list[TaskResult] = []
+    result = run_playbook(playbook, inventory, limit=args.limit, policy=args.policy, dry_run=True,
+                          allow_unsandboxed=args.allow_unsandboxed,
+                          on_event=lambda r: refused.append(r) if r.status.refused else None)
+    for r in sorted(refused, key=lambda r: list(result.hosts).index(r.host)):
+        out.write(printable(f"{r.status}: [{r.host}] {r.task}: {r.message or ''}") + "\n")
     out.write(f"{args.playbook}: OK{f' (the policy refuses {len(refused)} task(s))' if refused else ''}\n")
-    return code
+    return result.exit_code & (EXIT_DENIED | EXIT_NO_SANDBOX)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from sandfleet.run.command import run_command
+    from sandfleet.api import run_playbook
 
-    return run_command(args, out, err)
+    try:
+        result = run_playbook(args.playbook, args.inventory, limit=args.limit, forks=args.forks,
+                              extra_vars=args.extra_vars, tags=args.tags, skip_tags=args.skip_tags,
+                              dry_run=args.dry_run, policy=args.policy, allow_unsandboxed=args.allow_unsandboxed,
+                              host_key_policy=args.host_key_policy, ssh_config=args.ssh_config,
+                              on_warning=lambda w: print(w, file=err), output=out, format=args.format,
+                              verbose=args.verbose, junit=args.junit, results_dir=args.results_dir)
+    except KeyboardInterrupt:  # the outputs have written what they had (the partial recap, files)
+        err.write("sandfleet: interrupted; the running tasks were killed\n")
+        return EXIT_INTERRUPTED
+    return result.exit_code
 
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -152,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: Te
         return exc.exit_code
     except KeyboardInterrupt:
         err.write("sandfleet: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
     except Exception as exc:  # a bug in sandfleet, not a user mistake

@@ -29,10 +29,14 @@ class Mark:
 
 
 class SandfleetError(Exception):
+    """Every error sandfleet raises on purpose; ``exit_code`` is what the command line exits with."""
+
     exit_code = 70
 
 
 class UsageError(SandfleetError):
+    """Arguments that cannot be used (or used together): the command line's exit 64."""
+
     exit_code = 64
 
 

@@ -89,3 +89,10 @@ def test_the_command_lines_choices_are_the_typed_ones() -> None:
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     choices = {a.dest: tuple(a.choices) for a in subcommands.choices["run"]._actions if a.choices}
     assert choices["format"] == FORMATS and choices["host_key_policy"] == POLICIES
+
+
+def test_the_command_lines_exit_bits_are_the_recaps() -> None:
+    from sandfleet import cli
+    from sandfleet.report import recap
+
+    assert (cli.EXIT_NO_SANDBOX, cli.EXIT_DENIED) == (recap.EXIT_NO_SANDBOX, recap.EXIT_DENIED)

@@ -39,7 +39,9 @@ ALLOWED = {
     "sandfleet.transports": {"sandfleet", "sandfleet.errors", "sandfleet.inventory", "sandfleet_agent.*"},
     "sandfleet.report": {"sandfleet", "sandfleet.errors", "sandfleet.load", "sandfleet_agent.portable",
                          "sandfleet_agent.backends"},
-    "sandfleet.run": {"sandfleet.*", "sandfleet_agent.*"},
+    "sandfleet.run": {"sandfleet", "sandfleet.errors", "sandfleet.load", "sandfleet.inventory", "sandfleet.templating",
+                      "sandfleet.report", "sandfleet.transports", "sandfleet_agent.*"},
+    "sandfleet.api": {"sandfleet.*", "sandfleet_agent.*"},
     "sandfleet.cli": {"sandfleet.*"},
     "sandfleet.__main__": {"sandfleet.cli"},
 }

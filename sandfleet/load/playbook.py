@@ -57,7 +57,7 @@ from sandfleet.load.sandbox_spec import (
     plain,
 )
 from sandfleet.load.varnames import name_error
-from sandfleet.load.yamlsrc import YList, YMap, load_yaml_file
+from sandfleet.load.yamlsrc import YList, YMap, load_yaml_file, load_yaml_text
 from sandfleet.templating import TEMPLATE_START
 from sandfleet.templating import check_expression as _check_expression
 from sandfleet.templating import check_template as _check_template
@@ -192,6 +192,24 @@ def load_playbook(path: str) -> Playbook:
     name = str(path)
     data = load_yaml_file(name)
     return _Loader(name).playbook(data)
+
+
+def load_playbook_data(plays: list[Any], source: str) -> Playbook:
+    """A playbook built in code (the Python API, ``sandfleet exec``, ``sandfleet serve``), checked
+    exactly as a file is: it goes through the same YAML reading and loader, ``source`` standing
+    for the file in messages. Plain data only: what YAML can hold."""
+    try:
+        text = yaml.dump(plays, Dumper=_DUMPER, allow_unicode=True, sort_keys=False)
+    except yaml.YAMLError as exc:
+        raise InputError(f"cannot be written as a playbook: {exc}", file=source) from None
+    try:
+        return _Loader(source).playbook(load_yaml_text(text, source))
+    except InputError as exc:  # a line and column of text nobody wrote would only mislead
+        raise InputError(f"{source}: {exc.message}", allowed=exc.allowed) from None
+
+
+#: libyaml's emitter when PyYAML has it, as for reading.
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _check_templates_in(value: Any, mark: Mark, what: str) -> None:

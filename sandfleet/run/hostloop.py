@@ -79,6 +79,11 @@ class HostRun:
     def name(self) -> str:
         return self.config.name
 
+    def begin(self, reporter: Reporter) -> None:
+        """A new playbook on this host (an open fleet runs many): report to ``reporter``, take
+        part again after an earlier failure, and read play variables afresh."""
+        self.reporter, self.done, self._play = reporter, False, None
+
     # --- the scheduler's entry points -----------------------------------------------------------
 
     def run_task(self, play_index: int, play: Play, task_index: int, task: Task) -> TaskOutcome:

@@ -103,6 +103,55 @@ class _Once:
         return self._outcomes[task_index]
 
 
+class HostSet:
+    """The hosts of a run, or of an open fleet that serves many: one :class:`HostRun` (its
+    variables, facts and connection) per host, and the threads that drive them. Every host's
+    settings (inventory vars, ssh_config) are checked here, before anything runs; connections
+    open lazily, on a host's first task, and stay open until :meth:`close`."""
+
+    def __init__(self, inventory: Inventory, hosts: list[str], connect: Callable[[HostConfig], Connection], *,
+                 forks: Optional[int] = None, consent: bool = False, extra_vars: Optional[Mapping[str, Any]] = None,
+                 policy: Optional[Policy] = None, playbook_dir: str = ".") -> None:
+        self.stopping = threading.Event()
+        self.runs: dict[str, HostRun] = {}
+        try:
+            for host in hosts:
+                config = inventory.host_config(host, extra_vars)
+                self.runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config),
+                                          Reporter(), consent=consent, playbook_dir=os.path.abspath(playbook_dir),
+                                          stopping=self.stopping, extra_vars=extra_vars, policy=policy)
+        except BaseException:
+            self.close()
+            raise
+        self._pool = ThreadPoolExecutor(max_workers=max(1, min(forks or DEFAULT_FORKS, len(hosts) or 1)),
+                                        thread_name_prefix="host")
+
+    def play(self, playbook: Playbook, targets: list[list[str]], reporter: Reporter,
+             tags: TagFilter = ALL_TASKS) -> None:
+        """Run ``playbook``'s plays, each on its ``targets`` (hosts of this set), reporting to
+        ``reporter``. A host that failed an earlier playbook takes part again; one that was given
+        up as unreachable is tried again and reported again if it still is."""
+        for run in self.runs.values():
+            run.begin(reporter)
+        try:
+            _run_plays(playbook, targets, self.runs, reporter, self._pool, tags)
+        except BaseException:
+            # Ctrl-C (or a bug): stop every host now. Closing a connection makes its agent kill
+            # the running task's process group; the pool can then drain.
+            self.stopping.set()
+            for run in self.runs.values():
+                run.connection.close()
+            raise
+
+    def close(self) -> None:
+        """Wait for the host threads, then release every connection (each agent then exits)."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+        for run in self.runs.values():
+            run.connection.close()
+
+
 def run_playbook(
     playbook: Playbook,
     inventory: Inventory,
@@ -116,34 +165,15 @@ def run_playbook(
     tags: TagFilter = ALL_TASKS,
     policy: Optional[Policy] = None,
 ) -> dict[str, HostRun]:
-    runs: dict[str, HostRun] = {}
-    playbook_dir = os.path.dirname(os.path.abspath(playbook.path))
-    stopping = threading.Event()
     targets = [inventory.select(play.hosts, limit) for play in playbook.plays]
-    all_hosts = list(dict.fromkeys(h for hosts in targets for h in hosts))
+    hosts = HostSet(inventory, list(dict.fromkeys(h for hosts in targets for h in hosts)), connect, forks=forks,
+                    consent=consent, extra_vars=extra_vars, policy=policy,
+                    playbook_dir=os.path.dirname(os.path.abspath(playbook.path)))
     try:
-        # Every targeted host's settings (inventory vars, ssh_config) are checked before the first
-        # play starts, so a bad one stops the run before anything ran; connections open lazily.
-        for host in all_hosts:
-            config = inventory.host_config(host, extra_vars)
-            runs[host] = HostRun(config, functools.partial(inventory.renderer, host), connect(config), reporter,
-                                 consent=consent, playbook_dir=playbook_dir, stopping=stopping,
-                                 extra_vars=extra_vars, policy=policy)
-        workers = max(1, min(forks or DEFAULT_FORKS, len(all_hosts) or 1))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host") as pool:
-            try:
-                _run_plays(playbook, targets, runs, reporter, pool, tags)
-            except BaseException:
-                # Ctrl-C (or a bug): stop every host now. Closing a connection makes its agent
-                # kill the running task's process group; the pool can then drain.
-                stopping.set()
-                for run in runs.values():
-                    run.connection.close()
-                raise
+        hosts.play(playbook, targets, reporter, tags)
     finally:
-        for run in runs.values():
-            run.connection.close()
-    return runs
+        hosts.close()
+    return hosts.runs
 
 
 def _run_plays(playbook: Playbook, targets: list[list[str]], runs: dict[str, HostRun], reporter: Reporter,

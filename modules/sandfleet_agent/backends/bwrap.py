@@ -118,8 +118,8 @@ class Mount:
 class MountPlan:
     """The mounts in bwrap order and the canonical cwd, plus what the operator should know:
     ``notes`` (skipped missing paths, unexpanded globs) and ``placeholders`` (host paths bwrap
-    creates as empty mount points to block their creation; the runner may remove them after the
-    run if still empty)."""
+    creates as empty mount points to block their creation; left in place, never removed: see
+    :attr:`~sandfleet_agent.backends.base.Wrapper.placeholders` for why)."""
 
     mounts: tuple[Mount, ...]
     cwd: str

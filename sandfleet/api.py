@@ -1,0 +1,432 @@
+"""sandfleet from Python: run playbooks and single commands on a fleet, or keep a fleet open.
+
+Everything here is what the command line does, with the same checks: a playbook, a command and a
+:class:`Sandbox` are validated exactly as a playbook file is (an :class:`~sandfleet.errors.InputError`
+names what is wrong and what is allowed), the operator's policy (the inventory's
+``sandfleet_policy`` and ``policy=``) bounds every task, and what a host refuses comes back as a
+result (``denied``, ``sandbox_unavailable``), never as an exception. Results are frozen: the
+records ``--format json`` prints (:meth:`TaskResult.to_json`), grouped by host.
+
+Exceptions, one tree: :class:`~sandfleet.errors.SandfleetError`, with
+:class:`~sandfleet.errors.InputError` (a playbook, inventory, policy, command or sandbox that is
+wrong: ``.message``, ``.mark``, ``.allowed``) and :class:`~sandfleet.errors.UsageError` (arguments
+that cannot go together). Hosts that cannot be reached are results (:attr:`HostResult.unreachable`).
+``argv``, ``cwd`` and ``env`` are templates, as in a playbook: ``{{ inventory_hostname }}``
+works, and a literal ``{{`` is written ``{{ '{{' }}``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Optional, TextIO, Union
+
+from sandfleet.errors import InputError, UsageError
+from sandfleet.inventory import HostConfig, Inventory
+from sandfleet.inventory import load_inventory as _load_inventory
+from sandfleet.load.extra_vars import parse_extra_vars
+from sandfleet.load.keywords import TagFilter
+from sandfleet.load.playbook import Playbook, load_playbook, load_playbook_data
+from sandfleet.load.policies import load_policy_file
+from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
+from sandfleet.report.jsonl import task_result
+from sandfleet.report.outputs import OutputFormat, OutputOptions, Outputs, make_reporter
+from sandfleet.report.recap import Recap
+from sandfleet.run.dry import DryConnection
+from sandfleet.run.scheduler import HostSet
+from sandfleet.transports.base import Connection
+from sandfleet.transports.hostkeys import REJECT, HostKeyPolicy
+from sandfleet.transports.local import LocalConnection
+from sandfleet_agent.portable.policy import Policy
+
+PathLike = Union[str, "os.PathLike[str]"]
+#: A task's sandbox: a :class:`Sandbox`, ``True`` for the default one (workspace profile,
+#: network none), or ``False`` for none at all (the policy must allow unsandboxed tasks).
+SandboxArg = Union["Sandbox", bool]
+
+
+def load_inventory(sources: Union[PathLike, Sequence[PathLike]]) -> Inventory:
+    """An inventory from one source or several (files, directories, ``host1,host2,`` lists), as ``-i``."""
+    paths = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    return _load_inventory([os.fspath(p) for p in paths])
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A task's sandbox intent, written as a playbook's ``sandbox:`` block is (docs/sandbox.md).
+
+    ``network`` is ``"none"``, ``"full"`` or the domains a managed network may reach
+    (``["pypi.org", "*.pythonhosted.org"]``). Checked when made: a mistake raises
+    :class:`~sandfleet.errors.InputError` with what is allowed.
+    """
+
+    profile: Optional[str] = "workspace"
+    filesystem: Mapping[str, str] = field(default_factory=dict)
+    network: Union[str, Sequence[str]] = "none"
+    workspace_roots: Sequence[str] = ()
+    limits: Mapping[str, Union[int, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        load_playbook_data([{"hosts": "all", "sandbox": self.as_block(), "tasks": [{"exec": {"argv": ["true"]}}]}],
+                           "Sandbox(...)")
+
+    def as_block(self) -> dict[str, Any]:
+        """The ``sandbox:`` mapping a playbook would hold."""
+        block: dict[str, Any] = {}
+        if self.profile is not None:
+            block["profile"] = self.profile
+        if self.filesystem:
+            block["filesystem"] = dict(self.filesystem)
+        block["network"] = self.network if isinstance(self.network, str) else {"allow": list(self.network)}
+        if self.workspace_roots:
+            block["workspace_roots"] = list(self.workspace_roots)
+        if self.limits:
+            block["limits"] = dict(self.limits)
+        return block
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task (or loop item) on one host: the ``task_result`` record ``--format json`` prints."""
+
+    host: str
+    play: str
+    task: str
+    status: TaskStatus
+    rc: Optional[int]
+    stdout: str
+    stderr: str
+    backend: Optional[str]
+    message: Optional[str]
+    changed: bool
+    ignored: bool
+    record: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TaskStatus.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    @classmethod
+    def of(cls, event: TaskEvent, dry_run: bool = False) -> TaskResult:
+        r = event.result
+        return cls(event.host, event.play, event.display_name, event.status, r.rc if r else None,
+                   r.stdout if r else "", r.stderr if r else "", r.backend if r else None, r.message if r else None,
+                   event.changed, event.ignored, MappingProxyType(task_result(event, dry_run)))
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What one host did: its task results in order, and why it was given up, if it was."""
+
+    name: str
+    tasks: tuple[TaskResult, ...] = ()
+    unreachable: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        """Reached, and nothing failed that was not ignored."""
+        return self.unreachable is None and all(t.status is TaskStatus.SKIPPED or t.ok or t.ignored
+                                                for t in self.tasks)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A whole run: each targeted host's result (inventory order), the exit code the command line
+    would give (0 ok; bits 2 failed, 4 unreachable, 8 no sandbox, 16 denied) and why it stopped
+    early, if it did (``any_errors_fatal``, ``max_fail_percentage``)."""
+
+    exit_code: int
+    hosts: Mapping[str, HostResult]
+    aborted: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class _Collector(Reporter):
+    """Keeps every event per host for the result and hands each to the caller's ``on_event``."""
+
+    def __init__(self, dry_run: bool, on_event: Optional[Callable[[TaskResult], None]]) -> None:
+        self.dry_run, self.on_event = dry_run, on_event
+        self.tasks: dict[str, list[TaskResult]] = {}
+        self.unreachable: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def play_start(self, play: Any, hosts: list[str]) -> None:
+        with self._lock:
+            for host in hosts:
+                self.tasks.setdefault(host, [])
+
+    def task_event(self, event: TaskEvent) -> None:
+        result = TaskResult.of(event, self.dry_run)
+        with self._lock:
+            self.tasks.setdefault(event.host, []).append(result)
+        if self.on_event is not None:
+            self.on_event(result)
+
+    def host_unreachable(self, host: str, message: str) -> None:
+        with self._lock:
+            self.unreachable.setdefault(host, message)
+            self.tasks.setdefault(host, [])
+
+    def result(self, recap: Recap) -> RunResult:
+        hosts = {h: HostResult(h, tuple(tasks), self.unreachable.get(h)) for h, tasks in self.tasks.items()}
+        aborted = f"{recap.aborted.play}: {recap.aborted.reason}" if recap.aborted else None
+        return RunResult(recap.exit_code(), MappingProxyType(hosts), aborted)
+
+
+def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> Callable[[HostConfig], Connection]:
+    """The connection factory of a real run. The SSH side (paramiko, ssh_config, known_hosts) is
+    imported and set up once, on the first ssh host: local-only runs never pay for it."""
+    ssh: list[Any] = []
+    lock = threading.Lock()
+
+    def connect(config: HostConfig) -> Connection:
+        if config.connection == "local":
+            return LocalConnection(config.name)
+        with lock:
+            if not ssh:
+                from sandfleet.transports.ssh import SshConnector
+
+                ssh.append(SshConnector(host_key_policy, ssh_config))
+        return ssh[0](config)  # type: ignore[no-any-return]
+
+    return connect
+
+
+def _policy(policy: Union[PathLike, Policy, None]) -> Optional[Policy]:
+    return load_policy_file(os.fspath(policy)) if isinstance(policy, (str, os.PathLike)) else policy
+
+
+def _inventory(inventory: Union[Inventory, PathLike, Sequence[PathLike]]) -> Inventory:
+    return inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
+
+
+def _extra_vars(extra_vars: Union[Mapping[str, Any], Sequence[str], None]) -> dict[str, Any]:
+    """A mapping as given, or ``-e`` words (``k=v``, YAML/JSON, ``@file``); names checked either way."""
+    if extra_vars is None:
+        return {}
+    if isinstance(extra_vars, Mapping):
+        return parse_extra_vars([_yaml_of(dict(extra_vars))])
+    return parse_extra_vars(list(extra_vars))
+
+
+def _yaml_of(data: Any) -> str:
+    import json
+
+    return json.dumps(data)  # JSON is YAML: the -e reader takes it, with its name checks
+
+
+@dataclass(frozen=True)
+class _Job:
+    """How to run, shared by run_playbook, run_command and open_fleet."""
+
+    inventory: Inventory
+    limit: Optional[str]
+    forks: Optional[int]
+    extra_vars: dict[str, Any]
+    policy: Optional[Policy]
+    allow_unsandboxed: bool
+    dry_run: bool
+    connect: Callable[[HostConfig], Connection]
+
+    def hosts(self, targets: list[str], playbook_dir: str) -> HostSet:
+        # One worker for a dry-run: rendering is pure CPU under the GIL, so host threads only add
+        # switching (1,000 hosts x 10 tasks: 2.2 s with 20, 1.7 s with one), and the output
+        # comes in inventory order, the same every time.
+        return HostSet(self.inventory, targets, self.connect, forks=1 if self.dry_run else self.forks,
+                       consent=self.allow_unsandboxed, extra_vars=self.extra_vars, policy=self.policy,
+                       playbook_dir=playbook_dir)
+
+
+def _job(inventory: Union[Inventory, PathLike, Sequence[PathLike]], *, limit: Optional[str], forks: Optional[int],
+         extra_vars: Union[Mapping[str, Any], Sequence[str], None], policy: Union[PathLike, Policy, None],
+         allow_unsandboxed: bool, dry_run: bool, host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> _Job:
+    if forks is not None and forks < 1:
+        raise UsageError(f"forks must be a positive number, got {forks}")
+    connect: Callable[[HostConfig], Connection] = DryConnection if dry_run else _connector(host_key_policy,
+                                                                                            ssh_config)
+    return _Job(_inventory(inventory), limit, forks, _extra_vars(extra_vars), _policy(policy), allow_unsandboxed,
+                dry_run, connect)
+
+
+def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector, tags: TagFilter,
+          hosts: Optional[HostSet] = None) -> RunResult:
+    """Run ``playbook`` on the job's hosts (or an open fleet's), every output fed; on Ctrl-C the
+    outputs still write what they have (the partial recap, JUnit, results dir) before it goes on."""
+    targets = [job.inventory.select(play.hosts, job.limit) for play in playbook.plays]
+    own = hosts is None
+    if hosts is None:
+        hosts = job.hosts(list(dict.fromkeys(h for t in targets for h in t)),
+                          os.path.dirname(os.path.abspath(playbook.path)))
+    try:
+        hosts.play(playbook, targets, outputs, tags)
+    except KeyboardInterrupt:
+        outputs.stop_live()  # so what follows gets a line of its own on a terminal
+        outputs.finish()
+        raise
+    except BaseException:
+        outputs.stop_live()
+        raise
+    finally:
+        if own:
+            hosts.close()
+    outputs.finish()
+    return collector.result(outputs.recap)
+
+
+def _outputs(dry_run: bool, on_event: Optional[Callable[[TaskResult], None]], output: Optional[TextIO],
+             format: OutputFormat, verbose: bool, junit: Optional[str], results_dir: Optional[str],
+             ) -> tuple[Outputs, _Collector]:
+    collector = _Collector(dry_run, on_event)
+    shown = make_reporter(OutputOptions(format, dry_run, verbose, junit, results_dir), output or io.StringIO()) \
+        if output is not None or junit or results_dir else None
+    if shown is None:
+        return Outputs(Recap(), [collector]), collector
+    if output is None:  # files only: the stdout format is not wanted
+        shown.outputs.pop(0)
+    shown.outputs.insert(0, collector)
+    return shown, collector
+
+
+def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory, PathLike, Sequence[PathLike]], *,
+                 limit: Optional[str] = None, forks: Optional[int] = None,
+                 extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None,
+                 tags: Optional[Sequence[str]] = None, skip_tags: Optional[Sequence[str]] = None,
+                 dry_run: bool = False,
+                 policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
+                 host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
+                 on_event: Optional[Callable[[TaskResult], None]] = None,
+                 on_warning: Optional[Callable[[str], None]] = None, output: Optional[TextIO] = None,
+                 format: OutputFormat = "text", verbose: bool = False, junit: Optional[str] = None,
+                 results_dir: Optional[str] = None) -> RunResult:
+    """Run a playbook (a path, or a loaded :class:`Playbook`) on its hosts, as ``sandfleet run``.
+
+    ``on_event`` gets each task result as it arrives (from host threads); ``output`` also prints
+    the run there in ``format`` (text or JSON lines), ``junit`` and ``results_dir`` write those
+    files. Warnings about the playbook go to ``on_warning`` (default: dropped).
+    """
+    job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
+               allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
+               ssh_config=ssh_config)
+    book = playbook if isinstance(playbook, Playbook) else load_playbook(os.fspath(playbook))
+    warnings = [str(w) for w in book.warnings]
+    warnings += [f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
+                 "so later tasks see the -e value, not this task's result"
+                 for play in book.plays for task in play.tasks if task.register in job.extra_vars]
+    for warning in warnings:
+        if on_warning is not None:
+            on_warning(warning)
+    outputs, collector = _outputs(dry_run, on_event, output, format, verbose, junit, results_dir)
+    return _play(job, book, outputs, collector, TagFilter.from_cli(None if tags is None else list(tags),
+                                                                None if skip_tags is None else list(skip_tags)))
+
+
+def command_playbook(argv: Sequence[str], hosts: str, *, sandbox: SandboxArg = True, cwd: Optional[str] = None,
+                     env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+                     name: Optional[str] = None, source: str = "run_command") -> Playbook:
+    """One command as a one-task playbook, checked exactly as a playbook file would be."""
+    if isinstance(argv, str):
+        raise InputError("argv must be a list of words, not one string (nothing here goes through a shell)",
+                         allowed=["['python3', '-m', 'pytest']"])
+    exec_: dict[str, Any] = {"argv": list(argv)}
+    if cwd is not None:
+        exec_["cwd"] = cwd
+    if env:
+        exec_["env"] = dict(env)
+    task: dict[str, Any] = {"exec": exec_}
+    if name is not None:
+        task["name"] = name
+    if timeout is not None:
+        task["timeout"] = timeout
+    play: dict[str, Any] = {"hosts": hosts, "tasks": [task]}
+    if sandbox is not True:
+        play["sandbox"] = sandbox.as_block() if isinstance(sandbox, Sandbox) else sandbox
+    return load_playbook_data([play], source)
+
+
+def run_command(argv: Sequence[str], *, hosts: str = "all",
+                inventory: Union[Inventory, PathLike, Sequence[PathLike]], sandbox: SandboxArg = True,
+                cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+                name: Optional[str] = None, limit: Optional[str] = None, forks: Optional[int] = None,
+                extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None, dry_run: bool = False,
+                policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
+                host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
+                on_event: Optional[Callable[[TaskResult], None]] = None, output: Optional[TextIO] = None,
+                format: OutputFormat = "text", verbose: bool = False) -> RunResult:
+    """Run one command on every host ``hosts`` (a pattern) selects: a one-task playbook, with
+    the same checks, policy and result."""
+    job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
+               allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
+               ssh_config=ssh_config)
+    book = command_playbook(argv, hosts, sandbox=sandbox, cwd=cwd, env=env, timeout=timeout, name=name)
+    outputs, collector = _outputs(dry_run, on_event, output, format, verbose, None, None)
+    return _play(job, book, outputs, collector, TagFilter())
+
+
+class Fleet:
+    """Hosts kept open between commands: one connection and one agent per host, started on its
+    first command and reused by every later one (the persistent sandboxes with them). Made by
+    :func:`open_fleet`; closing it (or leaving the ``with`` block) releases every host."""
+
+    def __init__(self, job: _Job, hosts: list[str]) -> None:
+        self._job, self.hosts = job, tuple(hosts)
+        self._set = job.hosts(hosts, os.getcwd())
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def run(self, argv: Sequence[str], *, hosts: Optional[str] = None, sandbox: SandboxArg = True,
+            cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
+            name: Optional[str] = None, on_event: Optional[Callable[[TaskResult], None]] = None) -> RunResult:
+        """One command on the fleet's hosts (or those of them ``hosts`` selects); one command at a
+        time per fleet (a second caller waits)."""
+        with self._lock:
+            self._count += 1
+            book = command_playbook(argv, "all", sandbox=sandbox, cwd=cwd, env=env, timeout=timeout, name=name,
+                                    source=f"fleet.run#{self._count}")
+            targets = list(self.hosts) if hosts is None else [
+                h for h in self._job.inventory.select(hosts, None) if h in self.hosts]
+            collector = _Collector(self._job.dry_run, on_event)
+            outputs = Outputs(Recap(), [collector])
+            outputs.recap.targeted(targets)
+            self._set.play(book, [targets], outputs)
+            return collector.result(outputs.recap)
+
+    def close(self) -> None:
+        self._set.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def open_fleet(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str = "all", *,
+               limit: Optional[str] = None, forks: Optional[int] = None,
+               extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None, dry_run: bool = False,
+               policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
+               host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None) -> Iterator[Fleet]:
+    """The hosts ``hosts`` selects, kept open for many commands (:meth:`Fleet.run`)."""
+    job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
+               allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
+               ssh_config=ssh_config)
+    fleet = Fleet(job, job.inventory.select(hosts, limit))
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+__all__ = ["Fleet", "HostResult", "RunResult", "Sandbox", "TaskResult", "command_playbook", "load_inventory",
+           "open_fleet", "run_command", "run_playbook"]
