@@ -402,6 +402,7 @@ class Fleet:
             return collector.result(outputs.recap)
 
     def close(self) -> None:
+        """Release every host: each agent exits and takes its persistent sandboxes with it."""
         self._set.close()
 
     def __enter__(self) -> Fleet:

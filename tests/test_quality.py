@@ -13,7 +13,7 @@ INSTALL_HINT = "\n(ruff and mypy come with the test extra: pip install -e '.[tes
 def test_ruff_is_clean() -> None:
     """Run through this interpreter (the test extra installs ruff into it), so a ruff missing from
     PATH fails instead of skipping."""
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "sandfleet", "modules", "tests", "bench"],
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "sandfleet", "modules", "tests", "bench", "docs"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr + INSTALL_HINT
 

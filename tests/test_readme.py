@@ -27,3 +27,18 @@ def test_the_default_job_is_the_bundled_example_on_the_local_inventory() -> None
     assert run.endswith("sandfleet run playbooks/example.yml -i inventory/localhost.yml")
     assert (ROOT / "playbooks" / "example.yml").is_file() and (ROOT / "inventory" / "localhost.yml").is_file()
     assert "ansible_connection: local" in (ROOT / "inventory" / "localhost.yml").read_text()
+
+
+def test_the_python_example_runs_as_shown() -> None:
+    """The README's "From Python" block, run from the repository as it says."""
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1:5] == ["hello from the sandbox", "['true'] 0", "['false'] 2", "denied 16"], lines
+    assert lines[5].startswith("Sandbox(...): unknown network 'sometimes'")
