@@ -1,8 +1,8 @@
-"""Run: select hosts, schedule them, and take each host through its tasks.
+"""Run: schedule the selected hosts and take each through its tasks.
 
-:mod:`.command` is ``sandfleet run`` (load, select, run or dry-run, report), :mod:`.scheduler`
-orders plays, batches and hosts, :mod:`.hostloop` is one host's tasks (``when``, ``loop``,
+:mod:`.scheduler` orders plays, batches and hosts (a :class:`~.scheduler.HostSet` is the hosts of
+a run or of an open fleet), :mod:`.hostloop` is one host's tasks (``when``, ``loop``,
 ``register``), :mod:`.requests` turns a task and a host's variables into its wire request, and
 :mod:`.dry` is the dry-run connection. Imports load, inventory, templating, transports and
-report; nothing imports run but the command line.
+report; only :mod:`sandfleet.api` imports run.
 """
