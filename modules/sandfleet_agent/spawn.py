@@ -1,9 +1,11 @@
 """Start one command and collect what it did: no shell, its own process group, a hard timeout.
 
-stdout and stderr are drained together with a selector (a pipe that fills up would otherwise
-stall the child), each capped to its last ``cap`` bytes with a truncated flag. On timeout, and
-when the command itself exits, the whole process group is killed, so nothing it forked outlives
-the task or holds its pipes open.
+:class:`Runner` is the one loop that watches a task to its end, whatever runs it: a process of
+this agent (:class:`Process`: bare, a fresh bwrap, Landlock) or a task of a persistent sandbox's
+init (``linux/sandbox_pool.py``). stdout and stderr are drained together (a pipe that fills up
+would otherwise stall the child), each capped to its last ``cap`` bytes with a truncated flag;
+the deadline and the cancel descriptor kill the task; once it exited, what it left running is
+killed too, so nothing it forked outlives the task or holds its pipes open.
 
 ``inputs`` hands the child extra data on fixed descriptor numbers (bwrap reads its seccomp
 filter from fd 3): each is a pipe filled before the start. Such a command is started with
@@ -28,10 +30,14 @@ import subprocess
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Callable, Optional, Union
+from typing import IO, Callable, NoReturn, Optional, Union
 
 DEFAULT_CAP = 1 << 20  # 1 MiB per stream
 GRACE_S = 1.0  # how long leftover writers may keep a pipe open after the command exited
+POLL_S = 0.05  # how often an exit that no descriptor announces is looked for (at most)
+#: poll(2) where there is one: a task's few descriptors need no kernel object made, filled and torn
+#: down (epoll: ~8 system calls more per task), and may be numbered above select's 1024.
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
 #: Variables a command inherits from the agent's environment; everything else it must be given.
 #: Keeps the controller's or agent's secrets (SSH_AUTH_SOCK, tokens) out of untrusted commands.
@@ -240,6 +246,178 @@ def spawn_with_inputs(argv: Sequence[str], env: Mapping[str, str], stdin: int, s
             os.close(fd)
 
 
+class Runner:
+    """Watches one task to its end; the recipe every way of running a task shares, so that all
+    give the same results (exit codes, truncation, timeout, cancel).
+
+    stdout and stderr are drained together, each capped to its last ``cap`` bytes. Past
+    ``timeout_s`` the task is killed and reported timed out, with no exit code; anything on
+    ``cancel_fd`` (EOF included) kills it and marks it cancelled. The watch ends once both streams
+    are closed and the exit status is known, or ``GRACE_S`` after the exit when a writer the task
+    left holds a pipe open. How each step is done is the subclass's: :meth:`start` (the read ends
+    of the task's stdout and stderr), :meth:`kill`, :meth:`exit_fd` and :meth:`exit_status` (how
+    the exit is learned), :meth:`reap` (what the exited task left) and :meth:`stop` (always, last).
+    """
+
+    #: How long a killed task may take to report its exit before :meth:`unresponsive`; None: as
+    #: long as it takes.
+    kill_timeout_s: Optional[float] = None
+
+    def start(self) -> tuple[int, int]:
+        """Start the task; the read ends of its stdout and stderr. Raises ``OSError`` when it
+        cannot start (nothing ran)."""
+        raise NotImplementedError
+
+    def kill(self) -> None:
+        """Kill the task and everything it started."""
+        raise NotImplementedError
+
+    def exit_fd(self) -> Optional[int]:
+        """A descriptor that turns readable when :meth:`exit_status` may have news; None: poll."""
+        raise NotImplementedError
+
+    def exit_status(self) -> Optional[int]:
+        """The task's exit as ``os.waitstatus_to_exitcode`` gives it, or None while it runs."""
+        raise NotImplementedError
+
+    def reap(self) -> None:
+        """The task exited: end what it left running."""
+
+    def unresponsive(self) -> NoReturn:
+        """The task was killed and did not report its exit within ``kill_timeout_s``."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Release what :meth:`start` took, however far it got."""
+
+    def run(self, timeout_s: Optional[float], cancel_fd: Optional[int], cap: int) -> Completed:
+        """Start the task and watch it to its end."""
+        started, t0 = utc_now(), time.monotonic()
+        try:
+            return self._watch(self.start(), started, t0, timeout_s, cancel_fd, cap)
+        finally:
+            self.stop()
+
+    def _watch(self, streams: tuple[int, int], started: str, t0: float, timeout_s: Optional[float],
+               cancel_fd: Optional[int], cap: int) -> Completed:
+        out, err = Capped(cap), Capped(cap)
+        sinks = {streams[0]: out, streams[1]: err}
+        exit_fd = self.exit_fd()
+        code: Optional[int] = None
+        timed_out = cancelled = killed = False
+        due = None if timeout_s is None else t0 + timeout_s  # when to act next: deadline, kill, grace
+        nap = 0.001
+        with _Selector() as sel:
+            for fd in streams:
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ)
+            for watched in (exit_fd, cancel_fd):
+                if watched is not None:
+                    sel.register(watched, selectors.EVENT_READ)
+            while sinks or code is None:
+                now = time.monotonic()
+                if due is not None and now >= due:
+                    if code is not None:
+                        break  # a writer the task left holds a pipe: stop waiting for it
+                    if killed:
+                        self.unresponsive()
+                    killed, timed_out = True, not cancelled
+                    self.kill()
+                    due = None if self.kill_timeout_s is None else now + self.kill_timeout_s
+                wait = None if due is None else max(0.0, due - now)
+                if code is None and exit_fd is None:  # nothing announces the exit: poll for it, from
+                    tick = POLL_S if sinks else nap  # 1 ms up once the pipes closed (the exit follows)
+                    nap = nap if sinks else min(nap * 2, POLL_S)
+                    wait = tick if wait is None else min(wait, tick)
+                exit_ready = exit_fd is None
+                for key, _ in sel.select(wait):
+                    if key.fd == exit_fd:
+                        exit_ready = True
+                    elif key.fd == cancel_fd:
+                        sel.unregister(key.fd)
+                        cancelled = True
+                        due = now if code is None and not killed else due  # kill it now, if still to do
+                    elif chunk := os.read(key.fd, 65536):
+                        sinks[key.fd].add(chunk)
+                    else:
+                        sel.unregister(key.fd)
+                        del sinks[key.fd]
+                if code is None and exit_ready:
+                    code = self.exit_status()
+                    if code is not None:
+                        self.reap()
+                        due = time.monotonic() + GRACE_S
+                        if exit_fd is not None:
+                            sel.unregister(exit_fd)
+        assert code is not None
+        rc, signum = (None, None) if timed_out else shell_rc(code)
+        return Completed(rc=rc, signal=signum, stdout=out.text(), stderr=err.text(), stdout_truncated=out.truncated,
+                         stderr_truncated=err.truncated, timed_out=timed_out, cancelled=cancelled, started=started,
+                         duration_ms=int((time.monotonic() - t0) * 1000))
+
+
+class Process(Runner):
+    """A task that is a process of this agent (bare, a fresh bwrap, Landlock): in its own session,
+    killed as a process group by the kernel (so no kill timeout: a SIGKILL always lands), its exit
+    announced by a pidfd where the kernel has them (Linux 5.3), else polled."""
+
+    def __init__(self, argv: Sequence[str], *, cwd: Optional[str], env: Mapping[str, str],
+                 preexec: Optional[Callable[[], None]] = None, pass_fds: Sequence[int] = (),
+                 inputs: Optional[Mapping[int, bytes]] = None,
+                 starting: Optional[Callable[[], contextlib.AbstractContextManager[object]]] = None,
+                 status_fd: Optional[int] = None) -> None:
+        self.argv, self.cwd, self.env, self.preexec, self.pass_fds = argv, cwd, env, preexec, pass_fds
+        self.inputs, self.starting, self.status_fd = inputs, starting, status_fd
+        self.proc: Optional[Union[subprocess.Popen[bytes], Spawned]] = None
+        self.streams: tuple[IO[bytes], ...] = ()
+        self.pidfd = self.status_r = -1
+
+    def run(self, timeout_s: Optional[float], cancel_fd: Optional[int], cap: int) -> Completed:
+        try:
+            done = super().run(timeout_s, cancel_fd, cap)
+            return done if self.status_r < 0 else dataclasses.replace(done, status=_drain(self.status_r))
+        finally:
+            if self.status_r >= 0:
+                os.close(self.status_r)
+
+    def start(self) -> tuple[int, int]:
+        outputs: dict[int, int] = {}
+        if self.status_fd is not None:
+            self.status_r, outputs[self.status_fd] = _high_pipe()
+        try:
+            with (self.starting or contextlib.nullcontext)():
+                self.proc, self.streams = _start(self.argv, self.cwd, self.env, self.preexec, self.pass_fds,
+                                                 self.inputs, outputs)
+        finally:
+            for fd in outputs.values():
+                os.close(fd)
+        self.pidfd = _pidfd(self.proc.pid)
+        return self.streams[0].fileno(), self.streams[1].fileno()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        _killpg(self.proc.pid)
+
+    def exit_fd(self) -> Optional[int]:
+        return self.pidfd if self.pidfd >= 0 else None
+
+    def exit_status(self) -> Optional[int]:
+        assert self.proc is not None
+        return self.proc.poll()
+
+    def reap(self) -> None:
+        self.kill()  # what the task left running in its group dies with it
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:  # the watch failed: nothing may stay
+            _killpg(self.proc.pid)
+            self.proc.wait()
+        for stream in self.streams:
+            stream.close()
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -262,22 +440,16 @@ def run(
     which the command may write a short report (a few KiB at most: it is read after the command
     ended), returned as ``Completed.status``.
     """
-    started = utc_now()
-    t0 = time.monotonic()
-    status_r, status_w = _high_pipe() if status_fd is not None else (-1, -1)
+    return Process(argv, cwd=cwd, env=env, preexec=preexec, pass_fds=pass_fds, inputs=inputs, starting=starting,
+                   status_fd=status_fd).run(timeout_s, cancel_fd, cap)
+
+
+def _pidfd(pid: int) -> int:
+    """A descriptor readable once ``pid`` (a child not yet reaped) exits; -1 where there is none."""
     try:
-        with (starting or contextlib.nullcontext)():
-            proc, streams = _start(argv, cwd, env, preexec, pass_fds, inputs,
-                                   {} if status_fd is None else {status_fd: status_w})
-        if status_w >= 0:
-            os.close(status_w)
-            status_w = -1
-        done = _collect(proc, streams, started, t0, timeout_s, cancel_fd, cap)
-        return done if status_r < 0 else dataclasses.replace(done, status=_drain(status_r))
-    finally:
-        for fd in (status_r, status_w):
-            if fd >= 0:
-                os.close(fd)
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
+        return -1
 
 
 def _high_pipe() -> tuple[int, int]:
@@ -346,58 +518,3 @@ def _start(argv: Sequence[str], cwd: Optional[str], env: Mapping[str, str], pree
     )
     assert popen.stdout is not None and popen.stderr is not None
     return popen, (popen.stdout, popen.stderr)
-
-
-def _collect(proc: Union[subprocess.Popen[bytes], Spawned], streams: tuple[IO[bytes], IO[bytes]], started: str,
-             t0: float, timeout_s: Optional[float], cancel_fd: Optional[int], cap: int) -> Completed:
-    out, err = Capped(cap), Capped(cap)
-    sinks = {streams[0].fileno(): out, streams[1].fileno(): err}
-    deadline = None if timeout_s is None else t0 + timeout_s
-    timed_out = cancelled = False
-    exited_at: Optional[float] = None
-    with selectors.DefaultSelector() as sel:
-        for stream in streams:
-            os.set_blocking(stream.fileno(), False)
-            sel.register(stream, selectors.EVENT_READ)
-        if cancel_fd is not None:
-            sel.register(cancel_fd, selectors.EVENT_READ)
-        while len(sel.get_map()) > (0 if cancel_fd is None else 1):
-            now = time.monotonic()
-            if deadline is not None and now >= deadline and not timed_out:
-                timed_out = True
-                _killpg(proc.pid)
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-                _killpg(proc.pid)  # what the task left running dies with it
-            if exited_at is not None and now - exited_at > GRACE_S:
-                break  # a writer left the process group; stop waiting for it
-            wait = 0.05
-            if deadline is not None and not timed_out:
-                wait = max(0.0, min(wait, deadline - now))
-            for key, _ in sel.select(wait):
-                if key.fd == cancel_fd:
-                    sel.unregister(cancel_fd)
-                    cancelled = True
-                    _killpg(proc.pid)
-                    continue
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    sinks[key.fd].add(chunk)
-                else:
-                    sel.unregister(key.fileobj)
-    rc, signum = shell_rc(proc.wait())
-    _killpg(proc.pid)
-    for stream in streams:
-        stream.close()
-    return Completed(
-        rc=None if timed_out else rc,
-        signal=None if timed_out else signum,
-        stdout=out.text(),
-        stderr=err.text(),
-        stdout_truncated=out.truncated,
-        stderr_truncated=err.truncated,
-        timed_out=timed_out,
-        cancelled=cancelled,
-        started=started,
-        duration_ms=int((time.monotonic() - t0) * 1000),
-    )

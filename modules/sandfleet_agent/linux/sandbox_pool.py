@@ -10,7 +10,8 @@ difference (another policy, another deny-glob match, a path that appeared) is an
 The sandbox is ``KEY --as-pid-1 --chdir / -- PYTHON -I -S -c LOADER``: its pid 1 is
 :mod:`.sandbox_init`, whose code the loader reads from fd 0, the control socket. Each task is
 one message on that socket: argv, env and cwd, and its stdout/stderr pipes passed as fds; the agent
-reads the pipes itself and enforces the timeout by asking init to kill. :func:`persistent_wrapper`
+reads the pipes itself and enforces the timeout by asking init to kill, in the loop every task
+shares (:class:`InitTask`, a :class:`~sandfleet_agent.spawn.Runner`). :func:`persistent_wrapper`
 is what a run reports and a dry-run prints.
 
 What a reused sandbox shares between its tasks, and what it does not (tests/modules/
@@ -47,11 +48,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import IO, Optional
+from typing import IO, NoReturn, Optional
 
 from sandfleet_agent import spawn
 from sandfleet_agent.backends.base import SECCOMP_FD, STATUS_FD, Wrapper
@@ -206,104 +206,20 @@ class Sandbox:
         child. Raises ``OSError`` when it cannot start (nothing ran), :class:`SandboxStartFailed`
         when the sandbox retired itself or cannot take these limits (nothing ran), and
         :class:`SandboxDied` when the sandbox ended during the task."""
-        started = spawn.utc_now()
-        t0 = time.monotonic()
-        before = (0, 0)
-        if self.cgroup is not None:
-            try:
-                before = self.cgroup.retarget(limits)
-            except OSError as exc:  # e.g. memory in use above the new limit: a fresh sandbox starts empty
-                raise SandboxStartFailed(f"cannot set this task's limits on the sandbox's cgroup: {exc}") from None
-        pairs = rlimits(limits, self.mechanism or "rlimit")
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
+        message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
+                                 "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
+                                 "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch],
+                                 "rlimits": rlimits(limits, self.mechanism or "rlimit")})
+        task = InitTask(self, message, limits)
         try:
-            message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
-                                     "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
-                                     "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch],
-                                     "rlimits": pairs})
-            try:
-                self.sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))])
-            except OSError as exc:
-                raise SandboxDied(f"cannot reach the sandbox's init: {exc.strerror}") from None
-            finally:
-                os.close(out_w)
-                os.close(err_w)
-            reply = self._reply(None)
-            if reply[0] == "retired":
-                raise SandboxStartFailed(" ".join(reply[1:]))
-            if reply[0] == "error":
-                errno = int(reply[1]) if len(reply) > 1 and reply[1].isdigit() else 0
-                raise OSError(errno, " ".join(reply[2:]))
-            if reply[0] != "started":
-                raise SandboxDied(f"unexpected answer from the sandbox's init: {' '.join(reply)[:200]}")
-            self.served += 1
-            try:
-                done = self._collect(out_r, err_r, started, t0, timeout_s, cancel_fd, cap)
-            except SandboxDied as exc:  # the kernel's OOM killer may have picked init: say so
-                found = self.cgroup.outcome(before) if self.cgroup is not None else Outcome()
-                raise SandboxDied(found.message or str(exc), found.hit) from None
-            found = self.cgroup.outcome(before) if self.cgroup is not None else Outcome()
-            return done, found if found.hit else rlimit_outcome(limits, done.rc)
-        finally:
-            os.close(out_r)
-            os.close(err_r)
-
-    def _collect(self, out_r: int, err_r: int, started: str, t0: float, timeout_s: Optional[float],
-                 cancel_fd: Optional[int], cap: int) -> spawn.Completed:
-        out, err = spawn.Capped(cap), spawn.Capped(cap)
-        sinks = {out_r: out, err_r: err}
-        deadline = None if timeout_s is None else t0 + timeout_s
-        timed_out = cancelled = False
-        killed_at: Optional[float] = None
-        code: Optional[int] = None
-        exited_at: Optional[float] = None
-        watch = [out_r, err_r, self.sock.fileno()] + ([cancel_fd] if cancel_fd is not None else [])
-        while sinks or code is None:
-            now = time.monotonic()
-            if code is not None and exited_at is not None and now - exited_at > spawn.GRACE_S:
-                break  # a writer outside the sandbox holds a pipe (passed over a socket); stop waiting
-            if code is None and killed_at is None and deadline is not None and now >= deadline:
-                timed_out, killed_at = True, now
-                self._kill()
-            if killed_at is not None and code is None and now - killed_at > KILL_TIMEOUT_S:
-                self.close()
-                raise SandboxDied("the sandbox's init did not end the task after it was told to")
-            wait = 0.05 if killed_at is not None or code is not None else None
-            if deadline is not None and killed_at is None:
-                wait = max(0.0, deadline - now)
-            ready = select.select(watch, [], [], wait)[0]
-            for fd in ready:
-                if fd == cancel_fd:
-                    watch.remove(fd)
-                    cancelled = True
-                    if code is None and killed_at is None:
-                        killed_at = time.monotonic()
-                        self._kill()
-                elif fd == self.sock.fileno():
-                    data = self.sock.recv(4096)
-                    if not data:
-                        self.close()
-                        raise SandboxDied(self.stderr_tail() or "the sandbox exited during the task")
-                    words = data.decode("ascii", "replace").split(" ")
-                    if words[0] == "exit" and len(words) > 1:
-                        code, exited_at = int(words[1]), time.monotonic()
-                        watch.remove(fd)
-                else:
-                    chunk = os.read(fd, 65536)
-                    if chunk:
-                        sinks[fd].add(chunk)
-                    else:
-                        del sinks[fd]
-                        watch.remove(fd)
-        rc, signum = (None, None) if timed_out or code is None else spawn.shell_rc(code)  # 128 + N, as bwrap's
-        return spawn.Completed(rc=rc, stdout=out.text(), stderr=err.text(), stdout_truncated=out.truncated,
-                               stderr_truncated=err.truncated, timed_out=timed_out, cancelled=cancelled,
-                               started=started, duration_ms=int((time.monotonic() - t0) * 1000), signal=signum)
-
-    def _kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.send(marshal.dumps({"op": "kill"}))
+            done = task.run(timeout_s, cancel_fd, cap)
+        except SandboxDied as exc:
+            if not task.began:
+                raise
+            found = self.cgroup.outcome(task.before) if self.cgroup is not None else Outcome()
+            raise SandboxDied(found.message or str(exc), found.hit) from None  # the OOM killer may have picked init
+        found = self.cgroup.outcome(task.before) if self.cgroup is not None else Outcome()
+        return done, found if found.hit else rlimit_outcome(limits, done.rc)
 
     def close(self) -> None:
         """EOF to init (it kills what runs and exits); bwrap is killed if it lingers."""
@@ -319,6 +235,76 @@ class Sandbox:
             self._stderr.close()
         if self.cgroup is not None:
             self.cgroup.remove()
+
+
+class InitTask(spawn.Runner):
+    """One task of a sandbox, spawned by its init: its stdout and stderr are pipes handed to init,
+    it is killed by asking init, and its exit status is init's ``exit`` message. Init, not the
+    kernel, does the kill: if it does not answer within ``KILL_TIMEOUT_S`` the sandbox is dropped."""
+
+    kill_timeout_s = KILL_TIMEOUT_S
+
+    def __init__(self, box: Sandbox, message: bytes, limits: TaskLimits) -> None:
+        self.box, self.message, self.limits = box, message, limits
+        self.before = (0, 0)  # the cgroup's limit counters before the task
+        self.began = False  # init said it started the task
+        self.pipes: tuple[int, ...] = ()
+
+    def start(self) -> tuple[int, int]:
+        box = self.box
+        if box.cgroup is not None:
+            try:
+                self.before = box.cgroup.retarget(self.limits)
+            except OSError as exc:  # e.g. memory in use above the new limit: a fresh sandbox starts empty
+                raise SandboxStartFailed(f"cannot set this task's limits on the sandbox's cgroup: {exc}") from None
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.pipes = (out_r, err_r)
+        try:
+            box.sock.sendmsg([self.message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))])
+        except OSError as exc:
+            raise SandboxDied(f"cannot reach the sandbox's init: {exc.strerror}") from None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        reply = box._reply(None)
+        if reply[0] == "retired":
+            raise SandboxStartFailed(" ".join(reply[1:]))
+        if reply[0] == "error":
+            errno = int(reply[1]) if len(reply) > 1 and reply[1].isdigit() else 0
+            raise OSError(errno, " ".join(reply[2:]))
+        if reply[0] != "started":
+            raise SandboxDied(f"unexpected answer from the sandbox's init: {' '.join(reply)[:200]}")
+        box.served += 1
+        self.began = True
+        return out_r, err_r
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.box.sock.send(marshal.dumps({"op": "kill"}))
+
+    def exit_fd(self) -> int:
+        return self.box.sock.fileno()
+
+    def exit_status(self) -> Optional[int]:
+        data = self.box.sock.recv(4096)
+        if not data:
+            why = self.box.stderr_tail() or "the sandbox exited during the task"  # read before close() drops it
+            self.box.close()
+            raise SandboxDied(why)
+        words = data.decode("ascii", "replace").split(" ")
+        return int(words[1]) if words[0] == "exit" and len(words) > 1 else None
+
+    def reap(self) -> None:
+        """Nothing: init killed and reaped every process of the sandbox before it reported the exit."""
+
+    def unresponsive(self) -> NoReturn:
+        self.box.close()
+        raise SandboxDied("the sandbox's init did not end the task after it was told to")
+
+    def stop(self) -> None:
+        for fd in self.pipes:
+            os.close(fd)
 
 
 class KeyUses:
