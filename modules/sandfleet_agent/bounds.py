@@ -158,14 +158,14 @@ class TaskCgroup:
             with contextlib.suppress(OSError):
                 _write(f"{self.dirs['unified']}/cgroup.kill", 1)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        for pause in _pauses():
             left = self.pids() - {os.getpid()}
-            if not left:
+            if not left or time.monotonic() > deadline:
                 return
             for pid in left:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.005)
+            time.sleep(pause)
 
     def outcome(self, before: tuple[int, int] = (0, 0)) -> Outcome:
         """Which limit stopped the task, read from the cgroup's own counters (``before``: their
@@ -193,14 +193,23 @@ class TaskCgroup:
     def remove(self) -> None:
         self.kill_all()
         for path in self.dirs.values():
-            for _ in range(50):
+            for pause, _ in zip(_pauses(), range(60)):
                 try:
                     os.rmdir(path)
                     break
                 except FileNotFoundError:
                     break
                 except OSError:  # still busy for a moment after the last process died
-                    time.sleep(0.005)
+                    time.sleep(pause)
+
+
+def _pauses() -> Iterator[float]:
+    """Waits between looks at a cgroup emptying: short first (a sandbox's last process is usually
+    gone within a millisecond, and every fresh bwrap task waits for it), then every 5 ms."""
+    pause = 0.0002
+    while True:
+        yield pause
+        pause = min(pause * 2, 0.005)
 
 
 @functools.cache
