@@ -18,6 +18,7 @@ works, and a literal ``{{`` is written ``{{ '{{' }}``.
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from sandfleet.load.keywords import TagFilter
 from sandfleet.load.playbook import Playbook, load_playbook, load_playbook_data
 from sandfleet.load.policies import load_policy_file
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
-from sandfleet.report.jsonl import task_result
+from sandfleet.report.jsonl import dumps, task_result
 from sandfleet.report.outputs import OutputFormat, OutputOptions, Outputs, make_reporter
 from sandfleet.report.recap import Recap
 from sandfleet.run.dry import DryConnection
@@ -46,8 +47,9 @@ from sandfleet_agent.portable.policy import Policy
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: A task's sandbox: a :class:`Sandbox`, ``True`` for the default one (workspace profile,
-#: network none), or ``False`` for none at all (the policy must allow unsandboxed tasks).
-SandboxArg = Union["Sandbox", bool]
+#: network none), ``False`` for none at all (the policy must allow unsandboxed tasks), or a
+#: playbook's ``sandbox:`` block as plain data (``sandfleet serve`` passes its callers' on).
+SandboxArg = Union["Sandbox", bool, dict[str, Any]]
 
 
 def load_inventory(sources: Union[PathLike, Sequence[PathLike]]) -> Inventory:
@@ -82,7 +84,9 @@ class Sandbox:
             block["profile"] = self.profile
         if self.filesystem:
             block["filesystem"] = dict(self.filesystem)
-        block["network"] = self.network if isinstance(self.network, str) else {"allow": list(self.network)}
+        # Only a list of domains is shorthand; anything else (a {allow, deny} mapping, a wrong
+        # type) goes to the loader as written, which accepts it or says what is allowed.
+        block["network"] = {"allow": list(self.network)} if isinstance(self.network, (list, tuple)) else self.network
         if self.workspace_roots:
             block["workspace_roots"] = list(self.workspace_roots)
         if self.limits:
@@ -112,7 +116,9 @@ class TaskResult:
         return self.status is TaskStatus.OK
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.record)
+        # The line --format json prints, parsed: plain JSON values (lists, not tuples; str, not
+        # enums), equal to the CLI's record, and a deep copy the caller may change.
+        return json.loads(dumps(dict(self.record)))  # type: ignore[no-any-return]
 
     @classmethod
     def of(cls, event: TaskEvent, dry_run: bool = False) -> TaskResult:
@@ -335,9 +341,18 @@ def command_playbook(argv: Sequence[str], hosts: str, *, sandbox: SandboxArg = T
                      env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
                      name: Optional[str] = None, source: str = "run_command") -> Playbook:
     """One command as a one-task playbook, checked exactly as a playbook file would be."""
-    if isinstance(argv, str):
+    if isinstance(argv, (str, bytes)):
         raise InputError("argv must be a list of words, not one string (nothing here goes through a shell)",
                          allowed=["['python3', '-m', 'pytest']"])
+    # Python values would otherwise pass through YAML: True -> 'true', b'x' -> base64 'eA=='.
+    for i, word in enumerate(argv, 1):
+        if not isinstance(word, str):
+            raise InputError(f"{source}: argv item {i} must be a string, got {type(word).__name__} {word!r}",
+                             allowed=["a list of str: ['sleep', '1'], [sys.executable, '-c', code]"])
+    for key, value in (env or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InputError(f"{source}: env {key!r} must map a string to a string, got "
+                             f"{type(key).__name__} -> {type(value).__name__}", allowed=["{'NAME': 'text'}"])
     exec_: dict[str, Any] = {"argv": list(argv)}
     if cwd is not None:
         exec_["cwd"] = cwd
@@ -380,9 +395,12 @@ class Fleet:
 
     def __init__(self, job: _Job, hosts: list[str]) -> None:
         self._job, self.hosts = job, tuple(hosts)
-        self._set = job.hosts(hosts, os.getcwd())
+        self._dir = os.getcwd()
+        self._set = job.hosts(hosts, self._dir)
         self._lock = threading.Lock()
         self._count = 0
+        self._stop_lock = threading.Lock()  # cancel() against the start and end of a command
+        self._running: Optional[tuple[Recap, str]] = None  # the command's recap and play name
 
     def run(self, argv: Sequence[str], *, hosts: Optional[str] = None, sandbox: SandboxArg = True,
             cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
@@ -398,8 +416,32 @@ class Fleet:
             collector = _Collector(self._job.dry_run, on_event)
             outputs = Outputs(Recap(), [collector])
             outputs.recap.targeted(targets)
-            self._set.play(book, [targets], outputs)
+            with self._stop_lock:
+                self._running = (outputs.recap, book.plays[0].name)
+            try:
+                self._set.play(book, [targets], outputs)
+            finally:
+                with self._stop_lock:
+                    self._running = None
+                    if self._set.stopping.is_set():  # cancelled (or Ctrl-C): its connections are closed
+                        self._set.close()
+                        self._set = self._job.hosts(list(self.hosts), self._dir)
             return collector.result(outputs.recap)
+
+    def cancel(self) -> bool:
+        """Stop the command :meth:`run` is running (call it from another thread) as Ctrl-C stops
+        a run: each host's connection is closed, so its agent kills the command's process group
+        and exits. That :meth:`run` returns what finished, with ``aborted`` set; the fleet stays
+        open, each host starting a new agent on its next command. False if nothing was running."""
+        with self._stop_lock:
+            if self._running is None:
+                return False
+            recap, play = self._running
+            recap.abort(play, "cancelled; the running commands were killed")  # the first abort stands
+            self._set.stopping.set()
+            for run in self._set.runs.values():
+                run.connection.close()
+            return True
 
     def close(self) -> None:
         """Release every host: each agent exits and takes its persistent sandboxes with it."""

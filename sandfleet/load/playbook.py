@@ -200,8 +200,9 @@ def load_playbook_data(plays: list[Any], source: str) -> Playbook:
     for the file in messages. Plain data only: what YAML can hold."""
     try:
         text = yaml.dump(plays, Dumper=_DUMPER, allow_unicode=True, sort_keys=False)
-    except yaml.YAMLError as exc:
-        raise InputError(f"cannot be written as a playbook: {exc}", file=source) from None
+        text.encode("utf-8")  # a lone surrogate cannot be a file's text either
+    except (yaml.YAMLError, UnicodeError, RecursionError, OverflowError, ValueError) as exc:
+        raise InputError(f"{source}: cannot be written as a playbook: {str(exc)[:200]}") from None
     try:
         return _Loader(source).playbook(load_yaml_text(text, source))
     except InputError as exc:  # a line and column of text nobody wrote would only mislead
@@ -224,12 +225,21 @@ def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
             _check_templates_in(v, value.item_mark(i), what)
 
 
+#: The longest a task may run: 30 days. Far more than any CI job, and small enough for every
+#: timer and poll the agent and the controller arm (1e9 s overflowed the agent's).
+MAX_SECONDS = 30 * 24 * 3600
+
+
 def _positive_number(value: Any, mark: Mark, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(f"{what} must be a number of seconds, got {describe(value)}", mark)
-    seconds = float(value)
-    if not (0 < seconds < float("inf")):
-        raise InputError(f"{what} must be a positive number of seconds, got {value!r}", mark)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = float("inf")
+    if not (0 < seconds <= MAX_SECONDS):
+        raise InputError(f"{what} must be a positive number of seconds, got {str(value)[:40]} (at most "
+                         f"{MAX_SECONDS}: 30 days)", mark)
     return seconds
 
 
