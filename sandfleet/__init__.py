@@ -21,34 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from sandfleet_agent import __version__ as __version__  # one version for both sides
 
-if TYPE_CHECKING:
-    from sandfleet.api import (
-        Fleet as Fleet,
-    )
-    from sandfleet.api import (
-        HostResult as HostResult,
-    )
-    from sandfleet.api import (
-        RunResult as RunResult,
-    )
-    from sandfleet.api import (
-        Sandbox as Sandbox,
-    )
-    from sandfleet.api import (
-        TaskResult as TaskResult,
-    )
-    from sandfleet.api import (
-        load_inventory as load_inventory,
-    )
-    from sandfleet.api import (
-        open_fleet as open_fleet,
-    )
-    from sandfleet.api import (
-        run_command as run_command,
-    )
-    from sandfleet.api import (
-        run_playbook as run_playbook,
-    )
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
+    from sandfleet.api import Fleet as Fleet
+    from sandfleet.api import HostResult as HostResult
+    from sandfleet.api import RunResult as RunResult
+    from sandfleet.api import Sandbox as Sandbox
+    from sandfleet.api import TaskResult as TaskResult
+    from sandfleet.api import doctor as doctor
+    from sandfleet.api import facts as facts
+    from sandfleet.api import load_inventory as load_inventory
+    from sandfleet.api import open_fleet as open_fleet
+    from sandfleet.api import run_command as run_command
+    from sandfleet.api import run_playbook as run_playbook
     from sandfleet.errors import InputError as InputError
     from sandfleet.errors import SandfleetError as SandfleetError
     from sandfleet.errors import UsageError as UsageError
@@ -58,16 +42,28 @@ if TYPE_CHECKING:
 
 #: Public name -> the module that defines it.
 _HOMES = {
-    "Fleet": "sandfleet.api", "HostResult": "sandfleet.api", "RunResult": "sandfleet.api", "Sandbox": "sandfleet.api",
-    "TaskResult": "sandfleet.api", "load_inventory": "sandfleet.api", "open_fleet": "sandfleet.api",
-    "run_command": "sandfleet.api", "run_playbook": "sandfleet.api",
-    "InputError": "sandfleet.errors", "SandfleetError": "sandfleet.errors", "UsageError": "sandfleet.errors",
-    "Inventory": "sandfleet.inventory", "Playbook": "sandfleet.load.playbook", "TaskStatus": "sandfleet.report.events",
+    "Fleet": "sandfleet.api",
+    "HostResult": "sandfleet.api",
+    "RunResult": "sandfleet.api",
+    "Sandbox": "sandfleet.api",
+    "TaskResult": "sandfleet.api",
+    "doctor": "sandfleet.api",
+    "facts": "sandfleet.api",
+    "load_inventory": "sandfleet.api",
+    "open_fleet": "sandfleet.api",
+    "run_command": "sandfleet.api",
+    "run_playbook": "sandfleet.api",
+    "InputError": "sandfleet.errors",
+    "SandfleetError": "sandfleet.errors",
+    "UsageError": "sandfleet.errors",
+    "Inventory": "sandfleet.inventory",
+    "Playbook": "sandfleet.load.playbook",
+    "TaskStatus": "sandfleet.report.events",
 }
 
 __all__ = ["Fleet", "HostResult", "InputError", "Inventory", "Playbook", "RunResult", "Sandbox", "SandfleetError",
-           "TaskResult", "TaskStatus", "UsageError", "__version__", "load_inventory", "open_fleet", "run_command",
-           "run_playbook"]
+           "TaskResult", "TaskStatus", "UsageError", "__version__", "doctor", "facts", "load_inventory", "open_fleet",
+           "run_command", "run_playbook"]
 
 
 def __getattr__(name: str) -> Any:

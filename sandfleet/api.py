@@ -17,6 +17,7 @@ works, and a literal ``{{`` is written ``{{ '{{' }}``.
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import os
@@ -27,12 +28,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Optional, TextIO, Union
 
+from sandfleet.doctor import DoctorResult, HostFactsResult, HostReport
 from sandfleet.errors import InputError, UsageError
 from sandfleet.inventory import HostConfig, Inventory
 from sandfleet.inventory import load_inventory as _load_inventory
 from sandfleet.load.extra_vars import parse_extra_vars
 from sandfleet.load.keywords import TagFilter
-from sandfleet.load.playbook import Playbook, load_playbook, load_playbook_data
+from sandfleet.load.playbook import Playbook, load_playbook, load_playbook_data, task_position
 from sandfleet.load.policies import load_policy_file
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.jsonl import dumps, task_result
@@ -146,8 +148,9 @@ class HostResult:
 @dataclass(frozen=True)
 class RunResult:
     """A whole run: each targeted host's result (inventory order), the exit code the command line
-    would give (0 ok; bits 2 failed, 4 unreachable, 8 no sandbox, 16 denied) and why it stopped
-    early, if it did (``any_errors_fatal``, ``max_fail_percentage``)."""
+    would give (0 ok; bits 2 failed, 4 unreachable, 8 no sandbox, 16 denied; 1 when no play of a
+    playbook matched any host, so nothing ran) and why it stopped early, if it did
+    (``any_errors_fatal``, ``max_fail_percentage``)."""
 
     exit_code: int
     hosts: Mapping[str, HostResult]
@@ -266,16 +269,19 @@ def _job(inventory: Union[Inventory, PathLike, Sequence[PathLike]], *, limit: Op
 
 
 def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector, tags: TagFilter,
-          hosts: Optional[HostSet] = None) -> RunResult:
+          hosts: Optional[HostSet] = None, no_hosts_fails: bool = False,
+          start: Optional[tuple[int, int]] = None) -> RunResult:
     """Run ``playbook`` on the job's hosts (or an open fleet's), every output fed; on Ctrl-C the
-    outputs still write what they have (the partial recap, JUnit, results dir) before it goes on."""
+    outputs still write what they have (the partial recap, JUnit, results dir) before it goes on.
+    ``no_hosts_fails``: a run in which no play matched any host exits 1."""
     targets = [job.inventory.select(play.hosts, job.limit) for play in playbook.plays]
+    outputs.recap.no_hosts = no_hosts_fails and not any(targets)
     own = hosts is None
     if hosts is None:
         hosts = job.hosts(list(dict.fromkeys(h for t in targets for h in t)),
                           os.path.dirname(os.path.abspath(playbook.path)))
     try:
-        hosts.play(playbook, targets, outputs, tags)
+        hosts.play(playbook, targets, outputs, tags, start)
     except KeyboardInterrupt:
         outputs.stop_live()  # so what follows gets a line of its own on a terminal
         outputs.finish()
@@ -308,7 +314,7 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
                  limit: Optional[str] = None, forks: Optional[int] = None,
                  extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None,
                  tags: Optional[Sequence[str]] = None, skip_tags: Optional[Sequence[str]] = None,
-                 dry_run: bool = False,
+                 start_at_task: Optional[str] = None, dry_run: bool = False,
                  policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
                  host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
                  on_event: Optional[Callable[[TaskResult], None]] = None,
@@ -319,22 +325,50 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
 
     ``on_event`` gets each task result as it arrives (from host threads); ``output`` also prints
     the run there in ``format`` (text or JSON lines), ``junit`` and ``results_dir`` write those
-    files. Warnings about the playbook go to ``on_warning`` (default: dropped).
+    files. Warnings about the playbook go to ``on_warning`` (default: dropped), with Ansible's
+    ``[WARNING]: Could not match supplied host pattern, ignoring: TERM`` for each term of a play's
+    pattern that matches no host; a run in which no play matched any host exits 1.
+    ``start_at_task`` skips every task before the first one with that name (or matching it as a
+    glob), across plays, as ``ansible-playbook --start-at-task``; an unknown name is a
+    :class:`~sandfleet.errors.UsageError` listing close names.
     """
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
                ssh_config=ssh_config)
     book = playbook if isinstance(playbook, Playbook) else load_playbook(os.fspath(playbook))
+    start = None if start_at_task is None else start_position(book, start_at_task)
     warnings = [str(w) for w in book.warnings]
     warnings += [f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
                  "so later tasks see the -e value, not this task's result"
                  for play in book.plays for task in play.tasks if task.register in job.extra_vars]
+    warnings += _unmatched_warnings(book, job.inventory, job.limit)
     for warning in warnings:
         if on_warning is not None:
             on_warning(warning)
     outputs, collector = _outputs(dry_run, on_event, output, format, verbose, junit, results_dir)
     return _play(job, book, outputs, collector, TagFilter.from_cli(None if tags is None else list(tags),
-                                                                None if skip_tags is None else list(skip_tags)))
+                                                                None if skip_tags is None else list(skip_tags)),
+                 no_hosts_fails=True, start=start)
+
+
+def start_position(playbook: Playbook, name: str) -> tuple[int, int]:
+    """The play and task index ``--start-at-task NAME`` starts at; a name no task has is a
+    :class:`~sandfleet.errors.UsageError` naming the closest ones."""
+    position = task_position(playbook, name)
+    if position is not None:
+        return position
+    names = list(dict.fromkeys(task.name for play in playbook.plays for task in play.tasks))
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise UsageError(f"--start-at-task {name!r}: no task of {playbook.path} has that name{hint}")
+
+
+def _unmatched_warnings(playbook: Playbook, inventory: Inventory, limit: Optional[str]) -> list[str]:
+    """Ansible's warning for each term of a play's pattern or of ``--limit`` (``@file`` aside)
+    that matches no host, once per term."""
+    patterns = [play.hosts for play in playbook.plays] + ([limit] if limit else [])
+    terms = dict.fromkeys(t for p in patterns for t in inventory.unmatched_terms(p) if not t.startswith("@"))
+    return [f"[WARNING]: Could not match supplied host pattern, ignoring: {term}" for term in terms]
 
 
 def command_playbook(argv: Sequence[str], hosts: str, *, sandbox: SandboxArg = True, cwd: Optional[str] = None,
@@ -471,5 +505,77 @@ def open_fleet(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts:
         fleet.close()
 
 
-__all__ = ["Fleet", "HostResult", "RunResult", "Sandbox", "TaskResult", "command_playbook", "load_inventory",
-           "open_fleet", "run_command", "run_playbook"]
+#: The trial command of :func:`doctor`: ``true`` (``cmd.exe /c exit 0`` on Windows; ``true``
+#: ignores the extra words), a template so one command fits every OS of a fleet.
+_TRIAL_ARGV = ("{{ 'cmd.exe' if sandfleet_facts.os == 'windows' else 'true' }}", "/c", "exit 0")
+
+
+def doctor(inventory: Union[Inventory, PathLike, Sequence[PathLike], None] = None, hosts: str = "all", *,
+           limit: Optional[str] = None, forks: Optional[int] = None, policy: Union[PathLike, Policy, None] = None,
+           host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None) -> DoctorResult:
+    """What sandboxing can work on each host ``hosts`` selects (this machine, through a local agent,
+    when ``inventory`` is None), why not, and the fix (:mod:`sandfleet.doctor`). Each host's agent
+    starts as for a run and reports its facts; then one trial command (``true``) runs under the
+    default sandbox intent and the operator's policy, which proves whether that intent can be
+    enforced there. ``DoctorResult.exit_code``: 0 yes everywhere; bits 4 unreachable, 8 cannot,
+    16 a policy refuses it."""
+    from sandfleet.doctor import Trial, diagnose
+
+    inv = load_inventory([","]) if inventory is None else _inventory(inventory)  # "," : no host but localhost
+    with open_fleet(inv, "localhost" if inventory is None else hosts, limit=limit, forks=forks, policy=policy,
+                    host_key_policy=host_key_policy, ssh_config=ssh_config) as fleet:
+        result = fleet.run(list(_TRIAL_ARGV), name="sandfleet doctor: the default sandbox", timeout=60)
+        reports = {}
+        for name in fleet.hosts:
+            run, done = fleet._set.runs[name], result.hosts.get(name)
+            task = done.tasks[0] if done is not None and done.tasks else None
+            trial = None if task is None else Trial(
+                str(task.status), task.backend, task.message, tuple(task.record.get("policy_sources") or ()),
+                task.record.get("limits_mechanism"))
+            reports[name] = diagnose(name, run.facts, trial=trial, pin=run.config.sandbox_pin,
+                                     linux_backends=run.policy.linux_backends,
+                                     unreachable=done.unreachable if done is not None else None)
+    return DoctorResult(MappingProxyType(reports))
+
+
+def facts(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str = "all", *,
+          limit: Optional[str] = None, forks: Optional[int] = None, host_key_policy: HostKeyPolicy = REJECT,
+          ssh_config: Optional[str] = None) -> tuple[HostFactsResult, ...]:
+    """The facts each host's agent reports at its start (Ansible's ``-m setup``), in inventory
+    order; a host that cannot be reached is a result with ``unreachable`` set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandfleet.doctor import HostFactsResult
+    from sandfleet.run.scheduler import DEFAULT_FORKS
+    from sandfleet.transports.base import AgentInit, HostUnreachable
+
+    if forks is not None and forks < 1:
+        raise UsageError(f"forks must be a positive number, got {forks}")
+    inv = _inventory(inventory)
+    names = inv.select(hosts, limit)
+    configs = [inv.host_config(name) for name in names]  # every host's settings checked before any starts
+    connect = _connector(host_key_policy, ssh_config)
+
+    def one(config: HostConfig) -> HostFactsResult:
+        try:
+            connection = connect(config)
+        except HostUnreachable as exc:
+            return HostFactsResult(config.name, None, str(exc))
+        try:
+            found = connection.start(AgentInit(config.workspace_roots, config.sandbox_pin, config.network_resolve,
+                                               config.sandbox_reuse))
+            return HostFactsResult(config.name, found)
+        except HostUnreachable as exc:
+            return HostFactsResult(config.name, None, str(exc))
+        finally:
+            connection.close()
+
+    if not configs:
+        return ()
+    with ThreadPoolExecutor(max_workers=min(forks or DEFAULT_FORKS, len(configs))) as pool:
+        return tuple(pool.map(one, configs))
+
+
+__all__ = ["DoctorResult", "Fleet", "HostFactsResult", "HostReport", "HostResult", "RunResult", "Sandbox",
+           "TaskResult", "command_playbook", "doctor", "facts", "load_inventory", "open_fleet", "run_command",
+           "run_playbook"]

@@ -18,11 +18,13 @@ from sandfleet.errors import InputError, SandfleetError, UsageError
 
 if TYPE_CHECKING:  # the command line imports nothing heavy before parsing
     from sandfleet.api import Sandbox
+    from sandfleet.load.config import Settings
 
 EXIT_OK = 0
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 EXIT_NO_SANDBOX, EXIT_DENIED = 8, 16  # = report.recap's bits (tests/test_cli.py checks)
+EXIT_NO_HOSTS = 1  # = report.recap.EXIT_NO_HOSTS: no play matched any host
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip tasks with these tags (comma-separated, repeatable)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one testcase per host x task)")
     run.add_argument("--results-dir", metavar="DIR", help="also write DIR/<host>.json with every result of each host")
+    run.add_argument("--start-at-task", metavar="NAME",
+                     help="skip every task before the first one named NAME (or matching it as a glob), across plays")
+    run.add_argument("--list-hosts", action="store_true",
+                     help="list each play's hosts (after --limit) and run nothing, as ansible-playbook does; "
+                          "--dry-run previews each host's exact wrapper")
+    run.add_argument("--list-tasks", action="store_true",
+                     help="list each play's tasks with their tags (after --tags/--skip-tags/--start-at-task) and "
+                          "run nothing; --dry-run previews each host's exact wrapper")
 
     _exec_parser(sub)
 
@@ -77,9 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "the inventory's sandfleet_policy")
     serve.add_argument("--allow-unsandboxed", action="store_true",
                        help="consent to commands sent with 'sandbox: false' (the caller cannot give it)")
-    serve.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",  # = POLICIES
+    serve.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES; config
                        help="unknown SSH host keys: refuse (default) or record them")
     serve.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+
+    config = sub.add_parser("config", help="show the effective defaults (SANDFLEET_* variables, the config file) "
+                                           "and where each comes from")
+    config.add_argument("--format", choices=("text", "json"), default=None)
+    _doctor_parsers(sub)
     return parser
 
 
@@ -122,11 +137,11 @@ def _run_options(parser: argparse.ArgumentParser, *, verbose: str, unsandboxed: 
                         help="hosts to run at once")
     parser.add_argument("--dry-run", action="store_true",
                         help="render every host's exact wrapper without touching any host")
-    parser.add_argument("--format", choices=("text", "json"), default="text")  # = report.outputs.FORMATS
+    parser.add_argument("--format", choices=("text", "json"), default=None)  # = report.outputs.FORMATS; None: config
     parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="VARS",
                         help="variables that win over all others: k=v ..., YAML/JSON, or @file (repeatable)")
-    parser.add_argument("--host-key-policy", choices=("reject", "accept-new"), default="reject",  # = POLICIES
+    parser.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES; config
                         help="unknown SSH host keys: refuse (default) or record them")
     parser.add_argument("--allow-unsandboxed", action="store_true", help=unsandboxed)
     parser.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
@@ -135,8 +150,46 @@ def _run_options(parser: argparse.ArgumentParser, *, verbose: str, unsandboxed: 
 
 
 def _inventory_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--inventory", action="append", required=True, metavar="INVENTORY",
-                        help="inventory file or directory (repeat to merge, in order)")
+    parser.add_argument("-i", "--inventory", action="append", metavar="INVENTORY",  # else the config's
+                        help="inventory file or directory (repeat to merge, in order; default: SANDFLEET_INVENTORY, "
+                             "then the config file's inventory)")
+
+
+def _apply_settings(args: argparse.Namespace) -> Settings:
+    """Each of the command's options not given on the command line takes its value from the
+    environment, then the config file, then the default (sandfleet/load/config.py); ``config``
+    itself takes none from its own command line (its --format is its own output's)."""
+    import os
+    from pathlib import Path
+
+    from sandfleet.load.config import KEYS, resolve
+
+    flags = {} if args.command == "config" else {key: getattr(args, key) for key in KEYS if hasattr(args, key)}
+    settings = resolve(flags, os.environ, Path.cwd(), Path.home())
+    for key in flags:
+        setattr(args, key, settings[key])
+    if "inventory" in flags and not args.inventory:
+        raise UsageError(f"sandfleet {args.command}: the following arguments are required: -i/--inventory, or "
+                         f"SANDFLEET_INVENTORY=PATH[,PATH...], or 'inventory:' in a config file (the first of "
+                         f"$SANDFLEET_CONFIG, ./sandfleet.yml, ~/.config/sandfleet/config.yml)")
+    return settings
+
+
+def cmd_config(settings: Settings, format: Optional[str], out: TextIO) -> int:
+    """The effective settings, each with where it came from (``forks = 10  (SANDFLEET_FORKS)``)."""
+    import dataclasses
+    import json
+
+    from sandfleet.load.config import Setting
+    from sandfleet.run.scheduler import DEFAULT_FORKS
+
+    if settings.values["forks"].value is None:  # the run's own default, shown as the number it is
+        settings = dataclasses.replace(settings, values={**settings.values, "forks": Setting(DEFAULT_FORKS, "default")})
+    if (format or settings["format"]) == "json":
+        out.write(json.dumps(settings.to_json(), indent=2) + "\n")
+    else:
+        out.write(settings.text())
+    return EXIT_OK
 
 
 def _positive_int(text: str) -> int:
@@ -159,29 +212,32 @@ def _positive_number(text: str) -> float:
     return value
 
 
-def cmd_inventory(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_inventory(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from sandfleet.inventory import dumps, load_inventory
+
+    def warn(message: str) -> None:
+        err.write(f"[WARNING]: {message}\n")
 
     inventory = load_inventory(args.inventory)
     if args.list:
-        out.write(dumps(inventory.to_list_json()) + "\n")
+        out.write(dumps(inventory.to_list_json(), warn) + "\n")
     elif args.graph:
         out.write(inventory.graph().rstrip("\n") + "\n")
     else:
-        out.write(dumps(inventory.host(args.host)) + "\n")
+        out.write(dumps(inventory.host(args.host), warn) + "\n")
     return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
-    owner's own file is checked only when the task reaches the host) are listed and exit 16."""
+    owner's own file is checked only when the task reaches the host) are listed and exit 16; a
+    playbook none of whose plays matches any host would run nothing: it warns as ``run`` does and
+    exits 1."""
     from sandfleet.api import TaskResult, load_inventory, run_playbook
     from sandfleet.load.playbook import load_playbook
     from sandfleet.report.terminal import printable
 
     playbook, inventory = load_playbook(args.playbook), load_inventory(args.inventory)
-    for warning in playbook.warnings:
-        err.write(f"{warning}\n")
     for play in playbook.plays:
         hosts = inventory.select(play.hosts, args.limit)
         for name in hosts:
@@ -190,21 +246,60 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                   f"{': ' + ', '.join(hosts) if hosts else ' (the pattern matches no host)'}\n")
     refused: list[TaskResult] = []
     result = run_playbook(playbook, inventory, limit=args.limit, policy=args.policy, dry_run=True,
-                          allow_unsandboxed=args.allow_unsandboxed,
+                          allow_unsandboxed=args.allow_unsandboxed, on_warning=lambda w: print(w, file=err),
                           on_event=lambda r: refused.append(r) if r.status.refused else None)
     for r in sorted(refused, key=lambda r: list(result.hosts).index(r.host)):
         out.write(printable(f"{r.status}: [{r.host}] {r.task}: {r.message or ''}") + "\n")
+    if result.exit_code == EXIT_NO_HOSTS:
+        out.write(f"{args.playbook}: no play matches any host; nothing would run\n")
+        return EXIT_NO_HOSTS
     out.write(f"{args.playbook}: OK{f' (the policy refuses {len(refused)} task(s))' if refused else ''}\n")
     return result.exit_code & (EXIT_DENIED | EXIT_NO_SANDBOX)
+
+
+def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``run --list-hosts``/``--list-tasks``: ansible-playbook's listing, per play, of the hosts
+    (after ``--limit``) and the task names with their tags (after ``--tags``, ``--skip-tags`` and
+    ``--start-at-task``); nothing runs, and unmatched pattern terms are warned about as ``run`` does."""
+    from sandfleet.api import load_inventory, start_position
+    from sandfleet.load.keywords import TagFilter
+    from sandfleet.load.playbook import load_playbook
+    from sandfleet.report.terminal import printable
+
+    playbook, inventory = load_playbook(args.playbook), load_inventory(args.inventory)
+    start = None if args.start_at_task is None else start_position(playbook, args.start_at_task)
+    tags = TagFilter.from_cli(args.tags, args.skip_tags)
+    unmatched = [play.hosts for play in playbook.plays] + ([args.limit] if args.limit else [])
+    for term in dict.fromkeys(t for p in unmatched for t in inventory.unmatched_terms(p) if not t.startswith("@")):
+        err.write(f"[WARNING]: Could not match supplied host pattern, ignoring: {term}\n")
+    lines = ["", f"playbook: {args.playbook}"]
+    for p, play in enumerate(playbook.plays):
+        lines += ["", f"  play #{p + 1} ({play.hosts}): {play.name}\tTAGS: [{','.join(sorted(set(play.tags)))}]"]
+        if args.list_hosts:
+            hosts = inventory.select(play.hosts, args.limit)
+            lines += [f"    pattern: {[play.hosts]}", f"    hosts ({len(hosts)}):"]
+            lines += [f"      {host}" for host in hosts]
+            if args.list_tasks:
+                lines.append("")
+        if args.list_tasks:
+            lines.append("    tasks:")
+            lines += [f"      {task.name}\tTAGS: [{', '.join(sorted(set(task.tags)))}]"
+                      for t, task in enumerate(play.tasks)
+                      if tags.selects(task.tags) and (start is None or (p, t) >= start)]
+    out.write(printable("\n".join(lines)) + "\n")
+    return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from sandfleet.api import run_playbook
 
+    if args.list_hosts or args.list_tasks:
+        return cmd_list(args, out, err)
     try:
         result = run_playbook(args.playbook, args.inventory, limit=args.limit, forks=args.forks,
                               extra_vars=args.extra_vars, tags=args.tags, skip_tags=args.skip_tags,
-                              dry_run=args.dry_run, policy=args.policy, allow_unsandboxed=args.allow_unsandboxed,
+                              start_at_task=args.start_at_task, dry_run=args.dry_run, policy=args.policy,
+                              allow_unsandboxed=args.allow_unsandboxed,
                               host_key_policy=args.host_key_policy, ssh_config=args.ssh_config,
                               on_warning=lambda w: print(w, file=err), output=out, format=args.format,
                               verbose=args.verbose, junit=args.junit, results_dir=args.results_dir)
@@ -349,6 +444,61 @@ def _command_index(argv: list[str]) -> Optional[int]:
     return next((i for i, word in enumerate(argv) if not word.startswith("-")), None)
 
 
+EXIT_UNREACHABLE = 4  # = report.recap's bit
+
+
+def _doctor_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``doctor`` (what sandboxing can work on each host, why not, the fix) and ``facts`` (what
+    each host's agent reports, Ansible's ``-m setup``): thin layers over ``api.doctor``/``api.facts``."""
+    doc = sub.add_parser(
+        "doctor", help="what sandboxing can work on this machine or each host, why not, and the exact fix",
+        description="Start each host's agent (this machine's when no -i is given), read what it reports and run "
+                    "one trial command ('true') under the default sandbox (workspace profile, network none) and "
+                    "the operator's policy. Exit 0 when every host can enforce it; bits 4 a host is unreachable, "
+                    "8 a host cannot enforce it, 16 a policy refuses it.")
+    # Its own dest: without -i, doctor looks at this machine (no inventory from the environment or config).
+    doc.add_argument("-i", "--inventory", dest="doctor_inventory", action="append", metavar="INVENTORY",
+                     help="inventory file or directory (repeatable); default: this machine only")
+    doc.add_argument("-l", "--limit", metavar="PATTERN", help="only these hosts (pattern grammar)")
+    facts = sub.add_parser("facts", help="the facts each host's agent reports (as 'ansible PATTERN -m setup')")
+    facts.add_argument("pattern", metavar="PATTERN", help="the hosts, in the pattern grammar (all, web:&linux)")
+    _inventory_arg(facts)
+    facts.add_argument("-l", "--limit", metavar="PATTERN", help="further limit the hosts (pattern grammar)")
+    for parser in (doc, facts):
+        parser.add_argument("-f", "--forks", type=_positive_int, default=None, metavar="N",
+                            help="hosts to reach at once")
+        parser.add_argument("--format", choices=("text", "json"), default=None,
+                            help="text (default) or JSON, one object per host")
+        parser.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES
+                            help="unknown SSH host keys: refuse (default) or record them")
+        parser.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+    doc.add_argument("--policy", metavar="FILE", help="an operator policy the trial command runs under, as for run")
+
+
+def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    """The exit code is the doctor's verdict (sandfleet/doctor.py: DoctorResult.exit_code)."""
+    from sandfleet.api import doctor
+    from sandfleet.doctor import doctor_json, doctor_text
+
+    result = doctor(args.doctor_inventory, limit=args.limit, forks=args.forks, policy=args.policy,
+                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config)
+    out.write(doctor_json(result) if args.format == "json" else doctor_text(result))
+    if not result.hosts and args.format != "json":
+        out.write("sandfleet doctor: the pattern matches no host\n")
+    return result.exit_code
+
+
+def cmd_facts(args: argparse.Namespace, out: TextIO) -> int:
+    """0 when every host answered, 4 when one could not be reached."""
+    from sandfleet.api import facts
+    from sandfleet.doctor import facts_json, facts_text
+
+    results = facts(args.inventory, args.pattern, limit=args.limit, forks=args.forks,
+                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config)
+    out.write(facts_json(results) if args.format == "json" else facts_text(results))
+    return EXIT_UNREACHABLE if any(r.unreachable is not None for r in results) else EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     words, command = _split_exec(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in words
@@ -361,12 +511,19 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: Te
             if command is None and first is not None and words[first] == "exec":
                 raise UsageError(f"{exc}; the command goes after '--': {EXEC_USAGE}") from None
             raise
+        settings = _apply_settings(args)
         if args.command == "exec":
             return cmd_exec(args, unknown, command, out, err)
         if unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        if args.command == "config":
+            return cmd_config(settings, args.format, out)
+        if args.command == "doctor":
+            return cmd_doctor(args, out)
+        if args.command == "facts":
+            return cmd_facts(args, out)
         if args.command == "inventory":
-            return cmd_inventory(args, out)
+            return cmd_inventory(args, out, err)
         if args.command == "check":
             return cmd_check(args, out, err)
         if args.command == "serve":

@@ -33,7 +33,7 @@ ALLOWED = {
     "sandfleet": {"sandfleet_agent"},  # the one version, kept by the host side
     "sandfleet.errors": set(),
     "sandfleet.templating": {"sandfleet.errors"},
-    "sandfleet.load": {"sandfleet.errors", "sandfleet.templating", "sandfleet_agent.portable"},
+    "sandfleet.load": {"sandfleet.errors", "sandfleet.templating", "sandfleet_agent.portable", "sandfleet_agent.paths"},
     "sandfleet.inventory": {"sandfleet.errors", "sandfleet.load", "sandfleet.templating",
                             "sandfleet_agent.portable", "sandfleet_agent.network.netpolicy"},
     "sandfleet.transports": {"sandfleet", "sandfleet.errors", "sandfleet.inventory", "sandfleet_agent.*"},
@@ -44,6 +44,8 @@ ALLOWED = {
     "sandfleet.api": {"sandfleet.*", "sandfleet_agent.*"},
     "sandfleet.cli": {"sandfleet.*"},
     "sandfleet.serve": {"sandfleet.*"},  # a layer over the API, as the command line is
+    "sandfleet.doctor": {"sandfleet.report", "sandfleet_agent.binding", "sandfleet_agent.linux",
+                         "sandfleet_agent.portable"},  # judges an agent's facts: pure, no running
     "sandfleet.__main__": {"sandfleet.cli"},
 }
 #: The two packages. Named alone in ALLOWED they mean their ``__init__`` (``sandfleet.__version__``);

@@ -22,13 +22,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
-from sandfleet.errors import InputError
+from sandfleet.errors import InputError, Mark
 from sandfleet.inventory.hostconfig import HostConfig, build_host_config
 from sandfleet.inventory.model import ALL, LOCALHOST_NAMES, Group, Host, VarSetting, plain_vars
 from sandfleet.inventory.patterns import PatternMatcher
 from sandfleet.inventory.ranges import is_ip_address
 from sandfleet.inventory.render import graph, list_json
 from sandfleet.inventory.vars_dirs import VarsDirs
+from sandfleet.load.yamlsrc import UnsafeText, VaultedValue, vaulted_message
 from sandfleet.templating import VarRenderer
 
 # Names ansible-inventory leaves out of --host and --list output (Ansible's INTERNAL_STATIC_VARS,
@@ -75,6 +76,10 @@ class Inventory:
         """Hosts matching an Ansible host pattern, restricted by a ``--limit`` pattern if given."""
         return self._matcher.select(pattern, limit)
 
+    def unmatched_terms(self, pattern: str) -> list[str]:
+        """The terms of a host pattern that match no host (a typo'd group), as Ansible warns of them."""
+        return self._matcher.unmatched(pattern)
+
     def host_vars(self, name: str) -> dict[str, Any]:
         """The host's merged variables (no magic variables), templates unrendered."""
         return plain_vars(self.var_settings(name))
@@ -113,7 +118,7 @@ class Inventory:
         settings = self.var_settings(name)
         for key, value in (extra_vars or {}).items():
             settings[key] = VarSetting(value, None)
-        return VarRenderer(settings, magic)
+        return TaggedRenderer(settings, magic)
 
     def host_config(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> HostConfig:
         """The host's checked connection and sandbox settings; a bad value is an InputError."""
@@ -181,6 +186,19 @@ class Inventory:
         merged.update(host.vars)
         merged.update(self._vars_dirs.collect("host_vars", [host.name]))
         return merged
+
+
+class TaggedRenderer(VarRenderer):
+    """Renders as :class:`VarRenderer` does, with Ansible's tagged values: ``!unsafe`` text is
+    taken literally (never a template), and a ``!vault`` value anywhere in what is rendered is an
+    error naming the variable, since sandfleet cannot decrypt it."""
+
+    def _render(self, value: Any, what: str, mark: Optional[Mark]) -> Any:
+        if isinstance(value, UnsafeText):
+            return str(value)
+        if isinstance(value, VaultedValue):
+            raise InputError(vaulted_message(what), mark)
+        return super()._render(value, what, mark)
 
 
 def _did_you_mean(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:

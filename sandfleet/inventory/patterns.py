@@ -84,6 +84,16 @@ class PatternMatcher:
             hosts = [h for h in hosts if h in allowed]
         return hosts
 
+    def unmatched(self, pattern: str) -> list[str]:
+        """The terms of ``pattern`` that match no host (without their ``&``/``!``), for
+        Ansible's warning "Could not match supplied host pattern, ignoring: TERM"."""
+        out: list[str] = []
+        for term in split_pattern(pattern):
+            bare = term[1:] if term[0] in "&!" else term
+            if bare and bare not in self._host_set and not self._match_term(bare):
+                out.append(bare)
+        return out
+
     def evaluate(self, terms: Sequence[str]) -> list[str]:
         hosts: list[str] = []
         present: set[str] = set()

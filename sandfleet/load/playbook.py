@@ -19,10 +19,14 @@ Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.load
 - Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
 - A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.load.varnames`).
 - Ansible action keys (``shell``, ``command``, ...) and ``with_*`` get a pointed hint.
+- ``!unsafe`` text (:class:`~sandfleet.load.yamlsrc.UnsafeText`) is never parsed nor rendered as a
+  template; a ``!vault`` value written where a task needs text (argv, env, a name, a loop item) is
+  an error (sandfleet cannot decrypt it); in ``vars`` it is an error only where it is used.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import shlex
 from collections.abc import Mapping
@@ -57,10 +61,9 @@ from sandfleet.load.sandbox_spec import (
     plain,
 )
 from sandfleet.load.varnames import name_error
-from sandfleet.load.yamlsrc import YList, YMap, load_yaml_file, load_yaml_text
-from sandfleet.templating import TEMPLATE_START
+from sandfleet.load.yamlsrc import UnsafeText, VaultedValue, YList, YMap, load_yaml_file, load_yaml_text
+from sandfleet.templating import TEMPLATE_START, check_template
 from sandfleet.templating import check_expression as _check_expression
-from sandfleet.templating import check_template as _check_template
 from sandfleet_agent.portable.intent import SandboxIntent
 from sandfleet_agent.portable.words import describe, shown
 
@@ -178,6 +181,7 @@ class Play:
     strategy: Strategy = "linear"
     max_fail_percentage: Optional[float] = None
     any_errors_fatal: bool = False
+    tags: tuple[str, ...] = ()  # the play's own (each task's tags include them)
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,16 @@ class Playbook:
     path: str
     plays: tuple[Play, ...]
     warnings: tuple[PlaybookWarning, ...] = ()
+
+
+def task_position(playbook: Playbook, name: str) -> Optional[tuple[int, int]]:
+    """Where ``--start-at-task NAME`` starts: the play and task index of the first task whose name
+    is ``NAME`` or matches it as a glob (Ansible's rule), across plays; ``None`` if none does."""
+    for p, play in enumerate(playbook.plays):
+        for t, task in enumerate(play.tasks):
+            if task.name == name or fnmatch.fnmatchcase(task.name, name):
+                return p, t
+    return None
 
 
 def load_playbook(path: str) -> Playbook:
@@ -211,6 +225,25 @@ def load_playbook_data(plays: list[Any], source: str) -> Playbook:
 
 #: libyaml's emitter when PyYAML has it, as for reading.
 _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _check_template(text: str, mark: Mark, what: str) -> None:
+    """A template must parse; ``!unsafe`` text is not a template at all."""
+    if not isinstance(text, UnsafeText):
+        check_template(text, mark, what)
+
+
+def _no_vault(value: Any, mark: Mark, what: str) -> None:
+    """A vaulted value where the task itself needs it (a loop item) cannot be used."""
+    if isinstance(value, VaultedValue):
+        raise InputError(f"{what} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption is "
+                         "not supported)", mark)
+    if isinstance(value, YMap):
+        for k, v in value.items():
+            _no_vault(v, value.value_mark(k), what)
+    elif isinstance(value, YList):
+        for i, v in enumerate(value):
+            _no_vault(v, value.item_mark(i), what)
 
 
 def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
@@ -250,6 +283,9 @@ def _scalar_text(container: Any, key: Any, value: Any, mark: Mark, what: str) ->
                          "remove it", mark)
     if isinstance(value, (dict, list)):
         raise InputError(f"{what} must be a plain value (string or number), got {describe(value)}", mark)
+    if isinstance(value, VaultedValue):
+        raise InputError(f"{what} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption is "
+                         "not supported)", mark)
     if isinstance(value, str):
         text = value
     else:
@@ -304,7 +340,7 @@ class _Loader:
             self.warn("the play has no tasks", node.mark)
             tasks = ()
         return Play(
-            name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark,
+            name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark, tags=tuple(tags),
             serial=parse_serial(node["serial"], node.value_mark("serial")) if "serial" in node else (),
             strategy=self.strategy(node) if "strategy" in node else "linear",
             max_fail_percentage=(parse_percentage(node["max_fail_percentage"], node.value_mark("max_fail_percentage"),
@@ -435,6 +471,7 @@ class _Loader:
         if not isinstance(value, YList):
             raise InputError(f"loop must be a list or a template producing one (\"{{{{ items }}}}\"), got "
                              f"{describe(value)}", mark)
+        _no_vault(value, mark, "a loop item")
         _check_templates_in(value, mark, "a loop item")
         return plain(value)
 

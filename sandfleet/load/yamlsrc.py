@@ -6,10 +6,16 @@ subclasses that also carry the :class:`~sandfleet.errors.Mark` of themselves, of
 each value, and the source text of each scalar value (``raw``), so that ``argv: [sleep, 010]``
 can run exactly what was written rather than YAML's reading of it (``8``). Duplicate keys are an
 error (PyYAML would silently keep the last one).
+
+Ansible's two tags load as Ansible loads them, so the inventories people already have are valid:
+``!vault`` becomes a :class:`VaultedValue` (the ciphertext, kept opaque: sandfleet cannot decrypt
+Ansible Vault, and says so where the value is used) and ``!unsafe`` an :class:`UnsafeText` (text
+that is never rendered as a template; on a list or mapping, every string inside it).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -17,6 +23,46 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from sandfleet.errors import InputError, Mark
+
+VAULT_TAG, UNSAFE_TAG = "!vault", "!unsafe"
+
+
+@dataclass(frozen=True)
+class VaultedValue:
+    """A ``!vault`` value: Ansible Vault ciphertext, exactly as written. Opaque on purpose:
+    ``sandfleet inventory`` prints it as ``ansible-inventory`` does (``{"__ansible_vault": ...}``),
+    and using it in a template or a task is an error naming the variable (decryption is out of
+    scope: no vault password ever reaches sandfleet)."""
+
+    ciphertext: str
+
+    def __repr__(self) -> str:  # never the whole ciphertext in a message
+        return "VaultedValue(<ciphertext>)"
+
+
+class UnsafeText(str):
+    """A ``!unsafe`` string: literal text, never rendered as a template (``{{`` stays ``{{``)."""
+
+    __slots__ = ()
+
+
+def vaulted_message(name: str) -> str:
+    """What a use of a vaulted variable says: which variable, and why it cannot be used."""
+    return (f"variable {name!r} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption is "
+            "not supported: pass the value some other way, e.g. -e @file from your secret store)")
+
+
+def _unsafe(value: Any) -> Any:
+    """``!unsafe`` on a list or mapping: every string inside becomes :class:`UnsafeText`."""
+    if isinstance(value, str):
+        return UnsafeText(value)
+    if isinstance(value, YMap):
+        for key in list(value):
+            dict.__setitem__(value, key, _unsafe(value[key]))
+    elif isinstance(value, YList):
+        for i, item in enumerate(value):
+            value[i] = _unsafe(item)
+    return value
 
 
 class YMap(dict):  # type: ignore[type-arg]
@@ -58,6 +104,16 @@ def _mark(node: Node, file: str) -> Mark:
 
 
 def _convert(loader: yaml.SafeLoader, node: Node, file: str) -> Any:
+    if node.tag == VAULT_TAG:
+        if not isinstance(node, ScalarNode):
+            raise InputError("!vault must tag a string: the vault's ciphertext ($ANSIBLE_VAULT;...)",
+                             _mark(node, file))
+        return VaultedValue(node.value)
+    if node.tag == UNSAFE_TAG:
+        if isinstance(node, ScalarNode):
+            return UnsafeText(node.value)  # as Ansible: the text as written, never a number or bool
+        node.tag = "tag:yaml.org,2002:map" if isinstance(node, MappingNode) else "tag:yaml.org,2002:seq"
+        return _unsafe(_convert(loader, node, file))
     if isinstance(node, MappingNode):
         loader.flatten_mapping(node)  # resolves `<<` merge keys like SafeLoader does
         out = YMap()

@@ -3,8 +3,10 @@
 Every output format reads the same :class:`Recap`, so the text recap, the JSON ``recap`` event,
 the results directory and the exit code can never disagree. Exit code bits: 2 a task failed, 4 a
 host unreachable, 8 a sandbox could not be provided, 16 a task asked for more than the policy
-allows (``denied``); they combine. A failure under ``ignore_errors`` counts as ``ignored`` and
-sets no bit (``ignore_errors`` never covers ``sandbox_unavailable`` or ``denied``).
+allows (``denied``); they combine. A run in which no play matched any host (a typo'd group) exits
+1: it ran nothing, which must not look like success (:attr:`Recap.no_hosts`). A failure under
+``ignore_errors`` counts as ``ignored`` and sets no bit (``ignore_errors`` never covers
+``sandbox_unavailable`` or ``denied``).
 
 Each task result counts once among ok / failed / sandbox_unavailable / denied / skipped / ignored;
 ``changed`` is the part of ``ok`` whose task reported a change (as Ansible's ``ok`` includes
@@ -20,6 +22,7 @@ from typing import Optional
 from sandfleet.report.events import TaskEvent, TaskStatus
 
 EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NO_SANDBOX, EXIT_DENIED = 2, 4, 8, 16
+EXIT_NO_HOSTS = 1  # no play matched any host: nothing ran
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Recap:
     failures: list[Failure] = field(default_factory=list)
     unreachable_messages: dict[str, str] = field(default_factory=dict)
     aborted: Optional[Abort] = None
+    no_hosts: bool = False  # set by the runner when no play of the run matched any host
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def tally(self, host: str) -> HostTally:
@@ -109,8 +113,8 @@ class Recap:
             code |= EXIT_UNREACHABLE if t.unreachable else 0
             code |= EXIT_NO_SANDBOX if t.sandbox_unavailable else 0
             code |= EXIT_DENIED if t.denied else 0
-        return code
+        return EXIT_NO_HOSTS if self.no_hosts and not code else code
 
 
-__all__ = ["EXIT_DENIED", "EXIT_FAILED", "EXIT_NO_SANDBOX", "EXIT_UNREACHABLE", "Abort", "Failure", "HostTally",
-           "Recap"]
+__all__ = ["EXIT_DENIED", "EXIT_FAILED", "EXIT_NO_HOSTS", "EXIT_NO_SANDBOX", "EXIT_UNREACHABLE", "Abort", "Failure",
+           "HostTally", "Recap"]

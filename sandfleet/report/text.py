@@ -52,6 +52,9 @@ def outcome(event: TaskEvent) -> str:
     return event.status
 
 
+NO_HOSTS_LINE = "NO HOSTS MATCHED: no play's pattern matched any host; nothing ran"
+
+
 class TextReporter(Reporter):
     def __init__(self, out: TextIO, recap: Recap, dry_run: bool = False, verbose: bool = False,
                  environ: Optional[Mapping[str, str]] = None) -> None:
@@ -218,6 +221,8 @@ class TextReporter(Reporter):
             a = self.recap.aborted
             lines.append(self.paint("PLAY ABORTED", "failed"))
             lines.append(f"  [{printable(a.play)}] {printable(a.reason)}")
+        if self.recap.no_hosts:
+            lines.append(self.paint(NO_HOSTS_LINE, "failed"))
         return lines
 
     def _dry_text(self, event: TaskEvent) -> str:
@@ -243,6 +248,8 @@ class TextReporter(Reporter):
         for host, t in self.recap.hosts.items():
             lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
                          f"denied={t.denied} skipped={t.skipped} unreachable={t.unreachable}")
+        if self.recap.no_hosts:
+            lines.append(NO_HOSTS_LINE)
         return lines
 
 

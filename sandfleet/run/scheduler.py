@@ -21,6 +21,8 @@ Batch rules, with the cases Ansible users have filed as surprising decided on pu
   the exit code keeps the failure's bits; it is never 0 when anything failed.
 - ``run_once`` runs on the first host of the batch (free: the first host to reach it); every
   host of the batch registers its result, and its failure fails them all (as in Ansible).
+- ``--start-at-task`` (``start``, a play and task index) skips every task before it, across
+  plays, as Ansible does; the plays before it still start (and show their hosts), running nothing.
 """
 
 from __future__ import annotations
@@ -127,14 +129,14 @@ class HostSet:
                                         thread_name_prefix="host")
 
     def play(self, playbook: Playbook, targets: list[list[str]], reporter: Reporter,
-             tags: TagFilter = ALL_TASKS) -> None:
+             tags: TagFilter = ALL_TASKS, start: Optional[tuple[int, int]] = None) -> None:
         """Run ``playbook``'s plays, each on its ``targets`` (hosts of this set), reporting to
         ``reporter``. A host that failed an earlier playbook takes part again; one that was given
         up as unreachable is tried again and reported again if it still is."""
         for run in self.runs.values():
             run.begin(reporter)
         try:
-            _run_plays(playbook, targets, self.runs, reporter, self._pool, tags)
+            _run_plays(playbook, targets, self.runs, reporter, self._pool, tags, start)
         except BaseException:
             # Ctrl-C (or a bug): stop every host now. Closing a connection makes its agent kill
             # the running task's process group; the pool can then drain.
@@ -177,11 +179,12 @@ def run_playbook(
 
 
 def _run_plays(playbook: Playbook, targets: list[list[str]], runs: dict[str, HostRun], reporter: Reporter,
-               pool: ThreadPoolExecutor, tags: TagFilter) -> None:
+               pool: ThreadPoolExecutor, tags: TagFilter, start: Optional[tuple[int, int]] = None) -> None:
     for play_index, play in enumerate(playbook.plays):
         hosts = [h for h in targets[play_index] if not runs[h].done]
         reporter.play_start(play, hosts)
-        tasks = [(i, t) for i, t in enumerate(play.tasks) if tags.selects(t.tags)]
+        tasks = [(i, t) for i, t in enumerate(play.tasks)
+                 if tags.selects(t.tags) and (start is None or (play_index, i) >= start)]
         if not tasks:
             continue
         for members in batches(hosts, play.serial):

@@ -35,6 +35,9 @@ class BackendStatus:
     #: bwrap: whether it can mount a fresh /proc here (containers often refuse it), and why not.
     proc: bool = True
     proc_reason: str = ""
+    #: bwrap: what ``bwrap --version`` says ("bubblewrap 0.8.0"); "" when unknown (older agents).
+    #: Description only: two statuses that differ in it mean the same.
+    version: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,17 @@ class HostFacts:
     limits: str = ""
     limits_reason: str = ""
     mem_total: int = 0
+    #: For ``sandfleet doctor`` (why a sandbox cannot work, and the exact fix): the machine
+    #: (``os.uname().machine``: the seccomp filter exists per architecture), the kernel release,
+    #: the sysctls that gate unprivileged user namespaces as ``(name, value)`` pairs (only those
+    #: this kernel has), the agent's own seccomp mode (``/proc/self/status``: 2 = a filter, as a
+    #: container runtime installs; -1 unknown) and the container it runs in ("" for none found).
+    #: Read once at start from /proc and two stat calls: about 0.1 ms together.
+    machine: str = ""
+    kernel: str = ""
+    sysctls: tuple[tuple[str, str], ...] = ()
+    seccomp_mode: int = -1
+    container: str = ""
 
     def backend(self, name: str) -> Optional[BackendStatus]:
         return next((b for b in self.backends if b.name == name), None)
@@ -79,6 +93,7 @@ class HostFacts:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["workspace_roots"] = tuple(known.get("workspace_roots", ()))
         known["protected"] = tuple(known.get("protected", ()))
+        known["sysctls"] = tuple((str(k), str(v)) for k, v in known.get("sysctls", ()))
         known["backends"] = tuple(
             BackendStatus(**{k: v for k, v in b.items() if k in BackendStatus.__dataclass_fields__})
             for b in known.get("backends", ())
@@ -285,6 +300,18 @@ def classify_bwrap_failure(stderr: str, returncode: Optional[int] = None) -> tup
     return f"bwrap fails here ({detail})", _USERNS_FIX
 
 
+def split_reason(reason: str) -> tuple[str, str, bool]:
+    """A bwrap :class:`BackendStatus` reason (``"cause; fix"``) back into ``(cause, fix, userns)``,
+    ``userns`` saying whether the fix is the user namespace one (for ``sandfleet doctor``); the
+    whole reason and "" when its fix is not one of this module's."""
+    fixes = [_USERNS_FIX, _BWRAP_PACKAGE] + [fix for _, _, fix in _BWRAP_FAILURES]
+    for fix in fixes:
+        if reason.endswith("; " + fix):
+            userns = fix == _USERNS_FIX or "user.max_user_namespaces" in fix or "CONFIG_USER_NS" in fix
+            return reason[:-len(fix) - 2], fix, userns
+    return reason, "", False
+
+
 def _is_proc_failure(stderr: str) -> bool:
     return re.search(_PROC_FAILURE, stderr, re.IGNORECASE) is not None
 
@@ -308,21 +335,38 @@ def probe_bwrap() -> BackendStatus:
                                                                f"looks ({BWRAP_DIRS_ENV} names no directory)")
     if path is None:
         return BackendStatus("bwrap", False, f"{why}; {_BWRAP_PACKAGE}")
+    version = bwrap_version(path)
     code, stderr = _run_probe(path, _BWRAP_PROBE)
     if code is None:
-        return BackendStatus("bwrap", False, f"{path} could not start: {stderr}", path)
+        return BackendStatus("bwrap", False, f"{path} could not start: {stderr}", path, version=version)
     if code == 0:
-        return BackendStatus("bwrap", True, "", path)
+        return BackendStatus("bwrap", True, "", path, version=version)
     if _is_proc_failure(stderr):
         proc_cause, _ = classify_bwrap_failure(stderr, code)
         code2, stderr2 = _run_probe(path, _BWRAP_PROBE_NO_PROC)
         if code2 == 0:
-            return BackendStatus("bwrap", True, "", path, proc=False, proc_reason=proc_cause)
+            return BackendStatus("bwrap", True, "", path, proc=False, proc_reason=proc_cause, version=version)
         if code2 is None:
-            return BackendStatus("bwrap", False, f"{path} could not start: {stderr2}", path)
+            return BackendStatus("bwrap", False, f"{path} could not start: {stderr2}", path, version=version)
         code, stderr = code2, stderr2
     cause, fix = classify_bwrap_failure(stderr, code)
-    return BackendStatus("bwrap", False, f"{cause}; {fix}", path)
+    return BackendStatus("bwrap", False, f"{cause}; {fix}", path, version=version)
+
+
+_VERSION_IN_BINARY = re.compile(rb"\0bubblewrap (\d+\.\d+(?:\.\d+)?)\0")
+
+
+def bwrap_version(path: str) -> str:
+    """bwrap's version as ``bwrap --version`` prints it ("bubblewrap 0.8.0"), read from the binary's
+    own string (that message is a constant in it) rather than by starting it: ~0.1 ms, no process.
+    "" when not found (a build that words it otherwise)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(8 << 20)
+    except OSError:
+        return ""
+    match = _VERSION_IN_BINARY.search(data)
+    return f"bubblewrap {match.group(1).decode('ascii')}" if match else ""
 
 
 #: Caps the Landlock ABI this host will use, to reproduce an older kernel; it can only lower it.
@@ -404,6 +448,49 @@ def own_paths(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for p in real if p != os.path.dirname(p)))
 
 
+#: The sysctls that decide whether an unprivileged process may create a user namespace (bwrap's
+#: first step); each is reported only where this kernel has it.
+USERNS_SYSCTLS = ("kernel.unprivileged_userns_clone", "user.max_user_namespaces",
+                  "kernel.apparmor_restrict_unprivileged_userns")
+
+
+def userns_sysctls() -> tuple[tuple[str, str], ...]:
+    """``(name, value)`` of each of :data:`USERNS_SYSCTLS` this kernel has (three small reads)."""
+    found = []
+    for name in USERNS_SYSCTLS:
+        try:
+            with open("/proc/sys/" + name.replace(".", "/"), encoding="ascii") as fh:
+                found.append((name, fh.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return tuple(found)
+
+
+def seccomp_mode() -> int:
+    """The agent's own seccomp mode (``Seccomp:`` in /proc/self/status): 0 none, 2 a filter; -1 unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Seccomp:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return -1
+
+
+def container() -> str:
+    """The container this agent runs in, as its runtime marks it ("" when none is found): the
+    ``container`` variable systemd and podman set, ``/run/.containerenv`` (podman), ``/.dockerenv``."""
+    named = os.environ.get("container", "")  # noqa: SIM112 - its name is lowercase
+    if named:
+        return named[:40]
+    if os.path.exists("/run/.containerenv"):
+        return "podman"
+    if os.path.exists("/.dockerenv"):
+        return "docker"
+    return ""
+
+
 def cap_eff() -> int:
     try:
         with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
@@ -416,7 +503,8 @@ def cap_eff() -> int:
 
 
 def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()) -> HostFacts:
-    """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms)."""
+    """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms); what
+    ``sandfleet doctor`` needs besides (bwrap's version, sysctls, seccomp mode) ~0.2 ms of reads."""
     system = host_os()
     backends: list[BackendStatus] = []
     abi = 0
@@ -447,6 +535,11 @@ def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()
         limits=mechanism,
         limits_reason=why,
         mem_total=bounds.mem_total() if system == "linux" else 0,
+        machine=os.uname().machine if posix else os.environ.get("PROCESSOR_ARCHITECTURE", ""),
+        kernel=os.uname().release if posix else "",
+        sysctls=userns_sysctls() if system == "linux" else (),
+        seccomp_mode=seccomp_mode() if system == "linux" else -1,
+        container=container() if system == "linux" else "",
     )
 
 
