@@ -10,6 +10,8 @@ hosts in parallel, tasks on a host in order, and every task's output is checked.
     python bench/compare.py [--hosts 20] [--tasks 10] [--repeat 5]
     python bench/compare.py --marginal          # (wall(K=10) - wall(K=1)) / (9 N) per row
     python bench/compare.py --scale             # dry-run 1,000 x 10; 200 sshd x 10 with peak RSS
+    python bench/compare.py --rtt 0,10,50 --tasks 1,10   # each row again behind a latency proxy
+    python bench/compare.py --self-check        # the latency proxy against its promises
 
 Rows (whole-process wall time, Python start to exit; median of ``--repeat`` runs taken in
 alternation after one warm-up round; ratios are to the bare paramiko agent of the same run). Every
@@ -27,11 +29,21 @@ runner that has one runs in its "free" mode, each host at its own pace (sandflee
 "ctl CPU s" is the controller process's own user + sys CPU (wait4): on loopback the hosts' sshd
 and agents share the same 2 cores, so what is not controller CPU is the hosts' share. Every sshd
 this starts is stopped by PID when it ends (also on Ctrl-C).
+
+``--rtt MS,MS,...`` puts bench/latency_proxy.py in front of every sshd (RTT/2 per direction, order
+and throughput kept, the TCP handshake's round trip too) and runs the same rows on loopback (no
+proxy) and at each RTT, for each K of ``--tasks`` (e.g. ``1,10``), every run's output checked, the
+(row, RTT) pairs alternating within each round. Per row it fits wall time against RTT over the
+proxied columns: the slope (s per s) is the number of round trips a run waits for one after the
+other, the hosts being in parallel: round trips per host's critical path. With two K it splits
+that into round trips per task ((slope(K2) - slope(K1)) / (K2 - K1)) and per host (the rest: the
+connection, the agent's start, the end).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -49,8 +61,11 @@ from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from support.sshd import USER, Fleet, SshHost, missing_reason  # noqa: E402 - found through the path set just above
+from latency_proxy import LatencyProxy, self_check  # noqa: E402 - found through the path set just above
+
+from support.sshd import USER, Fleet, SshHost, missing_reason  # noqa: E402
 
 #: The remote half of the bare baseline: one interpreter per host, one JSON line in and out per task.
 BARE_AGENT = (
@@ -299,7 +314,7 @@ def table(runs: Sequence[Run], repeat: int, label: str) -> dict[str, float]:
     return medians
 
 
-def rows(bench: Bench, tasks: int, only: Optional[set[str]]) -> list[Run]:
+def rows(bench: Bench, tasks: int, only: Optional[set[str]], say: bool = True) -> list[Run]:
     candidates: list[Optional[Run]] = [
         bench.bare(tasks),
         bench.sandfleet("sandfleet, sandbox: false", "none", tasks=tasks),
@@ -312,7 +327,7 @@ def rows(bench: Bench, tasks: int, only: Optional[set[str]]) -> list[Run]:
     ]
     found = [r for r in candidates if r is not None]
     missing = {"pyinfra", "ansible-core"} - {r.name for r in found}
-    if missing:
+    if missing and say:
         print(f"(not installed, rows left out: {', '.join(sorted(missing))}; pip install -e '.[bench]')")
     return [r for r in found if only is None or any(word in r.name for word in only)]
 
@@ -355,21 +370,107 @@ def scale_ssh(fleet: Fleet, work: Path, count: int, tasks: int) -> None:
     print(f"  warm: {wall:.2f} s ({count * tasks / wall:.0f} tasks/s)")
 
 
+# -- latency --------------------------------------------------------------------------------------
+
+def latency_tables(fleet: Fleet, hosts: list[SshHost], work: Path, ks: list[int], rtts: list[float],
+                   repeat: int, peers: Optional[str], only: Optional[set[str]]) -> None:
+    """Every row on loopback and behind the latency proxy at each RTT (ms), for each K; medians,
+    and per row the slope of wall time against RTT: round trips paid one after the other."""
+    proxy = LatencyProxy()
+    try:
+        columns: list[tuple[str, Optional[float]]] = [("loopback", None)] + [(f"{r:g} ms", r) for r in rtts]
+        plan: dict[tuple[int, str], list[Run]] = {}
+        for label, rtt in columns:
+            behind = hosts if rtt is None else [
+                dataclasses.replace(h, port=proxy.add((h.address, h.port), rtt / 1000)[1], proc=None)
+                for h in hosts]
+            for k in ks:
+                folder = work / f"rtt-{label.replace(' ', '')}-k{k}"
+                folder.mkdir()
+                plan[(k, label)] = rows(Bench(fleet, behind, folder, k, peers), k, only,
+                                        say=(k, label) == (ks[0], "loopback"))
+        failed: dict[str, str] = {}
+        for k in ks:  # warm-up on loopback: the agent zip, bytecode, ControlMaster dirs
+            for run in plan[(k, "loopback")]:
+                if run.name in failed:
+                    continue
+                try:
+                    timed(run)
+                except RowFailed as exc:
+                    if run.name == BASE_ROW:
+                        raise SystemExit(f"the baseline failed: {exc}") from None
+                    failed[run.name] = f"K={k} loopback: " + str(exc).splitlines()[0]
+        samples: dict[tuple[str, int, str], list[float]] = {}
+        for _ in range(repeat):
+            for k in ks:
+                for label, _rtt in columns:
+                    for run in plan[(k, label)]:
+                        if run.name in failed:
+                            continue
+                        try:
+                            samples.setdefault((run.name, k, label), []).append(timed(run)[0])
+                        except RowFailed as exc:
+                            failed[run.name] = f"K={k} {label}: " + str(exc).splitlines()[0]
+    finally:
+        proxy.close()
+    names = [r.name for r in plan[(ks[0], "loopback")] if r.name not in failed]
+    proxied = [(label, rtt / 1000) for label, rtt in columns if rtt is not None]
+    slopes: dict[tuple[str, int], float] = {}
+    print(f"\n{len(hosts)} hosts x K tasks (/bin/echo hello), whole process wall s, median of {repeat}; "
+          "columns: loopback (no proxy), then RTT through bench/latency_proxy.py")
+    for k in ks:
+        print(f"\nK = {k}")
+        head = "".join(f"{label:>10}" for label, _ in columns)
+        print(f"{'runner':<40}{head} {'RT/run':>8}")
+        for name in names:
+            meds = {label: statistics.median(samples[(name, k, label)]) for label, _ in columns}
+            slope = "-"
+            if len({rtt for _, rtt in proxied}) >= 2:
+                fit = statistics.linear_regression([rtt for _, rtt in proxied], [meds[label] for label, _ in proxied])
+                slopes[(name, k)] = fit.slope
+                slope = f"{fit.slope:.1f}"
+            print(f"{name:<40}" + "".join(f"{meds[label]:>10.2f}" for label, _ in columns) + f" {slope:>8}")
+    if not slopes:
+        print("\n(the slope needs two RTTs or more, e.g. --rtt 0,50)")
+    elif len(ks) >= 2:
+        lo, hi = min(ks), max(ks)
+        print(f"\nround trips (RT) waited for, from the slopes: per run at each K; per task = (RT(K={hi}) - "
+              f"RT(K={lo})) / {hi - lo}; per host = RT(K={lo}) - {lo} x per task")
+        print(f"{'runner':<40}" + "".join(f"{f'K={k}':>8}" for k in ks) + f" {'per task':>9} {'per host':>9}")
+        for name in names:
+            per_task = (slopes[(name, hi)] - slopes[(name, lo)]) / (hi - lo)
+            print(f"{name:<40}" + "".join(f"{slopes[(name, k)]:>8.1f}" for k in ks)
+                  + f" {per_task:>9.2f} {slopes[(name, lo)] - lo * per_task:>9.1f}")
+    for why in failed.values():
+        print(f"(row left out, its output was wrong at {why}; BENCH_DEBUG=1 shows its output)")
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=20)
-    parser.add_argument("--tasks", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--tasks", default="10", help="K tasks per host; with --rtt a list, e.g. 1,10")
+    parser.add_argument("--repeat", "--runs", dest="repeat", type=int, default=5, help="runs per median (5)")
+    parser.add_argument("--rtt", metavar="MS,MS,...", help="instead: the rows on loopback and behind a latency "
+                        "proxy at each RTT, with the slope of wall time against RTT (round trips per run)")
+    parser.add_argument("--self-check", action="store_true",
+                        help="instead: check the latency proxy (ping-pong = RTT, 10 MB not slowed)")
     parser.add_argument("--only", help="comma-separated words: keep the rows whose name has one (bare is always in)")
     parser.add_argument("--peers", metavar="DIR", help="where pyinfra and ansible-playbook are (e.g. a venv's bin)")
     parser.add_argument("--marginal", action="store_true", help="also K=1, and per host-task cost from K=1 to K")
     parser.add_argument("--scale", action="store_true", help="instead: dry-run 1,000 x 10 and 200 sshd x 10")
     parser.add_argument("--bare-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    ks = [int(k) for k in args.tasks.split(",")]
     if args.bare_worker:
-        return bare_worker(args.bare_worker, args.tasks)
+        return bare_worker(args.bare_worker, ks[0])
+    rtts = [float(r) for r in args.rtt.split(",")] if args.rtt else []
+    if args.self_check:
+        return 0 if self_check(max(rtts, default=20.0)) else 1
+    if len(ks) > 1 and not rtts:
+        parser.error("a list of --tasks goes with --rtt (else use --marginal)")
+    args.tasks = ks[0]
     work = Path(tempfile.mkdtemp(prefix="sandfleet-compare-"))
     try:
         if args.scale:
@@ -388,6 +489,13 @@ def main() -> int:
             only = {w.strip() for w in args.only.split(",")} | {BASE_ROW} if args.only else None
             load = os.getloadavg()
             print(f"{os.cpu_count()} cores, load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            if rtts:
+                if not self_check(max(rtts) or 20.0):
+                    print("(the latency proxy missed its figures: read the table with that in mind)")
+                latency_tables(fleet, bench.hosts, work, ks, rtts, args.repeat, args.peers, only)
+                load = os.getloadavg()
+                print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+                return 0
             wide = table(rows(bench, args.tasks, only), args.repeat, f"{args.hosts} x {args.tasks} tasks")
             if args.marginal:
                 narrow = table(rows(bench, 1, only), args.repeat, f"{args.hosts} x 1 tasks")
