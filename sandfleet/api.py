@@ -9,8 +9,10 @@ records ``--format json`` prints (:meth:`TaskResult.to_json`), grouped by host.
 
 Exceptions, one tree: :class:`~sandfleet.errors.SandfleetError`, with
 :class:`~sandfleet.errors.InputError` (a playbook, inventory, policy, command or sandbox that is
-wrong: ``.message``, ``.mark``, ``.allowed``) and :class:`~sandfleet.errors.UsageError` (arguments
-that cannot go together). Hosts that cannot be reached are results (:attr:`HostResult.unreachable`).
+wrong: ``.message``, ``.mark``, ``.allowed``; a playbook with several mistakes raises one error
+whose ``.errors`` lists every one, in file order, the error itself being the first) and
+:class:`~sandfleet.errors.UsageError` (arguments that cannot go together). Hosts that cannot be
+reached are results (:attr:`HostResult.unreachable`).
 ``argv``, ``cwd`` and ``env`` are templates, as in a playbook: ``{{ inventory_hostname }}``
 works, and a literal ``{{`` is written ``{{ '{{' }}``.
 """
@@ -201,7 +203,8 @@ def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> Cal
 
     def connect(config: HostConfig) -> Connection:
         if config.connection == "local":
-            return LocalConnection(config.name)
+            passthrough = (config.policy.env_passthrough or ()) if config.policy else ()
+            return LocalConnection(config.name, passthrough=passthrough)
         with lock:
             if not ssh:
                 from sandfleet.transports.ssh import SshConnector
@@ -330,7 +333,10 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
     pattern that matches no host; a run in which no play matched any host exits 1.
     ``start_at_task`` skips every task before the first one with that name (or matching it as a
     glob), across plays, as ``ansible-playbook --start-at-task``; an unknown name is a
-    :class:`~sandfleet.errors.UsageError` listing close names.
+    :class:`~sandfleet.errors.UsageError` listing close names. An invalid playbook raises one
+    :class:`~sandfleet.errors.InputError` carrying every mistake of the file (``.errors``, each
+    with its ``.mark`` and ``.allowed``, in file order; ``str()`` is one line each), as
+    ``sandfleet run`` and ``sandfleet check`` print them.
     """
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,

@@ -229,15 +229,25 @@ def cmd_inventory(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Valid files exit 0; tasks the operator's policy refuses (a dry-run's verdict: the host
-    owner's own file is checked only when the task reaches the host) are listed and exit 16; a
-    playbook none of whose plays matches any host would run nothing: it warns as ``run`` does and
-    exits 1."""
+    """Valid files exit 0; invalid ones exit 65 with every mistake of both files, one per line;
+    tasks the operator's policy refuses (a dry-run's verdict: the host owner's own file is checked
+    only when the task reaches the host) are listed and exit 16; a playbook none of whose plays
+    matches any host would run nothing: it warns as ``run`` does and exits 1."""
     from sandfleet.api import TaskResult, load_inventory, run_playbook
     from sandfleet.load.playbook import load_playbook
     from sandfleet.report.terminal import printable
 
-    playbook, inventory = load_playbook(args.playbook), load_inventory(args.inventory)
+    errors: list[InputError] = []
+    try:  # both files are checked, so one pass shows the mistakes of both
+        playbook = load_playbook(args.playbook)
+    except InputError as exc:
+        errors.append(exc)
+    try:
+        inventory = load_inventory(args.inventory)
+    except InputError as exc:
+        errors.append(exc)
+    if errors:
+        raise InputError.collect(errors)
     for play in playbook.plays:
         hosts = inventory.select(play.hosts, args.limit)
         for name in hosts:
@@ -529,6 +539,11 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: Te
         if args.command == "serve":
             return cmd_serve(args, debug)
         return cmd_run(args, out, err)
+    except InputError as exc:  # every mistake found in the files, one per line, in file order
+        err.write("".join(f"sandfleet: {e.line()}\n" for e in exc.errors))
+        if len(exc.errors) > 1:
+            err.write(f"sandfleet: {len(exc.errors)} errors\n")
+        return exc.exit_code
     except SandfleetError as exc:
         err.write(f"sandfleet: {exc}\n")
         if debug and exc.exit_code == EXIT_INTERNAL:

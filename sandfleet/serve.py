@@ -519,6 +519,8 @@ def _wrong(param: str, wanted: str, got: Any, allowed: Sequence[str] = ()) -> Rp
 def _invalid(exc: InputError, param: Optional[str] = None) -> RpcError:
     """What the loader refused, as invalid params: its message and what is allowed."""
     data: dict[str, Any] = {"message": exc.message, "allowed": list(exc.allowed)}
+    if len(exc.errors) > 1:  # every mistake of the request at once, as `sandfleet check` lists a file's
+        data["errors"] = [{"message": e.message, "allowed": list(e.allowed)} for e in exc.errors]
     if param is not None:
         data["param"] = param
     return RpcError(INVALID_PARAMS, f"invalid params: {exc.message}", data)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -109,6 +109,18 @@ def check_expression(text: str, mark: Mark, what: str) -> None:
     except TemplateSyntaxError as exc:
         message = (exc.message or "syntax error").rstrip(".")
         raise InputError(f"{what} is not a valid expression: {message}", mark) from None
+
+
+@lru_cache(maxsize=4096)
+def names_read(text: str) -> frozenset[str]:
+    """The variables a template reads (Jinja's own analysis of the parsed template); none for
+    plain text or text that does not parse (the loader reports that)."""
+    if not any(d in text for d in TEMPLATE_START):
+        return frozenset()
+    try:
+        return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+    except TemplateSyntaxError:
+        return frozenset()
 
 
 #: Compiling is the slow part of rendering; the same few templates render for every host.

@@ -44,6 +44,8 @@ class Prepared:
     warnings: tuple[str, ...] = ()
     #: The task's resource limits, as the policy settled them (:mod:`.limits`).
     limits: TaskLimits = field(default_factory=TaskLimits)
+    #: The agent's variables the policy passes through to the task (``env_passthrough``).
+    env_passthrough: tuple[str, ...] = ()
 
 
 def refusal(request: ExecRequest, message: str, warnings: tuple[str, ...] = ()) -> ExecResult:
@@ -83,7 +85,7 @@ def prepare(
             cwd = bind_cwd(request.cwd, workspace_roots(None, facts), facts, fs)
         except BindError as exc:
             return ExecResult(id=request.id, status=Status.ERROR, message=str(exc))
-        return Prepared(Bare(facts).render_bare(request.argv, cwd), limit_notes, limits)
+        return Prepared(Bare(facts).render_bare(request.argv, cwd), limit_notes, limits, effective.env_passthrough)
     try:
         policy = bind(with_denies(request.sandbox, effective), facts, request.cwd, fs, effective.protected)
     except BindError as exc:
@@ -100,7 +102,7 @@ def prepare(
                        else None, hints_choose=effective.hints, fs=fs)
     except Refused as exc:
         return refusal(request, str(exc), policy.warnings)
-    return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits)
+    return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits, effective.env_passthrough)
 
 
 def execute(
@@ -161,7 +163,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
         return ExecResult(id=request.id, status=Status.ERROR, backend=wrapper.backend, wrapper=wrapper.argv,
                           wrapper_files=dict(wrapper.files), warnings=prepared.warnings,
                           message=f"the working directory {wrapper.cwd} does not exist on this host")
-    env = spawn.task_env({**request.env, **wrapper.env})
+    env = spawn.task_env({**request.env, **wrapper.env}, passthrough=prepared.env_passthrough)
     try:
         preexec = None if wrapper.backend == "none" else backend_class(wrapper.backend)(facts).preexec(wrapper)
     except Refused as exc:

@@ -39,8 +39,10 @@ POLL_S = 0.05  # how often an exit that no descriptor announces is looked for (a
 #: down (epoll: ~8 system calls more per task), and may be numbered above select's 1024.
 _Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
 
-#: Variables a command inherits from the agent's environment; everything else it must be given.
-#: Keeps the controller's or agent's secrets (SSH_AUTH_SOCK, tokens) out of untrusted commands.
+#: Variables a command inherits from the agent's environment (with every ``LC_*``); everything
+#: else it must be given (``env``/``environment``) or the operator must pass through (the
+#: policy's ``env_passthrough``: :func:`task_env`'s ``passthrough``). Keeps the controller's or
+#: agent's secrets (SSH_AUTH_SOCK, tokens) out of untrusted commands.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TZ", "TMPDIR", "SHELL")
 
 
@@ -94,10 +96,14 @@ def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns // 1_000_000 % 1000:03d}Z"
 
 
-def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None,
+             passthrough: Collection[str] = ()) -> dict[str, str]:
+    """A task's environment: :data:`INHERITED_ENV`, ``LC_*`` and the ``passthrough`` names the
+    policy allows, as the agent has them (``base``), then ``extra`` (the task's own, which wins)."""
     source = os.environ if base is None else base
     env = {k: source[k] for k in INHERITED_ENV if k in source}
     env.update({k: v for k, v in source.items() if k.startswith("LC_")})
+    env.update({k: source[k] for k in passthrough if k in source})
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(extra)
     return env

@@ -2,7 +2,9 @@
 
 Everything is checked at load time, before any host is touched: unknown keys, wrong types,
 broken ``{{ }}`` syntax, bad sandbox blocks. Each mistake is one :class:`InputError` at the
-offending key or value. argv, cwd and env stay raw strings: templates are rendered later, per
+offending key or value; the loader keeps going to the next play, task or key where it safely
+can (not inside a value whose shape is wrong) and raises one :class:`InputError` carrying every
+mistake, in file order (``.errors``). argv, cwd and env stay raw strings: templates are rendered later, per
 host, by the runner; here they are only parsed.
 
 Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.load.sandbox_spec`):
@@ -18,7 +20,12 @@ Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.load
   (joined with ``and``, as Ansible does). ``loop`` is a list or a template string.
 - Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
 - A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.load.varnames`).
-- Ansible action keys (``shell``, ``command``, ...) and ``with_*`` get a pointed hint.
+- Ansible keys sandfleet does not have (``shell``, ``command``, ``ansible.builtin.*`` and other
+  modules, ``with_*``, ``become``, ``handlers``/``notify``, ``delegate_to``, ``gather_facts``, ...)
+  get a pointed hint: the sandfleet way, or that it is not supported.
+- ``environment`` (play and task, as in Ansible) is a mapping of NAME: value merged under the
+  task's ``exec.env``: the play's, then the task's, then ``exec.env``, the later winning. Its
+  values are templates, exactly as ``env``'s.
 - ``!unsafe`` text (:class:`~sandfleet.load.yamlsrc.UnsafeText`) is never parsed nor rendered as a
   template; a ``!vault`` value written where a task needs text (argv, env, a name, a loop item) is
   an error (sandfleet cannot decrypt it); in ``vars`` it is an error only where it is used.
@@ -33,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 
@@ -51,7 +58,6 @@ from sandfleet.load.keywords import (
 )
 from sandfleet.load.sandbox_spec import (
     DEFAULT_INTENT,
-    check_keys,
     check_subpath,
     expect_list,
     expect_map,
@@ -65,7 +71,7 @@ from sandfleet.load.yamlsrc import UnsafeText, VaultedValue, YList, YMap, load_y
 from sandfleet.templating import TEMPLATE_START, check_template
 from sandfleet.templating import check_expression as _check_expression
 from sandfleet_agent.portable.intent import SandboxIntent
-from sandfleet_agent.portable.words import describe, shown
+from sandfleet_agent.portable.words import describe, shown, suggest
 
 __all__ = [
     "EXEC_KEYS",
@@ -82,9 +88,9 @@ __all__ = [
 ]
 
 PLAY_KEYS = ("name", "hosts", "vars", "sandbox", "tasks", "serial", "strategy", "max_fail_percentage",
-             "any_errors_fatal", "tags")
+             "any_errors_fatal", "tags", "environment")
 TASK_KEYS = ("name", "exec", "sandbox", "when", "loop", "loop_control", "register", "ignore_errors", "timeout",
-             "failed_when", "changed_when", "run_once", "tags")
+             "failed_when", "changed_when", "run_once", "tags", "environment")
 EXEC_KEYS = ("argv", "cwd", "env", "timeout")
 
 _SHELL_HINT = "sandfleet runs commands only through exec: {argv: [program, arg, ...]}, never a shell"
@@ -93,10 +99,90 @@ _TASK_HINTS = {
                                 "ansible.builtin.shell", "ansible.builtin.raw", "ansible.builtin.script")},
     **{k: "use loop: [...]" for k in ("with_items", "with_list", "with_dict", "with_nested")},
     "delegate_to": "every task runs on its own host; target another host with a separate play",
-    "until": "retries are not supported; make the command itself retry",
+    "local_action": "every task runs on its own host; target the controller with a play on localhost",
+    **{k: "retries are not supported; make the command itself retry" for k in ("until", "retries", "delay")},
+    "notify": "handlers are not supported; run the follow-up as a task with when: (register: r here, "
+              "then when: r.changed)",
+    "vars": "task-level vars are not supported; put them under the play's vars: (or use -e)",
+    **{k: "blocks are not supported; list the tasks directly (ignore_errors/failed_when for errors)"
+       for k in ("block", "rescue", "always")},
+    **{k: "includes are not supported; list the tasks in the play" for k in ("include_tasks", "import_tasks",
+                                                                            "include_role", "import_role")},
+    "debug": "sandfleet has no modules; print with exec: {argv: [echo, ...]}",
+    "set_fact": "sandfleet has no modules; use the play's vars: or register: a command's output",
+    "setup": "facts are always there: tasks see them as sandfleet_facts (e.g. {{ sandfleet_facts.home }})",
 }
-_PLAY_HINTS = {"roles": "sandfleet plays have tasks only", "vars_files": "put variables under vars:"}
+_BECOME_HINT = ("privilege escalation is not supported: every task runs as the user the agent connects as "
+                "(ansible_user in the inventory)")
+_MODULE_HINT = "sandfleet has no modules: every task runs one command, exec: {argv: [program, arg, ...]}"
+#: Ansible modules an existing playbook often uses (any ``namespace.collection.module`` key too).
+_MODULES = ("copy", "file", "template", "apt", "yum", "dnf", "package", "pip", "service", "systemd", "git",
+            "lineinfile", "blockinfile", "get_url", "uri", "stat", "fail", "assert", "wait_for", "ping", "user",
+            "group", "unarchive", "synchronize", "cron", "mount", "replace", "fetch", "slurp", "find")
+_PLAY_HINTS = {
+    "roles": "sandfleet plays have tasks only",
+    "vars_files": "put variables under vars:",
+    "handlers": "handlers are not supported; run the follow-up as a task with when: (register: r on the first "
+                "task, then when: r.changed)",
+    "gather_facts": "facts are always there: tasks see them as sandfleet_facts (e.g. {{ sandfleet_facts.home }}); "
+                    "remove this key",
+    "remote_user": "set ansible_user in the inventory",
+    "connection": "set ansible_connection in the inventory",
+    **{k: "put these tasks under tasks:, in order" for k in ("pre_tasks", "post_tasks")},
+    "vars_prompt": "prompts are not supported; pass values with -e NAME=VALUE",
+    "import_playbook": "not supported; run each playbook with its own sandfleet run",
+}
 _SHELL_CHARS = re.compile(r"[|&;<>()$`]")
+_T = TypeVar("_T")
+
+
+def _hint(key: Any, value: Any, hints: Mapping[str, str]) -> Optional[str]:
+    """What an Ansible user should write instead of ``key`` (``None``: no hint, a typo perhaps)."""
+    name = str(key)
+    if name in ("become", "become_user", "become_method", "become_flags"):
+        return _BECOME_HINT
+    hint = hints.get(name)
+    if hint == _SHELL_HINT and isinstance(value, str) and value.strip():
+        argv, paren, note = _suggest_argv(value).partition(" (")
+        return f"{hint}; here: exec: {{argv: {argv}}}{paren}{note}"
+    if hint is None and hints is _TASK_HINTS:
+        if name.startswith("with_"):
+            return "use loop: [...]"
+        if name in _MODULES or name.count(".") >= 2:  # ansible.builtin.copy, community.general.x
+            return _MODULE_HINT
+    return hint
+
+
+def _unknown_keys(node: YMap, allowed: tuple[str, ...], what: str,
+                  hints: Optional[Mapping[str, str]] = None) -> list[InputError]:
+    """Every unknown key of ``node``, each an error at the key (as :func:`check_keys` words it)."""
+    out = []
+    for key in node:
+        if key in allowed:
+            continue
+        hint = _hint(key, node[key], hints) if hints is not None else None
+        extra = f"; {hint}" if hint else suggest(key, allowed)
+        out.append(InputError(f"unknown {what} key {key!r}{extra}", node.key_mark(key), allowed=allowed))
+    return out
+
+
+def _stands_for(node: YMap, allowed: tuple[str, ...], hints: Mapping[str, str], required: str) -> bool:
+    """Whether an unknown key of ``node`` already says what to write for the missing ``required``
+    one (``host:`` for ``hosts:``, ``shell:`` for ``exec:``): its error is then the one to read."""
+    for key in node:
+        if key in allowed:
+            continue
+        hint = _hint(key, node[key], hints) or ""
+        if f"'{required}'" in suggest(key, allowed) or (required == "exec" and "exec: {argv" in hint):
+            return True
+    return False
+
+
+def _in_file_order(errors: list[InputError]) -> list[InputError]:
+    """Each mistake once, by position (stable: at one position, the first found stays first)."""
+    seen: set[str] = set()
+    unique = [e for e in errors if not (e.line() in seen or seen.add(e.line()))]  # type: ignore[func-returns-value]
+    return sorted(unique, key=lambda e: (0, e.mark.line, e.mark.col) if e.mark else (1, 0, 0))
 
 
 @dataclass(frozen=True)
@@ -220,7 +306,8 @@ def load_playbook_data(plays: list[Any], source: str) -> Playbook:
     try:
         return _Loader(source).playbook(load_yaml_text(text, source))
     except InputError as exc:  # a line and column of text nobody wrote would only mislead
-        raise InputError(f"{source}: {exc.message}", allowed=exc.allowed) from None
+        raise InputError.collect([InputError(f"{source}: {e.message}", allowed=e.allowed)
+                                  for e in exc.errors]) from None
 
 
 #: libyaml's emitter when PyYAML has it, as for reading.
@@ -304,9 +391,22 @@ class _Loader:
     def __init__(self, file: str) -> None:
         self.file = file
         self.warnings: list[PlaybookWarning] = []
+        self.errors: list[InputError] = []
 
     def warn(self, message: str, mark: Mark) -> None:
         self.warnings.append(PlaybookWarning(message, mark))
+
+    def attempt(self, default: Any, check: Callable[..., _T], *args: Any) -> _T:
+        """``check(*args)``, or ``default`` after recording its error: the loader goes on (what it
+        builds is dropped once an error is recorded, so ``default`` need only keep it going)."""
+        try:
+            return check(*args)
+        except InputError as exc:
+            self.errors.extend(exc.errors)
+            return default  # type: ignore[no-any-return]
+
+    def fail(self, error: InputError) -> None:
+        self.errors.append(error)
 
     def playbook(self, data: Any) -> Playbook:
         start = Mark(self.file, 1, 1)
@@ -318,34 +418,49 @@ class _Loader:
         plays = expect_list(data, start, "the playbook (a list of plays)")
         if not plays:
             raise InputError("the playbook has no plays", plays.mark)
-        out = tuple(self.play(item, plays.item_mark(i)) for i, item in enumerate(plays))
-        return Playbook(self.file, out, tuple(self.warnings))
+        out = [self.attempt(None, self.play, item, plays.item_mark(i)) for i, item in enumerate(plays)]
+        if self.errors:
+            raise InputError.collect(_in_file_order(self.errors))
+        return Playbook(self.file, tuple(p for p in out if p is not None), tuple(self.warnings))
 
     # --- plays ----------------------------------------------------------------------------------
 
-    def play(self, value: Any, mark: Mark) -> Play:
+    def play(self, value: Any, mark: Mark) -> Optional[Play]:
+        """The play, or ``None`` when a mistake in it was recorded (the rest is still checked)."""
         node = expect_map(value, mark, "a play")
-        check_keys(node, PLAY_KEYS, "play", _PLAY_HINTS)
+        before = len(self.errors)
+        self.errors += _unknown_keys(node, PLAY_KEYS, "play", _PLAY_HINTS)
+        hosts = ""
         if "hosts" not in node:
-            raise InputError("the play has no 'hosts' (which hosts to run on, e.g. hosts: all)", node.mark)
-        hosts = self.hosts(node)
-        name = self.name(node, default=hosts)
-        vars_ = self.vars(node) if "vars" in node else {}
-        sandbox = self.sandbox(node, SandboxOrigin.PLAY) or DEFAULT_SANDBOX
-        tags = parse_tags(node["tags"], node.value_mark("tags")) if "tags" in node else ()
+            if not _stands_for(node, PLAY_KEYS, _PLAY_HINTS, "hosts"):
+                self.fail(InputError("the play has no 'hosts' (which hosts to run on, e.g. hosts: all)", node.mark))
+        else:
+            hosts = self.attempt("", self.hosts, node)
+        name = self.attempt(hosts, self.name, node, hosts)
+        vars_ = self.attempt({}, self.vars, node) if "vars" in node else {}
+        sandbox = self.attempt(None, self.sandbox, node, SandboxOrigin.PLAY) or DEFAULT_SANDBOX
+        tags: tuple[str, ...] = (tuple(self.attempt((), parse_tags, node["tags"], node.value_mark("tags")))
+                                 if "tags" in node else ())
+        environment = self.attempt(({}, {}), self.env, node, "environment") if "environment" in node else ({}, {})
+        tasks: tuple[Task, ...] = ()
         if "tasks" in node:
-            tasks_node = expect_list(node["tasks"], node.value_mark("tasks"), "tasks")
-            tasks = tuple(self.task(t, tasks_node.item_mark(i), sandbox, tags) for i, t in enumerate(tasks_node))
+            tasks_node = self.attempt(None, expect_list, node["tasks"], node.value_mark("tasks"), "tasks")
+            found = [self.attempt(None, self.task, t, tasks_node.item_mark(i), sandbox, tags, environment)
+                     for i, t in enumerate(tasks_node or ())]
+            tasks = tuple(t for t in found if t is not None)
         else:
             self.warn("the play has no tasks", node.mark)
-            tasks = ()
+        serial = self.attempt((), parse_serial, node["serial"], node.value_mark("serial")) if "serial" in node else ()
+        strategy: Strategy = self.attempt("linear", self.strategy, node) if "strategy" in node else "linear"
+        max_fail = (self.attempt(None, parse_percentage, node["max_fail_percentage"],
+                                 node.value_mark("max_fail_percentage"), "max_fail_percentage")
+                    if "max_fail_percentage" in node else None)
+        any_errors_fatal = self.attempt(False, self.flag, node, "any_errors_fatal")
+        if len(self.errors) > before:
+            return None
         return Play(
             name, hosts, MappingProxyType(vars_), sandbox, tasks, node.mark, tags=tuple(tags),
-            serial=parse_serial(node["serial"], node.value_mark("serial")) if "serial" in node else (),
-            strategy=self.strategy(node) if "strategy" in node else "linear",
-            max_fail_percentage=(parse_percentage(node["max_fail_percentage"], node.value_mark("max_fail_percentage"),
-                                                  "max_fail_percentage") if "max_fail_percentage" in node else None),
-            any_errors_fatal=self.flag(node, "any_errors_fatal"),
+            serial=serial, strategy=strategy, max_fail_percentage=max_fail, any_errors_fatal=any_errors_fatal,
         )
 
     def strategy(self, node: YMap) -> Strategy:
@@ -393,8 +508,9 @@ class _Loader:
         for key, value in vars_node.items():
             problem = name_error("a vars key", key)
             if problem:
-                raise InputError(problem, vars_node.key_mark(key))
-            _check_templates_in(value, vars_node.value_mark(key), f"variable {key!r}")
+                self.fail(InputError(problem, vars_node.key_mark(key)))
+                continue
+            self.attempt(None, _check_templates_in, value, vars_node.value_mark(key), f"variable {key!r}")
         out: dict[str, Any] = plain(vars_node)
         return out
 
@@ -406,38 +522,60 @@ class _Loader:
 
     # --- tasks ----------------------------------------------------------------------------------
 
-    def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting, play_tags: tuple[str, ...] = ()) -> Task:
+    def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting, play_tags: tuple[str, ...] = (),
+             play_env: tuple[dict[str, str], dict[str, Mark]] = ({}, {})) -> Optional[Task]:
+        """The task, or ``None`` when a mistake in it was recorded (the rest is still checked)."""
         node = expect_map(value, mark, "a task")
-        check_keys(node, TASK_KEYS, "task", _TASK_HINTS)
+        before = len(self.errors)
+        self.errors += _unknown_keys(node, TASK_KEYS, "task", _TASK_HINTS)
+        exec_spec: Optional[ExecSpec] = None
         if "exec" not in node:
-            raise InputError("the task has no 'exec'; every task runs one command: "
-                             "exec: {argv: [program, arg, ...]}", node.mark)
-        exec_spec = self.exec_spec(node)
-        timeout = exec_spec.timeout
+            if not _stands_for(node, TASK_KEYS, _TASK_HINTS, "exec"):
+                self.fail(InputError("the task has no 'exec'; every task runs one command: "
+                                     "exec: {argv: [program, arg, ...]}", node.mark))
+        else:
+            exec_spec = self.attempt(None, self.exec_spec, node)
+        timeout = exec_spec.timeout if exec_spec is not None else None
         if "timeout" in node:
             if timeout is not None:
-                raise InputError("timeout is given both on the task and in exec; keep one",
-                                 node.key_mark("timeout"))
-            timeout = _positive_number(node["timeout"], node.value_mark("timeout"), "timeout")
-            exec_spec = ExecSpec(exec_spec.argv, exec_spec.cwd, exec_spec.env, timeout,
-                                 exec_spec.argv_marks, exec_spec.cwd_mark, exec_spec.env_marks)
-        sandbox = self.sandbox(node, SandboxOrigin.TASK) or play_sandbox
+                self.fail(InputError("timeout is given both on the task and in exec; keep one",
+                                     node.key_mark("timeout")))
+            else:
+                timeout = self.attempt(None, _positive_number, node["timeout"], node.value_mark("timeout"), "timeout")
+        environment = self.attempt(({}, {}), self.env, node, "environment") if "environment" in node else ({}, {})
+        sandbox = self.attempt(None, self.sandbox, node, SandboxOrigin.TASK) or play_sandbox
+        name = self.attempt("", self.name, node, shlex.join(exec_spec.argv) if exec_spec else "")
+        when = self.attempt(None, self.when, node) if "when" in node else None
+        loop = self.attempt(None, self.loop, node) if "loop" in node else None
+        register = self.attempt(None, self.register, node) if "register" in node else None
+        ignore_errors = self.attempt(False, self.flag, node, "ignore_errors")
+        failed_when = self.attempt(None, self.when, node, "failed_when") if "failed_when" in node else None
+        changed_when = self.attempt(None, self.when, node, "changed_when") if "changed_when" in node else None
+        run_once = self.attempt(False, self.flag, node, "run_once")
+        tags = tuple(self.attempt((), parse_tags, node["tags"], node.value_mark("tags"))) if "tags" in node else ()
+        loop_control = (self.attempt(NO_LOOP_CONTROL, self.loop_control, node) if "loop_control" in node
+                        else NO_LOOP_CONTROL)
+        if exec_spec is None or len(self.errors) > before:
+            return None
+        env = {**play_env[0], **environment[0], **exec_spec.env}  # exec.env wins, then the task's, then the play's
+        env_marks = {**play_env[1], **environment[1], **exec_spec.env_marks}
+        exec_spec = ExecSpec(exec_spec.argv, exec_spec.cwd, MappingProxyType(env), timeout,
+                             exec_spec.argv_marks, exec_spec.cwd_mark, MappingProxyType(env_marks))
         return Task(
-            name=self.name(node, default=shlex.join(exec_spec.argv)),
+            name=name,
             exec=exec_spec,
             sandbox=sandbox,
-            when=self.when(node) if "when" in node else None,
-            loop=self.loop(node) if "loop" in node else None,
-            register=self.register(node) if "register" in node else None,
-            ignore_errors=self.flag(node, "ignore_errors"),
+            when=when,
+            loop=loop,
+            register=register,
+            ignore_errors=ignore_errors,
             timeout=timeout,
             mark=node.mark,
-            failed_when=self.when(node, "failed_when") if "failed_when" in node else None,
-            changed_when=self.when(node, "changed_when") if "changed_when" in node else None,
-            run_once=self.flag(node, "run_once"),
-            tags=tuple(dict.fromkeys(play_tags + (parse_tags(node["tags"], node.value_mark("tags"))
-                                                  if "tags" in node else ()))),
-            loop_control=self.loop_control(node) if "loop_control" in node else NO_LOOP_CONTROL,
+            failed_when=failed_when,
+            changed_when=changed_when,
+            run_once=run_once,
+            tags=tuple(dict.fromkeys(play_tags + tags)),
+            loop_control=loop_control,
         )
 
     def loop_control(self, node: YMap) -> LoopControl:
@@ -485,21 +623,28 @@ class _Loader:
 
     # --- exec -----------------------------------------------------------------------------------
 
-    def exec_spec(self, task: YMap) -> ExecSpec:
+    def exec_spec(self, task: YMap) -> Optional[ExecSpec]:
         value, mark = task["exec"], task.value_mark("exec")
         if isinstance(value, str):
             raise InputError("exec must be a mapping with an argv list; a shell string would be parsed by "
                              f"a shell. Write exec: {{argv: {_suggest_argv(value)}}}", mark)
         node = expect_map(value, mark, "exec")
-        check_keys(node, EXEC_KEYS, "exec")
+        before = len(self.errors)
+        self.errors += _unknown_keys(node, EXEC_KEYS, "exec")
         if "argv" not in node:
-            raise InputError("exec has no argv (the program and its arguments, e.g. argv: [echo, hi])",
-                             node.mark)
-        argv, argv_marks = self.argv(node)
-        cwd = self.cwd(node) if "cwd" in node else None
-        env, env_marks = self.env(node) if "env" in node else ({}, {})
-        timeout = (_positive_number(node["timeout"], node.value_mark("timeout"), "exec timeout")
+            if not _stands_for(node, EXEC_KEYS, {}, "argv"):
+                self.fail(InputError("exec has no argv (the program and its arguments, e.g. argv: [echo, hi])",
+                                     node.mark))
+            argv: tuple[str, ...] = ()
+            argv_marks: tuple[Mark, ...] = ()
+        else:
+            argv, argv_marks = self.attempt(((), ()), self.argv, node)
+        cwd = self.attempt(None, self.cwd, node) if "cwd" in node else None
+        env, env_marks = self.attempt(({}, {}), self.env, node) if "env" in node else ({}, {})
+        timeout = (self.attempt(None, _positive_number, node["timeout"], node.value_mark("timeout"), "exec timeout")
                    if "timeout" in node else None)
+        if len(self.errors) > before:
+            return None
         return ExecSpec(argv, cwd, MappingProxyType(env), timeout, argv_marks,
                         node.value_mark("cwd") if cwd is not None else None, MappingProxyType(env_marks))
 
@@ -512,15 +657,19 @@ class _Loader:
         if not items:
             raise InputError("argv is empty; it needs at least the program: argv: [program, arg, ...]",
                              items.mark)
-        argv = []
-        for i, item in enumerate(items):
-            item_mark = items.item_mark(i)
-            text = _scalar_text(items, i, item, item_mark, f"argv item {i + 1}")
-            if i == 0 and not text:
-                raise InputError("argv[0] (the program) is an empty string", item_mark)
-            _check_template(text, item_mark, f"argv item {i + 1}")
-            argv.append(text)
+        argv = [self.attempt("", self.argv_item, items, i) for i in range(len(items))]
         return tuple(argv), tuple(items.item_mark(i) for i in range(len(items)))
+
+    def argv_item(self, items: YList, i: int) -> str:
+        item_mark = items.item_mark(i)
+        text = _scalar_text(items, i, items[i], item_mark, f"argv item {i + 1}")
+        if i == 0 and not text:
+            raise InputError("argv[0] (the program) is an empty string", item_mark)
+        _check_template(text, item_mark, f"argv item {i + 1}")
+        hint = _argv_symbol_hint(text)
+        if hint:
+            self.warn(hint, item_mark)
+        return text
 
     def cwd(self, node: YMap) -> str:
         value, mark = node["cwd"], node.value_mark("cwd")
@@ -548,23 +697,60 @@ class _Loader:
                              "would depend on where the agent happens to start)", mark, allowed=forms)
         return value
 
-    def env(self, node: YMap) -> tuple[dict[str, str], dict[str, Mark]]:
-        env_node = expect_map(node["env"], node.value_mark("env"), "env")
+    def env(self, node: YMap, what: str = "env") -> tuple[dict[str, str], dict[str, Mark]]:
+        """``exec.env`` or an ``environment:`` (``what``, the key): NAME -> a template, each value marked."""
+        value, mark = node[what], node.value_mark(what)
+        if what == "environment" and isinstance(value, str):
+            raise InputError("environment must be a mapping of NAME: value; a template producing a whole mapping "
+                             "(\"{{ proxy_env }}\") is not supported: write each name, with a template as its value "
+                             "(environment: {http_proxy: \"{{ proxy }}\"})", mark)
+        env_node = expect_map(value, mark, what)
         env: dict[str, str] = {}
         marks: dict[str, Mark] = {}
-        for key, value in env_node.items():
-            key_mark = env_node.key_mark(key)
-            if not isinstance(key, str):
-                raise InputError(f"env name {key!r} must be a string, got {describe(key)}; quote it",
-                                 key_mark)
-            if not key or "=" in key or "\0" in key:
-                raise InputError(f"env name {key!r} is invalid: it must be non-empty, without '=' or NUL",
-                                 key_mark)
-            value_mark = env_node.value_mark(key)
-            text = _scalar_text(env_node, key, value, value_mark, f"env {key}")
-            _check_template(text, value_mark, f"env {key}")
-            env[key], marks[key] = text, value_mark
+        for key in env_node:
+            item = self.attempt(None, self.env_item, env_node, key, what)
+            if item is not None:
+                env[key], marks[key] = item, env_node.value_mark(key)
         return env, marks
+
+    def env_item(self, env_node: YMap, key: Any, what: str) -> str:
+        key_mark = env_node.key_mark(key)
+        if not isinstance(key, str):
+            raise InputError(f"{what} name {key!r} must be a string, got {describe(key)}; quote it",
+                             key_mark)
+        if not key or "=" in key or "\0" in key:
+            raise InputError(f"{what} name {key!r} is invalid: it must be non-empty, without '=' or NUL",
+                             key_mark)
+        value_mark = env_node.value_mark(key)
+        text = _scalar_text(env_node, key, env_node[key], value_mark, f"{what} {key}")
+        _check_template(text, value_mark, f"{what} {key}")
+        return text
+
+
+#: What a ``:symbol`` written in argv is, and how to get that path there instead (issue 19: an
+#: argv item ``:workspace_roots`` created a directory of that very name).
+_ARGV_SYMBOL_WAYS = {
+    "workspace_roots": "set cwd: \":workspace_roots\" and use a relative path, or write "
+                       "\"{{ sandfleet_facts.workspace_roots[0] }}\" (the host's first workspace root)",
+    "home": "write \"{{ sandfleet_facts.home }}\"",
+    "root": "write /",
+    "tmpdir": "the task's private temp dir is in its TMPDIR environment variable (argv is not expanded: "
+              "run [sh, -c, '... \"$TMPDIR\"'] or have the program read TMPDIR)",
+    "slash_tmp": "write /tmp",
+    "minimal": "name the path itself",
+}
+_ARGV_SYMBOL = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)(?:/.*)?", re.S)
+
+
+def _argv_symbol_hint(text: str) -> Optional[str]:
+    """A warning for an argv item that is a sandbox ``:symbol`` (``:workspace_roots/sub``): symbols
+    are bound only in ``cwd`` and the sandbox's ``filesystem`` keys; in argv it is literal text."""
+    m = _ARGV_SYMBOL.fullmatch(text)
+    if m is None or m.group(1) not in _ARGV_SYMBOL_WAYS:
+        return None
+    return (f"argv item {text!r} is passed to the program as this very text: symbols such as "
+            f":{m.group(1)} are bound to the host's paths only in cwd and in the sandbox's filesystem keys, "
+            f"never in argv; to pass that path, {_ARGV_SYMBOL_WAYS[m.group(1)]}")
 
 
 def _suggest_argv(command: str) -> str:

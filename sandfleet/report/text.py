@@ -52,6 +52,10 @@ def outcome(event: TaskEvent) -> str:
     return event.status
 
 
+#: How a dry-run's event message starts for a task that reads an earlier task's registered
+#: result (its status is ``skipped``: nothing was rendered); the dry-run shows it and counts it apart.
+DEPENDS = "depends on a result"
+
 NO_HOSTS_LINE = "NO HOSTS MATCHED: no play's pattern matched any host; nothing ran"
 
 
@@ -67,6 +71,7 @@ class TextReporter(Reporter):
         self._progress: Optional[_Progress] = None
         self._finished = False
         self._warned: set[tuple[str, str]] = set()  # (host, warning) already shown
+        self._depends: dict[str, int] = {}  # dry-run: per host, tasks that wait for a registered result
 
     # -- the Reporter calls ------------------------------------------------------------------
 
@@ -187,9 +192,12 @@ class TextReporter(Reporter):
     def _warning_lines(self, host: str, r: ExecResult) -> list[str]:
         """Each distinct warning once per host (``-v``: under every task): the same backend
         limitation under every task of a host drowned the output. JSON events carry them all."""
-        fresh = [w for w in r.warnings if self.verbose or (host, w) not in self._warned]
+        return [self.paint(f"    [WARNING] {printable(w)}", "warning") for w in self._fresh_warnings(host, r)]
+
+    def _fresh_warnings(self, host: str, r: ExecResult) -> list[str]:
+        fresh = [w for w in dict.fromkeys(r.warnings) if self.verbose or (host, w) not in self._warned]
         self._warned.update((host, w) for w in fresh)
-        return [self.paint(f"    [WARNING] {printable(w)}", "warning") for w in fresh]
+        return fresh
 
     def _network_lines(self, r: ExecResult) -> list[str]:
         """A managed-network task's proxy decisions: the denied ones always (they explain a
@@ -231,6 +239,9 @@ class TextReporter(Reporter):
         head = f"{event.host} [{event.os}] {event.display_name}"
         r = event.result
         if event.status is TaskStatus.SKIPPED:
+            if r is not None and r.message and r.message.startswith(DEPENDS):
+                self._depends[event.host] = self._depends.get(event.host, 0) + 1
+                return printable(f"{head}: {r.message}")
             return printable(f"{head}: skipped (when is false)")
         assert r is not None
         if not r.wrapper:
@@ -240,14 +251,16 @@ class TextReporter(Reporter):
             lines.append(f"    --- {name}")
             lines.extend("    " + ln for ln in content.rstrip("\n").split("\n"))
         lines.append(f"    limits: {described(r.limits, r.limits_mechanism)}")
-        lines.extend(f"    warning: {w}" for w in r.warnings)
+        lines.extend(f"    warning: {w}" for w in self._fresh_warnings(event.host, r))
         return printable("\n".join(lines))
 
     def _dry_recap(self) -> list[str]:
         lines = [f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed"]
         for host, t in self.recap.hosts.items():
+            depends = self._depends.get(host, 0)
             lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
-                         f"denied={t.denied} skipped={t.skipped} unreachable={t.unreachable}")
+                         f"denied={t.denied} skipped={t.skipped - depends} depends_on_a_result={depends} "
+                         f"unreachable={t.unreachable}")
         if self.recap.no_hosts:
             lines.append(NO_HOSTS_LINE)
         return lines
@@ -276,4 +289,4 @@ def _host_style(t: HostTally) -> str:
     return "changed" if t.changed else "ok"
 
 
-__all__ = ["TextReporter", "duration", "outcome"]
+__all__ = ["DEPENDS", "TextReporter", "duration", "outcome"]

@@ -15,6 +15,12 @@ Deliberate differences from Ansible (each narrows, never widens, what runs):
 - ``ignore_errors`` never covers ``sandbox_unavailable`` nor ``denied`` (see :func:`_ignorable`).
 - Extra vars (``-e``) win over everything, registered results included (Ansible's order); a
   ``register`` of a name given with ``-e`` is therefore invisible, and says so in a warning.
+
+In a dry-run nothing runs, so a registered result is unknown: a task whose ``when``, ``loop``,
+argv, cwd, env or label reads one (directly, or through a variable whose value does) is neither
+rendered nor judged; its event is ``skipped`` with a message starting :data:`DEPENDS` ("depends
+on a result"), rather than a guess shown as fact (``when: r.rc == 0`` false, an empty loop) or a
+failure (``r.stdout_lines[-1]``).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ from sandfleet.inventory import HostConfig
 from sandfleet.load.playbook import Play, Task
 from sandfleet.load.policies import effective as effective_policy
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
+from sandfleet.report.text import DEPENDS
+from sandfleet.run.dry import DryConnection
 from sandfleet.run.requests import build_request
-from sandfleet.templating import VarRenderer
+from sandfleet.templating import VarRenderer, names_read
 from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable.policy import Policy
@@ -73,6 +81,7 @@ class HostRun:
         self.runtime: dict[str, Any] = {"playbook_dir": playbook_dir}  # facts and registered results
         self.facts: Optional[HostFacts] = None
         self.done = False  # failed or unreachable: takes no part in later tasks and plays
+        self.registered: dict[str, str] = {}  # registered name -> the task that registered it
         self._play: Optional[tuple[int, VarRenderer]] = None
 
     @property
@@ -146,6 +155,16 @@ class HostRun:
         base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
         control = task.loop_control
         items: list[Any] = [None]
+        if isinstance(self.connection, DryConnection):
+            pending = self._pending(task, renderer)
+            if pending:
+                if task.register:
+                    self.registered[task.register] = task.name
+                event = TaskEvent(self.name, play.name, task.name, TaskStatus.SKIPPED,
+                                  ExecResult(id=base_id, status=Status.OK, message=pending), os=facts.os,
+                                  run_once=task.run_once)
+                self.reporter.task_event(event)
+                return [event]
         if task.loop is not None:
             try:
                 items = self._loop_items(task, renderer)
@@ -224,8 +243,45 @@ class HostRun:
     def _condition(self, expression: str, what: str, task: Task, renderer: VarRenderer) -> bool:
         return bool(renderer.render("{{ " + expression + " }}", what, task.mark))
 
+    def _pending(self, task: Task, renderer: VarRenderer) -> Optional[str]:
+        """In a dry-run: why ``task`` cannot be shown, when it reads a result registered by an
+        earlier task (through a variable too); ``None`` when it reads none."""
+        if not self.registered:
+            return None
+        fields: list[tuple[str, Any]] = [("when", task.when and "{{ " + task.when + " }}"), ("loop", task.loop),
+                                         ("argv", list(task.exec.argv)), ("cwd", task.exec.cwd),
+                                         ("env", dict(task.exec.env)), ("loop_control.label", task.loop_control.label)]
+        found: dict[str, list[str]] = {}
+        for what, value in fields:
+            for name in self._results_read(value, renderer, set()):
+                found.setdefault(name, []).append(what)
+        if not found:
+            return None
+        parts = [f"{', '.join(whats)} reads {name!r} (registered by {self.registered[name]!r})"
+                 for name, whats in found.items()]
+        return f"{DEPENDS}: {'; '.join(parts)}; known only when the run gets there, so not rendered"
+
+    def _results_read(self, value: Any, renderer: VarRenderer, seen: set[str]) -> set[str]:
+        """The registered names a value's templates read, following variables set to templates."""
+        out: set[str] = set()
+        if isinstance(value, str):
+            for name in names_read(value):
+                if name in self.registered and name not in self.extra_vars:
+                    out.add(name)
+                elif name not in seen:
+                    seen.add(name)
+                    out |= self._results_read(renderer.raw(name), renderer, seen)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                out |= self._results_read(item, renderer, seen)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                out |= self._results_read(item, renderer, seen)
+        return out
+
     def _register(self, task: Task, renderer: VarRenderer, events: list[TaskEvent]) -> None:
         assert task.register
+        self.registered[task.register] = task.name
         value = _registered(events, task.loop is not None)
         self.runtime[task.register] = value
         if task.register not in self.extra_vars:
@@ -292,4 +348,4 @@ def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
     return _as_registered(events[0])
 
 
-__all__ = ["WATCHDOG_GRACE_S", "HostRun", "Reporter", "TaskEvent", "TaskOutcome", "TaskStatus"]
+__all__ = ["DEPENDS", "WATCHDOG_GRACE_S", "HostRun", "Reporter", "TaskEvent", "TaskOutcome", "TaskStatus"]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Optional
 
 import sandfleet
@@ -31,10 +31,12 @@ from sandfleet_agent.spawn import INHERITED_ENV
 AGENT_ENV = ("XDG_CACHE_HOME", "PYTHONPATH")
 
 
-def agent_env(environ: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def agent_env(environ: Optional[Mapping[str, str]] = None, passthrough: Sequence[str] = ()) -> dict[str, str]:
+    """``passthrough``: the names the operator's policy lets tasks inherit (``env_passthrough``);
+    the agent needs them to pass them on (later layers may still narrow the list)."""
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items()
-            if k in INHERITED_ENV or k in AGENT_ENV or k.startswith(("LC_", "SANDFLEET_"))}
+            if k in INHERITED_ENV or k in AGENT_ENV or k in passthrough or k.startswith(("LC_", "SANDFLEET_"))}
 
 
 def own_installation() -> tuple[str, ...]:
@@ -48,8 +50,8 @@ def own_installation() -> tuple[str, ...]:
 
 
 class LocalConnection(Connection):
-    def __init__(self, host: str, python: Optional[str] = None) -> None:
-        self.host = host
+    def __init__(self, host: str, python: Optional[str] = None, passthrough: Sequence[str] = ()) -> None:
+        self.host, self.passthrough = host, tuple(passthrough)
         self.python = python or sys.executable
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._stream: Optional[AgentStream] = None
@@ -63,7 +65,7 @@ class LocalConnection(Connection):
             # closes the agent's stdin; the agent kills the running task and exits (as over SSH).
             self._proc = subprocess.Popen([self.python, "-m", "sandfleet_agent.agent"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, stderr=self._stderr, start_new_session=True,
-                                          env=agent_env())
+                                          env=agent_env(passthrough=self.passthrough))
         except OSError as exc:
             raise HostUnreachable(f"cannot start the local agent with {self.python}: {exc.strerror}") from None
         assert self._proc.stdin is not None and self._proc.stdout is not None

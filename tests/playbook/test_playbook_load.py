@@ -84,7 +84,7 @@ def test_design_example_loads_into_the_exact_model():
                     ),
                     Task(
                         name="fetch deps through the allowlist",
-                        exec=ExecSpec(argv=("pip", "download", "-d", ":tmpdir", "requests")),
+                        exec=ExecSpec(argv=("pip", "download", "-d", "{{ sandfleet_facts.home }}/wheels", "requests")),
                         sandbox=SandboxSetting(
                             SandboxIntent(
                                 permissions=(

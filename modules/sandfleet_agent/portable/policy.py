@@ -28,6 +28,7 @@ The document (one YAML shape for all three; every key optional)::
       default: {memory: 4G, pids: 1024}   # limit a host cannot enforce may be skipped (with a warning)
       max: {memory: 16G, cpu_seconds: 3600}
       best_effort: false
+    env_passthrough: [KUBECONFIG, http_proxy]   # agent variables a task inherits (below)
 
 The rules (:func:`check`), after the intent is bound to the host's paths:
 
@@ -45,6 +46,11 @@ The rules (:func:`check`), after the intent is bound to the host's paths:
   x and its subdomains.
 * **Unsandboxed** tasks need ``unsandboxed: true`` in every layer that says.
 * **Backends**: a hint may only reorder backends every layer allows, and only with ``hints: true``.
+* **Environment**: a task inherits from the agent's environment only ``spawn.INHERITED_ENV``
+  (``PATH``, ``HOME``, ``LANG`` ...) and ``LC_*``, plus the names of the operator's
+  ``env_passthrough`` that every later layer that sets ``env_passthrough`` also lists (a
+  ``--policy`` file or the host owner's file can only narrow it; a playbook cannot touch it: it
+  sets values with ``env``/``environment``, which win). Unset by default: nothing more passes.
 
 A task that does not fit is ``denied``: nothing runs, and the message names the entry that
 exceeded, the layer that refused, and what would raise it.
@@ -69,7 +75,7 @@ from sandfleet_agent.portable.words import suggest
 #: The host owner's files, read by the agent (the second only narrows further).
 HOST_FILES = ("/etc/sandfleet/policy.yml", "~/.config/sandfleet/policy.yml")
 KEYS = ("filesystem", "deny", "default_denies", "protected", "network", "unsandboxed", "linux_backends", "hints",
-        "limits", "resources")
+        "limits", "resources", "env_passthrough")
 RESOURCE_KEYS = ("default", "max", "best_effort")
 NETWORK_KEYS = ("max", "allow")
 LIMIT_KEYS = ("value_bytes", "argv_bytes", "env_bytes", "request_bytes")
@@ -214,6 +220,9 @@ class Policy:
     resources_default: Optional[TaskLimits] = None
     resources_max: Optional[TaskLimits] = None
     resources_best_effort: Optional[bool] = None
+    #: Names of the agent's environment variables a task inherits (beyond ``INHERITED_ENV``);
+    #: ``None``: this layer says nothing (for the operator's: none).
+    env_passthrough: Optional[tuple[str, ...]] = None
 
     def to_json(self) -> dict[str, Any]:
         """The canonical document (what travels on the wire and what the digest is taken of)."""
@@ -246,6 +255,8 @@ class Policy:
             resources["best_effort"] = self.resources_best_effort
         if resources:
             out["resources"] = resources
+        if self.env_passthrough is not None:  # only when set: an older agent never sees the key
+            out["env_passthrough"] = list(self.env_passthrough)
         return out
 
 
@@ -292,7 +303,20 @@ def parse(data: object, source: str) -> Policy:
         resources_default=_resources(doc.get("resources"), "default"),
         resources_max=_resources(doc.get("resources"), "max"),
         resources_best_effort=_best_effort(doc.get("resources")),
+        env_passthrough=_env_names(doc["env_passthrough"]) if "env_passthrough" in doc else None,
     )
+
+
+def _env_names(value: object) -> tuple[str, ...]:
+    names = []
+    for i, item in enumerate(_list(value, ("env_passthrough",))):
+        if not isinstance(item, str) or not item or not item.isascii() or item[0].isdigit() or not all(
+                c.isalnum() or c == "_" for c in item):
+            raise PolicyError(f"env_passthrough lists environment variable names (ASCII letters, digits and '_', "
+                              f"not starting with a digit), got {shown_value(item)}", ("env_passthrough", i),
+                              ("KUBECONFIG", "http_proxy"))
+        names.append(item)
+    return tuple(dict.fromkeys(names))
 
 
 def _resources(value: object, which: str) -> Optional[TaskLimits]:
@@ -509,6 +533,15 @@ class Effective:
     @property
     def hints(self) -> bool:
         return all(layer.hints is not False for layer in self.layers) and self.operator.hints is True
+
+    @property
+    def env_passthrough(self) -> tuple[str, ...]:
+        """The operator's pass-through names that every later layer setting one also lists."""
+        names = list(self.operator.env_passthrough or ())
+        for layer in self.layers[1:]:
+            if layer.env_passthrough is not None:
+                names = [n for n in names if n in layer.env_passthrough]
+        return tuple(names)
 
     @property
     def limits(self) -> Limits:
