@@ -471,16 +471,15 @@ class Fleet:
     def cancel(self) -> bool:
         """Stop the command :meth:`run` is running (call it from another thread) as Ctrl-C stops
         a run: each host's connection is closed, so its agent kills the command's process group
-        and exits. That :meth:`run` returns what finished, with ``aborted`` set; the fleet stays
-        open, each host starting a new agent on its next command. False if nothing was running."""
+        and exits. That :meth:`run` returns what finished and, for each command it killed, a
+        ``cancelled`` result, with ``aborted`` set; the fleet stays open, each host starting a new
+        agent on its next command. False if nothing was running."""
         with self._stop_lock:
             if self._running is None:
                 return False
             recap, play = self._running
             recap.abort(play, "cancelled; the running commands were killed")  # the first abort stands
-            self._set.stopping.set()
-            for run in self._set.runs.values():
-                run.connection.close()
+            self._set.interrupt()  # each running command is recorded ``cancelled``, then killed
             return True
 
     def close(self) -> None:

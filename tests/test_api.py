@@ -145,16 +145,34 @@ def task_records(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["event"] == "task_result"]
 
 
-def tally(host: sandfleet.HostResult) -> dict[str, int]:
-    """The recap's counters for one host, recomputed from its results."""
+def once_per_task(tasks: tuple[sandfleet.TaskResult, ...]) -> list[tuple[sandfleet.TaskResult, bool]]:
+    """A looped task as the recap counts it (Ansible's rule): once, as its worst item, changed
+    when an item changed; with whether it changed."""
     s = sandfleet.TaskStatus
-    tasks = host.tasks
-    return {"ok": sum(t.status is s.OK for t in tasks), "changed": sum(t.changed for t in tasks),
+    groups: list[list[sandfleet.TaskResult]] = []
+    for t in tasks:
+        last = groups[-1][-1].record if groups else {}
+        if "item" in t.record and "item" in last and last["task"] == t.record["task"]:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    worst_first = [lambda t: t.status is s.DENIED, lambda t: t.status is s.SANDBOX_UNAVAILABLE,
+                   lambda t: not t.ignored and t.status not in (s.OK, s.SKIPPED), lambda t: t.ignored,
+                   lambda t: t.status is s.OK, lambda t: True]
+    picked = [next(t for rule in worst_first for t in group if rule(t)) for group in groups]
+    return [(t, t.status is s.OK and any(u.changed for u in group)) for t, group in zip(picked, groups)]
+
+
+def tally(host: sandfleet.HostResult) -> dict[str, int]:
+    """The recap's counters for one host, recomputed from its results (a looped task counts once)."""
+    s = sandfleet.TaskStatus
+    tasks = [t for t, _ in once_per_task(host.tasks)]
+    return {"ok": sum(t.status is s.OK for t in tasks), "changed": sum(c for _, c in once_per_task(host.tasks)),
             "failed": sum(t.status in (s.FAILED, s.TIMEOUT, s.ERROR) and not t.ignored for t in tasks),
             "unreachable": int(host.unreachable is not None),
             "sandbox_unavailable": sum(t.status is s.SANDBOX_UNAVAILABLE for t in tasks),
             "denied": sum(t.status is s.DENIED for t in tasks), "skipped": sum(t.status is s.SKIPPED for t in tasks),
-            "ignored": sum(t.ignored for t in tasks)}
+            "ignored": sum(t.ignored for t in tasks), "cancelled": sum(t.status is s.CANCELLED for t in tasks)}
 
 
 # --- 1 and 7: the API is the command line --------------------------------------------------------

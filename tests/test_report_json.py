@@ -41,7 +41,7 @@ def test_events_and_recap() -> None:
     assert loop["item"] == {"k": 1} and loop["label"] == "one" and loop["changed"] is False
     assert gone == {"event": "host_unreachable", "host": "c", "message": "connection refused"}
     zero = dict.fromkeys(("ok", "changed", "failed", "unreachable", "sandbox_unavailable", "denied", "skipped",
-                          "ignored"), 0)
+                          "ignored", "cancelled"), 0)
     assert recap == {"event": "recap", "hosts": {"a": {**zero, "ok": 2, "changed": 1}, "b": {**zero, "ignored": 1},
                                                  "c": {**zero, "unreachable": 1, "skipped": 1}}}
 

@@ -38,7 +38,7 @@ def test_one_file_per_host_with_every_result_and_its_tally(tmp_path: Path) -> No
     assert web1["tasks"] == json.loads(dumps(same))  # the --format json objects
     assert web1["tasks"][2]["stderr"] == "no table\n" and web1["tasks"][1]["label"] == "B"
     assert web1["recap"] == {"ok": 2, "changed": 2, "failed": 1, "unreachable": 0, "sandbox_unavailable": 0,
-                             "denied": 0, "skipped": 0, "ignored": 0}
+                             "denied": 0, "skipped": 0, "ignored": 0, "cancelled": 0}
     assert web1["aborted"] == {"play": "deploy", "reason": "any_errors_fatal: web1 failed 'migrate'"}
     web2 = json.loads((out_dir / "web2.json").read_text())
     assert web2["unreachable"] == "connection refused" and web2["recap"]["unreachable"] == 1

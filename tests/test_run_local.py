@@ -101,7 +101,7 @@ class TestDefaultJob:
         assert "Read-only file system" in results[3]["stderr"]
         assert events(proc)[-1] == {"event": "recap", "hosts": {"localhost": {
             "ok": 3, "changed": 3, "failed": 0, "unreachable": 0, "sandbox_unavailable": 0, "denied": 0, "skipped": 0,
-            "ignored": 3}}}
+            "ignored": 3, "cancelled": 0}}}
 
     def test_without_bwrap_nothing_runs_and_the_message_names_both_fixes(self, tmp_path: Path) -> None:
         """Landlock is never a silent fallback (it keeps root's powers and shows host processes):

@@ -54,7 +54,7 @@ def test_junit_and_results_dir_from_a_real_run(tmp_path: Path) -> None:
                                                                 ("break", "failed")]
     assert doc["tasks"][0]["stdout"] == "hello\n" and doc["tasks"][2]["rc"] == 3 and doc["tasks"][0]["backend"]
     assert doc["recap"] == {"ok": 1, "changed": 1, "failed": 1, "unreachable": 0, "sandbox_unavailable": 0,
-                            "denied": 0, "skipped": 1, "ignored": 0}
+                            "denied": 0, "skipped": 1, "ignored": 0, "cancelled": 0}
     assert doc["tasks"][0]["policy_sources"] == ["built-in default"] and len(doc["tasks"][0]["policy_digest"]) == 16
 
 

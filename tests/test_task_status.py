@@ -8,9 +8,9 @@ from sandfleet.report.events import TaskStatus
 from sandfleet_agent.portable.wire import Status
 
 
-def test_every_wire_status_has_a_task_status_and_only_skipped_is_added() -> None:
+def test_every_wire_status_has_a_task_status_and_only_skipped_and_cancelled_are_added() -> None:
     assert {TaskStatus.of(s).value for s in Status} == {s.value for s in Status}
-    assert {t.value for t in TaskStatus} - {s.value for s in Status} == {"skipped"}
+    assert {t.value for t in TaskStatus} - {s.value for s in Status} == {"skipped", "cancelled"}
 
 
 def test_it_prints_and_serialises_as_its_word() -> None:

@@ -36,7 +36,7 @@ from sandfleet_agent.backends.escaping import sh_join
 
 #: The header's word for each status (``task_result``'s ``status``).
 WORDS = {"ok": "OK", "failed": "FAILED", "timeout": "TIMEOUT", "sandbox_unavailable": "SANDBOX UNAVAILABLE",
-         "denied": "DENIED", "error": "ERROR", "skipped": "SKIPPED"}
+         "denied": "DENIED", "error": "ERROR", "skipped": "SKIPPED", "cancelled": "CANCELLED"}
 UNREACHABLE = "UNREACHABLE!"
 
 

@@ -17,8 +17,10 @@ from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 class TaskStatus(str, Enum):
     """What became of one task on one host: the host's answer (a wire :class:`Status`, same
-    values), or ``skipped`` when ``when`` was false and nothing was sent. A ``str`` so outputs and
-    conditions compare and print it as the word it is."""
+    values), ``skipped`` when ``when`` was false and nothing was sent, or ``cancelled`` when the
+    run was interrupted (Ctrl-C, ``Fleet.cancel``) while the task was in flight on the host: its
+    process group was killed, so there is no answer. The last two are the controller's words, never
+    on the wire. A ``str`` so outputs and conditions compare and print it as the word it is."""
 
     OK = "ok"
     FAILED = "failed"
@@ -27,6 +29,7 @@ class TaskStatus(str, Enum):
     DENIED = "denied"
     ERROR = "error"
     SKIPPED = "skipped"
+    CANCELLED = "cancelled"
 
     def __str__(self) -> str:
         return self.value
@@ -63,6 +66,9 @@ class TaskEvent:
     label: Optional[str] = None  # loop_control.label rendered for this item, else None
     changed: bool = False
     run_once: bool = False  # ran once for the whole batch; its result stands for every host
+    #: The host's last event for this task: the task is over on the host. False only for a loop
+    #: item with more items to come; the recap counts a looped task once, at its items' verdict.
+    final: bool = True
 
     @property
     def failed(self) -> bool:

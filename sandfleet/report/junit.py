@@ -19,6 +19,8 @@ Mapping (the file validates against the common junit-10 schema, tests/data/junit
 - what ran, per task that reached a host: a suite property ``record:ID`` (the request id, e.g.
   ``p1/t2/web1``) holding JSON: the request as sent (argv, cwd, env names, timeout, intent), the
   backend, the wrapper and its files (for a persistent sandbox, the task as sent into it).
+- cancelled (the run was interrupted while the task ran; its processes were killed):
+  ``<error type="cancelled">``: it did not finish, through no fault of its own.
 - skipped (``when`` false): ``<skipped/>``.
 - a failure under ``ignore_errors``: passes (Ansible's ``JUNIT_FAIL_ON_IGNORE`` default, false),
   with what happened first in ``<system-out>`` and the command's output as usual.
@@ -136,7 +138,7 @@ def testcase(event: TaskEvent) -> _Case:
         case.append(_element("skipped", message="skipped"))
         kind = "skipped"
     elif event.failed and not event.ignored:
-        kind = "error" if event.status.refused else "failure"
+        kind = "error" if event.status.refused or event.status is TaskStatus.CANCELLED else "failure"
         case.append(_element(kind, _failure_text(r), type=event.status, message=_reason(event.status, r)))
     if r is not None:
         out = r.stdout

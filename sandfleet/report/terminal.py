@@ -18,7 +18,7 @@ ERASE_LINE = "\r\x1b[K"
 _STYLES = {
     "ok": "32", "changed": "33", "failed": "31", "timeout": "31", "error": "31", "unreachable": "1;31",
     "sandbox_unavailable": "35",
-    "denied": "35", "skipped": "36", "ignored": "36", "bold": "1", "dim": "2", "warning": "35",
+    "denied": "35", "skipped": "36", "cancelled": "1;33", "ignored": "36", "bold": "1", "dim": "2", "warning": "35",
 }
 # C0/C1 controls but tab and newline, DEL, and lone surrogates (non-UTF-8 bytes under surrogateescape).
 _UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -65,8 +65,10 @@ class Console:
     """Prints whole lines; when live, keeps one status line under them, erased before each line
     and redrawn after it, and refreshed by a ticker so the elapsed time moves while tasks run."""
 
-    def __init__(self, stream: TextIO, status: Callable[[], str], live: bool, tick_s: float = 0.5) -> None:
+    def __init__(self, stream: TextIO, status: Callable[[], str], live: bool, tick_s: float = 0.5,
+                 environ: Optional[Mapping[str, str]] = None) -> None:
         self.stream, self.status, self.live, self.tick_s = stream, status, live, tick_s
+        self.environ = environ or {}
         self.lock = threading.RLock()  # also guards the state ``status`` reads
         self._shown = False
         self._stop = threading.Event()
@@ -118,16 +120,24 @@ class Console:
             return
         text = self.status()
         if text:
-            self.stream.write(text[: max(10, _width(self.stream) - 1)])  # never wrap: \r must reach its start
+            self.stream.write(text[: max(10, self.width() - 1)])  # never wrap: \r must reach its start
             self._shown = True
 
 
-def _width(stream: TextIO) -> int:
+    def width(self) -> int:
+        """The terminal's width now (it may be resized), else ``COLUMNS``, else 80."""
+        return _width(self.stream, self.environ)
+
+
+def _width(stream: TextIO, environ: Optional[Mapping[str, str]] = None) -> int:
     try:
         columns = os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
         columns = 0
-    return columns or 80  # a new pseudo-terminal says 0 until someone sets its size
+    if not columns:  # not a terminal we can ask, or a new pseudo-terminal that says 0 until sized
+        value = (environ or {}).get("COLUMNS", "")
+        columns = int(value) if value.isdigit() else 0
+    return columns or 80
 
 
 def elapsed(seconds: float) -> str:

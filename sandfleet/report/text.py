@@ -4,8 +4,10 @@ Linear strategy: one ``TASK [name]`` header per ``task_start`` (so once per task
 strategy: hosts start tasks on their own, so a header is printed only when the task differs from
 the last header shown, and again when a result of another task arrives; every result line then
 sits under its own task's header. On a TTY a status line under the output shows hosts done /
-total for the current task, its name and the elapsed time (a host counts as done at its first
-result for the task). Dry-run output keeps its own shape: the backend and the exact wrapper.
+total for the current task, its name, the elapsed time and the names of the hosts still running
+it, as many as fit the terminal's width, then ``+N more``. A host counts as done when its task is
+over there: its one result, a loop's last item (:attr:`TaskEvent.final`), ``cancelled``, or the
+host given up. Dry-run output keeps its own shape: the backend and the exact wrapper.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class _Progress:
     """The task the status line is about."""
 
     key: tuple[str, str]
-    total: set[str] = field(default_factory=set)
+    total: dict[str, None] = field(default_factory=dict)  # a set that keeps the order hosts started in
     done: set[str] = field(default_factory=set)
     started: float = field(default_factory=time.monotonic)
 
@@ -65,7 +67,8 @@ class TextReporter(Reporter):
         env = environ if environ is not None else {}
         self.recap, self.dry_run, self.verbose = recap, dry_run, verbose
         self.paint = Palette(wants_colour(out, env))
-        self.console = Console(out, self._status, live=wants_live(out, env) and not dry_run)
+        self.console = Console(out, self._status, live=wants_live(out, env) and not dry_run,
+                               environ=env)
         self._t0 = time.monotonic()
         self._header: Optional[tuple[str, str]] = None
         self._progress: Optional[_Progress] = None
@@ -91,7 +94,7 @@ class TextReporter(Reporter):
                 self._show_header(key)
             if self._progress is None or self._progress.key != key or play.strategy != "free":
                 self._progress = _Progress(key)
-            self._progress.total.update(hosts)
+            self._progress.total.update(dict.fromkeys(hosts))
             self.console.refresh()
         self.console.start()
 
@@ -103,7 +106,7 @@ class TextReporter(Reporter):
         with self.console.lock:
             if key != self._header:
                 self._show_header(key)
-            if self._progress is not None and self._progress.key == key:
+            if self._progress is not None and self._progress.key == key and event.final:
                 self._progress.done.add(event.host)
             self.console.line("\n".join(self._result_lines(event)))
 
@@ -135,8 +138,10 @@ class TextReporter(Reporter):
         if p is None:
             return ""
         now = time.monotonic()
-        return (f"[{len(p.done)}/{len(p.total)} hosts] TASK [{printable(p.key[1])}] {elapsed(now - p.started)}"
+        text = (f"[{len(p.done)}/{len(p.total)} hosts] TASK [{printable(p.key[1])}] {elapsed(now - p.started)}"
                 f" (run {elapsed(now - self._t0)})")
+        running = [printable(h) for h in p.total if h not in p.done]
+        return text + running_names(running, self.console.width() - 1 - len(text)) if running else text
 
     def _result_lines(self, event: TaskEvent) -> list[str]:
         word = outcome(event)
@@ -266,6 +271,18 @@ class TextReporter(Reporter):
         return lines
 
 
+def running_names(names: Sequence[str], room: int) -> str:
+    """`` running: a, b +3 more``: as many names as fit in ``room`` characters, then how many
+    did not; at least the count, even when nothing fits."""
+    for shown in range(len(names), -1, -1):
+        rest = len(names) - shown
+        text = " running: " + ", ".join(names[:shown]) if shown else " running:"
+        text += f" +{rest} more" if rest else ""
+        if len(text) <= room or shown == 0:
+            return text
+    return ""  # unreachable: shown == 0 returns
+
+
 def dry_argv(argv: Sequence[str], files: Mapping[str, str]) -> str:
     """The wrapper's argv shell-quoted for reading. A word that is a whole generated file (the
     Seatbelt profile after ``-p``, the Windows launcher after ``-Command``) is written
@@ -278,15 +295,15 @@ def dry_argv(argv: Sequence[str], files: Mapping[str, str]) -> str:
 def _counts(t: HostTally) -> list[tuple[str, int]]:
     return [("ok", t.ok), ("changed", t.changed), ("unreachable", t.unreachable), ("failed", t.failed),
             ("sandbox_unavailable", t.sandbox_unavailable), ("denied", t.denied), ("skipped", t.skipped),
-            ("ignored", t.ignored)]
+            ("ignored", t.ignored), ("cancelled", t.cancelled)]
 
 
 def _host_style(t: HostTally) -> str:
-    if t.failed or t.unreachable:
+    if t.failed or t.unreachable or t.cancelled:
         return "failed"
     if t.sandbox_unavailable or t.denied:
         return "sandbox_unavailable"
     return "changed" if t.changed else "ok"
 
 
-__all__ = ["DEPENDS", "TextReporter", "duration", "outcome"]
+__all__ = ["DEPENDS", "TextReporter", "duration", "outcome", "running_names"]

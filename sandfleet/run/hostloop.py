@@ -7,6 +7,13 @@ judge it with ``failed_when``/``changed_when`` and register it. Every outcome go
 reporter as it happens, so nothing a host finished is lost when it later fails. A failed task
 (not ignored) or an unreachable host ends the host's part of the run, as in Ansible.
 
+A task is *in flight* on a host from the moment the scheduler hands it over until its last event
+is reported. When the run is interrupted (Ctrl-C, ``Fleet.cancel``), the scheduler calls
+:meth:`HostRun.cancel` on every host *before* it closes the connections: a task in flight is then
+reported ``cancelled`` (the item that was running, with its request), once, whatever the
+connection says afterwards; the agent's answer to the kill (or the dropped connection) is dropped,
+not reported, so a killed task never looks finished, failed by itself, or like a lost host.
+
 Deliberate differences from Ansible (each narrows, never widens, what runs):
 
 - ``failed_when``/``changed_when`` judge only a command that ran to its exit code. A task whose
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -48,6 +56,25 @@ from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 #: How long past a task's own timeout the controller waits for the agent's answer before it
 #: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
 WATCHDOG_GRACE_S = 30.0
+
+#: The message of a ``cancelled`` event.
+CANCELLED_MESSAGE = "the run was interrupted while this task was running; its processes were killed"
+
+
+@dataclass
+class _InFlight:
+    """The task a host is running, as far as it got: for its ``cancelled`` event."""
+
+    play: str
+    task: Task
+    os: Optional[str]
+    index: Optional[int] = None  # the loop item being run (None: not looped, or no item yet)
+    item: Any = None
+    label: Optional[str] = None
+    request: Optional[ExecRequest] = None
+    started: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
 
 @dataclass
 class TaskOutcome:
@@ -83,6 +110,9 @@ class HostRun:
         self.done = False  # failed or unreachable: takes no part in later tasks and plays
         self.registered: dict[str, str] = {}  # registered name -> the task that registered it
         self._play: Optional[tuple[int, VarRenderer]] = None
+        self._flight_lock = threading.Lock()  # the in-flight task against cancel()
+        self._flight: Optional[_InFlight] = None
+        self._cancelled = False  # cancel() was called: no new task starts until begin()
 
     @property
     def name(self) -> str:
@@ -92,6 +122,43 @@ class HostRun:
         """A new playbook on this host (an open fleet runs many): report to ``reporter``, take
         part again after an earlier failure, and read play variables afresh."""
         self.reporter, self.done, self._play = reporter, False, None
+        with self._flight_lock:
+            self._flight, self._cancelled = None, False
+
+    def cancel(self) -> Optional[TaskEvent]:
+        """The run is interrupted: report the task in flight here (if any) as ``cancelled`` and
+        return its event; from now on nothing more of this host is reported. Called before the
+        connection is closed, so the killed command's answer cannot be taken for its result."""
+        with self._flight_lock:
+            self._cancelled = True
+            flight = self._flight
+            if flight is None or flight.cancelled:
+                return None
+            flight.cancelled = True
+        task = flight.task
+        request_id = flight.request.id if flight.request is not None else None
+        ms = int((time.monotonic() - flight.started) * 1000)
+        result = ExecResult(id=request_id or f"{self.name}/{task.name}", status=Status.ERROR, duration_ms=ms,
+                            message=CANCELLED_MESSAGE)
+        looped = task.loop is not None and flight.index is not None
+        event = TaskEvent(self.name, flight.play, task.name, TaskStatus.CANCELLED, result, flight.request,
+                          os=flight.os, item=flight.item if looped else None, label=flight.label if looped else None,
+                          run_once=task.run_once)
+        self.reporter.task_event(event)
+        return event
+
+    def _report(self, event: TaskEvent) -> None:
+        """Report one event of the task in flight, unless the run was interrupted meanwhile."""
+        with self._flight_lock:
+            if self._flight is not None and self._flight.cancelled:
+                return
+            self.reporter.task_event(event)
+
+    def _flying(self, **progress: Any) -> None:
+        with self._flight_lock:
+            if self._flight is not None:
+                for name, value in progress.items():
+                    setattr(self._flight, name, value)
 
     # --- the scheduler's entry points -----------------------------------------------------------
 
@@ -99,8 +166,13 @@ class HostRun:
         """Run every item of ``task`` on this host and report each; the host is ``done`` after
         a failure that is not ignored, or when it cannot be reached."""
         outcome = TaskOutcome()
+        with self._flight_lock:
+            if self._cancelled:
+                return TaskOutcome(unreachable=True)  # interrupted before it started: not news
+            self._flight = _InFlight(play.name, task, self.facts.os if self.facts else self.config.os)
         try:
             facts, renderer = self._enter(play_index, play)
+            self._flying(os=facts.os)
             if self.stopping.is_set():
                 outcome.unreachable = True  # interrupted: not news, not reported
             else:
@@ -109,6 +181,12 @@ class HostRun:
             outcome.unreachable = True
             if not self.stopping.is_set():  # after Ctrl-C every host "drops": that is not news
                 self.reporter.host_unreachable(self.name, str(exc))
+        # Not in a ``finally``: an exception (Ctrl-C in the thread running it) leaves the task in
+        # flight, for cancel() to report.
+        with self._flight_lock:
+            if self._flight is not None and self._flight.cancelled:
+                outcome.unreachable = True  # what it reported was cut short: stop here
+            self._flight = None
         if outcome.failed:
             self.done = True
         return outcome
@@ -163,14 +241,14 @@ class HostRun:
                 event = TaskEvent(self.name, play.name, task.name, TaskStatus.SKIPPED,
                                   ExecResult(id=base_id, status=Status.OK, message=pending), os=facts.os,
                                   run_once=task.run_once)
-                self.reporter.task_event(event)
+                self._report(event)
                 return [event]
         if task.loop is not None:
             try:
                 items = self._loop_items(task, renderer)
             except InputError as exc:
                 event = self._error_event(play, task, base_id, exc, facts)
-                self.reporter.task_event(event)
+                self._report(event)
                 return [event]
         events: list[TaskEvent] = []
         for n, item in enumerate(items):
@@ -184,12 +262,16 @@ class HostRun:
                     renderer.set_fixed(control.index_var, n)
                 if n and control.pause:
                     self.stopping.wait(control.pause)
+            if task.loop is not None:
+                self._flying(index=n, item=item, label=None, request=None)
             try:
                 event = self._run_item(play, task, renderer, request_id, item, facts)
             except InputError as exc:  # e.g. an undefined variable on this host: its task fails, others go on
                 event = self._error_event(play, task, request_id, exc, facts, item)
+            if task.loop is not None and n < len(items) - 1:
+                event = dataclasses.replace(event, final=False)  # more items to come
             events.append(event)
-            self.reporter.task_event(event)
+            self._report(event)
         if task.loop is not None:
             renderer.drop_fixed(control.loop_var)
             if control.index_var:
@@ -209,11 +291,13 @@ class HostRun:
         label = None
         if task.loop is not None and task.loop_control.label is not None:
             label = str(renderer.render(task.loop_control.label, "loop_control.label", task.mark))
+            self._flying(label=label)
         common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item,
                   "label": label, "run_once": task.run_once}
         if task.when is not None and not self._condition(task.when, "when", task, renderer):
             return TaskEvent(status=TaskStatus.SKIPPED, **common)
         request = build_request(task, request_id, renderer, facts.os, self.policy)
+        self._flying(request=request)
         result = self._execute_watched(request)
         event = TaskEvent(status=TaskStatus.of(result.status), result=result, request=request, **common)
         return self._judge(task, renderer, event)
@@ -348,4 +432,5 @@ def _registered(events: list[TaskEvent], looped: bool) -> dict[str, Any]:
     return _as_registered(events[0])
 
 
-__all__ = ["DEPENDS", "WATCHDOG_GRACE_S", "HostRun", "Reporter", "TaskEvent", "TaskOutcome", "TaskStatus"]
+__all__ = ["CANCELLED_MESSAGE", "DEPENDS", "WATCHDOG_GRACE_S", "HostRun", "Reporter", "TaskEvent", "TaskOutcome",
+           "TaskStatus"]

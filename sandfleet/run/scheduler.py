@@ -23,6 +23,8 @@ Batch rules, with the cases Ansible users have filed as surprising decided on pu
   host of the batch registers its result, and its failure fails them all (as in Ansible).
 - ``--start-at-task`` (``start``, a play and task index) skips every task before it, across
   plays, as Ansible does; the plays before it still start (and show their hosts), running nothing.
+- An interrupt (Ctrl-C, ``Fleet.cancel``: :meth:`HostSet.interrupt`) records every task in flight
+  as ``cancelled`` on its host, then kills them; tasks not yet started are not recorded.
 """
 
 from __future__ import annotations
@@ -138,12 +140,20 @@ class HostSet:
         try:
             _run_plays(playbook, targets, self.runs, reporter, self._pool, tags, start)
         except BaseException:
-            # Ctrl-C (or a bug): stop every host now. Closing a connection makes its agent kill
-            # the running task's process group; the pool can then drain.
-            self.stopping.set()
-            for run in self.runs.values():
-                run.connection.close()
+            # Ctrl-C (or a bug): stop every host now.
+            self.interrupt()
             raise
+
+    def interrupt(self) -> None:
+        """Stop every host now, from any thread: first each task in flight is reported
+        ``cancelled`` (on every host, remote ones too, before the outputs write their files),
+        then the connections close, which makes each agent kill its task's process group; the
+        host threads then drain without reporting anything more."""
+        for run in self.runs.values():
+            run.cancel()
+        self.stopping.set()
+        for run in self.runs.values():
+            run.connection.close()
 
     def close(self) -> None:
         """Wait for the host threads, then release every connection (each agent then exits)."""
