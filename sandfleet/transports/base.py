@@ -55,13 +55,13 @@ class AgentStream:
         try:
             self._writer.write(line.encode("ascii") + b"\n")
             self._writer.flush()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # paramiko raises EOFError on a dead transport
             raise HostUnreachable(f"lost the agent on {self.host}: {exc}") from None
 
     def _receive_line(self) -> bytes:
         try:
             line = self._reader.readline()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # paramiko raises EOFError on a dead transport
             raise HostUnreachable(f"lost the agent on {self.host}: {exc}") from None
         if not line:
             raise HostUnreachable(f"the agent on {self.host} exited")
@@ -74,10 +74,24 @@ class AgentStream:
         except ValueError:
             raise HostUnreachable(f"the agent on {self.host} sent garbage: {line[:200]!r}") from None
 
+    @staticmethod
+    def init_line(init: AgentInit) -> bytes:
+        """The bytes :meth:`send_init` sends (the SSH stub is told their length ahead)."""
+        return wire.encode_init(init).encode("ascii") + b"\n"
+
     def handshake(self, init: AgentInit) -> HostFacts:
         with self._lock:
-            self._send(wire.encode_init(init))
-            line = self._receive_line()
+            self.send_init(init)
+            return self.receive_hello()
+
+    def send_init(self, init: AgentInit) -> None:
+        """The first half of :meth:`handshake`: a connection may send the init line early (before
+        the agent has started) and read the hello later, so that no round trip waits for it."""
+        self._send(wire.encode_init(init))
+
+    def receive_hello(self) -> HostFacts:
+        """The second half of :meth:`handshake`: the agent's hello (or why it did not start)."""
+        line = self._receive_line()
         try:
             hello = wire.decode_hello(line)
         except wire.WireError as exc:

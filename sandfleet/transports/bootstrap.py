@@ -7,7 +7,8 @@ timestamps), and named by its sha256: a host that already has ``agent-<sha>.zip`
 skips the upload, and a new sandfleet version never runs an old agent.
 
 The remote shell sees exactly one string per host (:meth:`AgentBundle.command`): the interpreter,
-a short Python stub, the zip's hash and size, and the hash of its manifest. The stub checks the
+a short Python stub, the zip's hash and size, the hash of its manifest and the agent's init line
+(base64; see below). The stub checks the
 Python version, says whether it needs the zip, reads it from the channel's stdin when asked (no
 SFTP, no temp files in shared places), verifies the hash and stores it atomically (dir 0700, file
 0600) as ``agent-<sha>.zip`` beside its unpacked copy ``agent-<sha>/``. The agent runs from the
@@ -54,11 +55,23 @@ start went from ~63 to ~67 ms. Mending (unpack, compile every file, including Ji
 time (``flock`` on the cache folder, taken only when there is something to do) and one that
 waited checks again, so it finds the work done.
 
+Round trips: the init line (workspace roots, sandbox pin, resolve map, protected paths: nothing
+secret, and no task data) rides on the command line, base64 so that no shell alters it, when it is
+at most :data:`INLINE_INIT` bytes (every argument must stay below Linux's 128 KiB; ``ps`` on the
+host shows it, as it shows the stub). The stub hands it to the agent as the first line of its
+stdin, so the controller sends the exec request without waiting for its reply and then only
+reads: the stub's ``ready`` and the agent's hello come back within the exec's own round trip. On
+stdin instead it would cost one more, however early it was sent: OpenSSH opens a session
+channel with a zero window and grants one only once the command has started. Stdin carries only
+the zip (exactly ``SIZE`` bytes, after ``upload``), then the requests; without an init line on
+the command line (a bigger one) the agent reads it from stdin after ``ready``, as before.
+
 Stub replies, one line each, prefixed with :data:`MARKER` so noise a login shell prints first
 (a chatty ``.bashrc``) is skipped instead of corrupting the protocol::
 
     SANDFLEET-BOOTSTRAP upload                  send SIZE bytes of zip now
-    SANDFLEET-BOOTSTRAP ready cached|stored|repaired X.Y.Z   the agent starts; init line next
+    SANDFLEET-BOOTSTRAP ready cached|stored|repaired X.Y.Z   the agent starts; its hello next
+                                                (init line next, if not on the command line)
     SANDFLEET-BOOTSTRAP too-old X.Y.Z           the interpreter is older than 3.9
     SANDFLEET-BOOTSTRAP corrupt                 the upload did not match the hash
 
@@ -68,6 +81,7 @@ changed and was replaced, whether or not the zip had to be uploaded again.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import shlex
@@ -86,6 +100,10 @@ AGENT_PACKAGE = "sandfleet_agent"
 MANIFEST = "MANIFEST.sha256"  # at the zip's root: ``sha256sum`` lines for every other file
 MARKER = "SANDFLEET-BOOTSTRAP"
 MIN_PYTHON = (3, 9)
+#: The largest init line sent on the command line (``ps`` shows it there; every exec'd argument
+#: must stay below Linux's 128 KiB, the stub takes ~7 KiB of it): a bigger one (a huge resolve map)
+#: is sent on stdin after the stub's ``ready`` line, one round trip later.
+INLINE_INIT = 16 * 1024
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip can hold: same bytes on every build
 
 _MAIN = f'''"""Run the sandfleet agent: python3 agent-<sha>.zip (JSON lines on stdin/stdout)."""
@@ -115,6 +133,13 @@ if sys.version_info < {MIN_PYTHON!r}:
 import io
 from hashlib import sha256
 sha, size, listing = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+# the init line of the agent, when the controller put it on the command line (base64): the agent reads
+# it before stdin (see Ahead), so the controller sends nothing before the hello
+if len(sys.argv) > 5:
+    import binascii
+    ahead = [binascii.a2b_base64(sys.argv[5])]
+else:
+    ahead = []
 d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sandfleet")
 f = os.path.join(d, "agent-" + sha + ".zip")
 root = os.path.join(d, "agent-" + sha)
@@ -246,6 +271,23 @@ if check():
     os.close(lock)
     os.umask(mask)
 say("ready", state, v)
+if ahead:
+    class Ahead(io.RawIOBase):
+        # fd 0 as the agent reads it, after the init line from the command line (fileno() stays
+        # 0: the agent watches it for a cancel)
+        def readable(self):
+            return True
+        def fileno(self):
+            return 0
+        def readinto(self, buf):
+            data = ahead.pop() if ahead else os.read(0, len(buf))
+            if len(data) > len(buf):
+                ahead.append(data[len(buf):])
+                data = data[:len(buf)]
+            buf[:len(data)] = data
+            return len(data)
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(Ahead()), encoding=getattr(sys.stdin, "encoding", None) or "utf-8",
+                                 errors=getattr(sys.stdin, "errors", None) or "strict", newline="\\n")
 sys.path.insert(0, root)
 sys.argv = [root]
 from {AGENT_PACKAGE}.agent import main
@@ -262,11 +304,14 @@ class AgentBundle:
     sha256: str
     manifest_sha256: str
 
-    def command(self, python: str) -> str:
+    def command(self, python: str, init: Optional[bytes] = None) -> str:
         """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
 
         ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
         quoted, so an inventory value can name a program but never add a shell command.
+        ``init``: the agent's init line, given to it by the stub as the first line of its stdin,
+        so the controller need not wait for the stub and then for the channel's window before it
+        can send it (see :data:`INLINE_INIT`). Base64: one word no shell (POSIX, csh, fish) alters.
         """
         try:
             words = shlex.split(python)
@@ -274,7 +319,8 @@ class AgentBundle:
             words = [python]
         interpreter = " ".join(shlex.quote(word) for word in words) or "python3"
         return (f"exec {interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
-                f"sandfleet-agent {self.sha256} {len(self.data)} {self.manifest_sha256}")
+                f"sandfleet-agent {self.sha256} {len(self.data)} {self.manifest_sha256}"
+                + (f" {base64.b64encode(init).decode('ascii')}" if init is not None else ""))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports._lean import paramiko
 from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
-from sandfleet.transports.bootstrap import MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
+from sandfleet.transports.bootstrap import INLINE_INIT, MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
 from sandfleet.transports.hostkeys import POLICIES, REJECT, HostKeyPolicy, KnownHosts, host_id
 from sandfleet.transports.sshconfig import DEFAULT_IDENTITIES, Endpoint, Route, SshConfig
 from sandfleet_agent.binding.facts import HostFacts
@@ -254,17 +254,29 @@ class SshConnection(Connection):
                               "which sandfleet cannot provide")
 
     def _start_agent(self, init: AgentInit, target: Endpoint) -> HostFacts:
+        """Open the session, run the stub, read its reply and the agent's hello. Round trips: the
+        session's open (its channel number is needed for anything else), then ONE for the exec
+        request, the stub's reply and the agent's hello, as the init line travels in the command
+        (base64, :data:`INLINE_INIT`) and the exec's reply is not waited for
+        (:func:`_exec_pipelined`). Sent on stdin instead, the init line would cost a round trip
+        more: OpenSSH opens a session channel with no window, granted only once the command runs.
+        An upload adds one (``upload``, then the zip); so does an init line too big to inline.
+        """
         bundle = self.connector.bundle()
         channel = self._transports[-1].open_session(timeout=target.timeout)
         self._channel = channel
         channel.settimeout(max(30.0, 3 * target.timeout))  # start-up only; tasks then take what they take
-        channel.exec_command(bundle.command(self.config.python))
         reader = io.BufferedReader(_ChannelReader(channel), BUFFER)
         writer = io.BufferedWriter(_ChannelWriter(channel), BUFFER)
+        stream = AgentStream(self.host, writer, reader)
+        line = stream.init_line(init)
+        inline = len(line) <= INLINE_INIT
+        _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None))
         try:
             self._bootstrap(channel, reader, writer, bundle)
-            stream = AgentStream(self.host, writer, reader)
-            facts = stream.handshake(init)
+            if not inline:
+                stream.send_init(init)
+            facts = stream.receive_hello()
         except socket.timeout:
             raise HostUnreachable(f"the agent on {self.host} did not answer within {channel.gettimeout():g} s"
                                   f"{self._stderr_tail()}") from None
@@ -285,6 +297,9 @@ class SshConnection(Connection):
                 if status in NOT_FOUND:
                     raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} cannot be run "
                                           "(set sandfleet_python)")
+                if status == -1 and channel.closed:  # no exit status: nothing ran (e.g. exec refused)
+                    raise HostUnreachable(f"the agent on {self.host} exited before starting (status unknown: "
+                                          "the SSH server ended the session without one; was the command refused?)")
                 raise HostUnreachable(f"the agent on {self.host} exited before starting (status {status})")
             reply = parse_reply(line)
             if reply is None:
@@ -346,6 +361,25 @@ class SshConnection(Connection):
         for transport in reversed(transports):
             with contextlib.suppress(Exception):
                 transport.close()
+
+
+def _exec_pipelined(channel: paramiko.Channel, command: str) -> None:
+    """``channel.exec_command(command)`` without waiting for the server's reply: one round trip
+    less per host. The request still asks for a reply, so a refusal closes the channel (paramiko's
+    ``_request_failed``), which the stub's missing first line then reports; what is sent after
+    it reaches the command's stdin, as the server handles a channel's messages in order. Falls
+    back to the waiting call on a paramiko without the internals used here."""
+    send = getattr(channel.transport, "_send_user_message", None)
+    if send is None or not hasattr(paramiko, "Message") or channel.closed or not channel.active:
+        channel.exec_command(command)
+        return
+    message = paramiko.Message()
+    message.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+    message.add_int(channel.remote_chanid)
+    message.add_string("exec")
+    message.add_boolean(True)
+    message.add_string(command)
+    send(message)
 
 
 def _describe(exc: BaseException) -> str:

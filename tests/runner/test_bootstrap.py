@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import glob
 import hashlib
 import importlib.util
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 import sandfleet_agent
+from sandfleet.transports.base import AgentInit, AgentStream
 from sandfleet.transports.bootstrap import (
     _STUB,
     AGENT_PACKAGE,
@@ -280,6 +282,75 @@ class TestStub:
     def test_a_missing_python_exits_127(self, tmp_path: Path, python: str) -> None:
         lines, proc = bootstrap(agent_bundle().command(python), tmp_path)
         assert lines == [""] and finish(proc) == 127
+
+
+UNSANDBOXED_ECHO = (b'{"v": 1, "id": "x", "argv": ["/bin/echo", "hi"], "sandbox": null, '
+                    b'"policy": [{"source": "test", "policy": {"unsandboxed": true}}]}\n')
+
+
+def init_line(root: Path, protect: tuple[str, ...] = ()) -> bytes:
+    return AgentStream.init_line(AgentInit((str(root),), protect=protect))
+
+
+class TestTheInitLineOnTheCommandLine:
+    """Issue 20: the init line rides in the command (base64), so the controller sends nothing
+    before the hello and waits for no reply but the stub's and the agent's; stdin carries only
+    the zip (when asked) and then the requests."""
+
+    def test_it_is_one_shell_inert_word_after_the_usual_ones(self, tmp_path: Path) -> None:
+        bundle, line = agent_bundle(), init_line(tmp_path / "it's $(here)")
+        words = shlex.split(bundle.command(sys.executable, init=line))
+        assert words[-5:-1] == ["sandfleet-agent", bundle.sha256, str(len(bundle.data)), bundle.manifest_sha256]
+        assert re.fullmatch(r"[A-Za-z0-9+/]+=*", words[-1]) and base64.b64decode(words[-1]) == line
+        assert shlex.split(bundle.command(sys.executable))[-1] == bundle.manifest_sha256  # none: as before
+
+    def test_a_fresh_host_gets_the_upload_and_the_agent_the_line(self, tmp_path: Path) -> None:
+        work = tmp_path / "work"
+        work.mkdir()
+        lines, proc = bootstrap(agent_bundle().command(sys.executable, init=init_line(work)), tmp_path)
+        assert lines == [f"{MARKER} upload", f"{MARKER} ready stored {VERSION}"]
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(UNSANDBOXED_ECHO)  # a request, no init line: the agent has it already
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["hello"]["facts"]["workspace_roots"] == [str(work)]
+        result = json.loads(proc.stdout.readline())  # fd 0 still read (and watched for a cancel) past the line
+        assert (result["status"], result["stdout"]) == ("ok", "hi\n"), result
+        assert finish(proc) == 0
+        assert (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}.zip").read_bytes() == agent_bundle().data
+
+    def test_a_cached_host_needs_nothing_on_stdin_before_the_hello(self, tmp_path: Path) -> None:
+        """Stdin closed before the stub says a word: ready and hello come all the same, so
+        the controller has nothing to wait for between the exec and the hello."""
+        start(tmp_path)
+        work = tmp_path / "work"
+        proc = subprocess.run(["sh", "-c", agent_bundle().command(sys.executable, init=init_line(work))],
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                              env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+        out = proc.stdout.decode().splitlines()
+        assert proc.returncode == 0 and out[0] == f"{MARKER} ready cached {VERSION}", proc
+        assert json.loads(out[1])["hello"]["facts"]["workspace_roots"] == [str(work)] and len(out) == 2
+
+    def test_a_line_longer_than_the_agent_reads_at_once_arrives_whole(self, tmp_path: Path) -> None:
+        protect = tuple(f"/nonexistent/{i:05d}" for i in range(800))  # ~20 KiB: more than one 8 KiB read
+        line = init_line(tmp_path, protect)
+        assert len(line) > 16 * 1024
+        lines, proc = bootstrap(agent_bundle().command(sys.executable, init=line), tmp_path)
+        assert lines[-1] == f"{MARKER} ready stored {VERSION}"
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(UNSANDBOXED_ECHO)
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["hello"]["facts"]["workspace_roots"] == [str(tmp_path)]
+        result = json.loads(proc.stdout.readline())
+        assert (result["status"], result["stdout"]) == ("ok", "hi\n"), result
+        assert finish(proc) == 0
+
+    def test_a_corrupt_upload_is_still_refused_and_not_kept(self, tmp_path: Path) -> None:
+        damaged = bytearray(agent_bundle().data)
+        damaged[-100] ^= 0xFF
+        command = agent_bundle().command(sys.executable, init=init_line(tmp_path))
+        lines, proc = bootstrap(command, tmp_path, bytes(damaged))
+        assert lines[-1] == f"{MARKER} corrupt" and finish(proc) == 5
+        assert not list(tmp_path.rglob("agent-*"))
 
 
 class TestTheCopyIsCheckedOnEveryStart:

@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 from sandfleet.inventory import HostConfig
-from sandfleet.transports.base import AgentInit, HostUnreachable
+from sandfleet.transports import ssh
+from sandfleet.transports._lean import paramiko
+from sandfleet.transports.base import AgentInit, AgentStream, HostUnreachable
 from sandfleet.transports.bootstrap import agent_bundle
 from sandfleet.transports.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
 from sandfleet.transports.ssh import SshConnection, SshConnector
@@ -188,6 +190,39 @@ class TestFleetRun:
         zips = list((spare.cache / "sandfleet").glob("agent-*.zip"))
         assert [z.name for z in zips] == [f"agent-{agent_bundle().sha256}.zip"]
         assert zips[0].stat().st_mode & 0o777 == 0o600 and (spare.cache / "sandfleet").stat().st_mode & 0o777 == 0o700
+
+    @pytest.mark.parametrize("inline", [True, False])
+    def test_after_the_session_opens_the_agent_starts_in_one_round_trip(
+            self, ctl: Controller, spare: SshHost, monkeypatch: pytest.MonkeyPatch, inline: bool) -> None:
+        """Issue 20: after the session's open the controller waits for no reply to the exec and
+        writes nothing to the channel before the hello: the init line is in the command. So a
+        host with the agent cached costs one round trip from exec to hello, a fresh one one more
+        (``upload``, then exactly the zip). An init line too big for the command goes on stdin
+        after ``ready`` instead (one more round trip, as before)."""
+        ctl.trust([spare])
+        if not inline:
+            monkeypatch.setattr(ssh, "INLINE_INIT", 10)
+        events: list[Any] = []
+        write, wait, hello = ssh._ChannelWriter.write, paramiko.Channel._wait_for_event, AgentStream.receive_hello
+        monkeypatch.setattr(ssh._ChannelWriter, "write",
+                            lambda self, data: events.append(bytes(data)) or write(self, data))
+        monkeypatch.setattr(paramiko.Channel, "_wait_for_event", lambda self: events.append("wait") or wait(self))
+        monkeypatch.setattr(AgentStream, "receive_hello", lambda self: events.append("hello") or hello(self))
+        init = AgentInit((str(spare.workspace),))
+        line = AgentStream.init_line(init)
+        seen = []
+        for _ in range(2):
+            events.clear()
+            conn = ctl.connection(spare)
+            assert conn.start(init).workspace_roots == (str(spare.workspace),)
+            before_hello = events[:events.index("hello")]
+            assert "wait" not in before_hello  # not even for the exec's reply
+            zip_data = agent_bundle().data if conn.uploaded else b""
+            assert b"".join(before_hello) == zip_data + (b"" if inline else line), len(b"".join(before_hello))
+            assert conn.execute(request(["/bin/echo", "hi"])).stdout == "hi\n"
+            conn.close()
+            seen.append(conn.uploaded)
+        assert seen == [True, False]
 
     def test_cli_rerun_leaves_the_cached_zip_untouched(self, ctl: Controller, hosts: list[SshHost]) -> None:
         ctl.trust(hosts[:2])
