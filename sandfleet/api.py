@@ -301,10 +301,10 @@ def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector
 
 def _outputs(dry_run: bool, on_event: Optional[Callable[[TaskResult], None]], output: Optional[TextIO],
              format: OutputFormat, verbose: bool, junit: Optional[str], results_dir: Optional[str],
-             ) -> tuple[Outputs, _Collector]:
+             report: Optional[str] = None) -> tuple[Outputs, _Collector]:
     collector = _Collector(dry_run, on_event)
-    shown = make_reporter(OutputOptions(format, dry_run, verbose, junit, results_dir), output or io.StringIO()) \
-        if output is not None or junit or results_dir else None
+    shown = make_reporter(OutputOptions(format, dry_run, verbose, junit, results_dir, report),
+                          output or io.StringIO()) if output is not None or junit or results_dir or report else None
     if shown is None:
         return Outputs(Recap(), [collector]), collector
     if output is None:  # files only: the stdout format is not wanted
@@ -323,12 +323,13 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
                  on_event: Optional[Callable[[TaskResult], None]] = None,
                  on_warning: Optional[Callable[[str], None]] = None, output: Optional[TextIO] = None,
                  format: OutputFormat = "text", verbose: bool = False, junit: Optional[str] = None,
-                 results_dir: Optional[str] = None) -> RunResult:
+                 results_dir: Optional[str] = None, report: Optional[str] = None) -> RunResult:
     """Run a playbook (a path, or a loaded :class:`Playbook`) on its hosts, as ``sandfleet run``.
 
     ``on_event`` gets each task result as it arrives (from host threads); ``output`` also prints
     the run there in ``format`` (text or JSON lines), ``junit`` and ``results_dir`` write those
-    files. Warnings about the playbook go to ``on_warning`` (default: dropped), with Ansible's
+    files, ``report`` a self-contained HTML page (timeline per host, recap, failures, policy).
+    Warnings about the playbook go to ``on_warning`` (default: dropped), with Ansible's
     ``[WARNING]: Could not match supplied host pattern, ignoring: TERM`` for each term of a play's
     pattern that matches no host; a run in which no play matched any host exits 1.
     ``start_at_task`` skips every task before the first one with that name (or matching it as a
@@ -351,7 +352,7 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
     for warning in warnings:
         if on_warning is not None:
             on_warning(warning)
-    outputs, collector = _outputs(dry_run, on_event, output, format, verbose, junit, results_dir)
+    outputs, collector = _outputs(dry_run, on_event, output, format, verbose, junit, results_dir, report)
     return _play(job, book, outputs, collector, TagFilter.from_cli(None if tags is None else list(tags),
                                                                 None if skip_tags is None else list(skip_tags)),
                  no_hosts_fails=True, start=start)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-tags", action="append", metavar="TAGS",
                      help="skip tasks with these tags (comma-separated, repeatable)")
     run.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report (one testcase per host x task)")
+    run.add_argument("--report", metavar="FILE.html",
+                     help="also write a self-contained HTML report (timeline per host, recap, failures, policy)")
     run.add_argument("--results-dir", metavar="DIR", help="also write DIR/<host>.json with every result of each host")
     run.add_argument("--start-at-task", metavar="NAME",
                      help="skip every task before the first one named NAME (or matching it as a glob), across plays")
@@ -312,7 +314,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                               allow_unsandboxed=args.allow_unsandboxed,
                               host_key_policy=args.host_key_policy, ssh_config=args.ssh_config,
                               on_warning=lambda w: print(w, file=err), output=out, format=args.format,
-                              verbose=args.verbose, junit=args.junit, results_dir=args.results_dir)
+                              verbose=args.verbose, junit=args.junit, results_dir=args.results_dir,
+                              report=args.report)
     except KeyboardInterrupt:  # the outputs have written what they had (the partial recap, files)
         err.write("sandfleet: interrupted; the running tasks were killed\n")
         return EXIT_INTERRUPTED

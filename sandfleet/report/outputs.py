@@ -2,7 +2,7 @@
 
 :class:`Outputs` keeps the :class:`Recap` (once per event, before any output sees it) and passes
 every event on to the stdout format (text or JSON lines) and the optional files (``--junit``,
-``--results-dir``). The exit code is computed from the recap alone (see :mod:`sandfleet.report.recap`).
+``--results-dir``, ``--report``). The exit code is computed from the recap alone (see :mod:`sandfleet.report.recap`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Literal, Optional, TextIO, get_args
 from sandfleet.errors import UsageError
 from sandfleet.load.playbook import Play, Task
 from sandfleet.report.events import Reporter, TaskEvent
+from sandfleet.report.html import HtmlReporter
 from sandfleet.report.jsonl import JsonReporter
 from sandfleet.report.junit import JUnitReporter
 from sandfleet.report.recap import EXIT_FAILED, EXIT_NO_SANDBOX, EXIT_UNREACHABLE, HostTally, Recap
@@ -32,6 +33,7 @@ class OutputOptions:
     verbose: bool = False
     junit: Optional[str] = None
     results_dir: Optional[str] = None
+    report: Optional[str] = None  # --report FILE.html
 
 
 class Outputs(Reporter):
@@ -92,8 +94,8 @@ class Outputs(Reporter):
 
 def make_reporter(options: OutputOptions, out: TextIO, environ: Optional[Mapping[str, str]] = None) -> Outputs:
     """The outputs ``options`` ask for; a report path that cannot be written fails here, before the run."""
-    if options.dry_run and (options.junit or options.results_dir):
-        raise UsageError("--junit and --results-dir record a real run; they cannot be used with --dry-run")
+    if options.dry_run and (options.junit or options.results_dir or options.report):
+        raise UsageError("--junit, --results-dir and --report record a real run; they cannot be used with --dry-run")
     recap = Recap()
     env = os.environ if environ is None else environ
     stdout: Reporter = (JsonReporter(out, recap, options.dry_run) if options.format == "json"
@@ -102,18 +104,21 @@ def make_reporter(options: OutputOptions, out: TextIO, environ: Optional[Mapping
     if options.junit:
         _check_file_target(options.junit)
         outputs.append(JUnitReporter(options.junit))
+    if options.report:
+        _check_file_target(options.report, "--report")
+        outputs.append(HtmlReporter(options.report, recap))
     if options.results_dir:
         prepare(options.results_dir)
         outputs.append(ResultsDirReporter(options.results_dir, recap))
     return Outputs(recap, outputs)
 
 
-def _check_file_target(path: str) -> None:
+def _check_file_target(path: str, option: str = "--junit") -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise UsageError(f"--junit {path}: is a directory")
+        raise UsageError(f"{option} {path}: is a directory")
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"--junit {path}: the directory {parent} does not exist or is not writable")
+        raise UsageError(f"{option} {path}: the directory {parent} does not exist or is not writable")
 
 
 def final_exit(reporter: Outputs) -> int:
