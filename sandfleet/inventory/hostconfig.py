@@ -29,6 +29,10 @@ SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_ne
 _TRUE = ("y", "yes", "on", "1", "true", "t")
 _FALSE = ("n", "no", "off", "0", "false", "f")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
+BECOME_METHODS = ("sudo",)
+#: A POSIX user name (what useradd accepts): never a shell word, an option or a sudo ``#uid``.
+_USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_BECOME_PASSWORDS = ("ansible_become_password", "ansible_become_pass")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,10 @@ class HostConfig:
     #: ``sandfleet_policy``: the operator's walls for this host (``sandfleet/load/policies.py``); None
     #: means the built-in default.
     policy: Optional[Policy] = None
+    #: ``ansible_become`` (+ ``ansible_become_user``, default root): the user the agent, and so
+    #: every task, runs as, through ``sudo -n`` (``ansible_become_method: sudo``, the only one) after
+    #: logging in as ``user``; None: the login user. No password: sudo must allow it with NOPASSWD.
+    become_user: Optional[str] = None
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -86,6 +94,7 @@ def build_host_config(name: str, renderer: VarRenderer, all_vars: Mapping[str, A
         network_resolve=reader.network_resolve(),
         sandbox_reuse=reader.boolean("sandfleet_sandbox_reuse", default=True),
         policy=reader.policy(),
+        become_user=reader.become(),
         vars=dict(all_vars),
     )
 
@@ -160,6 +169,27 @@ class _Reader:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         raise self.fail(var, f"must be a boolean, got {_show(value)}", allowed=("true", "false"))
+
+    def become(self) -> Optional[str]:
+        """The user to become (None: no become), its method and name checked."""
+        for var in _BECOME_PASSWORDS:
+            if self.r.get(var) is not None:
+                raise self.fail(var, "a become password is not supported: allow the login user to run the agent "
+                                "without one (a NOPASSWD sudo rule for the Python interpreter, as the become user)")
+        method = self.r.get("ansible_become_method")
+        if method is not None and method not in BECOME_METHODS:
+            raise self.fail("ansible_become_method", f"unsupported become method {_show(method)}",
+                            allowed=BECOME_METHODS)
+        user = self.text("ansible_become_user")
+        if user is not None and not _USER_NAME.match(user):
+            raise self.fail("ansible_become_user", f"{user!r} is not a user name (letters, digits, '_', '.', '-'; "
+                            "not starting with '.' or '-'; at most 32 characters)")
+        if not self.boolean("ansible_become"):
+            return None
+        if self.connection() != "ssh":
+            raise self.fail("ansible_become", "works only with ansible_connection: ssh (a local connection runs "
+                            "as the controller's user)")
+        return user or "root"
 
     def python(self) -> str:
         value = self.text("sandfleet_python")

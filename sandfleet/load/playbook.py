@@ -112,8 +112,9 @@ _TASK_HINTS = {
     "set_fact": "sandfleet has no modules; use the play's vars: or register: a command's output",
     "setup": "facts are always there: tasks see them as sandfleet_facts (e.g. {{ sandfleet_facts.home }})",
 }
-_BECOME_HINT = ("privilege escalation is not supported: every task runs as the user the agent connects as "
-                "(ansible_user in the inventory)")
+_BECOME_HINT = ("privilege escalation is not supported in a playbook: set ansible_become: true and "
+                "ansible_become_user in the inventory (the agent, and so every task, runs as that user "
+                "through sudo -n)")
 _MODULE_HINT = "sandfleet has no modules: every task runs one command, exec: {argv: [program, arg, ...]}"
 #: Ansible modules an existing playbook often uses (any ``namespace.collection.module`` key too).
 _MODULES = ("copy", "file", "template", "apt", "yum", "dnf", "package", "pip", "service", "systemd", "git",

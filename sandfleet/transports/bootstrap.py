@@ -304,7 +304,7 @@ class AgentBundle:
     sha256: str
     manifest_sha256: str
 
-    def command(self, python: str, init: Optional[bytes] = None) -> str:
+    def command(self, python: str, init: Optional[bytes] = None, become_user: Optional[str] = None) -> str:
         """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
 
         ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
@@ -312,13 +312,17 @@ class AgentBundle:
         ``init``: the agent's init line, given to it by the stub as the first line of its stdin,
         so the controller need not wait for the stub and then for the channel's window before it
         can send it (see :data:`INLINE_INIT`). Base64: one word no shell (POSIX, csh, fish) alters.
+        ``become_user``: run the interpreter as that user through ``sudo -n -H -u USER --`` (never
+        asks for a password; ``-H``: HOME, and so the stub's cache ``~/.cache/sandfleet``, is that
+        user's, and sudo's default ``env_reset`` drops the login's ``XDG_CACHE_HOME``).
         """
         try:
             words = shlex.split(python)
         except ValueError:  # an unbalanced quote: take the value as one path
             words = [python]
         interpreter = " ".join(shlex.quote(word) for word in words) or "python3"
-        return (f"exec {interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
+        sudo = f"sudo -n -H -u {shlex.quote(become_user)} -- " if become_user is not None else ""
+        return (f"exec {sudo}{interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
                 f"sandfleet-agent {self.sha256} {len(self.data)} {self.manifest_sha256}"
                 + (f" {base64.b64encode(init).decode('ascii')}" if init is not None else ""))
 

@@ -271,7 +271,8 @@ class SshConnection(Connection):
         stream = AgentStream(self.host, writer, reader)
         line = stream.init_line(init)
         inline = len(line) <= INLINE_INIT
-        _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None))
+        _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None,
+                                                become_user=self.config.become_user))
         try:
             self._bootstrap(channel, reader, writer, bundle)
             if not inline:
@@ -294,6 +295,14 @@ class SshConnection(Connection):
             line = reader.readline(BUFFER)
             if not line:
                 status = channel.recv_exit_status() if channel.status_event.wait(5) else -1
+                become = self.config.become_user
+                if become is not None and status != -1:  # sudo's own failures: 1, or 126/127 for no sudo
+                    login = f" ({self.config.user})" if self.config.user else ""
+                    raise HostUnreachable(
+                        f"sudo could not start the agent on {self.host} as {become} (ansible_become, status {status}): "
+                        f"sandfleet runs sudo -n, which never asks for a password; allow the login user{login} to "
+                        f"run {python} as {become} without one (a NOPASSWD sudoers rule), and check that sudo and "
+                        f"{python} are installed there")
                 if status in NOT_FOUND:
                     raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} cannot be run "
                                           "(set sandfleet_python)")

@@ -53,6 +53,24 @@ def ensure_user(name: str = USER) -> pwd.struct_passwd:
     return pwd.getpwnam(name)
 
 
+BECOME_USER = "sandfleet-become"
+SUDOERS = Path("/etc/sudoers.d/sandfleet-test-become")
+SUDO_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Debian's secure_path
+
+
+def allow_become(python: str = "python3", target: str = BECOME_USER) -> Path:
+    """A sudoers rule: the login user may run ``python`` (as sudo finds it on its secure_path) as
+    ``target``, and only that, without a password. Remove the file it returns when done."""
+    ensure_user(target)
+    found = shutil.which(python, path=SUDO_PATH)
+    if found is None:
+        raise RuntimeError(f"{python} not found on {SUDO_PATH}")
+    SUDOERS.write_text(f"{USER} ALL=({target}) NOPASSWD: {found}\n")
+    SUDOERS.chmod(0o440)
+    subprocess.run(["visudo", "-c", "-q", "-f", str(SUDOERS)], check=True)
+    return SUDOERS
+
+
 def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True)
     return (path.parent / (path.name + ".pub")).read_text().strip()
