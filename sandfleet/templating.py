@@ -15,14 +15,22 @@ variable used it and where that variable was set.
 
 from __future__ import annotations
 
+import base64
+import difflib
+import hashlib
+import itertools
 import json
+import operator
+import posixpath
 import re
+import shlex
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Optional
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -84,6 +92,321 @@ _ENV.tests.update({"failed": _flag("failed"), "succeeded": _flag("failed", False
                    "changed": _flag("changed"), "skipped": _flag("skipped")})
 _ENV.filters.update({"bool": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes"),
                      "to_json": lambda v: json.dumps(v, ensure_ascii=False), "from_json": json.loads})
+
+
+# --- Ansible's common filters and tests (ansible.builtin), with Ansible's documented semantics. ---
+
+#: Regular expressions come from playbooks and inventories other people wrote, and Python's ``re``
+#: cannot be interrupted: a pattern is refused when longer than this, or when it nests unbounded
+#: repeats (``(a+)+``, ``(a*)*``: exponential backtracking), and the text searched is cut to the
+#: thread's value bound (``limits.value_bytes``) or, with none, to this many characters.
+REGEX_PATTERN_MAX = 1000
+REGEX_INPUT_MAX = 1 << 20
+
+
+def _unbounded_repeat_nesting(parsed: Any, inside: bool = False) -> bool:
+    """Whether a parsed pattern has an unbounded repeat inside another repeat (star height > 1)."""
+    from re import _constants as c  # type: ignore[attr-defined]  # the stdlib's own parse tree
+    for op, av in parsed:
+        if op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            _low, high, sub = av
+            repeats = high is c.MAXREPEAT or high > 1
+            if repeats and inside and high is c.MAXREPEAT:
+                return True
+            if _unbounded_repeat_nesting(sub, inside or repeats):
+                return True
+        elif op == c.SUBPATTERN:
+            if _unbounded_repeat_nesting(av[-1], inside):
+                return True
+        elif op == c.BRANCH:
+            if any(_unbounded_repeat_nesting(b, inside) for b in av[1]):
+                return True
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            if _unbounded_repeat_nesting(av[1], inside):
+                return True
+        elif op == getattr(c, "ATOMIC_GROUP", None) or op == getattr(c, "POSSESSIVE_REPEAT", None):
+            continue  # no backtracking into them
+    return False
+
+
+@lru_cache(maxsize=512)
+def _regex(pattern: str, flags: int) -> re.Pattern[str]:
+    if not isinstance(pattern, str):
+        raise ValueError(f"a regular expression must be a string, got {type(pattern).__name__}")
+    if len(pattern) > REGEX_PATTERN_MAX:
+        raise ValueError(f"the regular expression is {len(pattern)} characters long, over the limit of "
+                         f"{REGEX_PATTERN_MAX}")
+    compiled = re.compile(pattern, flags)
+    from re import _parser  # type: ignore[attr-defined]
+    if _unbounded_repeat_nesting(_parser.parse(pattern, flags)):
+        raise ValueError(f"the regular expression {pattern!r} repeats a repeat (like (a+)+), which can take "
+                         "exponential time; rewrite it without the nested repeat")
+    return compiled
+
+
+def _subject(value: Any) -> str:
+    text = value if isinstance(value, str) else str(value)
+    limit: Optional[int] = getattr(_bound, "limit", None)
+    limit = REGEX_INPUT_MAX if limit is None else min(limit, REGEX_INPUT_MAX)
+    if len(text) > limit:
+        raise ValueTooLarge(f"a regular expression would search {len(text)} characters, over the limit of {limit}")
+    return text
+
+
+def _flags(ignorecase: bool = False, multiline: bool = False) -> int:
+    return (re.I if ignorecase else 0) | (re.M if multiline else 0)
+
+
+def regex_search(value: Any, regex: str, *args: str, ignorecase: bool = False, multiline: bool = False) -> Any:
+    groups: list[Any] = []
+    for arg in args:
+        if arg.startswith("\\g"):
+            m = re.match(r"\\g<(\S+)>", arg)
+            if not m:
+                raise ValueError(f"unknown argument {arg!r}")
+            groups.append(m.group(1))
+        elif arg.startswith("\\"):
+            groups.append(int(arg[1:]))
+        else:
+            raise ValueError(f"unknown argument {arg!r}")
+    match = _regex(regex, _flags(ignorecase, multiline)).search(_subject(value))
+    if not match:
+        return None
+    if not groups:
+        return match.group()
+    return [match.group(g) for g in groups]
+
+
+def regex_replace(value: Any = "", pattern: str = "", replacement: str = "", ignorecase: bool = False,
+                  multiline: bool = False, count: int = 0, mandatory_count: int = 0) -> str:
+    compiled = _regex(pattern, _flags(ignorecase, multiline))
+    text = _subject(value)
+    if isinstance(replacement, str) and len(replacement) * (len(text) + 1) > (getattr(_bound, "limit", None)
+                                                                              or REGEX_INPUT_MAX * 16):
+        raise ValueTooLarge("the replacement could build a value over the limit")
+    output, subs = compiled.subn(replacement, text, count=count)
+    if mandatory_count and mandatory_count != subs:
+        raise ValueError(f"'{pattern}' should match {mandatory_count} times, but matches {subs} times")
+    return output
+
+
+def regex_findall(value: Any, regex: str, multiline: bool = False, ignorecase: bool = False) -> list[Any]:
+    return _regex(regex, _flags(ignorecase, multiline)).findall(_subject(value))
+
+
+def _regex_test(match_type: str) -> Any:
+    def test(value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False) -> bool:
+        compiled = _regex(pattern, _flags(ignorecase, multiline))
+        return bool(getattr(compiled, match_type)(_subject(value)))
+    return test
+
+
+def regex_test(value: Any, pattern: str = "", ignorecase: bool = False, multiline: bool = False,
+               match_type: str = "search") -> bool:
+    if match_type not in ("match", "search", "fullmatch"):
+        raise ValueError(f"match_type must be match, search or fullmatch, not {match_type!r}")
+    return bool(_regex_test(match_type)(value, pattern, ignorecase, multiline))
+
+
+def _merge(a: dict[Any, Any], b: Mapping[Any, Any], recursive: bool, list_merge: str) -> dict[Any, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        old = out.get(key)
+        if recursive and isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = _merge(dict(old), value, recursive, list_merge)
+        elif key in out and isinstance(old, list) and isinstance(value, list) and list_merge != "replace":
+            if list_merge == "keep":
+                continue
+            if list_merge == "append":
+                out[key] = old + value
+            elif list_merge == "prepend":
+                out[key] = value + old
+            elif list_merge == "append_rp":
+                out[key] = [x for x in old if x not in value] + value
+            else:  # prepend_rp
+                out[key] = value + [x for x in old if x not in value]
+        else:
+            out[key] = value
+    return out
+
+
+def combine(*terms: Any, recursive: bool = False, list_merge: str = "replace") -> dict[Any, Any]:
+    if list_merge not in ("replace", "keep", "append", "prepend", "append_rp", "prepend_rp"):
+        raise ValueError(f"list_merge must be replace, keep, append, prepend, append_rp or prepend_rp, "
+                         f"not {list_merge!r}")
+    dicts: list[Any] = []
+    for term in terms:  # a list of dicts is taken as its dicts, as in Ansible
+        dicts.extend(flatten(term) if isinstance(term, list) else [term])
+    out: dict[Any, Any] = {}
+    for d in dicts:
+        if not isinstance(d, Mapping):
+            raise ValueError(f"combine expects dictionaries, got {type(d).__name__}")
+        out = _merge(out, d, recursive, list_merge)
+    return out
+
+
+def dict2items(mydict: Any, key_name: str = "key", value_name: str = "value") -> list[dict[str, Any]]:
+    if not isinstance(mydict, Mapping):
+        raise ValueError(f"dict2items requires a dictionary, got {type(mydict).__name__} instead.")
+    return [{key_name: k, value_name: v} for k, v in mydict.items()]
+
+
+def items2dict(mylist: Any, key_name: str = "key", value_name: str = "value") -> dict[Any, Any]:
+    if not isinstance(mylist, (list, tuple)):
+        raise ValueError(f"items2dict requires a list, got {type(mylist).__name__} instead.")
+    try:
+        return {item[key_name]: item[value_name] for item in mylist}
+    except KeyError as exc:
+        raise ValueError(f"items2dict requires each dictionary in the list to contain the keys "
+                         f"{key_name!r} and {value_name!r}, {exc} is missing") from None
+    except TypeError:
+        raise ValueError("items2dict requires a list of dictionaries") from None
+
+
+def flatten(mylist: Any, levels: Optional[int] = None, skip_nulls: bool = True) -> list[Any]:
+    out: list[Any] = []
+    for element in mylist:
+        if skip_nulls and element in (None, "None", "null"):
+            continue
+        if isinstance(element, (list, tuple)):
+            if levels is None:
+                out.extend(flatten(element, skip_nulls=skip_nulls))
+            elif levels >= 1:
+                out.extend(flatten(element, levels=levels - 1, skip_nulls=skip_nulls))
+            else:
+                out.append(element)
+        else:
+            out.append(element)
+    return out
+
+
+def _checked_count(count: int) -> int:
+    limit: Optional[int] = getattr(_bound, "limit", None)
+    if limit is not None and count > limit:
+        raise ValueTooLarge(f"it would build {count} items, over the policy's limits.value_bytes {limit}")
+    return count
+
+
+def product(*iterables: Any, repeat: int = 1) -> list[list[Any]]:
+    lists = [list(i) for i in iterables] * max(repeat, 0)
+    count = 1
+    for each in lists:
+        count *= len(each)
+    _checked_count(count)
+    return [list(t) for t in itertools.product(*lists)]
+
+
+def ternary(value: Any, true_val: Any, false_val: Any, none_val: Any = None) -> Any:
+    if value is None and none_val is not None:
+        return none_val
+    return true_val if bool(value) else false_val
+
+
+def mandatory(a: Any, msg: Optional[str] = None) -> Any:
+    if isinstance(a, Undefined):
+        if msg is not None:
+            raise ValueError(str(msg))
+        name = getattr(a, "_undefined_name", None)
+        raise ValueError(f"Mandatory variable {name!r} not defined." if name else "Mandatory variable not defined.")
+    return a
+
+
+def _plain(value: Any) -> Any:
+    """Jinja's and sandfleet's values as YAML/JSON can write them."""
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def to_yaml(a: Any, default_flow_style: Any = None, **kw: Any) -> str:
+    kw.setdefault("allow_unicode", True)
+    return str(yaml.safe_dump(_plain(a), default_flow_style=default_flow_style, **kw))
+
+
+def to_nice_yaml(a: Any, indent: int = 4, **kw: Any) -> str:
+    kw.setdefault("allow_unicode", True)
+    return str(yaml.safe_dump(_plain(a), indent=indent, default_flow_style=False, **kw))
+
+
+def to_nice_json(a: Any, indent: int = 4, sort_keys: bool = True, **kw: Any) -> str:
+    kw.setdefault("ensure_ascii", False)
+    return json.dumps(_plain(a), indent=indent, sort_keys=sort_keys, separators=(",", ": "), **kw)
+
+
+def b64encode(string: Any, encoding: str = "utf-8") -> str:
+    return base64.b64encode(str(string).encode(encoding, "surrogateescape")).decode("ascii")
+
+
+def b64decode(string: Any, encoding: str = "utf-8") -> str:
+    return base64.b64decode(str(string)).decode(encoding, "surrogateescape")
+
+
+def get_hash(data: Any, hashtype: str = "sha1") -> str:
+    if hashtype not in hashlib.algorithms_available:
+        raise ValueError(f"unknown hash type {hashtype!r}; try one of sha1, sha256, sha512, md5")
+    h = hashlib.new(hashtype)
+    h.update(data if isinstance(data, bytes) else str(data).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+_VERSION_OPS = {"==": operator.eq, "=": operator.eq, "eq": operator.eq, "<": operator.lt, "lt": operator.lt,
+                "<=": operator.le, "le": operator.le, ">": operator.gt, "gt": operator.gt, ">=": operator.ge,
+                "ge": operator.ge, "!=": operator.ne, "<>": operator.ne, "ne": operator.ne}
+_LOOSE_PART = re.compile(r"(\d+|[a-z]+|\.)", re.I)
+_STRICT_VERSION = re.compile(r"^(\d+)\.(\d+)(\.(\d+))?([ab](\d+))?$", re.A)
+
+
+def _loose(text: str) -> list[Any]:
+    """distutils' LooseVersion, which Ansible's ``version`` test uses by default."""
+    return [int(p) if p.isdigit() else p for p in _LOOSE_PART.split(text) if p and p != "."]
+
+
+def _strict(text: str) -> tuple[Any, ...]:
+    m = _STRICT_VERSION.match(text)
+    if not m:
+        raise ValueError(f"invalid version number {text!r}")
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(4) or 0)
+    pre = (m.group(5)[0], int(m.group(6))) if m.group(5) else ("~",)  # a release sorts after its pre-releases
+    return (major, minor, patch, pre)
+
+
+def version_compare(value: Any, version: Any, operator: str = "eq", strict: bool = False,
+                    version_type: Optional[str] = None) -> bool:
+    op = _VERSION_OPS.get(operator)
+    if op is None:
+        raise ValueError(f"invalid operator {operator!r} for version; use one of {', '.join(_VERSION_OPS)}")
+    if not str(value):
+        raise ValueError("input version value cannot be empty")
+    if not str(version):
+        raise ValueError("version value cannot be empty")
+    kind = version_type or ("strict" if strict else "loose")
+    if kind == "loose":
+        left, right = _loose(str(value)), _loose(str(version))
+        try:
+            return bool(op(left, right))
+        except TypeError:  # LooseVersion compares number to word by their text
+            return bool(op([str(p) for p in left], [str(p) for p in right]))
+    if kind == "strict":
+        return bool(op(_strict(str(value)), _strict(str(version))))
+    raise ValueError(f"version_type {kind!r} is not supported here; use loose or strict")
+
+
+_ENV.filters.update({
+    "combine": combine, "dict2items": dict2items, "items2dict": items2dict, "flatten": flatten,
+    "product": product, "zip": lambda *lists: [list(t) for t in zip(*lists)],
+    "zip_longest": lambda *lists, fillvalue=None: [list(t) for t in itertools.zip_longest(*lists,
+                                                                                          fillvalue=fillvalue)],
+    "regex_search": regex_search, "regex_replace": regex_replace, "regex_findall": regex_findall,
+    "ternary": ternary, "mandatory": mandatory, "to_yaml": to_yaml, "to_nice_yaml": to_nice_yaml,
+    "to_nice_json": to_nice_json, "basename": posixpath.basename, "dirname": posixpath.dirname,
+    "b64encode": b64encode, "b64decode": b64decode, "hash": get_hash, "quote": lambda s: shlex.quote(str(s)),
+})
+_ENV.tests.update({"match": _regex_test("match"), "search": _regex_test("search"), "regex": regex_test,
+                   "version": version_compare, "version_compare": version_compare})
 TEMPLATE_START = ("{{", "{%", "{#")
 
 
@@ -92,18 +415,41 @@ def check_template(text: str, mark: Mark, what: str) -> None:
     if not any(d in text for d in TEMPLATE_START):
         return
     try:
-        _ENV.parse(text)
+        tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         line = f" (line {exc.lineno} of the value)" if exc.lineno and exc.lineno > 1 else ""
         message = (exc.message or "syntax error").rstrip(".")
         raise InputError(f"{what} is not a valid template: {message}{line} (for a literal '{{{{' write "
                          "{{ '{{' }})", mark) from None
+    _check_names(tree, mark, what)
+
+
+def _check_names(tree: nodes.Node, mark: Mark, what: str) -> None:
+    """Every filter and test a template uses must exist: said now, with a did-you-mean, rather than
+    when the template first renders on a host."""
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        is_filter = isinstance(node, nodes.Filter)
+        known = _ENV.filters if is_filter else _ENV.tests
+        name = node.name
+        if name in known:
+            continue
+        kind = "filter" if is_filter else "test"
+        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        line = f" (line {node.lineno} of the value)" if node.lineno and node.lineno > 1 else ""
+        raise InputError(f"{what} uses an unknown {kind} {name!r}{line}{hint}", mark)
 
 
 def check_expression(text: str, mark: Mark, what: str) -> None:
     """A bare expression (``when: x == 1``) must be one expression and nothing after it."""
     if "{{" in text or "{%" in text:
         raise InputError(f"{what} is a bare expression: write `x == 1`, not `{{{{ x == 1 }}}}`", mark)
+    try:
+        tree = _ENV.parse(f"{{{{ ({text}\n) }}}}")
+    except TemplateSyntaxError:
+        tree = None  # compiling it below says what is wrong
+    if tree is not None:
+        _check_names(tree, mark, what)
     try:
         _ENV.compile_expression(text)
     except TemplateSyntaxError as exc:

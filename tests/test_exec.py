@@ -432,7 +432,7 @@ def test_bad_command_lines_exit_64_and_run_nothing(tmp_path: Path, argv: list[st
     inv = inventory(tmp_path)
     code, out, err = cli(*[inv if a == "INV" else a for a in argv])
     assert code == 64, err
-    assert out == "" and err.startswith("sandfleet: ") and says in err and "Traceback" not in err
+    assert out == "" and err.startswith(("sandfleet: ", "sandfleet exec: ")) and says in err and "Traceback" not in err
 
 
 def test_invalid_files_exit_65(tmp_path: Path) -> None:

@@ -218,7 +218,7 @@ def test_esc_neutralises_markup_and_controls() -> None:
 
 def test_bad_paths_and_dry_run_are_refused(tmp_path: Path) -> None:
     pb, inv = str(write_playbook(tmp_path, PLAYBOOK)), str(write_inventory(tmp_path, ("plain",)))
-    for extra in (["--report", str(tmp_path / "missing" / "r.html")], ["--report", str(tmp_path)],
+    for extra in (["--report", str(Path(pb) / "r.html")], ["--report", str(tmp_path)],  # under a file; a dir
                   ["--dry-run", "--report", str(tmp_path / "r.html")]):
         proc = sandfleet("run", pb, "-i", inv, *extra)
         assert proc.returncode == 64 and proc.stdout == "" and "--report" in proc.stderr, (extra, proc.stderr)

@@ -68,7 +68,7 @@ def test_json_format_with_report_files_keeps_stdout_pure(tmp_path: Path) -> None
 
 def test_bad_report_paths_and_dry_run_are_refused_before_anything_runs(tmp_path: Path) -> None:
     pb, inv = str(write_playbook(tmp_path, THREE_TASKS)), str(write_inventory(tmp_path))
-    for extra in (["--junit", str(tmp_path / "missing" / "r.xml")], ["--junit", str(tmp_path)],
+    for extra in (["--junit", str(tmp_path / "pb.yml" / "r.xml")], ["--junit", str(tmp_path)],
                   ["--dry-run", "--junit", str(tmp_path / "r.xml")], ["--dry-run", "--results-dir", str(tmp_path)]):
         proc = sandfleet("run", pb, "-i", inv, *extra)
         assert proc.returncode == 64 and proc.stdout == "", (extra, proc.stderr)

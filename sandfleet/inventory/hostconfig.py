@@ -8,11 +8,13 @@ spellings, which win over the plain ones as in Ansible's ssh connection plugin.
 from __future__ import annotations
 
 import re
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, get_args
 
-from sandfleet.errors import InputError
+from sandfleet.errors import InputError, Mark
 from sandfleet.load.policies import INVENTORY_SOURCE, read_policy
 from sandfleet.load.yamlsrc import YMap
 from sandfleet.templating import VarRenderer
@@ -33,6 +35,36 @@ BECOME_METHODS = ("sudo",)
 #: A POSIX user name (what useradd accepts): never a shell word, an option or a sudo ``#uid``.
 _USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _BECOME_PASSWORDS = ("ansible_become_password", "ansible_become_pass")
+#: Ansible's own ``ansible_*`` variables a user sets (connection, become, interpreter) or reads (magic
+#: variables). A variable not in here but close to one is most likely a typo that Ansible would ignore
+#: silently (``ansible_conection: local`` connects over SSH): sandfleet warns, naming the close one.
+ANSIBLE_VARS = (
+    "ansible_host", "ansible_port", "ansible_user", "ansible_connection", "ansible_password",
+    "ansible_ssh_host", "ansible_ssh_port", "ansible_ssh_user", "ansible_ssh_pass", "ansible_ssh_password",
+    "ansible_ssh_private_key_file", "ansible_private_key_file", "ansible_ssh_common_args",
+    "ansible_ssh_extra_args", "ansible_sftp_extra_args", "ansible_scp_extra_args", "ansible_ssh_pipelining",
+    "ansible_ssh_executable", "ansible_ssh_timeout", "ansible_timeout", "ansible_pipelining",
+    "ansible_become", "ansible_become_method", "ansible_become_user", "ansible_become_password",
+    "ansible_become_pass", "ansible_become_exe", "ansible_become_flags", "ansible_sudo", "ansible_sudo_user",
+    "ansible_sudo_pass", "ansible_python_interpreter", "ansible_shell_type", "ansible_shell_executable",
+    "ansible_network_os", "ansible_remote_tmp", "ansible_group_priority", "ansible_facts", "ansible_check_mode",
+    "ansible_diff_mode", "ansible_forks", "ansible_limit", "ansible_play_hosts", "ansible_play_hosts_all",
+    "ansible_play_batch", "ansible_play_name", "ansible_run_tags", "ansible_skip_tags", "ansible_version",
+    "ansible_verbosity", "ansible_inventory_sources", "ansible_config_file", "ansible_playbook_python",
+    "ansible_async_path", "ansible_role_names", "ansible_play_role_names", "ansible_role_name",
+    "ansible_collection_name", "ansible_dependent_role_names", "ansible_hostname", "ansible_os_family",
+    "ansible_ssh_args", "ansible_ssh_retries", "ansible_ssh_transfer_method", "ansible_host_key_checking",
+    "ansible_ssh_host_key_checking", "ansible_ssh_use_tty",
+    # facts, which people sometimes pin in an inventory
+    "ansible_distribution", "ansible_distribution_version", "ansible_distribution_major_version",
+    "ansible_distribution_release", "ansible_architecture", "ansible_system", "ansible_kernel", "ansible_machine",
+    "ansible_fqdn", "ansible_nodename", "ansible_domain", "ansible_env", "ansible_user_id", "ansible_user_dir",
+    "ansible_user_shell", "ansible_pkg_mgr", "ansible_service_mgr", "ansible_default_ipv4", "ansible_default_ipv6",
+    "ansible_all_ipv4_addresses", "ansible_interfaces", "ansible_date_time", "ansible_local", "ansible_lsb",
+    "ansible_mounts", "ansible_memtotal_mb", "ansible_processor", "ansible_processor_vcpus", "ansible_selinux",
+)
+_warned: set[tuple[str, Optional[Mark]]] = set()  # each typo once per process, not once per host
+_warned_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -112,9 +144,21 @@ class _Reader:
         return InputError(f"{var}: {message}", mark, allowed=allowed)
 
     def check_sandfleet_names(self, all_vars: Mapping[str, Any]) -> None:
+        """An unknown ``sandfleet_*`` name is an error; an unknown ``ansible_*`` one close to a known
+        one is a warning on stderr (Ansible's other variables, and anyone's own, stay silent)."""
         for var in all_vars:
+            if not isinstance(var, str):
+                continue
             if var.startswith("sandfleet_") and var not in SANDFLEET_VARS:
-                raise InputError(f"unknown sandfleet variable {var!r}", self.r.mark(var), allowed=SANDFLEET_VARS)
+                close = did_you_mean(var, SANDFLEET_VARS)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise InputError(f"unknown sandfleet variable {var!r}{hint}", self.r.mark(var),
+                                 allowed=SANDFLEET_VARS)
+            if var.startswith("ansible_") and var not in ANSIBLE_VARS:
+                close = did_you_mean(var, ANSIBLE_VARS)
+                if close:
+                    warn_once(var, self.r.mark(var), f"unknown variable {var!r}, did you mean {close!r}? "
+                              "(Ansible ignores it silently, and so does sandfleet)")
 
     def text(self, var: str) -> Optional[str]:
         value = self.r.get(var)
@@ -255,6 +299,48 @@ class _Reader:
         if problem:
             raise self.fail(var, problem)
         return value
+
+
+def did_you_mean(name: str, known: tuple[str, ...]) -> Optional[str]:
+    """The known name ``name`` is most likely a typo of: the nearest by edits (a swap of two neighbours
+    counts one) after the common ``prefix_``, at most 1 edit for a short rest and 2 for a long one."""
+    prefix = name.split("_", 1)[0] + "_"
+    rest = name[len(prefix):]
+    limit = 1 if len(rest) <= 6 else 2
+    best: Optional[tuple[int, str]] = None
+    for candidate in known:
+        if candidate.startswith(prefix):
+            distance = _edits(rest, candidate[len(prefix):], limit)
+            if distance <= limit and (best is None or distance < best[0]):
+                best = (distance, candidate)
+    return best[1] if best else None
+
+
+def _edits(a: str, b: str, limit: int) -> int:
+    """Optimal-string-alignment distance (insert, delete, replace, swap neighbours); > limit early."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], previous2[j - 2] + 1)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+def warn_once(var: str, mark: Optional[Mark], message: str) -> None:
+    """``sandfleet: FILE:LINE:COL: warning: MESSAGE`` on stderr, once per variable and place."""
+    with _warned_lock:
+        if (var, mark) in _warned:
+            return
+        _warned.add((var, mark))
+    where = f"{mark}: " if mark else ""
+    sys.stderr.write(f"sandfleet: {where}warning: {message}\n")
 
 
 def path_problem(path: str, os_name: Optional[str], *, allow_home: bool) -> Optional[str]:

@@ -111,7 +111,13 @@ def _reads_like_yaml(data: bytes) -> bool:
 
 
 def _read_host_list(given: str, builder: InventoryBuilder) -> None:
-    """``-i 'web1,web2:2222,'``: hosts in ``ungrouped``; ranges stay literal, as in Ansible."""
+    """``-i 'web1,web2:2222,'``: hosts in ``ungrouped``; ranges stay literal, as in Ansible.
+
+    ``-i localhost,`` names ``localhost`` explicitly, so (as in Ansible) it is an ordinary host reached
+    over SSH: only Ansible's *implicit* localhost, which sandfleet does not create, gets
+    ``ansible_connection: local`` ("the localhost in inventory is treated just like any other host",
+    Ansible's "Implicit 'localhost'" page). To run on this machine without SSH, set it:
+    an inventory line ``localhost ansible_connection=local``."""
     col = 1
     for item in given.split(","):
         host = item.strip()

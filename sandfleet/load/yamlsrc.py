@@ -121,7 +121,9 @@ def _convert(loader: yaml.SafeLoader, node: Node, file: str) -> Any:
         for key_node, value_node in node.value:
             key = _convert(loader, key_node, file)
             if isinstance(key, (dict, list)):
-                raise InputError("a mapping key must be a plain value, not a mapping or list",
+                unquoted = " (a value starting with '{{' must be quoted: \"{{ ... }}\")" \
+                    if isinstance(key_node, MappingNode) and key_node.flow_style else ""
+                raise InputError(f"a mapping key must be a plain value, not a mapping or list{unquoted}",
                                  _mark(key_node, file))
             if key in out:
                 raise InputError(f"duplicate key {key!r} (first given at line "
@@ -154,11 +156,11 @@ def load_yaml_text(text: str, file: str) -> Any:
         return _load(_FAST_LOADER, text, file)
     except yaml.YAMLError as exc:
         if _FAST_LOADER is yaml.SafeLoader:
-            raise _syntax_error(exc, file) from None
+            raise _syntax_error(exc, file, text) from None
     try:
         return _load(yaml.SafeLoader, text, file)
     except yaml.YAMLError as exc:
-        raise _syntax_error(exc, file) from None
+        raise _syntax_error(exc, file, text) from None
 
 
 def _load(loader_class: Any, text: str, file: str) -> Any:
@@ -170,11 +172,54 @@ def _load(loader_class: Any, text: str, file: str) -> Any:
         loader.dispose()
 
 
-def _syntax_error(exc: yaml.YAMLError, file: str) -> InputError:
+_INDENT_HINT = "is the line indented wrongly? Lines at one level need the same number of spaces"
+#: PyYAML's problem (a prefix of it) → what a person would say; the common mistakes only.
+_HINTS: tuple[tuple[str, str], ...] = (
+    ("found character '\\t'", "a tab is not allowed for indentation: indent with spaces"),
+    ("mapping values are not allowed here",
+     "is a ':' missing, or missing a space after it, on the line above; does a value containing ': ' need "
+     "quotes; or is the line indented wrongly?"),
+    ("could not find expected ':'", "is the ':' after a key missing, or is the line indented wrongly?"),
+    ("expected <block end>", _INDENT_HINT),
+    ("did not find expected key", _INDENT_HINT),
+    ("did not find expected '-' indicator",
+     "every item of a list starts with '- ' at the same indentation; is the line indented wrongly?"),
+    ("expected ',' or ']'", "is a '[' left unclosed? A value starting with '[' is a list: quote it if it is text"),
+    ("expected ',' or '}'", "is a '{' left unclosed? A value starting with '{' is a mapping: quote it if it "
+                            "is text (a '{{ template }}' value must be quoted)"),
+)
+
+
+def _hint(problem: str, context: str) -> Optional[str]:
+    if problem.startswith("found unexpected end of stream") and "quoted scalar" in context:
+        return "a quote is never closed"
+    return next((hint for prefix, hint in _HINTS if problem.startswith(prefix)), None)
+
+
+def source_excerpt(text: str, line: int, col: int) -> str:
+    """The source line ``line`` (1-based) and a caret under ``col``, as compilers show them; ``""``
+    when the line is past the end of the text."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return ""
+    source = lines[line - 1]
+    number = str(line)
+    pad = "".join(c if c == "\t" else " " for c in source[:col - 1])  # tabs kept so the caret lines up
+    return f"  {number} | {source}\n  {' ' * len(number)} | {pad}^"
+
+
+def _syntax_error(exc: yaml.YAMLError, file: str, text: str = "") -> InputError:
     if isinstance(exc, yaml.MarkedYAMLError):
         where = exc.problem_mark or exc.context_mark
         mark = Mark(file, where.line + 1, where.column + 1) if where else Mark(file, 1, 1)
-        return InputError(f"invalid YAML: {exc.problem or exc.context or 'invalid YAML'}", mark)
+        message = f"invalid YAML: {exc.problem or exc.context or 'invalid YAML'}"
+        hint = _hint(exc.problem or "", exc.context or "")
+        if hint:
+            message += f": {hint}"
+        excerpt = source_excerpt(text, mark.line, mark.col)
+        if not excerpt and exc.context_mark is not None:  # at the end of the text: show where it began
+            excerpt = source_excerpt(text, exc.context_mark.line + 1, exc.context_mark.column + 1)
+        return InputError(f"{message}\n{excerpt}" if excerpt else message, mark)
     return InputError(f"invalid YAML: {exc}", Mark(file, 1, 1))
 
 

@@ -1,13 +1,15 @@
 """``--format json``: one JSON object per line on stdout and nothing else.
 
 One event schema for a run and a dry-run (``docs/events.md``, ``docs/events.schema.json``):
-``run_start`` first (the sandfleet and schema versions), a ``task_result`` per host and task (a
-dry-run's carry ``dry_run: true`` and the wrapper that *would* run), ``host_unreachable``, and the
-``recap`` last. :func:`task_result` is also what the results directory stores, so a CI job reading
-either sees the same objects. Results are serialised with :func:`dataclasses.asdict`, so a field
-added to ``ExecResult`` appears here without a change. Every task result records the request as
-sent (:func:`request_record`: argv, cwd, the names of its environment variables, the timeout and
-the portable intent; values of the environment are left out, they may be secrets).
+``run_start`` first (the sandfleet and schema versions), ``play_start`` and ``task_start`` as plays
+and tasks begin (progress, so a consumer can show what is running before any result), a
+``task_result`` per host and task (a dry-run's carry ``dry_run: true`` and the wrapper that *would*
+run), ``host_unreachable``, and the ``recap`` last. :func:`task_result` is also what the results
+directory stores, so a CI job reading either sees the same objects. Results are serialised with
+:func:`dataclasses.asdict`, so a field added to ``ExecResult`` appears here without a change. Every
+task result records the request as sent (:func:`request_record`: argv, cwd, the names of its
+environment variables, the timeout and the portable intent; values of the environment are left out,
+they may be secrets).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from enum import Enum
 from typing import Any, Optional, TextIO
 
 from sandfleet import __version__
+from sandfleet.load.playbook import Play, Task
 from sandfleet.report.events import Reporter, TaskEvent
 from sandfleet.report.recap import HostTally, Recap
 from sandfleet_agent.portable.wire import ExecRequest, request_to_json
@@ -44,6 +47,17 @@ SCHEMA_VERSION = 1
 
 def run_start(dry_run: bool) -> dict[str, Any]:
     return {"event": "run_start", "sandfleet": __version__, "schema": SCHEMA_VERSION, "dry_run": dry_run}
+
+
+def play_start(play: Play, hosts: list[str]) -> dict[str, Any]:
+    """The ``play_start`` event: the play's name and the hosts it targets (after ``--limit``)."""
+    return {"event": "play_start", "play": play.name, "hosts": list(hosts)}
+
+
+def task_start(play: Play, task: Task, hosts: list[str]) -> dict[str, Any]:
+    """The ``task_start`` event: a task begins on ``hosts`` (once per batch; once per host under
+    ``strategy: free``; the first host only for ``run_once``)."""
+    return {"event": "task_start", "play": play.name, "task": task.name, "hosts": list(hosts)}
 
 
 def request_record(request: ExecRequest) -> dict[str, Any]:
@@ -108,6 +122,12 @@ class JsonReporter(Reporter):
             self.out.write(dumps(obj) + "\n")
             self.out.flush()
 
+    def play_start(self, play: Play, hosts: list[str]) -> None:
+        self._emit(play_start(play, hosts))
+
+    def task_start(self, play: Play, task: Task, hosts: list[str]) -> None:
+        self._emit(task_start(play, task, hosts))
+
     def task_event(self, event: TaskEvent) -> None:
         self._emit(task_result(event, self.dry_run))
 
@@ -118,5 +138,5 @@ class JsonReporter(Reporter):
         self._emit(recap_object(self.recap))
 
 
-__all__ = ["SCHEMA_VERSION", "JsonReporter", "dumps", "recap_object", "request_record", "run_start", "tally_object",
-           "task_result"]
+__all__ = ["SCHEMA_VERSION", "JsonReporter", "dumps", "play_start", "recap_object", "request_record", "run_start",
+           "tally_object", "task_result", "task_start"]

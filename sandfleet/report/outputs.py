@@ -114,11 +114,18 @@ def make_reporter(options: OutputOptions, out: TextIO, environ: Optional[Mapping
 
 
 def _check_file_target(path: str, option: str = "--junit") -> None:
+    """A report file's directory is created as ``--results-dir`` creates its own (CI jobs name
+    ``reports/junit.xml`` in a fresh checkout, as ``pytest --junitxml`` allows), before the run,
+    so a path that cannot be one fails before any host is touched."""
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a directory")
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: the directory {parent} does not exist or is not writable")
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot create the directory {parent}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the directory {parent} is not writable")
 
 
 def final_exit(reporter: Outputs) -> int:

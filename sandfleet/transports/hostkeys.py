@@ -6,7 +6,8 @@ forks, a whole file dropped for one unparsable line, files rewritten on save). H
 * an unknown key is refused unless the policy is ``accept-new``; the refusal says how to trust it;
 * a changed key (or a host that now shows a key type it never had while others are recorded) is
   refused whatever the policy, naming both fingerprints and how to remove the old entry;
-* ``accept-new`` appends one line per new host under a process-wide lock plus ``flock`` on the
+* ``accept-new`` appends one line per new host (and says so on stderr: host, key type, fingerprint,
+  file) under a process-wide lock plus ``flock`` on the
   file, after re-reading it, so parallel hosts and parallel sandfleet runs record each key once;
   the file is never rewritten;
 * lines this code cannot use (``@cert-authority``, unknown key types, garbage) are skipped one by
@@ -23,8 +24,9 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Optional, get_args
 
@@ -142,10 +144,13 @@ class KnownHosts:
 
     _process_lock = threading.Lock()  # one lock for all files: flock alone does not order threads
 
-    def __init__(self, files: Iterable[str], write_to: str, *, hash_names: bool = False) -> None:
+    def __init__(self, files: Iterable[str], write_to: str, *, hash_names: bool = False,
+                 notice: Optional[Callable[[str], None]] = None) -> None:
         self.files = tuple(dict.fromkeys([write_to, *files]))
         self.write_to = write_to
         self.hash_names = hash_names
+        #: told one line per key ``accept-new`` records (default: stderr), so no key is trusted unseen
+        self.notice = notice or _to_stderr
         self._by_file: dict[str, list[KnownKey]] = {}
         self._lock = threading.Lock()
 
@@ -199,9 +204,14 @@ class KnownHosts:
                 added = KnownKey(self.write_to, on_disk.count(b"\n") + line.count(b"\n"), (name,), key_type, blob)
                 with self._lock:
                     self._by_file[self.write_to] = [*fresh, added]
+                self.notice(f"added {host}'s {key_type} key ({fingerprint(blob)}) to {self.write_to}")
                 return True
             finally:
                 os.close(fd)  # releases the flock
+
+
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(f"sandfleet: {message}\n")
 
 
 def _read_fd(fd: int) -> bytes:
