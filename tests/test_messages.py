@@ -177,3 +177,18 @@ def test_a_missing_dot_ssh_is_created_0700(tmp_path: Path, monkeypatch: pytest.M
         "h", "ssh-ed25519", key(4), ACCEPT_NEW, keyscan="ssh-keyscan h")
     assert path.parent.stat().st_mode & 0o777 == 0o700 and path.stat().st_mode & 0o777 == 0o600
     assert path.read_text() == f"h ssh-ed25519 {base64.b64encode(key(4)).decode()}\n"
+
+
+@pytest.mark.parametrize(("key", "line"), [("when", 5), ("failed_when", 6), ("loop", 7)])
+def test_an_undefined_variable_in_a_condition_or_loop_points_at_its_own_line(tmp_path: Path, key: str,
+                                                                             line: int) -> None:
+    """Rendered on the host's turn, such an error used to point at the task's first line."""
+    values = {"when": "true", "failed_when": "false", "loop": "[1]"}
+    values[key] = "nosuchvar" if key != "loop" else '"{{ nosuchvar }}"'
+    (tmp_path / "pb.yml").write_text(
+        "- hosts: all\n  tasks:\n    - name: t\n      exec: {argv: [\"true\"]}\n"
+        f"      when: {values['when']}\n      failed_when: {values['failed_when']}\n      loop: {values['loop']}\n")
+    (tmp_path / "inv.yml").write_text("all:\n  hosts:\n    here: {ansible_connection: local}\n")
+    out, err = io.StringIO(), io.StringIO()
+    main(["run", str(tmp_path / "pb.yml"), "-i", str(tmp_path / "inv.yml")], out, err)
+    assert f"pb.yml:{line}:" in out.getvalue() + err.getvalue() and "nosuchvar" in out.getvalue() + err.getvalue()

@@ -254,6 +254,9 @@ class Task:
     run_once: bool = False
     tags: tuple[str, ...] = ()  # the task's own and its play's
     loop_control: LoopControl = NO_LOOP_CONTROL
+    #: Where ``when``, ``failed_when``, ``changed_when`` and ``loop`` were written, so an error in
+    #: rendering one points at its own line, not the task's first.
+    marks: Mapping[str, Mark] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -577,6 +580,8 @@ class _Loader:
             run_once=run_once,
             tags=tuple(dict.fromkeys(play_tags + tags)),
             loop_control=loop_control,
+            marks=MappingProxyType({k: node.value_mark(k) for k in ("when", "failed_when", "changed_when", "loop")
+                                    if k in node}),
         )
 
     def loop_control(self, node: YMap) -> LoopControl:

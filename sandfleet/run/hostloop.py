@@ -325,7 +325,7 @@ class HostRun:
                                    ignored=failed and _ignorable(task, status))
 
     def _condition(self, expression: str, what: str, task: Task, renderer: VarRenderer) -> bool:
-        return bool(renderer.render("{{ " + expression + " }}", what, task.mark))
+        return bool(renderer.render("{{ " + expression + " }}", what, task.marks.get(what, task.mark)))
 
     def _pending(self, task: Task, renderer: VarRenderer) -> Optional[str]:
         """In a dry-run: why ``task`` cannot be shown, when it reads a result registered by an
@@ -393,7 +393,7 @@ class HostRun:
                               allowed=exc.allowed))
 
     def _loop_items(self, task: Task, renderer: VarRenderer) -> list[Any]:
-        looped = renderer.render(task.loop, "loop", task.mark)
+        looped = renderer.render(task.loop, "loop", task.marks.get("loop", task.mark))
         if not isinstance(looped, list):
             raise InputError(f"loop of task {task.name!r} on host {self.name!r} must give a list, "
                              f"got {type(looped).__name__}", task.mark)
