@@ -80,6 +80,7 @@ from sandfleet.errors import InputError
 from sandfleet.inventory import Inventory
 from sandfleet.report.jsonl import dumps
 from sandfleet.transports.hostkeys import HostKeyPolicy
+from sandfleet_agent.portable.wire import no_constant, unique_keys
 
 #: The longest request line read (newline excluded); a longer one is skipped unread and refused.
 #: Four times the policy's default ``limits.request_bytes`` and twice what Linux can exec (ARG_MAX).
@@ -389,8 +390,8 @@ class Server:
 
 def _parse(line: bytes) -> Any:
     try:
-        return json.loads(line.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite,
-                          object_pairs_hook=_object)
+        return json.loads(line.decode("utf-8"), parse_constant=no_constant, parse_float=_finite,
+                          object_pairs_hook=unique_keys)  # the wire's rules: no NaN, no duplicate keys
     except UnicodeDecodeError as exc:
         raise RpcError(PARSE_ERROR, f"parse error: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -398,9 +399,6 @@ def _parse(line: bytes) -> Any:
     except ValueError as exc:
         raise RpcError(PARSE_ERROR, f"parse error: {str(exc)[:200]}") from None
 
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _finite(text: str) -> float:
@@ -410,16 +408,6 @@ def _finite(text: str) -> float:
         raise ValueError(f"{text} is out of range")
     return value
 
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object whose keys are all different: two readers of a duplicated key may disagree on
-    which one counts (a checking proxy takes the first, Python the last)."""
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
-    return obj
 
 
 def _is_id(value: Any) -> bool:

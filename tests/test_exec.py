@@ -27,7 +27,7 @@ from sandfleet_agent.portable.policy import DEFAULT_PROTECTED
 from support import eventschema
 from support.ci import need
 from support.netservers import HttpServer
-from support.sshd import Fleet, free_port, missing_reason
+from support.sshd import Fleet, free_port, running
 
 ROOT = Path(__file__).resolve().parent.parent
 WARNING = "bwrap: network none/managed: no UNIX sockets"
@@ -373,14 +373,8 @@ def test_format_json_reports_unreachable_and_refused_hosts_with_runs_exit_code(t
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[Fleet]:
-    reason = missing_reason()
-    need(reason is None, reason or "")
-    fleet = Fleet()
-    try:
-        fleet.spawn()
+    with running(1) as fleet:
         yield fleet
-    finally:
-        fleet.cleanup()
 
 
 def test_host_key_policy_accept_new_records_what_reject_refuses(sshd: Fleet, tmp_path: Path) -> None:

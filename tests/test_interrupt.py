@@ -28,9 +28,8 @@ from sandfleet.report.terminal import ERASE_LINE
 from sandfleet.report.text import TextReporter, running_names
 from support import eventschema
 from support.agents import wait_until
-from support.ci import need
 from support.report_fakes import Tty, event, play, task
-from support.sshd import Fleet, missing_reason, processes_with_env
+from support.sshd import Fleet, processes_with_env, running
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = play()
@@ -41,15 +40,8 @@ DEPLOY = play()
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[Fleet]:
-    reason = missing_reason()
-    need(reason is None, reason or "")
-    fleet = Fleet()
-    try:
-        fleet.spawn()
-        fleet.spawn()
+    with running(2) as fleet:
         yield fleet
-    finally:
-        fleet.cleanup()
 
 
 def test_ctrl_c_records_the_tasks_in_flight_as_cancelled_on_every_host(sshd: Fleet, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ ALLOWED = {
                       "sandfleet.report", "sandfleet.transports", "sandfleet_agent.*"},
     "sandfleet.api": {"sandfleet.*", "sandfleet_agent.*"},
     "sandfleet.cli": {"sandfleet.*"},
-    "sandfleet.serve": {"sandfleet.*"},  # a layer over the API, as the command line is
+    "sandfleet.serve": {"sandfleet.*", "sandfleet_agent.portable"},  # over the API, speaking the wire's JSON rules
     "sandfleet.doctor": {"sandfleet.report", "sandfleet_agent.binding", "sandfleet_agent.linux",
                          "sandfleet_agent.portable"},  # judges an agent's facts: pure, no running
     "sandfleet.__main__": {"sandfleet.cli"},

@@ -36,7 +36,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
@@ -324,29 +324,31 @@ def _check_template(text: str, mark: Mark, what: str) -> None:
         check_template(text, mark, what)
 
 
-def _no_vault(value: Any, mark: Mark, what: str) -> None:
-    """A vaulted value where the task itself needs it (a loop item) cannot be used."""
-    if isinstance(value, VaultedValue):
-        raise InputError(f"{what} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption is "
-                         "not supported)", mark)
+def _scalars(value: Any, mark: Mark) -> Iterator[tuple[Any, Mark]]:
+    """Every plain value inside loaded data (vars, loop items), each with where it was written."""
     if isinstance(value, YMap):
         for k, v in value.items():
-            _no_vault(v, value.value_mark(k), what)
+            yield from _scalars(v, value.value_mark(k))
     elif isinstance(value, YList):
         for i, v in enumerate(value):
-            _no_vault(v, value.item_mark(i), what)
+            yield from _scalars(v, value.item_mark(i))
+    else:
+        yield value, mark
+
+
+def _no_vault(value: Any, mark: Mark, what: str) -> None:
+    """A vaulted value where the task itself needs it (a loop item) cannot be used."""
+    for item, where in _scalars(value, mark):
+        if isinstance(item, VaultedValue):
+            raise InputError(f"{what} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption "
+                             "is not supported)", where)
 
 
 def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
     """Every string inside loaded data (vars, loop items) must parse as a template."""
-    if isinstance(value, str):
-        _check_template(value, mark, what)
-    elif isinstance(value, YMap):
-        for k, v in value.items():
-            _check_templates_in(v, value.value_mark(k), what)
-    elif isinstance(value, YList):
-        for i, v in enumerate(value):
-            _check_templates_in(v, value.item_mark(i), what)
+    for item, where in _scalars(value, mark):
+        if isinstance(item, str):
+            _check_template(item, where, what)
 
 
 #: The longest a task may run: 30 days. Far more than any CI job, and small enough for every

@@ -14,21 +14,13 @@ import pytest
 
 import sandfleet
 from support.agents import SSH_AGENT, cmdline, snapshot, survivors, wait_until
-from support.ci import need
-from support.sshd import USER, Fleet, SshHost, missing_reason
+from support.sshd import USER, Fleet, SshHost, running
 
 
 @pytest.fixture(scope="module")
 def sshd() -> Iterator[Fleet]:
-    reason = missing_reason()
-    need(reason is None, reason or "")
-    fleet = Fleet()
-    try:
-        fleet.spawn()
-        fleet.spawn()
+    with running(2) as fleet:
         yield fleet
-    finally:
-        fleet.cleanup()
 
 
 class Controller:

@@ -21,25 +21,20 @@ import pytest
 from sandfleet.transports.bootstrap import agent_bundle
 from support import eventschema
 from support.ci import need
-from support.sshd import BECOME_USER, USER, Fleet, allow_become, missing_reason
+from support.sshd import BECOME_USER, USER, Fleet, allow_become, running
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    reason = missing_reason()
-    need(reason is None, reason or "")
     need(shutil.which("sudo") is not None, "sudo is missing (apt-get install sudo)")
-    fleet = Fleet()
-    rule = allow_become()
-    try:
-        fleet.spawn()
-        fleet.spawn()
-        yield fleet
-    finally:
-        rule.unlink(missing_ok=True)
-        fleet.cleanup()
+    with running(2) as fleet:
+        rule = allow_become()
+        try:
+            yield fleet
+        finally:
+            rule.unlink(missing_ok=True)
 
 
 def run(fleet: Fleet, tmp: Path, tasks: list[str], **per_host: dict[str, str]) -> tuple[int, list[dict], str]:

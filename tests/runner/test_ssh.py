@@ -32,7 +32,7 @@ from sandfleet_agent.portable.wire import ExecRequest
 from support import eventschema
 from support.ci import need
 from support.netservers import HttpServer
-from support.sshd import USER, Fleet, SshHost, keygen, missing_reason
+from support.sshd import USER, Fleet, SshHost, keygen, running
 
 ROOT = Path(__file__).resolve().parents[2]
 HOSTS = 10
@@ -41,15 +41,8 @@ EXEC = "exec: {{argv: {argv}}}"
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    reason = missing_reason()
-    need(reason is None, reason or "")
-    fleet = Fleet()
-    try:
-        for _ in range(HOSTS):
-            fleet.spawn()
+    with running(HOSTS) as fleet:
         yield fleet
-    finally:
-        fleet.cleanup()
 
 
 @pytest.fixture

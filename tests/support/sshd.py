@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -260,3 +261,20 @@ SetEnv XDG_CACHE_HOME={cache}
             lines += [f"    {h.name}:", *(f"      {k}: {v}" for k, v in variables.items())]
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+@contextlib.contextmanager
+def running(hosts: int) -> Iterator[Fleet]:
+    """``hosts`` real sshd hosts for a test module's fixture, cleaned up after. Without sshd or
+    root the test skips (fails under CI: it must provide them)."""
+    from support.ci import need  # here: bench/ uses this module without pytest
+
+    reason = missing_reason()
+    need(reason is None, reason or "")
+    fleet = Fleet()
+    try:
+        for _ in range(hosts):
+            fleet.spawn()
+        yield fleet
+    finally:
+        fleet.cleanup()

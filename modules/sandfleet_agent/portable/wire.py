@@ -269,7 +269,7 @@ def _loads(line: Union[str, bytes], what: str) -> object:
         except UnicodeDecodeError as exc:
             raise WireError(f"{what} line is not UTF-8: {exc}") from None
     try:
-        return json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        return json.loads(line, object_pairs_hook=unique_keys, parse_constant=no_constant)
     except WireError:
         raise
     except ValueError as exc:  # JSONDecodeError, or an integer beyond Python's digit limit
@@ -278,7 +278,7 @@ def _loads(line: Union[str, bytes], what: str) -> object:
         raise WireError(f"{what} line is nested too deeply") from None
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """Duplicate keys would let two readers see two different messages; refuse them."""
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -288,7 +288,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _no_constant(name: str) -> object:
+def no_constant(name: str) -> object:
     raise WireError(f"{name} is not valid JSON")
 
 
