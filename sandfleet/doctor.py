@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from sandfleet.report.recap import EXIT_NO_HOSTS
 from sandfleet.report.terminal import printable
-from sandfleet_agent.binding.facts import HostFacts, split_reason
+from sandfleet_agent.binding.facts import MAX_ABI_ENV, HostFacts, split_reason
 from sandfleet_agent.portable.policy import HOST_FILES
 
 #: The states of a check, worst last: ``fail`` stops the default intent (or what the operator
@@ -50,6 +51,11 @@ CONTAINER_SECCOMP_FIX = ("start the agent's container with a seccomp profile tha
                          "CLONE_NEWUSER (docker/podman run --security-opt seccomp=PROFILE.json, a copy of the "
                          "default profile with those allowed; seccomp=unconfined also works), or run the agent "
                          f"outside the container; or, for an agent run as an unprivileged user: {LANDLOCK_PIN}")
+
+
+SUPERVISOR_SECCOMP_FIX = ("start the agent without that filter: for a systemd unit, drop the SystemCallFilter= "
+                          "and RestrictNamespaces= lines that forbid user namespaces; for a container, see its "
+                          "runtime's seccomp profile; or, for an agent run as an unprivileged user: " + LANDLOCK_PIN)
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,11 @@ class HostReport:
 
     @property
     def enforced(self) -> bool:
-        """The default sandbox intent ran sandboxed on this host."""
-        return self.trial is not None and self.trial.status == "ok"
+        """The default sandbox intent ran sandboxed on this host: the trial command exited 0, or
+        its sandbox was set up and the command failed inside it (an agent refuses a sandbox it
+        cannot set up as ``sandbox_unavailable``, never as ``failed``)."""
+        return self.trial is not None and (self.trial.status == "ok"
+                                           or (self.trial.status == "failed" and self.trial.backend is not None))
 
     @property
     def exit_bits(self) -> int:
@@ -125,12 +134,15 @@ class HostReport:
 class DoctorResult:
     """Every targeted host's report (inventory order) and the exit code: 0 every host can
     enforce the default sandbox intent; bits 4 a host unreachable, 8 a host cannot enforce it,
-    16 a host's own policy refuses it."""
+    16 a host's own policy refuses it; 1 when the pattern matched no host, so nothing was
+    looked at (as a run that matched no host: it must not read as a clean bill of health)."""
 
     hosts: Mapping[str, HostReport] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
+        if not self.hosts:
+            return EXIT_NO_HOSTS
         code = 0
         for report in self.hosts.values():
             code |= report.exit_bits
@@ -209,10 +221,16 @@ def userns_problem(facts: HostFacts) -> tuple[str, str]:
                 "without a profile that allows them (Ubuntu 23.10+)",
                 apparmor_fix(status.path if status is not None and status.path else "/usr/bin/bwrap"))
     cause, fix, userns = split_reason(reason)
-    if failed and userns and facts.seccomp_mode == 2 and "not permitted" in reason.lower():
-        where = f"this {facts.container} container" if facts.container else "the agent's seccomp filter"
-        return (f"{where} runs the agent under a seccomp filter that forbids unshare/clone of user namespaces "
-                f"({cause})", CONTAINER_SECCOMP_FIX)
+    # EPERM, in bwrap's words or in Debian's patched ones ("No permissions to create new namespace,
+    # likely because the kernel does not allow ..."), while no sysctl above refuses: the filter the
+    # agent runs under is what forbids it (Docker's and podman's default profiles do).
+    refused = "not permitted" in reason.lower() or "no permissions to creat" in reason.lower()
+    if failed and userns and facts.seccomp_mode == 2 and refused:
+        if facts.container:
+            return (f"this {facts.container} container runs the agent under a seccomp filter that forbids "
+                    f"unshare/clone of user namespaces ({cause})", CONTAINER_SECCOMP_FIX)
+        return (f"the agent runs under a seccomp filter, set by whatever started it, that forbids unshare/clone "
+                f"of user namespaces ({cause})", SUPERVISOR_SECCOMP_FIX)
     if failed and userns:
         return cause, fix
     return "", ""
@@ -245,8 +263,7 @@ def landlock_check(facts: HostFacts, wanted: Sequence[str], pin: Optional[str]) 
     who = "as root" if facts.euid == 0 else f"with capabilities (CapEff {facts.cap_eff:#x})"
     if status is None or not status.available:
         why = status.reason if status is not None else "not probed by this agent"
-        fix = ("boot a kernel >= 5.13 (>= 6.7 for network none) with landlock in the lsm= boot parameter "
-               "(e.g. lsm=landlock,lockdown,yama,integrity,apparmor)")
+        fix = landlock_fix(why)
         if chosen:
             return Check("landlock", "fail", f"{how}, but {why}", f"{fix}; or drop {LANDLOCK_PIN} to use bwrap")
         return Check("landlock", "info", f"{why}; {rule}")
@@ -268,6 +285,19 @@ def landlock_check(facts: HostFacts, wanted: Sequence[str], pin: Optional[str]) 
         return Check("landlock", "info", f"ABI {abi}; {rule}", f"a way out while bwrap cannot run: {LANDLOCK_PIN} "
                      "for this host in the inventory (Landlock has no managed network and hides no processes)")
     return Check("landlock", "info", f"ABI {abi}; {rule}")
+
+
+def landlock_fix(why: str) -> str:
+    """The fix for the reason the agent gave (facts.probe_landlock): the variable that turned it
+    off, the boot parameter of a kernel that has it, or a kernel that has it."""
+    if MAX_ABI_ENV in why:
+        return (f"remove {MAX_ABI_ENV} from the agent's environment (it caps the Landlock ABI, 0 turns "
+                "Landlock off; over SSH the login's environment: sshd's SetEnv or ~/.ssh/environment)")
+    if "disabled at boot" in why:
+        return ("add landlock to the lsm= kernel boot parameter and reboot (e.g. "
+                "lsm=landlock,lockdown,yama,integrity,apparmor; >= 6.7 for network none)")
+    return ("boot a kernel >= 5.13 (>= 6.7 for network none) with landlock in the lsm= boot parameter "
+            "(e.g. lsm=landlock,lockdown,yama,integrity,apparmor)")
 
 
 def seccomp_check(facts: HostFacts) -> Check:
@@ -337,6 +367,10 @@ def intent_check(facts: HostFacts, trial: Trial, checks: Sequence[Check], pin: O
         return Check("default intent", "ok", f"enforced with {trial.backend} (a trial command ran in the workspace "
                      "profile with network none)")
     message = trial.message or trial.status
+    if trial.status == "failed" and trial.backend is not None:
+        return Check("default intent", "warn", f"enforced with {trial.backend}, but the trial command failed "
+                     f"inside the sandbox: {message}", "nothing for the sandbox; /bin/sh -c 'exit 0' itself failed "
+                     "in it (the message says why), and tasks that start a shell will fail the same way")
     if trial.status == "denied":
         return Check("default intent", "fail", f"refused by the policy: {message}",
                      "the layer named sets what may run; its owner can widen it")

@@ -122,6 +122,8 @@ def test_cli_facts_one_block_or_object_per_host(tmp_path: Path) -> None:
     assert HostFacts.from_dict(objs[0]["facts"]).os == "linux" and "unreachable" in objs[1]
     code, out, _ = _run("facts", "-i", inv, "here")
     assert code == 0 and out.startswith("here | OK | linux") and "\n  python: " in out and "\n  euid: " in out
+    code, out, err = _run("facts", "-i", inv, "nosuchgroup")
+    assert code == 1 and out == "" and "the pattern 'nosuchgroup' matches no host" in err
 
 
 # -- HostFacts stays readable from older agents ---------------------------------------------------

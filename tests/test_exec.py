@@ -295,7 +295,7 @@ def test_limit_narrows_the_pattern(tmp_path: Path) -> None:
     code, out, _ = cli("exec", "web*", "-i", inv, "-l", "web2:db1", "--", "echo", "{{ inventory_hostname }}")
     assert code == 0 and out == "web2 | OK | rc=0 | backend bwrap\nweb2\n"
     code, out, err = cli("exec", "db1", "-i", inv, "-l", "web2", "--", "true")
-    assert code == 0 and out == "" and "matches no host; nothing ran" in err
+    assert code == 1 and out == "" and "matches no host; nothing ran" in err  # as run: nothing ran
 
 
 def test_forks_bounds_how_many_hosts_run_at_once(tmp_path: Path) -> None:

@@ -39,6 +39,10 @@ Decisions, and why:
 - Per-OS hints: ``linux.prefer`` is checked here; every other hint key is carried as plain data
   and validated by the hosts that read it. A hint may only choose among ways to enforce the
   intent, never weaken it.
+- Mistakes: every independent part of a block (each unknown key, the profile, each filesystem
+  entry's key and access, the network and each of its domains, each workspace root, each OS's
+  hints, each limit) is checked even after an earlier one failed, and the block raises one
+  :class:`InputError` carrying them all in file order, as the playbook loader does for a file.
 
 This module also holds the small validation helpers the playbook loader shares (key checking,
 type names, native path -> URI).
@@ -48,7 +52,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from sandfleet.errors import InputError, Mark
 from sandfleet.load.yamlsrc import YList, YMap
@@ -76,6 +80,7 @@ from sandfleet_agent.portable.words import describe, suggest
 
 #: Called with (message, mark) for a problem that is reported but not fatal.
 WarnFn = Callable[[str, Mark], None]
+_T = TypeVar("_T")
 
 SANDBOX_KEYS = ("profile", "filesystem", "network", "workspace_roots", "limits", *OS_NAMES)
 ACCESS_VALUES = tuple(a.value for a in Access)
@@ -115,15 +120,51 @@ _OLD_SYMBOL_SPELLINGS = {"cwd": "workspace_roots", "project_roots": "workspace_r
 
 
 
-def check_keys(node: YMap, allowed: tuple[str, ...], what: str,
-               hints: Optional[Mapping[str, str]] = None) -> None:
-    """Unknown keys are errors, never ignored: a typo must not silently drop a setting."""
+def unknown_keys(node: YMap, allowed: tuple[str, ...], what: str,
+                 hints: Optional[Mapping[str, str]] = None) -> list[InputError]:
+    """Every unknown key of ``node``, each an error at its key: a typo must not silently drop a
+    setting, and a block with two typos shows both."""
+    out = []
     for key in node:
         if key in allowed:
             continue
         hint = (hints or {}).get(str(key))
         extra = f"; {hint}" if hint else suggest(key, allowed)
-        raise InputError(f"unknown {what} key {key!r}{extra}", node.key_mark(key), allowed=allowed)
+        out.append(InputError(f"unknown {what} key {key!r}{extra}", node.key_mark(key), allowed=allowed))
+    return out
+
+
+def check_keys(node: YMap, allowed: tuple[str, ...], what: str,
+               hints: Optional[Mapping[str, str]] = None) -> None:
+    """Unknown keys are errors, never ignored: the first one is raised."""
+    errors = unknown_keys(node, allowed, what, hints)
+    if errors:
+        raise errors[0]
+
+
+class _Mistakes:
+    """The mistakes of one ``sandbox:`` block, each recorded while the next independent part is
+    checked, as the playbook loader does for a whole file (sandfleet/load/playbook.py): one load
+    shows them all. A part that depends on a broken one (the "filesystem is empty" check after a
+    bad entry) is skipped, so each mistake is reported once, where it was made."""
+
+    def __init__(self) -> None:
+        self.found: list[InputError] = []
+
+    def attempt(self, default: Any, check: Callable[..., _T], *args: Any) -> _T:
+        """``check(*args)``, or ``default`` after recording its error(s) (what is built is dropped
+        once a mistake is recorded, so ``default`` need only keep the checks going)."""
+        try:
+            return check(*args)
+        except InputError as exc:
+            self.found.extend(exc.errors)
+            return default  # type: ignore[no-any-return]
+
+    def raise_any(self) -> None:
+        """One :class:`InputError` carrying every mistake in file order, if there is one."""
+        if self.found:
+            raise InputError.collect(sorted(self.found, key=lambda e: (e.mark.line, e.mark.col) if e.mark
+                                            else (1 << 30, 0)))
 
 
 def expect_map(value: Any, mark: Mark, what: str) -> YMap:
@@ -192,7 +233,8 @@ def check_subpath(sub: str, key: str, mark: Mark) -> Optional[str]:
 
 
 def parse_sandbox(value: Any, mark: Mark, warn: WarnFn) -> Optional[SandboxIntent]:
-    """The intent a ``sandbox:`` value asks for; ``None`` for ``sandbox: false``."""
+    """The intent a ``sandbox:`` value asks for; ``None`` for ``sandbox: false``. A block with
+    several mistakes raises one :class:`InputError` carrying each (``.errors``, file order)."""
     if value is False:
         return None
     if value is True:
@@ -203,24 +245,28 @@ def parse_sandbox(value: Any, mark: Mark, warn: WarnFn) -> Optional[SandboxInten
     if not isinstance(value, YMap):
         raise InputError(f"sandbox must be true, false or a mapping, got {describe(value)}", mark)
     node = value
-    check_keys(node, SANDBOX_KEYS, "sandbox")
+    mistakes = _Mistakes()
+    mistakes.found += unknown_keys(node, SANDBOX_KEYS, "sandbox")
 
     permissions: list[Permission] = []
     if "profile" in node:
-        permissions.extend(_profile(node))
+        permissions.extend(mistakes.attempt((), _profile, node))
     if "filesystem" in node:
-        permissions.extend(_filesystem(node, warn))
-        if not permissions:
-            raise InputError("filesystem is empty and no profile is given: nothing could be read, so "
-                             "nothing could run; list entries, or add a profile",
-                             node.value_mark("filesystem"))
+        before = len(mistakes.found)
+        permissions.extend(mistakes.attempt([], _filesystem, node, warn))
+        if not permissions and len(mistakes.found) == before and "profile" not in node:
+            mistakes.found.append(InputError("filesystem is empty and no profile is given: nothing could be read, "
+                                             "so nothing could run; list entries, or add a profile",
+                                             node.value_mark("filesystem")))
     if "profile" not in node and "filesystem" not in node:
         permissions.extend(PROFILES[DEFAULT_PROFILE])
 
-    network = _network(node["network"], node.value_mark("network")) if "network" in node else NetworkPolicy()
-    roots = _workspace_roots(node) if "workspace_roots" in node else ()
-    per_os = {os_name: _os_hints(node, os_name) for os_name in OS_NAMES if os_name in node}
-    limits = _limits(node) if "limits" in node else TaskLimits()
+    network = (mistakes.attempt(NetworkPolicy(), _network, node["network"], node.value_mark("network"))
+               if "network" in node else NetworkPolicy())
+    roots = mistakes.attempt((), _workspace_roots, node) if "workspace_roots" in node else ()
+    per_os = {os_name: mistakes.attempt({}, _os_hints, node, os_name) for os_name in OS_NAMES if os_name in node}
+    limits = mistakes.attempt(TaskLimits(), _limits, node) if "limits" in node else TaskLimits()
+    mistakes.raise_any()
     return SandboxIntent(permissions=tuple(permissions), network=network, workspace_roots=roots,
                          per_os=per_os, limits=limits)
 
@@ -229,12 +275,14 @@ def _limits(node: YMap) -> TaskLimits:
     """``limits: {memory: 512M, pids: 256, cpu_seconds: 600, file_size: 1G, open_files: 1024,
     output: 4M}``: what the task asks; the host's policy gives defaults and caps."""
     value = expect_map(node["limits"], node.value_mark("limits"), "limits")
+    mistakes = _Mistakes()
     for key in value:
         try:
             parse_limits({key: value[key]})
         except ValueError as exc:
             mark = value.key_mark(key) if key not in LIMIT_KEYS else value.value_mark(key)
-            raise InputError(str(exc), mark, allowed=LIMIT_KEYS if key not in LIMIT_KEYS else None) from None
+            mistakes.found.append(InputError(str(exc), mark, allowed=LIMIT_KEYS if key not in LIMIT_KEYS else None))
+    mistakes.raise_any()
     return parse_limits(plain(value))
 
 
@@ -248,29 +296,43 @@ def _profile(node: YMap) -> tuple[Permission, ...]:
 
 
 def _filesystem(node: YMap, warn: WarnFn) -> list[Permission]:
+    """Each entry checked on its own: a bad key and a bad access elsewhere are two mistakes."""
     fs = expect_map(node["filesystem"], node.value_mark("filesystem"), "filesystem")
-    out = []
-    for key, access_text in fs.items():
-        key_mark = fs.key_mark(key)
-        if key is None:
-            raise InputError("a null key: an unquoted `~` (or `null`) is YAML's null; for the home "
-                             "directory write \"~\"", key_mark, allowed=PATH_KEY_FORMS)
-        if not isinstance(key, str):
-            raise InputError(f"filesystem key {key!r} must be a path, got {describe(key)}", key_mark,
-                             allowed=PATH_KEY_FORMS)
-        value_mark = fs.value_mark(key)
-        if not isinstance(access_text, str) or access_text not in ACCESS_VALUES:
-            hint = "; 'none' is spelled 'deny'" if access_text == "none" else ""
-            raise InputError(f"access for {key!r} must be read, write or deny, got "
-                             f"{access_text!r}{hint}", value_mark, allowed=ACCESS_VALUES)
-        access = Access(access_text)
-        path = parse_path_key(key, key_mark, warn)
-        if isinstance(path, Glob) and access is not Access.DENY:
-            raise InputError(f"glob {key!r} can only be used with deny, not {access.value}: a glob "
-                             "cannot grant access; list the directories to allow instead", value_mark,
-                             allowed=("deny",))
-        out.append(Permission(path, access))
+    mistakes = _Mistakes()
+    out = [p for key, access in fs.items() for p in mistakes.attempt((), _entry, fs, key, access, warn)]
+    mistakes.raise_any()
     return out
+
+
+def _entry(fs: YMap, key: Any, access_text: Any, warn: WarnFn) -> tuple[Permission, ...]:
+    """One ``PATH-KEY: access`` entry; its key and its access are checked apart (both may be wrong)."""
+    key_mark, value_mark = fs.key_mark(key), fs.value_mark(key)
+    mistakes = _Mistakes()
+    access: Optional[Access] = None
+    if not isinstance(access_text, str) or access_text not in ACCESS_VALUES:
+        hint = "; 'none' is spelled 'deny'" if access_text == "none" else ""
+        mistakes.found.append(InputError(f"access for {key!r} must be read, write or deny, got "
+                                         f"{access_text!r}{hint}", value_mark, allowed=ACCESS_VALUES))
+    else:
+        access = Access(access_text)
+    path = mistakes.attempt(None, _entry_path, key, key_mark, warn)
+    if isinstance(path, Glob) and access is not None and access is not Access.DENY:
+        mistakes.found.append(InputError(f"glob {key!r} can only be used with deny, not {access.value}: a glob "
+                                         "cannot grant access; list the directories to allow instead", value_mark,
+                                         allowed=("deny",)))
+    mistakes.raise_any()
+    assert path is not None and access is not None  # else raise_any raised
+    return (Permission(path, access),)
+
+
+def _entry_path(key: Any, key_mark: Mark, warn: WarnFn) -> PathSpec:
+    if key is None:
+        raise InputError("a null key: an unquoted `~` (or `null`) is YAML's null; for the home "
+                         "directory write \"~\"", key_mark, allowed=PATH_KEY_FORMS)
+    if not isinstance(key, str):
+        raise InputError(f"filesystem key {key!r} must be a path, got {describe(key)}", key_mark,
+                         allowed=PATH_KEY_FORMS)
+    return parse_path_key(key, key_mark, warn)
 
 
 def parse_path_key(key: str, mark: Mark, warn: WarnFn) -> PathSpec:
@@ -366,24 +428,30 @@ def _network(value: Any, mark: Mark) -> NetworkPolicy:
     if not isinstance(value, YMap):
         raise InputError(f"network must be none, full or a mapping, got {describe(value)}", mark,
                          allowed=modes)
-    check_keys(value, ("allow", "deny"), "network")
+    mistakes = _Mistakes()
+    mistakes.found += unknown_keys(value, ("allow", "deny"), "network")
+    allow: tuple[str, ...] = ()
     if "allow" not in value or value["allow"] == []:
         where = value.value_mark("allow") if "allow" in value else value.mark
-        raise InputError("a managed network needs a non-empty allow list (only allowed domains get "
-                         "through; a deny-only list would mean no network): write network: none for "
-                         "no network, network: full for all, or {allow: [example.org]}", where)
-    allow = _domains(value, "allow")
-    deny = _domains(value, "deny") if "deny" in value else ()
+        mistakes.found.append(InputError("a managed network needs a non-empty allow list (only allowed domains get "
+                                         "through; a deny-only list would mean no network): write network: none for "
+                                         "no network, network: full for all, or {allow: [example.org]}", where))
+    else:
+        allow = mistakes.attempt((), _domains, value, "allow")
+    deny = mistakes.attempt((), _domains, value, "deny") if "deny" in value else ()
+    mistakes.raise_any()
     return NetworkPolicy(NetworkMode.MANAGED, allow=allow, deny=deny)
 
 
 def _domains(node: YMap, key: str) -> tuple[str, ...]:
     items = expect_list(node[key], node.value_mark(key), f"network {key}")
+    mistakes = _Mistakes()
     out: list[str] = []
     for i, item in enumerate(items):
-        domain = check_domain(item, items.item_mark(i))
-        if domain not in out:
+        domain = mistakes.attempt(None, check_domain, item, items.item_mark(i))
+        if domain is not None and domain not in out:
             out.append(domain)
+    mistakes.raise_any()
     return tuple(out)
 
 
@@ -419,21 +487,26 @@ def check_domain(value: Any, mark: Mark) -> str:
 
 def _workspace_roots(node: YMap) -> tuple[str, ...]:
     items = expect_list(node["workspace_roots"], node.value_mark("workspace_roots"), "workspace_roots")
-    roots = []
-    for i, item in enumerate(items):
-        text = expect_str(item, items.item_mark(i), "a workspace root")
-        roots.append(native_path_uri(text, items.item_mark(i), "workspace root"))
+    mistakes = _Mistakes()
+    roots = [mistakes.attempt("", _workspace_root, item, items.item_mark(i)) for i, item in enumerate(items)]
+    mistakes.raise_any()
     return tuple(roots)
+
+
+def _workspace_root(item: Any, mark: Mark) -> str:
+    return native_path_uri(expect_str(item, mark, "a workspace root"), mark, "workspace root")
 
 
 def _os_hints(node: YMap, os_name: str) -> Mapping[str, Any]:
     hints = expect_map(node[os_name], node.value_mark(os_name), f"sandbox.{os_name} hints")
+    mistakes = _Mistakes()
     for key in hints:
         if not isinstance(key, str):
-            raise InputError(f"{os_name} hint key {key!r} must be a string", hints.key_mark(key))
+            mistakes.found.append(InputError(f"{os_name} hint key {key!r} must be a string", hints.key_mark(key)))
     if os_name == "linux" and "prefer" in hints and hints["prefer"] not in LINUX_PREFER:
         prefer = hints["prefer"]
-        raise InputError(f"unknown linux.prefer {prefer!r}{suggest(prefer, LINUX_PREFER)}",
-                         hints.value_mark("prefer"), allowed=LINUX_PREFER)
+        mistakes.found.append(InputError(f"unknown linux.prefer {prefer!r}{suggest(prefer, LINUX_PREFER)}",
+                                         hints.value_mark("prefer"), allowed=LINUX_PREFER))
+    mistakes.raise_any()
     out: dict[str, Any] = plain(hints)
     return out

@@ -75,6 +75,21 @@ class TaskEvent:
         return self.status not in (TaskStatus.OK, TaskStatus.SKIPPED)
 
     @property
+    def backend_label(self) -> str:
+        """What held the command, in a report's words: the backend that ran it (``none`` being
+        ``sandbox: false``). A task with no backend never ran in a sandbox, and the label says
+        why rather than guess: ``no sandbox`` only when the host had none that could enforce it,
+        ``not run`` when it never got that far (a template that failed to render on this host, a
+        policy's refusal, a bad request), ``cancelled`` when it was killed before answering."""
+        if self.result is not None and self.result.backend:
+            return self.result.backend
+        if self.status is TaskStatus.SANDBOX_UNAVAILABLE:
+            return "no sandbox"
+        if self.status is TaskStatus.CANCELLED:
+            return "cancelled"
+        return "skipped" if self.status is TaskStatus.SKIPPED else "not run"
+
+    @property
     def display_name(self) -> str:
         """The task name as people read it: with the loop item's label when there is one."""
         if self.label is not None:

@@ -7,8 +7,9 @@ What the page shows, top to bottom:
 - a timeline per host (inline SVG): each task (each loop item) a bar from its ``started`` to
   ``started + duration_ms``, coloured by status (a failure under ``ignore_errors`` has its own
   colour), with the backend in its label and its ``<title>`` (hover: host, task, status, backend,
-  duration, start). A result without a start time (an older agent, a task refused before it
-  spawned) is a thin bar after the host's previous one; a skipped task has no bar;
+  duration, start); a task that never reached a sandbox says why instead (``TaskEvent.backend_label``:
+  "no sandbox", "not run"). A result without a start time (an older agent, a task refused before
+  it spawned) is a thin bar after the host's previous one; a skipped task has no bar;
 - the recap table (the same :class:`Recap` every other output reads, so the numbers agree);
 - each failure (failed, timeout, error, sandbox_unavailable, denied, cancelled, and ignored ones
   marked as such) with its message, rc and the last lines of its stdout and stderr;
@@ -145,7 +146,7 @@ def _timeline(hosts: dict[str, _Host]) -> str:
             w = max(r.duration_ms / 1000 * scale if start is not None else 0.0, MIN_BAR_W)
             cursor = x + w
             status = bar_status(event)
-            backend = r.backend or "no sandbox"
+            backend = event.backend_label  # "no sandbox" only when the host had none that could hold it
             tip = (f"{name} \u00b7 {event.display_name} \u00b7 {status} \u00b7 {backend} \u00b7 "
                    f"{r.duration_ms} ms \u00b7 " + (f"started {r.started}" if start is not None else "no start time"))
             out.append(f'<rect class="bar status-{status}" data-host="{esc(name)}" '
@@ -210,8 +211,8 @@ def _failures(hosts: dict[str, _Host]) -> str:
             if event.ignored:
                 parts.append(f"<p>ignored (ignore_errors): the run went on; status {esc(event.status)}</p>")
             if r is not None:
-                facts = [f"rc={r.rc}" if r.rc is not None else "no rc", f"backend {r.backend or 'none'}",
-                         f"{r.duration_ms} ms"]
+                facts = [f"rc={r.rc}" if r.rc is not None else "no rc",
+                         f"backend {r.backend}" if r.backend else event.backend_label, f"{r.duration_ms} ms"]
                 parts.append(f'<p class="facts">{esc(DOT.join(facts))}</p>')
                 if r.message:
                     parts.append(f'<p class="message">{esc(r.message)}</p>')

@@ -260,12 +260,17 @@ class TextReporter(Reporter):
         return printable("\n".join(lines))
 
     def _dry_recap(self) -> list[str]:
+        """Per host: what was rendered, what its sandbox refused (``sandbox_unavailable``), what the
+        policy denied, and ``errors``: tasks that could not even be rendered (a template that fails
+        on this host, a cwd it cannot use), with ``ignore_errors`` or not. Nothing runs in a
+        dry-run, so nothing else fails; an error is never counted as a refusal, which would read as
+        a missing sandbox."""
         lines = [f"\nDRY-RUN ({time.monotonic() - self._t0:.2f} s): nothing was executed"]
         for host, t in self.recap.hosts.items():
             depends = self._depends.get(host, 0)
-            lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable + t.failed} "
+            lines.append(f"{printable(host):<20} rendered={t.ok} refused={t.sandbox_unavailable} "
                          f"denied={t.denied} skipped={t.skipped - depends} depends_on_a_result={depends} "
-                         f"unreachable={t.unreachable}")
+                         f"unreachable={t.unreachable} errors={t.failed + t.ignored}")
         if self.recap.no_hosts:
             lines.append(NO_HOSTS_LINE)
         return lines

@@ -269,7 +269,8 @@ _BWRAP_FAILURES: tuple[tuple[str, str, str], ...] = (
     (r"no permissions to creat",
      "unprivileged user namespaces are not allowed here ({line})",
      _USERNS_FIX),
-    (r"(creating new namespace failed|unshare|clone).*no space left on device",
+    # bwrap 0.8 words ENOSPC itself: "nesting depth or /proc/sys/user/max_*_namespaces exceeded (ENOSPC)"
+    (r"(creating new namespace failed|unshare|clone).*(no space left on device|\(ENOSPC\))",
      "the user namespace limit is 0 or used up ({line})",
      "raise it: sysctl user.max_user_namespaces=15000"),
     (r"kernel does not support user namespaces",
@@ -388,18 +389,19 @@ def _landlock_abi() -> int:
 
 
 def probe_landlock() -> tuple[BackendStatus, int]:
-    abi = _landlock_abi()
+    abi, why = _landlock_abi(), ""
     if abi <= 0:  # the full module explains why (and is the reference for the probe)
-        from sandfleet_agent.linux.landlock_ruleset import landlock_abi
+        from sandfleet_agent.linux.landlock_ruleset import landlock_abi, unavailable_reason
 
         abi = landlock_abi()
+        why = unavailable_reason() if abi <= 0 else ""  # built without it, or off at boot (lsm=)
     cap = os.environ.get(MAX_ABI_ENV, "")
     if cap.isdigit() and int(cap) < abi:
         abi = int(cap)
         if abi <= 0:
             return BackendStatus("landlock", False, f"Landlock is turned off here by {MAX_ABI_ENV}={cap}"), 0
     if abi <= 0:
-        return BackendStatus("landlock", False, "Landlock is not enabled in this kernel "
+        return BackendStatus("landlock", False, why or "Landlock is not enabled in this kernel "
                              "(needs Linux >= 5.13 with 'landlock' in the lsm= boot parameter)"), 0
     return BackendStatus("landlock", True, f"ABI {abi}"), abi
 
