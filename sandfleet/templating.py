@@ -10,7 +10,9 @@ Variables may refer to variables that are themselves templates (``ansible_host: 
 them is an error instead of a hang. A value that is exactly one ``{{ expression }}`` keeps the
 expression's type (a list stays a list), as in Ansible. Inventories may come from other people,
 so the environment is Jinja2's sandbox, and an undefined name is an error that says which
-variable used it and where that variable was set.
+variable used it and where that variable was set. Also here: ``omit`` (:data:`OMIT`), and
+``hostvars`` (:class:`HostVars`), whose values :mod:`sandfleet.run.fleetvars` supplies; what a
+template may read is docs/variables.md.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import json
 import operator
 import posixpath
 import re
+import secrets
 import shlex
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
@@ -91,7 +94,13 @@ def _flag(name: str, expected: bool = True) -> Any:
 _ENV.tests.update({"failed": _flag("failed"), "succeeded": _flag("failed", False), "success": _flag("failed", False),
                    "changed": _flag("changed"), "skipped": _flag("skipped")})
 _ENV.filters.update({"bool": lambda v: v if isinstance(v, bool) else str(v).strip().lower() in ("1", "true", "yes"),
-                     "to_json": lambda v: json.dumps(v, ensure_ascii=False), "from_json": json.loads})
+                     "to_json": lambda v: json.dumps(_plain(v), ensure_ascii=False), "from_json": json.loads})
+
+#: Ansible's ``omit``: a value that means "as if this were not written". It is honoured where
+#: :mod:`sandfleet.run.requests` says (an argv item, an ``env`` value, ``cwd``), and an error
+#: anywhere else; random per process, so no text a playbook writes can stand for it by accident.
+OMIT = "__omit_place_holder__" + secrets.token_hex(20)
+_ENV.globals["omit"] = OMIT
 
 
 # --- Ansible's common filters and tests (ansible.builtin), with Ansible's documented semantics. ---
@@ -498,6 +507,9 @@ class _LazyVars(dict):  # type: ignore[type-arg]
 
     def __getitem__(self, key: str) -> Any:
         if self._renderer.has(key):
+            hidden = self._renderer.refused(key)
+            if hidden is not None:
+                return StrictUndefined(hint=f"{key!r} cannot be read by a template: {hidden}", name=key)
             return self._renderer.get(key)
         return _ENV.globals[key]
 
@@ -519,6 +531,8 @@ class VarRenderer:
     def set_fixed(self, name: str, value: Any) -> None:
         """Set a run-time variable (a registered result, the loop ``item``); it wins over the
         inventory's. Rendered values are recomputed, since they may have used the old one."""
+        if name in self._fixed and self._fixed[name] is value:
+            return  # the same object: nothing rendered from it can differ
         self._fixed[name] = value
         self._done.clear()
 
@@ -528,6 +542,23 @@ class VarRenderer:
 
     def has(self, name: str) -> bool:
         return name in self._fixed or name in self._settings
+
+    def names(self) -> list[str]:
+        """Every variable set here, in no particular order."""
+        return list({**self._settings, **self._fixed})
+
+    def hidden(self, name: str) -> Optional[str]:
+        """Why a template may not read ``name`` although it is set (a connection secret: see
+        :class:`~sandfleet.inventory.inventory.TaggedRenderer`); ``None``: it may."""
+        return None
+
+    def refused(self, name: str) -> Optional[str]:
+        """Why the template rendering now may not read ``name``: it is hidden, unless what renders
+        is itself a hidden variable's value (``ansible_become_password: "{{ ansible_password }}"``)."""
+        hidden = self.hidden(name)
+        if hidden is None or any(self.hidden(active) is not None for active in self._active):
+            return None
+        return hidden
 
     def mark(self, name: str) -> Optional[Mark]:
         setting = self._settings.get(name)
@@ -611,3 +642,109 @@ class VarRenderer:
             raise InputError(f"unsafe template in the value of {what!r}: {exc}", mark) from None
         except Exception as exc:  # any other failure of a user's template is the user's to fix
             raise InputError(f"cannot render the value of {what!r}: {exc}", mark) from None
+
+
+# --- hostvars ---------------------------------------------------------------------------------------
+
+
+class HostVars(Mapping[str, Any]):
+    """``hostvars``: every inventory host's variables, as Ansible's ``hostvars[name].var``.
+
+    Each host's variables render in that host's own context (``{{ inventory_hostname }}`` inside
+    them is that host), from the renderer ``renderer_of(host, self)`` builds for it, once per host
+    of ``hosts`` (any other name is undefined). Only a host's variables are reachable, never the renderer
+    (the sandbox refuses ``_`` attributes), and what its renderer hides (connection secrets) reads
+    as undefined, with the reason."""
+
+    def __init__(self, hosts: Sequence[str], renderer_of: Callable[[str, HostVars], VarRenderer],
+                 known: Optional[frozenset[str]] = None) -> None:
+        self._hosts = hosts  # in order, each once; ``known``: the same as a set (one per fleet, not per host)
+        self._known = frozenset(hosts) if known is None else known
+        self._renderer_of = renderer_of
+        self._views: dict[str, HostVarsVars] = {}
+
+    def __getitem__(self, host: Any) -> Any:
+        if host not in self:
+            close = difflib.get_close_matches(str(host), self._hosts, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return StrictUndefined(hint=f"hostvars[{host!r}] is undefined: there is no host {host!r} in the "
+                                        f"inventory{hint}", name=str(host))
+        view = self._views.get(host)
+        if view is None:
+            view = self._views[host] = HostVarsVars(host, self._renderer_of(host, self))
+        return view
+
+    def __contains__(self, host: object) -> bool:
+        return isinstance(host, str) and host in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hosts)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    def __repr__(self) -> str:
+        return f"hostvars({len(self._hosts)} hosts)"
+
+
+class HostVarsVars(Mapping[str, Any]):
+    """One host's variables in ``hostvars``: rendered on first use, in that host's context."""
+
+    def __init__(self, host: str, renderer: VarRenderer) -> None:
+        self._host, self._renderer = host, renderer
+
+    def __getitem__(self, name: Any) -> Any:
+        if not isinstance(name, str) or name == "hostvars" or not self._renderer.has(name):
+            return StrictUndefined(hint=f"hostvars[{self._host!r}].{name} is undefined: host {self._host!r} has no "
+                                        f"variable {name!r}", name=str(name))
+        hidden = self._renderer.hidden(name)
+        if hidden is not None:
+            return StrictUndefined(hint=f"hostvars[{self._host!r}].{name} cannot be read by a template: {hidden}",
+                                   name=name)
+        try:
+            return self._renderer.get(name)
+        except InputError as exc:
+            raise InputError(f"hostvars[{self._host!r}].{name}: {exc.message}", exc.mark, allowed=exc.allowed) from None
+
+    def __contains__(self, name: object) -> bool:
+        return (isinstance(name, str) and name != "hostvars" and self._renderer.has(name)
+                and self._renderer.hidden(name) is None)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(n for n in self._renderer.names() if n in self))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return f"hostvars[{self._host!r}]"
+
+
+@lru_cache(maxsize=4096)
+def hostvars_read(text: str) -> Optional[frozenset[str]]:
+    """The variable names a template reads through ``hostvars[...]`` (``hostvars[h].x``,
+    ``hostvars[h]['x']``); ``None`` when it uses a host's variables in a way that names none
+    (``hostvars[h][name]``, ``hostvars[h] | to_json``). For a dry-run's "depends on a result"."""
+    if "hostvars" not in names_read(text):
+        return frozenset()
+    tree = _ENV.parse(text)
+    names: set[str] = set()
+    spans: set[int] = set()  # the nodes that are ``hostvars[...]`` itself, read through a name
+    lookups = [n for n in tree.find_all((nodes.Getattr, nodes.Getitem))
+               if isinstance(n, (nodes.Getattr, nodes.Getitem))]
+    for node in lookups:
+        inner = node.node
+        if isinstance(inner, (nodes.Getattr, nodes.Getitem)) and _is_hostvars(inner.node):
+            if isinstance(node, nodes.Getattr):
+                names.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                names.add(node.arg.value)
+            else:
+                return None
+            spans.add(id(inner))
+    uses = sum(1 for n in tree.find_all(nodes.Name) if _is_hostvars(n))
+    return frozenset(names) if uses == len(spans) else None
+
+
+def _is_hostvars(node: nodes.Node) -> bool:
+    return isinstance(node, nodes.Name) and node.name == "hostvars"

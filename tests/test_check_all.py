@@ -233,7 +233,7 @@ def test_environment_is_merged_under_exec_env(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("value", "fragment"), [
-    ('"{{ proxy_env }}"', "a template producing a whole mapping"),
+    ('"A=B"', "or one template giving such a mapping, got the text 'A=B'"),
     ("[a, b]", "environment must be a mapping, got a list"),
     ("{A: [x]}", "environment A must be a plain value"),
     ("{'A=B': x}", "environment name 'A=B' is invalid"),

@@ -20,6 +20,7 @@ import difflib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Optional
 
 from sandfleet.errors import InputError, Mark
@@ -29,6 +30,7 @@ from sandfleet.inventory.patterns import PatternMatcher
 from sandfleet.inventory.ranges import is_ip_address
 from sandfleet.inventory.render import graph, list_json
 from sandfleet.inventory.vars_dirs import VarsDirs
+from sandfleet.load.playbook import connection_secret, operator_only
 from sandfleet.load.yamlsrc import UnsafeText, VaultedValue, vaulted_message
 from sandfleet.templating import VarRenderer
 
@@ -48,13 +50,36 @@ INTERNAL_VARS = frozenset((
 class Inventory:
     """Hosts and groups from every source, with their variables resolved as Ansible would."""
 
-    def __init__(self, groups: Mapping[str, Group], hosts: Mapping[str, Host], vars_dirs: VarsDirs) -> None:
+    def __init__(self, groups: Mapping[str, Group], hosts: Mapping[str, Host], vars_dirs: VarsDirs,
+                 playbook_vars: Optional[VarsDirs] = None) -> None:
         self._groups = dict(groups)
         self._hosts = dict(hosts)
         self._vars_dirs = vars_dirs
+        self._playbook_vars = playbook_vars
         self._matcher = PatternMatcher(self._groups, list(self._hosts), self._localhost_name)
         self._settings: dict[str, dict[str, VarSetting]] = {}
+        self._operator_settings: dict[str, dict[str, VarSetting]] = {}
         self._groups_magic: Optional[dict[str, list[str]]] = None
+
+    def beside_playbook(self, playbook_dir: str) -> Inventory:
+        """This inventory with the ``group_vars/`` and ``host_vars/`` beside a playbook, as Ansible
+        loads them: each level just above the inventory's own (``group_vars/all``, then each
+        group's, then ``host_vars``). Every file is read now, so a mistake stops the run before
+        anything runs. The playbook's folder is the playbook author's: its files may not set what
+        only the operator decides (``load.playbook.OPERATOR_ONLY``) nor lead out of it (a symlink
+        to the operator's ``~/.kube/config``), and a host's connection and sandbox settings never
+        see them, even through a template. A folder that is also an
+        inventory source's is the inventory's (read once, as the operator's)."""
+        base = Path(playbook_dir).resolve()
+        if any(b.resolve() == base for b in self._vars_dirs.bases) or not any(
+                (base / kind).is_dir() for kind in ("group_vars", "host_vars")):
+            return self
+        playbook_vars = VarsDirs([base], check=operator_only, confined=True)
+        beside = Inventory(self._groups, self._hosts, self._vars_dirs, playbook_vars)
+        beside._operator_settings = self._operator_settings  # the same for both: share the work
+        for name in beside.hosts:
+            beside.var_settings(name)
+        return beside
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -81,15 +106,24 @@ class Inventory:
         return self._matcher.unmatched(pattern)
 
     def host_vars(self, name: str) -> dict[str, Any]:
-        """The host's merged variables (no magic variables), templates unrendered."""
-        return plain_vars(self.var_settings(name))
+        """The host's merged variables from the inventory (no magic variables, nothing from beside
+        a playbook), templates unrendered."""
+        return plain_vars(self._operator_vars(name))
 
     def var_settings(self, name: str) -> dict[str, VarSetting]:
-        """Like :meth:`host_vars`, with the place each value was set."""
-        host = self._host(name)
+        """The host's merged variables as templates see them (with the playbook's ``group_vars/``
+        and ``host_vars/``, :meth:`beside_playbook`), each with the place it was set."""
+        if self._playbook_vars is None:
+            return self._operator_vars(name)
         if name not in self._settings:
-            self._settings[name] = self._merge(host)
+            self._settings[name] = self._merge(self._host(name), self._playbook_vars)
         return dict(self._settings[name])
+
+    def _operator_vars(self, name: str) -> dict[str, VarSetting]:
+        host = self._host(name)
+        if name not in self._operator_settings:
+            self._operator_settings[name] = self._merge(host, None)
+        return dict(self._operator_settings[name])
 
     def magic_vars(self, name: str) -> dict[str, Any]:
         """The variables Ansible defines itself for a host.
@@ -121,9 +155,13 @@ class Inventory:
         return TaggedRenderer(settings, magic)
 
     def host_config(self, name: str, extra_vars: Optional[Mapping[str, Any]] = None) -> HostConfig:
-        """The host's checked connection and sandbox settings; a bad value is an InputError."""
+        """The host's checked connection and sandbox settings, from the inventory and ``extra_vars``
+        alone (never from beside a playbook); a bad value is an InputError."""
         magic = self.magic_vars(name)
-        renderer = self._renderer(name, extra_vars, magic)
+        settings = self._operator_vars(name)
+        for key, value in (extra_vars or {}).items():
+            settings[key] = VarSetting(value, None)
+        renderer = TaggedRenderer(settings, magic)
         all_vars = {**self.host_vars(name), **(extra_vars or {}), **magic}
         return build_host_config(self._host(name).name, renderer, all_vars)
 
@@ -174,24 +212,34 @@ class Inventory:
             out.append(ALL)
         return out
 
-    def _merge(self, host: Host) -> dict[str, VarSetting]:
+    def _merge(self, host: Host, playbook: Optional[VarsDirs]) -> dict[str, VarSetting]:
         groups = sorted((self._groups[g] for g in self._memberships(host) if g != ALL),
                         key=lambda g: (g.depth, g.priority, g.name))
         names = [g.name for g in groups]
+        dirs = [self._vars_dirs] if playbook is None else [self._vars_dirs, playbook]  # the playbook's win
         merged: dict[str, VarSetting] = dict(self._groups[ALL].vars)
         for group in groups:
             merged.update(group.vars)
-        merged.update(self._vars_dirs.collect("group_vars", [ALL]))
-        merged.update(self._vars_dirs.collect("group_vars", names))
+        for each in dirs:
+            merged.update(each.collect("group_vars", [ALL]))
+        for each in dirs:
+            merged.update(each.collect("group_vars", names))
         merged.update(host.vars)
-        merged.update(self._vars_dirs.collect("host_vars", [host.name]))
+        for each in dirs:
+            merged.update(each.collect("host_vars", [host.name]))
         return merged
 
 
 class TaggedRenderer(VarRenderer):
     """Renders as :class:`VarRenderer` does, with Ansible's tagged values: ``!unsafe`` text is
     taken literally (never a template), and a ``!vault`` value anywhere in what is rendered is an
-    error naming the variable, since sandfleet cannot decrypt it."""
+    error naming the variable, since sandfleet cannot decrypt it. Connection secrets
+    (``ansible_password``, ``ansible_become_password``, ...) are the connection's: no template
+    reads them (a deliberate difference from Ansible, docs/variables.md), though the host's
+    settings do (:meth:`get`)."""
+
+    def hidden(self, name: str) -> Optional[str]:
+        return connection_secret(name)
 
     def _render(self, value: Any, what: str, mark: Optional[Mark]) -> Any:
         if isinstance(value, UnsafeText):
@@ -204,3 +252,4 @@ class TaggedRenderer(VarRenderer):
 def _did_you_mean(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(name, list(known), n=3)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+

@@ -2,18 +2,21 @@
 
 Each keyword is parsed at load time into a small value with the position of any mistake, and
 carries the one piece of logic it implies (how ``serial`` cuts hosts into batches, which tasks a
-``--tags``/``--skip-tags`` pair selects), so the scheduler only asks questions of them.
+``--tags``/``--skip-tags`` pair selects, which variables a loop item runs with), so the scheduler
+and the host loop only ask questions of them.
 
 Ansible semantics kept: ``serial`` is an int, a percentage or a list of them whose last entry
 repeats; a percentage rounds down but is at least one host. ``tags`` may be a string, a
 comma-separated string or a list; a play's tags apply to its tasks; ``always`` runs unless
 skipped by name, ``never`` only when asked for by name (or by one of the task's other tags);
-``--tags tagged|untagged|all`` work as in Ansible.
+``--tags tagged|untagged|all`` work as in Ansible; ``loop_control: {extended: true}`` gives
+``ansible_loop`` with Ansible's fields (docs/variables.md).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, get_args
 
@@ -25,7 +28,7 @@ from sandfleet_agent.portable.words import describe, shown
 
 Strategy = Literal["linear", "free"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
-LOOP_CONTROL_KEYS = ("loop_var", "index_var", "label", "pause")
+LOOP_CONTROL_KEYS = ("loop_var", "index_var", "label", "pause", "extended", "extended_allitems")
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,30 @@ class LoopControl:
     index_var: Optional[str] = None
     label: Optional[str] = None  # a template rendered per item, shown instead of the item
     pause: float = 0.0  # seconds between items
+    extended: bool = False  # ansible_loop: index, first, last, previtem, ... (item_vars)
+    extended_allitems: bool = True  # ansible_loop.allitems too
+
+    def item_vars(self, items: Sequence[Any], n: int) -> dict[str, Any]:
+        """The variables item ``n`` of ``items`` runs with, as Ansible's task executor sets them:
+        the loop variable, ``ansible_loop_var``, the index variable and ``ansible_index_var`` when
+        ``index_var`` is given, and with ``extended`` ``ansible_loop`` (``previtem`` is absent on the
+        first item and ``nextitem`` on the last, so both read as undefined there, as in Ansible)."""
+        out: dict[str, Any] = {self.loop_var: items[n] if n < len(items) else None, "ansible_loop_var": self.loop_var}
+        if self.index_var:
+            out[self.index_var] = n
+            out["ansible_index_var"] = self.index_var
+        if self.extended:
+            length = len(items)
+            loop: dict[str, Any] = {"index": n + 1, "index0": n, "first": n == 0, "last": n + 1 == length,
+                                    "length": length, "revindex": length - n, "revindex0": length - n - 1}
+            if self.extended_allitems:
+                loop["allitems"] = items  # the one list, as Ansible passes it
+            if n + 1 < length:
+                loop["nextitem"] = items[n + 1]
+            if n > 0:
+                loop["previtem"] = items[n - 1]
+            out["ansible_loop"] = loop
+        return out
 
 
 NO_LOOP_CONTROL = LoopControl()
@@ -141,7 +168,16 @@ def parse_loop_control(value: Any, mark: Mark, check_template: Any) -> LoopContr
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw < math.inf:
             raise InputError(f"pause must be a number of seconds, got {describe(raw)}", node.value_mark("pause"))
         pause = float(raw)
-    return LoopControl(names.get("loop_var") or "item", names.get("index_var"), label, pause)
+    flags = {key: _flag(node, key) for key in ("extended", "extended_allitems") if key in node}
+    return LoopControl(names.get("loop_var") or "item", names.get("index_var"), label, pause, **flags)
+
+
+def _flag(node: Any, key: str) -> bool:
+    value = node[key]
+    if not isinstance(value, bool):
+        raise InputError(f"{key} must be true or false, got {describe(value)}", node.value_mark(key),
+                         allowed=("true", "false"))
+    return value
 
 
 @dataclass(frozen=True)

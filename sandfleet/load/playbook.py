@@ -19,13 +19,17 @@ Decisions worth knowing (the sandbox block grammar lives in :mod:`sandfleet.load
 - ``when`` is a bare Jinja expression (``{{ }}`` in it is an error), a boolean, or a list of them
   (joined with ``and``, as Ansible does). ``loop`` is a list or a template string.
 - Names default to what Ansible shows: the hosts pattern for a play, the argv for a task.
-- A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.load.varnames`).
+- A play without ``tasks`` loads with a warning; ``vars`` keys must be variable names (:mod:`sandfleet.load.varnames`)
+  and none the operator decides (:data:`OPERATOR_ONLY`: connection and ``sandfleet_*`` settings).
 - Ansible keys sandfleet does not have (``shell``, ``command``, ``ansible.builtin.*`` and other
   modules, ``with_*``, ``become``, ``handlers``/``notify``, ``delegate_to``, ``gather_facts``, ...)
   get a pointed hint: the sandfleet way, or that it is not supported.
 - ``environment`` (play and task, as in Ansible) is a mapping of NAME: value merged under the
   task's ``exec.env``: the play's, then the task's, then ``exec.env``, the later winning. Its
-  values are templates, exactly as ``env``'s.
+  values are templates, exactly as ``env``'s. Each of the three may instead be one template giving
+  the whole mapping (``environment: "{{ proxy_env }}"``): the levels then merge once rendered
+  (``ExecSpec.env_layers``, :mod:`sandfleet.run.requests`).
+- A ``sandbox:`` block is never templated: ``{{ }}`` in it is an error, not a literal path.
 - ``!unsafe`` text (:class:`~sandfleet.load.yamlsrc.UnsafeText`) is never parsed nor rendered as a
   template; a ``!vault`` value written where a task needs text (argv, env, a name, a loop item) is
   an error (sandfleet cannot decrypt it); in ``vars`` it is an error only where it is used.
@@ -40,7 +44,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NamedTuple, Optional, TypeVar, Union
 
 import yaml
 
@@ -135,6 +139,35 @@ _PLAY_HINTS = {
 }
 _SHELL_CHARS = re.compile(r"[|&;<>()$`]")
 _T = TypeVar("_T")
+
+#: Variables only the operator sets (in the inventory, or with -e): how a host is reached and as
+#: whom, what starts its agent, and every ``sandfleet_*`` setting (the policy, consent to run bare,
+#: the backend, the host's paths). A playbook is the playbook author's, and so is the folder it
+#: sits in: its ``vars:`` and the ``group_vars/``/``host_vars/`` beside it may not name them.
+OPERATOR_ONLY = re.compile(
+    r"sandfleet_\w*|ansible_(?:host|port|user|connection|password|private_key_file|python_interpreter|"
+    r"remote_tmp|pipelining|timeout|host_key_checking|network_os|become(?:_\w+)?|sudo(?:_\w+)?|su_\w+|"
+    r"(?:ssh|sftp|scp|paramiko|shell|winrm|psrp|httpapi|netconf|local)_\w+|\w+_interpreter)")
+#: Connection secrets (``ansible_password``, ``ansible_ssh_pass``, ``ansible_become_password``, ...):
+#: no template reads them, not a host's own nor another's through ``hostvars``. The inventory
+#: gives them to the connection, not to the commands a playbook runs (nor to its output).
+CONNECTION_SECRET = re.compile(r"ansible_(?:\w+_)?(?:pass|password|passphrase)")
+
+
+def operator_only(name: str) -> Optional[str]:
+    """Why a playbook may not set the variable ``name`` (``None``: it may)."""
+    if not OPERATOR_ONLY.fullmatch(name):
+        return None
+    what = "sandfleet setting" if name.startswith("sandfleet_") else "connection setting"
+    return (f"{name!r} is a {what}, which only the operator decides: set it in the inventory or with -e (a "
+            "playbook, and the folder it is in, may not choose how a host is reached, as whom, or under which walls)")
+
+
+def connection_secret(name: str) -> Optional[str]:
+    """Why no template may read ``name`` (``None``: one may)."""
+    if not CONNECTION_SECRET.fullmatch(name):
+        return None
+    return "it is a connection secret, given to the connection only, never to a template (docs/variables.md)"
 
 
 def _hint(key: Any, value: Any, hints: Mapping[str, str]) -> Optional[str]:
@@ -236,6 +269,28 @@ class ExecSpec:
     argv_marks: tuple[Mark, ...] = field(default=(), compare=False, repr=False)
     cwd_mark: Optional[Mark] = field(default=None, compare=False, repr=False)
     env_marks: Mapping[str, Mark] = field(default_factory=dict, compare=False, repr=False)
+    #: When an env level is one template giving a whole mapping (``env: "{{ my_env }}"``, an
+    #: ``environment: "{{ proxy_env }}"``): every level in merge order (the play's environment, the
+    #: task's, ``exec.env``), merged only once rendered; ``env`` then holds the fixed levels alone.
+    env_layers: tuple[EnvLayer, ...] = ()
+
+    def env_templates(self) -> list[str]:
+        """The texts of the levels given as one template (for what a task reads)."""
+        return [layer.text for layer in self.env_layers if isinstance(layer, EnvTemplate)]
+
+
+class EnvTemplate(NamedTuple):
+    """An env level written as one template that must render to a mapping of NAME: value (a tuple,
+    so whatever walks a task's fields for the templates in them finds ``text``)."""
+
+    text: str
+    mark: Mark
+    what: str  # "env" or "environment", as written
+
+
+#: One level of a task's environment: fixed entries (each a template, with its mark) or one template.
+EnvLayer = Union[EnvTemplate, tuple[Mapping[str, str], Mapping[str, Mark]]]
+_EnvLevel = Union[EnvTemplate, tuple[dict[str, str], dict[str, Mark]]]
 
 
 @dataclass(frozen=True)
@@ -342,6 +397,24 @@ def _no_vault(value: Any, mark: Mark, what: str) -> None:
         if isinstance(item, VaultedValue):
             raise InputError(f"{what} is vaulted (!vault); sandfleet cannot decrypt it (Ansible Vault decryption "
                              "is not supported)", where)
+
+
+def _no_template_in_sandbox(value: Any, mark: Mark) -> None:
+    """A ``sandbox:`` block is never rendered: the walls are fixed when the playbook loads, the same
+    text on every host (a dry-run shows what runs). ``{{ }}`` there would be taken as a literal path
+    or name, so it is an error, ``{{ omit }}`` included."""
+    if isinstance(value, YMap):
+        for key, item in value.items():
+            _no_template_in_sandbox(key, value.key_mark(key))
+            _no_template_in_sandbox(item, value.value_mark(key))
+    elif isinstance(value, YList):
+        for i, item in enumerate(value):
+            _no_template_in_sandbox(item, value.item_mark(i))
+    elif isinstance(value, str) and any(d in value for d in TEMPLATE_START):
+        what = "omit" if "omit" in value else "a template"
+        raise InputError(f"{shown(value)} in sandbox: the sandbox is never templated, so {what} here would be taken "
+                         "as this very text; write the path, name or value itself (omit works only in argv, env and "
+                         "cwd)", mark)
 
 
 def _check_templates_in(value: Any, mark: Mark, what: str) -> None:
@@ -512,7 +585,7 @@ class _Loader:
     def vars(self, node: YMap) -> dict[str, Any]:
         vars_node = expect_map(node["vars"], node.value_mark("vars"), "vars")
         for key, value in vars_node.items():
-            problem = name_error("a vars key", key)
+            problem = name_error("a vars key", key) or operator_only(key)
             if problem:
                 self.fail(InputError(problem, vars_node.key_mark(key)))
                 continue
@@ -524,12 +597,13 @@ class _Loader:
         if "sandbox" not in node:
             return None
         mark = node.value_mark("sandbox")
+        _no_template_in_sandbox(node["sandbox"], mark)
         return SandboxSetting(parse_sandbox(node["sandbox"], mark, self.warn), origin, mark)
 
     # --- tasks ----------------------------------------------------------------------------------
 
     def task(self, value: Any, mark: Mark, play_sandbox: SandboxSetting, play_tags: tuple[str, ...] = (),
-             play_env: tuple[dict[str, str], dict[str, Mark]] = ({}, {})) -> Optional[Task]:
+             play_env: _EnvLevel = ({}, {})) -> Optional[Task]:
         """The task, or ``None`` when a mistake in it was recorded (the rest is still checked)."""
         node = expect_map(value, mark, "a task")
         before = len(self.errors)
@@ -563,10 +637,20 @@ class _Loader:
                         else NO_LOOP_CONTROL)
         if exec_spec is None or len(self.errors) > before:
             return None
-        env = {**play_env[0], **environment[0], **exec_spec.env}  # exec.env wins, then the task's, then the play's
-        env_marks = {**play_env[1], **environment[1], **exec_spec.env_marks}
+        exec_level: _EnvLevel = (dict(exec_spec.env), dict(exec_spec.env_marks))
+        for layer in exec_spec.env_layers:  # exec: {env: "{{ my_env }}"}
+            if isinstance(layer, EnvTemplate):
+                exec_level = layer
+        levels = (play_env, environment, exec_level)  # exec.env wins, then the task's, then the play's
+        fixed = [level for level in levels if not isinstance(level, EnvTemplate)]
+        env = {k: v for entries, _ in fixed for k, v in entries.items()}
+        env_marks = {k: m for _, marks in fixed for k, m in marks.items()}
+        layers: tuple[EnvLayer, ...] = ()
+        if len(fixed) < len(levels):
+            layers = tuple(level if isinstance(level, EnvTemplate) else
+                           (MappingProxyType(level[0]), MappingProxyType(level[1])) for level in levels)
         exec_spec = ExecSpec(exec_spec.argv, exec_spec.cwd, MappingProxyType(env), timeout,
-                             exec_spec.argv_marks, exec_spec.cwd_mark, MappingProxyType(env_marks))
+                             exec_spec.argv_marks, exec_spec.cwd_mark, MappingProxyType(env_marks), layers)
         return Task(
             name=name,
             exec=exec_spec,
@@ -648,13 +732,15 @@ class _Loader:
         else:
             argv, argv_marks = self.attempt(((), ()), self.argv, node)
         cwd = self.attempt(None, self.cwd, node) if "cwd" in node else None
-        env, env_marks = self.attempt(({}, {}), self.env, node) if "env" in node else ({}, {})
+        env_level = self.attempt(({}, {}), self.env, node) if "env" in node else ({}, {})
         timeout = (self.attempt(None, _positive_number, node["timeout"], node.value_mark("timeout"), "exec timeout")
                    if "timeout" in node else None)
         if len(self.errors) > before:
             return None
+        env, env_marks = ({}, {}) if isinstance(env_level, EnvTemplate) else env_level
         return ExecSpec(argv, cwd, MappingProxyType(env), timeout, argv_marks,
-                        node.value_mark("cwd") if cwd is not None else None, MappingProxyType(env_marks))
+                        node.value_mark("cwd") if cwd is not None else None, MappingProxyType(env_marks),
+                        (env_level,) if isinstance(env_level, EnvTemplate) else ())
 
     def argv(self, node: YMap) -> tuple[tuple[str, ...], tuple[Mark, ...]]:
         value, mark = node["argv"], node.value_mark("argv")
@@ -705,13 +791,17 @@ class _Loader:
                              "would depend on where the agent happens to start)", mark, allowed=forms)
         return value
 
-    def env(self, node: YMap, what: str = "env") -> tuple[dict[str, str], dict[str, Mark]]:
-        """``exec.env`` or an ``environment:`` (``what``, the key): NAME -> a template, each value marked."""
+    def env(self, node: YMap, what: str = "env") -> _EnvLevel:
+        """``exec.env`` or an ``environment:`` (``what``, the key): NAME -> a template, each value
+        marked; or one template that must render to such a mapping (checked once rendered)."""
         value, mark = node[what], node.value_mark(what)
-        if what == "environment" and isinstance(value, str):
-            raise InputError("environment must be a mapping of NAME: value; a template producing a whole mapping "
-                             "(\"{{ proxy_env }}\") is not supported: write each name, with a template as its value "
-                             "(environment: {http_proxy: \"{{ proxy }}\"})", mark)
+        if isinstance(value, str):
+            if isinstance(value, UnsafeText) or not any(d in value for d in TEMPLATE_START):
+                raise InputError(f"{what} must be a mapping of NAME: value, or one template giving such a mapping, "
+                                 f"got the text {shown(value)}", mark,
+                                 allowed=("{NAME: value, ...}", '"{{ my_env }}" (a mapping variable)'))
+            _check_template(value, mark, what)
+            return EnvTemplate(value, mark, what)
         env_node = expect_map(value, mark, what)
         env: dict[str, str] = {}
         marks: dict[str, Mark] = {}
