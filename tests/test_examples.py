@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 #: example: (inventory, exit code: 16 where the example shows a policy refusing a task)
 CASES = {"test-suite": ("inventory.yml", 0), "agent-command": ("inventory.yml", 0),
-         "mixed-os": ("inventory.yml", 0), "group-policy": ("inventory", 16)}
+         "mixed-os": ("inventory.yml", 0), "group-policy": ("inventory", 16),
+         "k8s-indexed-job": ("inventory.yml", 0), "github-actions": ("inventory.yml", 0)}  # + tests/test_slicing.py
 
 
 def sandfleet(*args: str) -> subprocess.CompletedProcess[str]:

@@ -45,7 +45,9 @@ PROJECT_FILE = "sandfleet.yml"
 USER_FILE = Path(".config", "sandfleet", "config.yml")  # under the home folder
 #: The SANDFLEET_INVENTORY separator: a comma, as ANSIBLE_INVENTORY (os.pathsep would be ';' on Windows).
 INVENTORY_SEPARATOR = ","
-HINTS = {"limit": "a standing limit would silently skip hosts on every run; give -l/--limit on the command line"}
+HINTS = {"limit": "a standing limit would silently skip hosts on every run; give -l/--limit on the command line",
+         "slice": "a standing slice would silently skip most hosts on every run; give --slice on the command line "
+                  "(--slice auto reads the job engine's own variables)"}
 
 
 def env_var(key: str) -> str:
