@@ -20,8 +20,10 @@ runner that has one runs in its "free" mode, each host at its own pace (sandflee
 
 * bare paramiko agent: one connection and ONE remote ``python3`` per host, one JSON line each way
   per task, TCP_NODELAY: the thinnest thing one could write (peer-figures "paramiko agent").
-* sandfleet, sandbox: false; bwrap (one persistent sandbox per host and policy); bwrap, fresh
-  sandbox per task (``sandfleet_sandbox_reuse: false``); Landlock (``sandfleet_sandbox: landlock``).
+* sandfleet, sandbox: false (pipelined: a host's K tasks in one batch, sandfleet/run/pipeline.py),
+  and again with ``sandfleet_pipelining: false`` (one round trip per task); bwrap (one persistent
+  sandbox per host and policy); bwrap, fresh sandbox per task (``sandfleet_sandbox_reuse: false``);
+  Landlock (``sandfleet_sandbox: landlock``).
 * pyinfra (``server.shell`` per task, output read back with ``-vvv``); ansible-core (``command``
   per task, ssh with ControlPersist and pipelining, forks = N, each result read from the
   ``oneline`` callback).
@@ -318,6 +320,8 @@ def rows(bench: Bench, tasks: int, only: Optional[set[str]], say: bool = True) -
     candidates: list[Optional[Run]] = [
         bench.bare(tasks),
         bench.sandfleet("sandfleet, sandbox: false", "none", tasks=tasks),
+        bench.sandfleet("sandfleet, sandbox: false, no pipelining", "none", {"sandfleet_pipelining": "false"},
+                        tasks=tasks),
         bench.sandfleet("sandfleet bwrap", "bwrap", tasks=tasks),
         bench.sandfleet("sandfleet bwrap, fresh sandbox per task", "bwrap", {"sandfleet_sandbox_reuse": "false"},
                         tasks=tasks),

@@ -23,8 +23,14 @@ Deliberate differences from Ansible (each narrows, never widens, what runs):
 - Extra vars (``-e``) win over everything, registered results included (Ansible's order); a
   ``register`` of a name given with ``-e`` is therefore invisible, and says so in a warning.
 
+Pipelining (:mod:`sandfleet.run.pipeline`): a task that may start a batch is rendered with the
+tasks ahead that may travel with it (:meth:`HostRun._pipelined`), their requests go in one line,
+and each later ``run_task`` reads its own results; every event, verdict and registered value is
+made exactly as above, when the scheduler reaches the task.
+
 In a dry-run nothing runs, so a registered result is unknown: a task whose ``when``, ``loop``,
-argv, cwd, env or label reads one (directly, or through a variable whose value does) is neither
+argv, cwd, env or label reads one (directly, through a variable whose value does, or another
+host's through ``hostvars``: docs/variables.md) is neither
 rendered nor judged; its event is ``skipped`` with a message starting :data:`DEPENDS` ("depends
 on a result"), rather than a guess shown as fact (``when: r.rc == 0`` false, an empty loop) or a
 failure (``r.stdout_lines[-1]``).
@@ -35,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -45,13 +51,15 @@ from sandfleet.load.playbook import Play, Task
 from sandfleet.load.policies import effective as effective_policy
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.text import DEPENDS
+from sandfleet.run import pipeline
 from sandfleet.run.dry import DryConnection
+from sandfleet.run.fleetvars import FleetVars
 from sandfleet.run.requests import build_request
-from sandfleet.templating import VarRenderer, names_read
+from sandfleet.templating import VarRenderer, hostvars_read, names_read
 from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable.policy import Policy
-from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from sandfleet_agent.portable.wire import MAX_BATCH_REQUESTS, BatchStep, ExecRequest, ExecResult, Status, encode_request
 
 #: How long past a task's own timeout the controller waits for the agent's answer before it
 #: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
@@ -89,6 +97,58 @@ class TaskOutcome:
         return self.unreachable or any(e.failed and not e.ignored for e in self.events)
 
 
+@dataclass
+class _Item:
+    """One item rendered before its request is sent: the event it is reported with until a
+    result comes (skipped, or the error its rendering raised), and the request (None: none)."""
+
+    event: TaskEvent
+    request: Optional[ExecRequest] = None
+
+
+@dataclass
+class _Prepared:
+    """A task's items rendered ahead, for a batch (:meth:`HostRun._pipelined`)."""
+
+    loop: list[Any]  # the loop's items ([None] without a loop)
+    items: list[_Item]
+    failed: bool = False  # an item (or the loop) did not render: an error event, nothing sent for it
+    whole: bool = False  # the loop itself did not render: one error event stands for the task
+
+    def step(self, task: Task) -> Optional[BatchStep]:
+        """The task's requests as one step of a batch; the agent may pass over their failures
+        only where the controller would (``ignore_errors``, no condition of its own to judge)."""
+        requests = tuple(item.request for item in self.items if item.request is not None)
+        if not requests:
+            return None
+        return BatchStep(requests, continue_on_failure=task.ignore_errors and not pipeline.ends_batch(task))
+
+
+@dataclass
+class _BatchPlan:
+    """The steps of a batch being formed, within the bounds of one line."""
+
+    steps: list[BatchStep] = field(default_factory=list)
+    size: int = 0
+    count: int = 0
+
+    def add(self, step: Optional[BatchStep]) -> bool:
+        """Take the step (None: a task with nothing to send); False when it would not fit."""
+        if step is None:
+            return True
+        size = sum(len(encode_request(r)) for r in step.requests)
+        if self.steps and (self.size + size > pipeline.BATCH_BYTES or self.count + len(step.requests)
+                           > MAX_BATCH_REQUESTS):
+            return False
+        self.steps.append(step)
+        self.size, self.count = self.size + size, self.count + len(step.requests)
+        return True
+
+    def fits(self) -> bool:
+        """Two requests or more, within the bounds (a first task alone may exceed them: then alone)."""
+        return 2 <= self.count <= MAX_BATCH_REQUESTS and self.size <= pipeline.BATCH_BYTES
+
+
 class HostRun:
     """The state of one host across the plays of a run."""
 
@@ -109,10 +169,13 @@ class HostRun:
         self.facts: Optional[HostFacts] = None
         self.done = False  # failed or unreachable: takes no part in later tasks and plays
         self.registered: dict[str, str] = {}  # registered name -> the task that registered it
+        #: ``hostvars`` and the play's host lists (run/fleetvars.py), set by the host set; None: none.
+        self.fleet: Optional[FleetVars] = None
         self._play: Optional[tuple[int, VarRenderer]] = None
         self._flight_lock = threading.Lock()  # the in-flight task against cancel()
         self._flight: Optional[_InFlight] = None
         self._cancelled = False  # cancel() was called: no new task starts until begin()
+        self._ahead: dict[tuple[int, int], _Prepared] = {}  # tasks rendered for the batch in flight
 
     @property
     def name(self) -> str:
@@ -122,6 +185,7 @@ class HostRun:
         """A new playbook on this host (an open fleet runs many): report to ``reporter``, take
         part again after an earlier failure, and read play variables afresh."""
         self.reporter, self.done, self._play = reporter, False, None
+        self._ahead.clear()
         with self._flight_lock:
             self._flight, self._cancelled = None, False
 
@@ -162,9 +226,11 @@ class HostRun:
 
     # --- the scheduler's entry points -----------------------------------------------------------
 
-    def run_task(self, play_index: int, play: Play, task_index: int, task: Task) -> TaskOutcome:
+    def run_task(self, play_index: int, play: Play, task_index: int, task: Task,
+                 ahead: Sequence[tuple[int, Task]] = ()) -> TaskOutcome:
         """Run every item of ``task`` on this host and report each; the host is ``done`` after
-        a failure that is not ignored, or when it cannot be reached."""
+        a failure that is not ignored, or when it cannot be reached. ``ahead``: the tasks the
+        scheduler runs next that may travel with this one (:mod:`sandfleet.run.pipeline`)."""
         outcome = TaskOutcome()
         with self._flight_lock:
             if self._cancelled:
@@ -172,11 +238,18 @@ class HostRun:
             self._flight = _InFlight(play.name, task, self.facts.os if self.facts else self.config.os)
         try:
             facts, renderer = self._enter(play_index, play)
+            if self.fleet is not None:
+                for name, value in self.fleet.for_task(self.name, play_index, task_index).items():
+                    renderer.set_fixed(name, value)
             self._flying(os=facts.os)
             if self.stopping.is_set():
                 outcome.unreachable = True  # interrupted: not news, not reported
             else:
-                outcome.events = self._run_items(play, play_index, task, task_index, renderer, facts)
+                prepared = self._pipelined(play, play_index, task, task_index, renderer, facts, ahead)
+                if prepared is not None:
+                    outcome.events = self._finish_prepared(play, task, renderer, facts, prepared)
+                else:
+                    outcome.events = self._run_items(play, play_index, task, task_index, renderer, facts)
         except HostUnreachable as exc:
             outcome.unreachable = True
             if not self.stopping.is_set():  # after Ctrl-C every host "drops": that is not news
@@ -238,6 +311,8 @@ class HostRun:
             if pending:
                 if task.register:
                     self.registered[task.register] = task.name
+                    if self.fleet is not None:
+                        self.fleet.note_registered(task.register, self.name, task.name)
                 event = TaskEvent(self.name, play.name, task.name, TaskStatus.SKIPPED,
                                   ExecResult(id=base_id, status=Status.OK, message=pending), os=facts.os,
                                   run_once=task.run_once)
@@ -257,9 +332,8 @@ class HostRun:
             request_id = base_id
             if task.loop is not None:
                 request_id = f"{base_id}/{n}"
-                renderer.set_fixed(control.loop_var, item)
-                if control.index_var:
-                    renderer.set_fixed(control.index_var, n)
+                for name, value in control.item_vars(items, n).items():
+                    renderer.set_fixed(name, value)
                 if n and control.pause:
                     self.stopping.wait(control.pause)
             if task.loop is not None:
@@ -273,9 +347,8 @@ class HostRun:
             events.append(event)
             self._report(event)
         if task.loop is not None:
-            renderer.drop_fixed(control.loop_var)
-            if control.index_var:
-                renderer.drop_fixed(control.index_var)
+            for name in control.item_vars(items, 0):
+                renderer.drop_fixed(name)
         if task.register and events:
             self._register(task, renderer, events)
         return events
@@ -288,19 +361,131 @@ class HostRun:
 
     def _run_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
                   facts: HostFacts) -> TaskEvent:
+        return self._finish_item(task, renderer, self._prepare_item(play, task, renderer, request_id, item, facts))
+
+    def _prepare_item(self, play: Play, task: Task, renderer: VarRenderer, request_id: str, item: Any,
+                      facts: HostFacts) -> _Item:
+        """Everything of one item that is rendered before its request is sent."""
         label = None
         if task.loop is not None and task.loop_control.label is not None:
             label = str(renderer.render(task.loop_control.label, "loop_control.label", task.mark))
-            self._flying(label=label)
-        common = {"host": self.name, "play": play.name, "task": task.name, "os": facts.os, "item": item,
-                  "label": label, "run_once": task.run_once}
+        event = TaskEvent(self.name, play.name, task.name, TaskStatus.SKIPPED, os=facts.os, item=item, label=label,
+                          run_once=task.run_once)
         if task.when is not None and not self._condition(task.when, "when", task, renderer):
-            return TaskEvent(status=TaskStatus.SKIPPED, **common)
-        request = build_request(task, request_id, renderer, facts.os, self.policy)
-        self._flying(request=request)
-        result = self._execute_watched(request)
-        event = TaskEvent(status=TaskStatus.of(result.status), result=result, request=request, **common)
+            return _Item(event)
+        return _Item(event, build_request(task, request_id, renderer, facts.os, self.policy))
+
+    def _finish_item(self, task: Task, renderer: VarRenderer, item: _Item) -> TaskEvent:
+        """Send the item's request (or read its result from a batch) and judge it."""
+        self._flying(label=item.event.label, request=item.request)
+        if item.request is None:
+            return item.event  # skipped, or its rendering failed: nothing was sent
+        result = self._execute_watched(item.request)
+        event = dataclasses.replace(item.event, status=TaskStatus.of(result.status), result=result,
+                                    request=item.request)
         return self._judge(task, renderer, event)
+
+    # --- pipelining (sandfleet/run/pipeline.py) -------------------------------------------------
+
+    def _pipelined(self, play: Play, play_index: int, task: Task, task_index: int, renderer: VarRenderer,
+                   facts: HostFacts, ahead: Sequence[tuple[int, Task]]) -> Optional[_Prepared]:
+        """This task's items as its batch rendered them, or, when it may start a batch, rendered
+        now with the tasks ahead that may travel with it, whose requests the first
+        :meth:`_execute_watched` then sends in one line; None: one request at a time, as ever.
+        The watchdog covers each result of a batch as it covers a request alone: its own timeout
+        and the grace, counted from when the controller starts waiting for it, which is never
+        before the agent started it (the agent runs a batch in order)."""
+        prepared = self._ahead.pop((play_index, task_index), None)
+        if prepared is not None:
+            return prepared
+        self._ahead.clear()  # rendered for a batch the host did not get to the end of
+        if not (self.config.pipelining and self.connection.pipelines and pipeline.pipelined(task)) \
+                or (not ahead and task.loop is None) or self._reads(task, set(), renderer):
+            return None
+        first = self._prepare(play, play_index, task, task_index, renderer, facts)
+        batch = _BatchPlan()
+        batch.add(first.step(task))
+        registered = {task.register} if task.register else set()
+        if (first.failed and not task.ignore_errors) or pipeline.ends_batch(task):
+            ahead = ()  # the host stops here, or the controller must judge this task first
+        for index, later in ahead:
+            if self._reads(later, registered | pipeline.BARRIERS, renderer):
+                break
+            prepared = self._prepare(play, play_index, later, index, renderer, facts)
+            if prepared.failed or not batch.add(prepared.step(later)):
+                break  # its error is reported when the scheduler gets there, as without a batch
+            self._ahead[(play_index, index)] = prepared
+            if later.register:
+                registered.add(later.register)
+        if batch.fits():
+            self.connection.pipeline(batch.steps)
+        return first
+
+    def _reads(self, task: Task, registered: set[str], renderer: VarRenderer) -> set[str]:
+        """Which of ``registered`` and the barriers the fields rendered ahead of the task's request
+        read; and its own result, when its conditions set it between its items (:meth:`_judge`)."""
+        names = {n for n in registered if n not in self.extra_vars or n in pipeline.BARRIERS}
+        own = task.register if task.loop is not None and pipeline.ends_batch(task) else None
+        if own and own not in self.extra_vars:
+            names.add(own)
+        return pipeline.task_reads(task, names, renderer.raw) if names else set()
+
+    def _prepare(self, play: Play, play_index: int, task: Task, task_index: int, renderer: VarRenderer,
+                 facts: HostFacts) -> _Prepared:
+        """Render a task's items as :meth:`_run_items` does, sending nothing."""
+        base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
+        if task.loop is None:
+            try:
+                return _Prepared([None], [self._prepare_item(play, task, renderer, base_id, None, facts)])
+            except InputError as exc:
+                return _Prepared([None], [_Item(self._error_event(play, task, base_id, exc, facts))], failed=True)
+        try:
+            items = self._loop_items(task, renderer)
+        except InputError as exc:
+            return _Prepared([], [_Item(self._error_event(play, task, base_id, exc, facts))], failed=True, whole=True)
+        out = _Prepared(items, [])
+        control = task.loop_control
+        for n, item in enumerate(items):
+            for name, value in control.item_vars(items, n).items():
+                renderer.set_fixed(name, value)
+            try:
+                out.items.append(self._prepare_item(play, task, renderer, f"{base_id}/{n}", item, facts))
+            except InputError as exc:
+                out.items.append(_Item(self._error_event(play, task, f"{base_id}/{n}", exc, facts, item)))
+                out.failed = True
+        for name in control.item_vars(items, 0):
+            renderer.drop_fixed(name)
+        return out
+
+    def _finish_prepared(self, play: Play, task: Task, renderer: VarRenderer, facts: HostFacts,
+                         prepared: _Prepared) -> list[TaskEvent]:
+        """:meth:`_run_items` for a task rendered ahead: the same events, registered the same way."""
+        if prepared.whole:  # its loop did not render: one error, nothing registered (as _run_items)
+            self._report(prepared.items[0].event)
+            return [prepared.items[0].event]
+        looped, control, events = task.loop is not None, task.loop_control, []
+        for n, item in enumerate(prepared.items):
+            if self.stopping.is_set():
+                break
+            if looped:
+                for name, value in control.item_vars(prepared.loop, n).items():
+                    renderer.set_fixed(name, value)
+                self._flying(index=n, item=item.event.item, label=None, request=None)
+            try:
+                event = self._finish_item(task, renderer, item)
+            except InputError as exc:  # failed_when or changed_when did not render
+                assert item.request is not None
+                event = self._error_event(play, task, item.request.id, exc, facts, item.event.item)
+            if looped and n < len(prepared.items) - 1:
+                event = dataclasses.replace(event, final=False)  # more items to come
+            events.append(event)
+            self._report(event)
+        if looped:
+            for name in control.item_vars(prepared.loop, 0):
+                renderer.drop_fixed(name)
+        if task.register and events:
+            self._register(task, renderer, events)
+        return events
 
     def _judge(self, task: Task, renderer: VarRenderer, event: TaskEvent) -> TaskEvent:
         """Apply ``changed_when`` and ``failed_when`` to a command that ran to its exit code."""
@@ -330,42 +515,69 @@ class HostRun:
     def _pending(self, task: Task, renderer: VarRenderer) -> Optional[str]:
         """In a dry-run: why ``task`` cannot be shown, when it reads a result registered by an
         earlier task (through a variable too); ``None`` when it reads none."""
-        if not self.registered:
+        fleet = self.fleet.registered() if self.fleet is not None else {}
+        if not self.registered and not fleet:
             return None
         fields: list[tuple[str, Any]] = [("when", task.when and "{{ " + task.when + " }}"), ("loop", task.loop),
                                          ("argv", list(task.exec.argv)), ("cwd", task.exec.cwd),
-                                         ("env", dict(task.exec.env)), ("loop_control.label", task.loop_control.label)]
+                                         ("env", [dict(task.exec.env), *task.exec.env_templates()]),
+                                         ("loop_control.label", task.loop_control.label)]
         found: dict[str, list[str]] = {}
         for what, value in fields:
-            for name in self._results_read(value, renderer, set()):
+            for name in self._results_read(value, renderer, set(), fleet):
                 found.setdefault(name, []).append(what)
         if not found:
             return None
-        parts = [f"{', '.join(whats)} reads {name!r} (registered by {self.registered[name]!r})"
-                 for name, whats in found.items()]
+        parts = []
+        for name, whats in found.items():
+            reads = f"{', '.join(whats)} reads"
+            if name == "hostvars":  # a whole host's variables: any result may be among them
+                parts.append(f"{reads} hostvars (results registered so far: {', '.join(sorted(fleet))})")
+            elif name.startswith("hostvars"):
+                parts.append(f"{reads} {name} (registered by {fleet[name.rpartition('.')[2]][1]!r})")
+            else:
+                parts.append(f"{reads} {name!r} (registered by {self.registered[name]!r})")
         return f"{DEPENDS}: {'; '.join(parts)}; known only when the run gets there, so not rendered"
 
-    def _results_read(self, value: Any, renderer: VarRenderer, seen: set[str]) -> set[str]:
-        """The registered names a value's templates read, following variables set to templates."""
+    def _results_read(self, value: Any, renderer: VarRenderer, seen: set[Any],
+                      fleet: Mapping[str, tuple[str, str]], through_hostvars: bool = False) -> set[str]:
+        """The registered names a value's templates read, following variables set to templates;
+        through ``hostvars`` too (``fleet``: every host's registered names), as ``hostvars[...].NAME``,
+        or ``hostvars`` for a use that names no variable (``hostvars[h] | to_json``)."""
         out: set[str] = set()
         if isinstance(value, str):
             for name in names_read(value):
-                if name in self.registered and name not in self.extra_vars:
+                if name == "hostvars" and fleet:
+                    via = hostvars_read(value)
+                    if via is None:
+                        out.add("hostvars")
+                        continue
+                    for attr in via:
+                        if attr in fleet and attr not in self.extra_vars:
+                            out.add(f"hostvars[...].{attr}")
+                        elif ("hostvars", attr) not in seen:  # a variable of that host: what does it read?
+                            seen.add(("hostvars", attr))
+                            out |= self._results_read(renderer.raw(attr), renderer, seen, fleet, True)
+                elif through_hostvars and name in fleet and name not in self.extra_vars:
+                    out.add(f"hostvars[...].{name}")
+                elif not through_hostvars and name in self.registered and name not in self.extra_vars:
                     out.add(name)
-                elif name not in seen:
-                    seen.add(name)
-                    out |= self._results_read(renderer.raw(name), renderer, seen)
+                elif (key := ("hostvars", name) if through_hostvars else name) not in seen:
+                    seen.add(key)
+                    out |= self._results_read(renderer.raw(name), renderer, seen, fleet, through_hostvars)
         elif isinstance(value, Mapping):
             for item in value.values():
-                out |= self._results_read(item, renderer, seen)
+                out |= self._results_read(item, renderer, seen, fleet, through_hostvars)
         elif isinstance(value, (list, tuple)):
             for item in value:
-                out |= self._results_read(item, renderer, seen)
+                out |= self._results_read(item, renderer, seen, fleet, through_hostvars)
         return out
 
     def _register(self, task: Task, renderer: VarRenderer, events: list[TaskEvent]) -> None:
         assert task.register
         self.registered[task.register] = task.name
+        if self.fleet is not None:
+            self.fleet.note_registered(task.register, self.name, task.name)
         value = _registered(events, task.loop is not None)
         self.runtime[task.register] = value
         if task.register not in self.extra_vars:

@@ -25,6 +25,9 @@ Batch rules, with the cases Ansible users have filed as surprising decided on pu
   plays, as Ansible does; the plays before it still start (and show their hosts), running nothing.
 - An interrupt (Ctrl-C, ``Fleet.cancel``: :meth:`HostSet.interrupt`) records every task in flight
   as ``cancelled`` on its host, then kills them; tasks not yet started are not recorded.
+- Pipelining (:mod:`sandfleet.run.pipeline`) changes none of this: where no rule above lets one
+  host observe another, a host is sent the tasks ahead with the one it starts, and each result
+  is still taken and reported when the scheduler reaches its task.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from sandfleet.inventory import HostConfig, Inventory
 from sandfleet.load.keywords import TagFilter, batches
 from sandfleet.load.playbook import Play, Playbook, Task
 from sandfleet.report.events import Reporter
+from sandfleet.run import pipeline
+from sandfleet.run.fleetvars import FleetVars
 from sandfleet.run.hostloop import HostRun, TaskOutcome
 from sandfleet.transports.base import Connection
 from sandfleet_agent.portable.policy import Policy
@@ -115,7 +120,7 @@ class HostSet:
 
     def __init__(self, inventory: Inventory, hosts: list[str], connect: Callable[[HostConfig], Connection], *,
                  forks: Optional[int] = None, consent: bool = False, extra_vars: Optional[Mapping[str, Any]] = None,
-                 policy: Optional[Policy] = None, playbook_dir: str = ".") -> None:
+                 policy: Optional[Policy] = None, playbook_dir: str = ".", fleet_vars: bool = True) -> None:
         self.stopping = threading.Event()
         self.runs: dict[str, HostRun] = {}
         try:
@@ -127,6 +132,12 @@ class HostSet:
         except BaseException:
             self.close()
             raise
+        #: ``hostvars`` and the play's host lists (run/fleetvars.py); None for an open fleet's
+        #: independent commands (``fleet_vars=False``), whose caller sees no other host.
+        self.fleet = FleetVars(inventory, self.runs, extra_vars or {}, os.path.abspath(playbook_dir)) \
+            if fleet_vars else None
+        for run in self.runs.values():
+            run.fleet = self.fleet
         self._pool = ThreadPoolExecutor(max_workers=max(1, min(forks or DEFAULT_FORKS, len(hosts) or 1)),
                                         thread_name_prefix="host")
 
@@ -138,7 +149,7 @@ class HostSet:
         for run in self.runs.values():
             run.begin(reporter)
         try:
-            _run_plays(playbook, targets, self.runs, reporter, self._pool, tags, start)
+            _run_plays(playbook, targets, self.runs, reporter, self._pool, tags, start, self.fleet)
         except BaseException:
             # Ctrl-C (or a bug): stop every host now.
             self.interrupt()
@@ -189,7 +200,8 @@ def run_playbook(
 
 
 def _run_plays(playbook: Playbook, targets: list[list[str]], runs: dict[str, HostRun], reporter: Reporter,
-               pool: ThreadPoolExecutor, tags: TagFilter, start: Optional[tuple[int, int]] = None) -> None:
+               pool: ThreadPoolExecutor, tags: TagFilter, start: Optional[tuple[int, int]] = None,
+               fleet: Optional[FleetVars] = None) -> None:
     for play_index, play in enumerate(playbook.plays):
         hosts = [h for h in targets[play_index] if not runs[h].done]
         reporter.play_start(play, hosts)
@@ -199,6 +211,8 @@ def _run_plays(playbook: Playbook, targets: list[list[str]], runs: dict[str, Hos
             continue
         for members in batches(hosts, play.serial):
             batch = Batch(play, members)
+            if fleet is not None:
+                fleet.batch(play, hosts, members)  # what hostvars and ansible_play_* show (run/fleetvars.py)
             if play.strategy == "free":
                 _run_free(play_index, play, tasks, batch, runs, reporter, pool)
             else:
@@ -211,6 +225,7 @@ def _run_plays(playbook: Playbook, targets: list[list[str]], runs: dict[str, Hos
 
 def _run_linear(play_index: int, play: Play, tasks: list[tuple[int, Task]], batch: Batch,
                 runs: dict[str, HostRun], reporter: Reporter, pool: ThreadPoolExecutor) -> None:
+    plan = pipeline.plan(play, tasks)  # which tasks a host may be sent at once (run/pipeline.py)
     for task_index, task in tasks:
         active = [h for h in batch.hosts if not runs[h].done]
         if not active or batch.abort is not None or runs[active[0]].stopping.is_set():
@@ -222,15 +237,15 @@ def _run_linear(play_index: int, play: Play, tasks: list[tuple[int, Task]], batc
             adopt = functools.partial(_adopt, runs, play_index, play, task, first)
             outcomes = zip(active[1:], pool.map(adopt, active[1:]))
         else:
-            run = functools.partial(_run_task, runs, play_index, play, task_index, task)
+            run = functools.partial(_run_task, runs, play_index, play, task_index, task, plan.after(task_index))
             outcomes = zip(active, pool.map(run, active))
         for host, outcome in outcomes:
             batch.record(host, task, outcome)
 
 
 def _run_task(runs: dict[str, HostRun], play_index: int, play: Play, task_index: int, task: Task,
-              host: str) -> TaskOutcome:
-    return runs[host].run_task(play_index, play, task_index, task)
+              ahead: tuple[tuple[int, Task], ...], host: str) -> TaskOutcome:
+    return runs[host].run_task(play_index, play, task_index, task, ahead)
 
 
 def _adopt(runs: dict[str, HostRun], play_index: int, play: Play, task: Task, first: TaskOutcome,
@@ -241,6 +256,7 @@ def _adopt(runs: dict[str, HostRun], play_index: int, play: Play, task: Task, fi
 def _run_free(play_index: int, play: Play, tasks: list[tuple[int, Task]], batch: Batch,
               runs: dict[str, HostRun], reporter: Reporter, pool: ThreadPoolExecutor) -> None:
     once = _Once()
+    plan = pipeline.plan(play, tasks)
 
     def host_loop(host: str) -> None:
         run = runs[host]
@@ -263,7 +279,7 @@ def _run_free(play_index: int, play: Play, tasks: list[tuple[int, Task]], batch:
                     outcome = run.adopt(play_index, play, task, once.outcome(task_index))
             else:
                 reporter.task_start(play, task, [host])
-                outcome = run.run_task(play_index, play, task_index, task)
+                outcome = run.run_task(play_index, play, task_index, task, plan.after(task_index))
             batch.record(host, task, outcome)
 
     for future in [pool.submit(host_loop, h) for h in batch.hosts]:

@@ -7,11 +7,14 @@ spoken over whatever pipe a connection provides.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import threading
 from abc import ABC, abstractmethod
-from typing import IO, Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO, Any, Optional, Union
 
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
@@ -40,16 +43,56 @@ class Connection(ABC):
     def execute(self, request: wire.ExecRequest) -> wire.ExecResult:
         """Run one task on the host's agent. Raises :class:`HostUnreachable` if it is gone."""
 
+    @property
+    def pipelines(self) -> bool:
+        """Whether :meth:`pipeline` can send batches here (a started agent that understands them)."""
+        return False
+
+    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
+        """Send these tasks' requests ahead, in one batch: the :meth:`execute` of each, in order,
+        then only reads its result. False when this connection cannot (each then goes alone)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional for connections with nothing to release
         """Release the host; safe to call more than once."""
 
 
+@dataclass
+class _Batch:
+    """The steps of a batch this stream sends or reads, and how far the reading got."""
+
+    steps: list[wire.BatchStep]
+    sent: bool = False
+    step: int = 0  # the step whose result is read next
+    item: int = 0  # the request of that step whose result is read next
+    read: int = 0  # results read since the batch line was sent
+    going: bool = True  # no result of the current step stops the agent (wire.goes_on)
+
+    def expects(self, request: wire.ExecRequest) -> bool:
+        return self.step < len(self.steps) and self.steps[self.step].requests[self.item] is request
+
+    def rest(self) -> list[wire.BatchStep]:
+        """The steps from the next request on (a step's remaining items stay one step)."""
+        head = self.steps[self.step]
+        return [dataclasses.replace(head, requests=head.requests[self.item:]), *self.steps[self.step + 1:]]
+
+
 class AgentStream:
-    """Requests and results as JSON lines over a byte pipe pair (one agent, one task at a time)."""
+    """Requests and results as JSON lines over a byte pipe pair (one agent, one task at a time).
+
+    Pipelining (docs/architecture.md §3, docs/performance.md): :meth:`pipeline` queues a batch;
+    the first :meth:`execute` of its first request sends it as one line, and each later one reads
+    its result, in order. When the agent ended the batch before a request the controller still
+    wants (a failure it passes over, such as an ignored timeout), the rest goes again as a new
+    batch; a request outside the batch first reads the abandoned batch to its end.
+    """
 
     def __init__(self, host: str, writer: IO[bytes], reader: IO[bytes]) -> None:
         self.host, self._writer, self._reader = host, writer, reader
         self._lock = threading.Lock()
+        self.batches = False  # the agent's hello lists the batch feature
+        self._batch: Optional[_Batch] = None
+        self.lines_sent = 0  # request and batch lines: what pipelining saves, for tests and benchmarks
 
     def _send(self, line: str) -> None:
         try:
@@ -57,6 +100,7 @@ class AgentStream:
             self._writer.flush()
         except (OSError, ValueError, EOFError) as exc:  # paramiko raises EOFError on a dead transport
             raise HostUnreachable(f"lost the agent on {self.host}: {exc}") from None
+        self.lines_sent += 1
 
     def _receive_line(self) -> bytes:
         try:
@@ -98,13 +142,84 @@ class AgentStream:
             raise HostUnreachable(f"the agent on {self.host} did not start: {exc}") from None
         for warning in hello.warnings:  # no channel from a connection to the report: stderr, as bootstrap's
             sys.stderr.write(f"sandfleet: warning: {self.host}: {warning}\n")
+        self.batches = wire.BATCH_FEATURE in hello.features
         return HostFacts.from_dict(hello.facts)
+
+    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
+        """Queue ``steps`` (two requests or more, to an agent that runs batches); nothing is sent
+        until :meth:`execute` asks for the first request."""
+        if not self.batches or sum(len(step.requests) for step in steps) < 2:
+            return False
+        with self._lock:
+            self._abandon()
+            self._batch = _Batch(list(steps))
+        return True
 
     def execute(self, request: wire.ExecRequest) -> wire.ExecResult:
         with self._lock:
+            batch = self._batch
+            if batch is not None and batch.expects(request):
+                return self._batched(batch, request)
+            self._abandon()
             self._send(wire.encode_request(request))
             reply = self._receive()
         try:
             return wire.result_from_json(reply)  # already parsed: no second JSON round trip
         except wire.WireError as exc:
             raise HostUnreachable(f"the agent on {self.host} sent a bad result: {exc}") from None
+
+    def _batched(self, batch: _Batch, request: wire.ExecRequest) -> wire.ExecResult:
+        if not batch.sent:
+            self._send_batch(batch)
+        reply = self._reply()
+        if isinstance(reply, wire.BatchEnd):  # it stopped before this request, which is still wanted
+            self._ended(batch, reply)
+            batch = self._batch = _Batch(batch.rest())
+            self._send_batch(batch)
+            reply = self._reply()
+            if isinstance(reply, wire.BatchEnd):
+                self._ended(batch, reply)  # raises: it ran none of a batch just sent
+        assert isinstance(reply, wire.ExecResult)
+        if reply.id != request.id:
+            raise HostUnreachable(f"the agent on {self.host} answered {reply.id!r} in a batch where {request.id!r} "
+                                  "was next")
+        batch.read += 1
+        step = batch.steps[batch.step]
+        batch.going = batch.going and wire.goes_on(reply.status, step.continue_on_failure)
+        batch.item += 1
+        if batch.item == len(step.requests):
+            batch.step, batch.item = batch.step + 1, 0
+            if not batch.going or batch.step == len(batch.steps):  # the agent ends the batch here
+                end = self._reply()
+                if not isinstance(end, wire.BatchEnd):
+                    raise HostUnreachable(f"the agent on {self.host} ran past the end of a batch "
+                                          f"(after {request.id!r})")
+                self._ended(batch, end)
+                self._batch = _Batch(batch.steps[batch.step:]) if batch.step < len(batch.steps) else None
+            batch.going = True
+        return reply
+
+    def _send_batch(self, batch: _Batch) -> None:
+        self._send(wire.encode_batch(batch.steps))
+        batch.sent = True
+
+    def _reply(self) -> Union[wire.ExecResult, wire.BatchEnd]:
+        reply = self._receive()
+        try:
+            return wire.reply_from_json(reply)
+        except wire.WireError as exc:
+            raise HostUnreachable(f"the agent on {self.host} sent a bad result: {exc}") from None
+
+    def _ended(self, batch: _Batch, end: wire.BatchEnd) -> None:
+        """The agent's end line: it must count the results read, and have run one at least."""
+        if end.error is not None or end.ran != batch.read or not batch.read:
+            why = end.error or f"it reported {end.ran} result(s) after sending {batch.read}"
+            raise HostUnreachable(f"the agent on {self.host} did not run a batch: {why}")
+
+    def _abandon(self) -> None:
+        """Forget the queued batch; one already sent is first read to its end (its results were not asked for)."""
+        batch, self._batch = self._batch, None
+        if batch is None or not batch.sent:
+            return
+        while not isinstance(self._reply(), wire.BatchEnd):
+            pass

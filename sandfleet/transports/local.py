@@ -83,6 +83,13 @@ class LocalConnection(Connection):
         except HostUnreachable as exc:
             raise HostUnreachable(f"{exc}{self._agent_stderr()}") from None
 
+    @property
+    def pipelines(self) -> bool:
+        return self._stream is not None and self._stream.batches
+
+    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
+        return self._stream is not None and self._stream.pipeline(steps)
+
     def _agent_stderr(self) -> str:
         if self._stderr is None:
             return ""

@@ -32,7 +32,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Optional, Union
@@ -181,6 +181,9 @@ class AgentHello:
     version: str
     facts: Mapping[str, Any]
     warnings: tuple[str, ...] = ()
+    #: What this agent understands beyond one request per line (:data:`FEATURES`); a controller
+    #: sends a batch only to an agent that names ``"batch"`` here. Absent (older agents): none.
+    features: tuple[str, ...] = ()
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -235,6 +238,8 @@ def encode_hello(hello: AgentHello) -> str:
     body: dict[str, Any] = {"version": hello.version, "facts": dict(hello.facts)}
     if hello.warnings:
         body["warnings"] = list(hello.warnings)
+    if hello.features:
+        body["features"] = list(hello.features)
     return _dumps({"v": WIRE_VERSION, "hello": body})
 
 
@@ -250,9 +255,137 @@ def decode_hello(line: Union[str, bytes]) -> AgentHello:
     if not isinstance(hello, dict) or not isinstance(hello.get("facts"), dict):
         detail = data.get("error") if isinstance(data, dict) and "error" in data else data
         raise WireError(str(detail))
-    warnings = hello.get("warnings")
+    warnings, features = hello.get("warnings"), hello.get("features")
     return AgentHello(str(hello.get("version", "")), hello["facts"],
-                      tuple(str(w) for w in warnings) if isinstance(warnings, list) else ())
+                      tuple(str(w) for w in warnings) if isinstance(warnings, list) else (),
+                      tuple(f for f in features if isinstance(f, str)) if isinstance(features, list) else ())
+
+
+# -- batches: pipelining (docs/architecture.md §3) ------------------------------------------------
+
+#: What this version's agent announces in its hello. ``batch``: it runs a batch line (below).
+BATCH_FEATURE = "batch"
+FEATURES = (BATCH_FEATURE,)
+#: The most requests one batch carries; both sides hold to it, so one line bounds the agent's work.
+MAX_BATCH_REQUESTS = 1024
+
+
+@dataclass(frozen=True)
+class BatchStep:
+    """One task of a batch: its requests (a loop's items, or the one), run in order, every one of
+    them, as a loop's items are; the batch then goes on only if :func:`goes_on` holds for each
+    result. ``continue_on_failure``: the controller passes over this task's failures
+    (``ignore_errors``), so a ``failed`` or ``error`` result need not stop the batch."""
+
+    requests: tuple[ExecRequest, ...]
+    continue_on_failure: bool = False
+
+
+@dataclass(frozen=True)
+class RawStep:
+    """A step as the agent reads it: each request still a JSON object, decoded on its own when its
+    turn comes (so a bad one gets its own result, and cannot change how the others are read),
+    with its size as a line of its own, which the policy's ``request_bytes`` bounds."""
+
+    requests: tuple[tuple[object, int], ...]
+    continue_on_failure: bool
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    """The agent's last line for a batch: how many results it wrote. Fewer than the batch held
+    means it stopped (a failure, a bad request, the controller gone): the rest did not run.
+    ``error``: the batch line itself could not be read (then ``ran`` is 0)."""
+
+    ran: int
+    error: Optional[str] = None
+
+
+def goes_on(status: Status, continue_on_failure: bool) -> bool:
+    """Whether a batch may run past a result: ok, or a failure the controller passes over.
+
+    Never past ``timeout``, ``denied`` or ``sandbox_unavailable``: this is narrower than what
+    ``ignore_errors`` covers (a timeout), never wider, so an agent never runs a task the
+    controller would not have sent; the controller sends the rest itself when it goes on anyway.
+    """
+    return status is Status.OK or (continue_on_failure and status in (Status.FAILED, Status.ERROR))
+
+
+def encode_batch(steps: Sequence[BatchStep]) -> str:
+    """One line holding ``steps``; every request encoded (and checked) as :func:`encode_request` does."""
+    count = sum(len(step.requests) for step in steps)
+    if not steps or any(not step.requests for step in steps) or count > MAX_BATCH_REQUESTS:
+        raise WireError(f"cannot encode a batch of {len(steps)} step(s) and {count} request(s): every step needs a "
+                        f"request, and a batch holds 1 to {MAX_BATCH_REQUESTS}")
+    return _dumps({"v": WIRE_VERSION, "batch": [
+        {"requests": [request_to_json(r) for r in step.requests], "continue_on_failure": step.continue_on_failure}
+        for step in steps]})
+
+
+def read_line(line: Union[str, bytes]) -> object:
+    """Any line from the controller, parsed as strict JSON (unique keys, no NaN)."""
+    return _loads(line, "request")
+
+
+def is_batch(message: object) -> bool:
+    return isinstance(message, dict) and "batch" in message
+
+
+_BATCH_KEYS = frozenset({"v", "batch"})
+_STEP_KEYS = frozenset({"requests", "continue_on_failure"})
+
+
+def batch_from_json(message: object) -> tuple[RawStep, ...]:
+    """A batch's steps, strictly: unknown keys, empty steps or too many requests are refused, as a
+    batch is what this version invented (nothing older can have sent a field it lacks)."""
+    o = _object(message, "batch")
+    _check_version(o, "batch")
+    _only(o, _BATCH_KEYS, "batch")
+    raw_steps = _list(_required(o, "batch", "batch"), "batch")
+    if not raw_steps:
+        raise WireError("batch must hold at least one step")
+    steps: list[RawStep] = []
+    count = 0
+    for i, item in enumerate(raw_steps):
+        step = _object(item, f"batch[{i}]")
+        _only(step, _STEP_KEYS, f"batch[{i}]")
+        requests = _list(_required(step, "requests", f"batch[{i}]"), f"batch[{i}].requests")
+        if not requests:
+            raise WireError(f"batch[{i}].requests must hold at least one request")
+        count += len(requests)
+        if count > MAX_BATCH_REQUESTS:
+            raise WireError(f"batch holds more than {MAX_BATCH_REQUESTS} requests")
+        steps.append(RawStep(tuple((r, len(_dumps(_object(r, f"batch[{i}].requests[{j}]"))) + 1)
+                                   for j, r in enumerate(requests)),
+                             _bool(step.get("continue_on_failure", False), f"batch[{i}].continue_on_failure")))
+    return tuple(steps)
+
+
+def encode_batch_end(end: BatchEnd) -> str:
+    body: dict[str, Any] = {"ran": end.ran}
+    if end.error is not None:
+        body["error"] = end.error
+    return _dumps({"v": WIRE_VERSION, "batch_end": body})
+
+
+def reply_from_json(obj: object) -> Union[ExecResult, BatchEnd]:
+    """A line the agent writes while a batch runs: a result, or the batch's end."""
+    if not (isinstance(obj, dict) and "batch_end" in obj):
+        return result_from_json(obj)
+    _check_version(obj, "batch_end")
+    _only(obj, frozenset({"v", "batch_end"}), "batch_end")
+    body = _object(obj["batch_end"], "batch_end")
+    _only(body, frozenset({"ran", "error"}), "batch_end")
+    ran = _required(body, "ran", "batch_end")
+    if isinstance(ran, bool) or not isinstance(ran, int) or ran < 0:
+        raise WireError(f"batch_end.ran must be a non-negative integer, not {_describe(ran)}")
+    return BatchEnd(ran, _opt_string(body.get("error"), "batch_end.error"))
+
+
+def _only(o: Mapping[str, object], keys: frozenset[str], where: str) -> None:
+    unknown = sorted(set(o) - keys)
+    if unknown:
+        raise WireError(f"{where} has unknown field(s) {unknown}; allowed: {sorted(keys)}")
 
 
 def _dumps(obj: Mapping[str, Any]) -> str:
