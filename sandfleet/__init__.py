@@ -30,9 +30,11 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
     from sandfleet.api import doctor as doctor
     from sandfleet.api import facts as facts
     from sandfleet.api import load_inventory as load_inventory
+    from sandfleet.api import merge_results as merge_results
     from sandfleet.api import open_fleet as open_fleet
     from sandfleet.api import run_command as run_command
     from sandfleet.api import run_playbook as run_playbook
+    from sandfleet.api import stop_agents as stop_agents
     from sandfleet.errors import InputError as InputError
     from sandfleet.errors import SandfleetError as SandfleetError
     from sandfleet.errors import UsageError as UsageError
@@ -50,9 +52,11 @@ _HOMES = {
     "doctor": "sandfleet.api",
     "facts": "sandfleet.api",
     "load_inventory": "sandfleet.api",
+    "merge_results": "sandfleet.api",
     "open_fleet": "sandfleet.api",
     "run_command": "sandfleet.api",
     "run_playbook": "sandfleet.api",
+    "stop_agents": "sandfleet.api",
     "InputError": "sandfleet.errors",
     "SandfleetError": "sandfleet.errors",
     "UsageError": "sandfleet.errors",
@@ -62,8 +66,8 @@ _HOMES = {
 }
 
 __all__ = ["Fleet", "HostResult", "InputError", "Inventory", "Playbook", "RunResult", "Sandbox", "SandfleetError",
-           "TaskResult", "TaskStatus", "UsageError", "__version__", "doctor", "facts", "load_inventory", "open_fleet",
-           "run_command", "run_playbook"]
+           "TaskResult", "TaskStatus", "UsageError", "__version__", "doctor", "facts", "load_inventory",
+           "merge_results", "open_fleet", "run_command", "run_playbook", "stop_agents"]
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ works, and a literal ``{{`` is written ``{{ '{{' }}``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import io
 import json
@@ -38,12 +39,16 @@ from sandfleet.load.extra_vars import parse_extra_vars
 from sandfleet.load.keywords import TagFilter
 from sandfleet.load.playbook import Playbook, load_playbook, load_playbook_data, task_position
 from sandfleet.load.policies import load_policy_file
+from sandfleet.report.atomic import write_atomic
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.jsonl import dumps, task_result
 from sandfleet.report.outputs import OutputFormat, OutputOptions, Outputs, make_reporter
 from sandfleet.report.recap import Recap
+from sandfleet.report.results_dir import ResultsDirReporter
 from sandfleet.run.dry import DryConnection
 from sandfleet.run.scheduler import HostSet
+from sandfleet.run.slicing import Slice, parse_slice, run_once_warnings
+from sandfleet.run.slicing import plan as slice_plan
 from sandfleet.transports.base import Connection
 from sandfleet.transports.hostkeys import REJECT, HostKeyPolicy
 from sandfleet.transports.local import LocalConnection
@@ -195,9 +200,12 @@ class _Collector(Reporter):
         return RunResult(recap.exit_code(), MappingProxyType(hosts), aborted)
 
 
-def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> Callable[[HostConfig], Connection]:
+def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str],
+               become_password: Optional[str] = None) -> Callable[[HostConfig], Connection]:
     """The connection factory of a real run. The SSH side (paramiko, ssh_config, known_hosts) is
-    imported and set up once, on the first ssh host: local-only runs never pay for it."""
+    imported and set up once, on the first ssh host: local-only runs never pay for it.
+    ``become_password`` (``--ask-become-pass``) is for become hosts whose inventory gives none
+    (the inventory's ``ansible_become_password`` wins, as in Ansible)."""
     ssh: list[Any] = []
     lock = threading.Lock()
 
@@ -205,6 +213,8 @@ def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> Cal
         if config.connection == "local":
             passthrough = (config.policy.env_passthrough or ()) if config.policy else ()
             return LocalConnection(config.name, passthrough=passthrough)
+        if become_password is not None and config.become_user is not None and config.become_password is None:
+            config = dataclasses.replace(config, become_password=become_password)
         with lock:
             if not ssh:
                 from sandfleet.transports.ssh import SshConnector
@@ -251,34 +261,39 @@ class _Job:
     dry_run: bool
     connect: Callable[[HostConfig], Connection]
 
-    def hosts(self, targets: list[str], playbook_dir: str) -> HostSet:
+    def hosts(self, targets: list[str], playbook_dir: str, fleet_vars: bool = True) -> HostSet:
         # One worker for a dry-run: rendering is pure CPU under the GIL, so host threads only add
         # switching (1,000 hosts x 10 tasks: 2.2 s with 20, 1.7 s with one), and the output
         # comes in inventory order, the same every time.
         return HostSet(self.inventory, targets, self.connect, forks=1 if self.dry_run else self.forks,
                        consent=self.allow_unsandboxed, extra_vars=self.extra_vars, policy=self.policy,
-                       playbook_dir=playbook_dir)
+                       playbook_dir=playbook_dir, fleet_vars=fleet_vars)
 
 
 def _job(inventory: Union[Inventory, PathLike, Sequence[PathLike]], *, limit: Optional[str], forks: Optional[int],
          extra_vars: Union[Mapping[str, Any], Sequence[str], None], policy: Union[PathLike, Policy, None],
-         allow_unsandboxed: bool, dry_run: bool, host_key_policy: HostKeyPolicy, ssh_config: Optional[str]) -> _Job:
+         allow_unsandboxed: bool, dry_run: bool, host_key_policy: HostKeyPolicy, ssh_config: Optional[str],
+         become_password: Optional[str] = None) -> _Job:
     if forks is not None and forks < 1:
         raise UsageError(f"forks must be a positive number, got {forks}")
     connect: Callable[[HostConfig], Connection] = DryConnection if dry_run else _connector(host_key_policy,
-                                                                                            ssh_config)
+                                                                                            ssh_config, become_password)
     return _Job(_inventory(inventory), limit, forks, _extra_vars(extra_vars), _policy(policy), allow_unsandboxed,
                 dry_run, connect)
 
 
 def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector, tags: TagFilter,
           hosts: Optional[HostSet] = None, no_hosts_fails: bool = False,
-          start: Optional[tuple[int, int]] = None) -> RunResult:
+          start: Optional[tuple[int, int]] = None, part: Optional[Slice] = None,
+          on_warning: Optional[Callable[[str], None]] = None) -> RunResult:
     """Run ``playbook`` on the job's hosts (or an open fleet's), every output fed; on Ctrl-C the
     outputs still write what they have (the partial recap, JUnit, results dir) before it goes on.
-    ``no_hosts_fails``: a run in which no play matched any host exits 1."""
+    ``no_hosts_fails``: a run in which no play matched any host exits 1. ``part``: only that
+    slice's hosts (decided on every play's hosts, before any runs: docs/slicing.md)."""
     targets = [job.inventory.select(play.hosts, job.limit) for play in playbook.plays]
     outputs.recap.no_hosts = no_hosts_fails and not any(targets)
+    if part is not None:
+        targets = _slice_targets(playbook, targets, part, outputs, tags, start, on_warning)
     own = hosts is None
     if hosts is None:
         hosts = job.hosts(list(dict.fromkeys(h for t in targets for h in t)),
@@ -287,6 +302,9 @@ def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector
         hosts.play(playbook, targets, outputs, tags, start)
     except KeyboardInterrupt:
         outputs.stop_live()  # so what follows gets a line of its own on a terminal
+        for output in outputs.outputs:
+            if isinstance(output, ResultsDirReporter):
+                output.interrupted = True  # a slice's summary says so: merge never shows it green
         outputs.finish()
         raise
     except BaseException:
@@ -297,6 +315,23 @@ def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector
             hosts.close()
     outputs.finish()
     return collector.result(outputs.recap)
+
+
+def _slice_targets(playbook: Playbook, targets: list[list[str]], part: Slice, outputs: Outputs, tags: TagFilter,
+                   start: Optional[tuple[int, int]], on_warning: Optional[Callable[[str], None]]) -> list[list[str]]:
+    """Each play's hosts in this slice; a results directory is told, so its summary lets
+    ``sandfleet merge`` check the slices belong together."""
+    sliced, shape = slice_plan(playbook, targets, part, tags, start)
+    for output in outputs.outputs:
+        if isinstance(output, ResultsDirReporter):
+            output.sliced(shape)
+    mine = len(shape.assigned)
+    note = f"sandfleet: slice {part} ({part.source}): {mine} of the run's {shape.targeted} host(s)"
+    if not mine and shape.targeted:
+        note += "; none falls in this slice (more slices than hosts), so it runs nothing and exits 0"
+    if on_warning is not None:
+        on_warning(note)
+    return sliced
 
 
 def _outputs(dry_run: bool, on_event: Optional[Callable[[TaskResult], None]], output: Optional[TextIO],
@@ -320,10 +355,12 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
                  start_at_task: Optional[str] = None, dry_run: bool = False,
                  policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
                  host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
+                 become_password: Optional[str] = None,
                  on_event: Optional[Callable[[TaskResult], None]] = None,
                  on_warning: Optional[Callable[[str], None]] = None, output: Optional[TextIO] = None,
                  format: OutputFormat = "text", verbose: bool = False, junit: Optional[str] = None,
-                 results_dir: Optional[str] = None, report: Optional[str] = None) -> RunResult:
+                 results_dir: Optional[str] = None, report: Optional[str] = None,
+                 slice: Union[str, tuple[int, int], None] = None) -> RunResult:
     """Run a playbook (a path, or a loaded :class:`Playbook`) on its hosts, as ``sandfleet run``.
 
     ``on_event`` gets each task result as it arrives (from host threads); ``output`` also prints
@@ -337,14 +374,29 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
     :class:`~sandfleet.errors.UsageError` listing close names. An invalid playbook raises one
     :class:`~sandfleet.errors.InputError` carrying every mistake of the file (``.errors``, each
     with its ``.mark`` and ``.allowed``, in file order; ``str()`` is one line each), as
-    ``sandfleet run`` and ``sandfleet check`` print them.
+    ``sandfleet run`` and ``sandfleet check`` print them. ``become_password`` answers sudo on
+    hosts with ``ansible_become`` whose inventory gives no ``ansible_become_password``
+    (``--ask-become-pass``); it is sent to sudo's prompt only, when sudo asks.
+
+    ``slice`` runs only one slice of the hosts, as ``--slice`` (docs/slicing.md): ``"K/N"`` or
+    ``(K, N)`` (K from 1), ``"auto"`` (K and N from a job engine's variables in ``os.environ``:
+    GitLab, Buildkite, CircleCI) or ``"auto/N"`` (K only: a Kubernetes Indexed Job's
+    ``JOB_COMPLETION_INDEX``); a mistake is a :class:`~sandfleet.errors.UsageError`. Every process
+    given the same playbook, inventory and ``limit`` splits the hosts the same way; ``on_warning``
+    also gets which slice this is and how many hosts it has, and a warning for each ``run_once``
+    task (it runs once per slice). :func:`merge_results` combines the slices' ``results_dir``.
     """
+    part = None if slice is None else parse_slice(slice, os.environ)
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
-               ssh_config=ssh_config)
+               ssh_config=ssh_config, become_password=become_password)
     book = playbook if isinstance(playbook, Playbook) else load_playbook(os.fspath(playbook))
+    if os.path.isfile(book.path):  # the group_vars/ and host_vars/ beside it, as Ansible reads them
+        job = dataclasses.replace(job, inventory=job.inventory.beside_playbook(os.path.dirname(
+            os.path.abspath(book.path))))
     start = None if start_at_task is None else start_position(book, start_at_task)
     warnings = [str(w) for w in book.warnings]
+    warnings += run_once_warnings(book, part) if part is not None else []
     warnings += [f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
                  "so later tasks see the -e value, not this task's result"
                  for play in book.plays for task in play.tasks if task.register in job.extra_vars]
@@ -355,7 +407,7 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
     outputs, collector = _outputs(dry_run, on_event, output, format, verbose, junit, results_dir, report)
     return _play(job, book, outputs, collector, TagFilter.from_cli(None if tags is None else list(tags),
                                                                 None if skip_tags is None else list(skip_tags)),
-                 no_hosts_fails=True, start=start)
+                 no_hosts_fails=True, start=start, part=part, on_warning=on_warning)
 
 
 def start_position(playbook: Playbook, name: str) -> tuple[int, int]:
@@ -417,16 +469,26 @@ def run_command(argv: Sequence[str], *, hosts: str = "all",
                 extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None, dry_run: bool = False,
                 policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
                 host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
-                on_event: Optional[Callable[[TaskResult], None]] = None, output: Optional[TextIO] = None,
-                format: OutputFormat = "text", verbose: bool = False) -> RunResult:
+                become_password: Optional[str] = None,
+                on_event: Optional[Callable[[TaskResult], None]] = None,
+                on_warning: Optional[Callable[[str], None]] = None, output: Optional[TextIO] = None,
+                format: OutputFormat = "text", verbose: bool = False,
+                slice: Union[str, tuple[int, int], None] = None) -> RunResult:
     """Run one command on every host ``hosts`` (a pattern) selects: a one-task playbook, with
-    the same checks, policy and result."""
+    the same checks, policy and result. As for :func:`run_playbook`, each term of ``hosts`` or
+    ``limit`` that matches no host is warned about (``on_warning``, Ansible's ``[WARNING]: Could
+    not match supplied host pattern, ignoring: TERM``), and when no host is selected nothing runs
+    and the exit code is 1; ``slice`` runs one slice of the hosts, as there."""
+    part = None if slice is None else parse_slice(slice, os.environ)
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
-               ssh_config=ssh_config)
+               ssh_config=ssh_config, become_password=become_password)
     book = command_playbook(argv, hosts, sandbox=sandbox, cwd=cwd, env=env, timeout=timeout, name=name)
+    for warning in _unmatched_warnings(book, job.inventory, job.limit):
+        if on_warning is not None:
+            on_warning(warning)
     outputs, collector = _outputs(dry_run, on_event, output, format, verbose, None, None)
-    return _play(job, book, outputs, collector, TagFilter())
+    return _play(job, book, outputs, collector, TagFilter(), no_hosts_fails=True, part=part, on_warning=on_warning)
 
 
 class Fleet:
@@ -434,10 +496,10 @@ class Fleet:
     first command and reused by every later one (the persistent sandboxes with them). Made by
     :func:`open_fleet`; closing it (or leaving the ``with`` block) releases every host."""
 
-    def __init__(self, job: _Job, hosts: list[str]) -> None:
-        self._job, self.hosts = job, tuple(hosts)
+    def __init__(self, job: _Job, hosts: list[str], pattern: str = "all") -> None:
+        self._job, self.hosts, self._pattern = job, tuple(hosts), pattern
         self._dir = os.getcwd()
-        self._set = job.hosts(hosts, self._dir)
+        self._set = job.hosts(hosts, self._dir, fleet_vars=False)  # no hostvars: docs/variables.md
         self._lock = threading.Lock()
         self._count = 0
         self._stop_lock = threading.Lock()  # cancel() against the start and end of a command
@@ -445,18 +507,25 @@ class Fleet:
 
     def run(self, argv: Sequence[str], *, hosts: Optional[str] = None, sandbox: SandboxArg = True,
             cwd: Optional[str] = None, env: Optional[Mapping[str, str]] = None, timeout: Optional[float] = None,
-            name: Optional[str] = None, on_event: Optional[Callable[[TaskResult], None]] = None) -> RunResult:
+            name: Optional[str] = None, on_event: Optional[Callable[[TaskResult], None]] = None,
+            on_warning: Optional[Callable[[str], None]] = None) -> RunResult:
         """One command on the fleet's hosts (or those of them ``hosts`` selects); one command at a
-        time per fleet (a second caller waits)."""
+        time per fleet (a second caller waits). As for :func:`run_command`, a term of ``hosts``
+        that matches no host is warned about (``on_warning``), and a command that selects no host
+        runs nothing, exits 1 and warns with the pattern that left none."""
         with self._lock:
             self._count += 1
             book = command_playbook(argv, "all", sandbox=sandbox, cwd=cwd, env=env, timeout=timeout, name=name,
                                     source=f"fleet.run#{self._count}")
             targets = list(self.hosts) if hosts is None else [
                 h for h in self._job.inventory.select(hosts, None) if h in self.hosts]
+            if on_warning is not None:
+                for warning in self._no_host_warnings(hosts, targets):
+                    on_warning(warning)
             collector = _Collector(self._job.dry_run, on_event)
             outputs = Outputs(Recap(), [collector])
             outputs.recap.targeted(targets)
+            outputs.recap.no_hosts = not targets
             with self._stop_lock:
                 self._running = (outputs.recap, book.plays[0].name)
             try:
@@ -466,8 +535,20 @@ class Fleet:
                     self._running = None
                     if self._set.stopping.is_set():  # cancelled (or Ctrl-C): its connections are closed
                         self._set.close()
-                        self._set = self._job.hosts(list(self.hosts), self._dir)
+                        self._set = self._job.hosts(list(self.hosts), self._dir, fleet_vars=False)
             return collector.result(outputs.recap)
+
+    def _no_host_warnings(self, hosts: Optional[str], targets: list[str]) -> list[str]:
+        warnings = [f"[WARNING]: Could not match supplied host pattern, ignoring: {term}"
+                    for term in (self._job.inventory.unmatched_terms(hosts) if hosts is not None else ())]
+        if not targets and hosts is not None and self.hosts:
+            warnings.append(f"[WARNING]: the pattern {hosts!r} matches no host of this fleet "
+                            f"({', '.join(self.hosts)}); nothing ran")
+        elif not targets:
+            limit = f" with limit {self._job.limit!r}" if self._job.limit else ""
+            warnings.append(f"[WARNING]: this fleet has no host: its pattern {self._pattern!r}{limit} matched none; "
+                            "nothing ran")
+        return warnings
 
     def cancel(self) -> bool:
         """Stop the command :meth:`run` is running (call it from another thread) as Ctrl-C stops
@@ -499,37 +580,42 @@ def open_fleet(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts:
                limit: Optional[str] = None, forks: Optional[int] = None,
                extra_vars: Union[Mapping[str, Any], Sequence[str], None] = None, dry_run: bool = False,
                policy: Union[PathLike, Policy, None] = None, allow_unsandboxed: bool = False,
-               host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None) -> Iterator[Fleet]:
+               host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
+               become_password: Optional[str] = None) -> Iterator[Fleet]:
     """The hosts ``hosts`` selects, kept open for many commands (:meth:`Fleet.run`)."""
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
-               ssh_config=ssh_config)
-    fleet = Fleet(job, job.inventory.select(hosts, limit))
+               ssh_config=ssh_config, become_password=become_password)
+    fleet = Fleet(job, job.inventory.select(hosts, limit), hosts)
     try:
         yield fleet
     finally:
         fleet.close()
 
 
-#: The trial command of :func:`doctor`: ``true`` (``cmd.exe /c exit 0`` on Windows; ``true``
-#: ignores the extra words), a template so one command fits every OS of a fleet.
-_TRIAL_ARGV = ("{{ 'cmd.exe' if sandfleet_facts.os == 'windows' else 'true' }}", "/c", "exit 0")
+#: The trial command of :func:`doctor`: ``/bin/sh -c 'exit 0'`` (``cmd.exe /c exit 0`` on Windows),
+#: a template so one command fits every OS of a fleet. An absolute path: the verdict is about the
+#: sandbox, so it must not hang on the agent's PATH (a bare ``true`` was not found with an empty one).
+_TRIAL_ARGV = ("{{ 'cmd.exe' if sandfleet_facts.os == 'windows' else '/bin/sh' }}",
+               "{{ '/c' if sandfleet_facts.os == 'windows' else '-c' }}", "exit 0")
 
 
 def doctor(inventory: Union[Inventory, PathLike, Sequence[PathLike], None] = None, hosts: str = "all", *,
            limit: Optional[str] = None, forks: Optional[int] = None, policy: Union[PathLike, Policy, None] = None,
-           host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None) -> DoctorResult:
+           host_key_policy: HostKeyPolicy = REJECT, ssh_config: Optional[str] = None,
+           become_password: Optional[str] = None) -> DoctorResult:
     """What sandboxing can work on each host ``hosts`` selects (this machine, through a local agent,
     when ``inventory`` is None), why not, and the fix (:mod:`sandfleet.doctor`). Each host's agent
-    starts as for a run and reports its facts; then one trial command (``true``) runs under the
-    default sandbox intent and the operator's policy, which proves whether that intent can be
-    enforced there. ``DoctorResult.exit_code``: 0 yes everywhere; bits 4 unreachable, 8 cannot,
-    16 a policy refuses it."""
+    starts as for a run and reports its facts; then one trial command (``/bin/sh -c 'exit 0'``)
+    runs under the default sandbox intent and the operator's policy, which proves whether that
+    intent can be enforced there. ``DoctorResult.exit_code``: 0 yes everywhere; bits 4 unreachable, 8 cannot,
+    16 a policy refuses it; 1 when ``hosts`` (and ``limit``) select no host."""
     from sandfleet.doctor import Trial, diagnose
 
     inv = load_inventory([","]) if inventory is None else _inventory(inventory)  # "," : no host but localhost
     with open_fleet(inv, "localhost" if inventory is None else hosts, limit=limit, forks=forks, policy=policy,
-                    host_key_policy=host_key_policy, ssh_config=ssh_config) as fleet:
+                    host_key_policy=host_key_policy, ssh_config=ssh_config,
+                    become_password=become_password) as fleet:
         result = fleet.run(list(_TRIAL_ARGV), name="sandfleet doctor: the default sandbox", timeout=60)
         reports = {}
         for name in fleet.hosts:
@@ -546,7 +632,7 @@ def doctor(inventory: Union[Inventory, PathLike, Sequence[PathLike], None] = Non
 
 def facts(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str = "all", *,
           limit: Optional[str] = None, forks: Optional[int] = None, host_key_policy: HostKeyPolicy = REJECT,
-          ssh_config: Optional[str] = None) -> tuple[HostFactsResult, ...]:
+          ssh_config: Optional[str] = None, become_password: Optional[str] = None) -> tuple[HostFactsResult, ...]:
     """The facts each host's agent reports at its start (Ansible's ``-m setup``), in inventory
     order; a host that cannot be reached is a result with ``unreachable`` set."""
     from concurrent.futures import ThreadPoolExecutor
@@ -560,7 +646,7 @@ def facts(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str 
     inv = _inventory(inventory)
     names = inv.select(hosts, limit)
     configs = [inv.host_config(name) for name in names]  # every host's settings checked before any starts
-    connect = _connector(host_key_policy, ssh_config)
+    connect = _connector(host_key_policy, ssh_config, become_password)
 
     def one(config: HostConfig) -> HostFactsResult:
         try:
@@ -582,6 +668,101 @@ def facts(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str 
         return tuple(pool.map(one, configs))
 
 
-__all__ = ["DoctorResult", "Fleet", "HostFactsResult", "HostReport", "HostResult", "RunResult", "Sandbox",
-           "TaskResult", "command_playbook", "doctor", "facts", "load_inventory", "open_fleet", "run_command",
-           "run_playbook"]
+@dataclass(frozen=True)
+class AgentStopResult:
+    """What :func:`stop_agents` found on one host: ``residents`` holds ``(state, name)`` per
+    resident agent (``stopped``; ``gone``: it had died and what it left was removed; ``refused``
+    or ``busy``: it could not be stopped); ``unreachable`` why the host could not be asked;
+    ``skipped`` why it was not (a local connection has no resident agent)."""
+
+    host: str
+    residents: tuple[tuple[str, str], ...] = ()
+    unreachable: Optional[str] = None
+    skipped: Optional[str] = None
+
+
+def stop_agents(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str = "all", *,
+                limit: Optional[str] = None, forks: Optional[int] = None, host_key_policy: HostKeyPolicy = REJECT,
+                ssh_config: Optional[str] = None) -> tuple[AgentStopResult, ...]:
+    """Stop the resident agents (``sandfleet_agent_persist``, docs/resident-agent.md) of every
+    host ``hosts`` selects, all versions, as ``sandfleet agent stop``: each host is reached as for
+    a run (the become user's residents with ``ansible_become``) whatever its persist setting, so
+    residents a changed inventory forgot are found too. Runs they serve finish; later runs start
+    a fresh agent. In inventory order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandfleet.run.scheduler import DEFAULT_FORKS
+    from sandfleet.transports.base import HostUnreachable
+    from sandfleet.transports.ssh import SshConnector
+
+    if forks is not None and forks < 1:
+        raise UsageError(f"forks must be a positive number, got {forks}")
+    inv = _inventory(inventory)
+    configs = [inv.host_config(name) for name in inv.select(hosts, limit)]
+    if not configs:
+        return ()
+    connector = SshConnector(host_key_policy, ssh_config)
+
+    def one(config: HostConfig) -> AgentStopResult:
+        if config.connection == "local":
+            return AgentStopResult(config.name, skipped="a local connection keeps no resident agent")
+        try:
+            return AgentStopResult(config.name, tuple(connector(config).stop_residents()))
+        except HostUnreachable as exc:
+            return AgentStopResult(config.name, unreachable=str(exc))
+
+    with ThreadPoolExecutor(max_workers=min(forks or DEFAULT_FORKS, len(configs))) as pool:
+        return tuple(pool.map(one, configs))
+
+
+def merge_results(results_dirs: Union[PathLike, Sequence[PathLike]], *, output: Optional[TextIO] = None,
+                  format: OutputFormat = "text", junit: Optional[str] = None,
+                  results_dir: Optional[str] = None) -> RunResult:
+    """Combine the ``results_dir`` of every slice of one sliced run (``run_playbook(slice=...)``,
+    ``sandfleet run --slice``) into the result one run over all hosts would have given, as
+    ``sandfleet merge`` (docs/slicing.md): each host's results and tally as its slice recorded
+    them, the hosts in the unsliced run's order, ``exit_code`` the OR of every slice's bits (130
+    when a slice was interrupted), ``aborted`` the first slice's abort. ``output`` gets the recap
+    (``format="text"``) or the run's JSON events (``"json"``); ``junit`` and ``results_dir``
+    write one JUnit file and one results directory for all hosts.
+
+    The slices are checked first, and nothing is written unless they make one whole run: a slice
+    missing or given twice, slices with another N or from another run (their fingerprints differ:
+    another playbook, inventory, ``--limit`` or ``--tags``), a host in two slices, a results file
+    missing or malformed are each an :class:`~sandfleet.errors.InputError` naming the directory."""
+    from sandfleet.report import merge as merging
+
+    paths = [results_dirs] if isinstance(results_dirs, (str, os.PathLike)) else list(results_dirs)
+    merged = merging.merge([os.fspath(p) for p in paths])
+    merging.check_targets(merged, junit, results_dir)
+    if junit is not None:
+        write_atomic(junit, merging.junit(merged))
+    if results_dir is not None:
+        merging.write_results_dir(merged, results_dir)
+    if output is not None and format == "json":
+        for event in merging.events(merged):
+            output.write(dumps(event) + "\n")
+    elif output is not None:
+        merging.text(merged, output, os.environ)
+    hosts = {name: HostResult(name, tuple(_stored_result(event, record) for event, record in doc.results),
+                              doc.unreachable) for name, doc in merged.hosts.items()}
+    aborted = merged.recap.aborted
+    return RunResult(EXIT_INTERRUPTED if merged.interrupted else merged.exit_code, MappingProxyType(hosts),
+                     f"{aborted.play}: {aborted.reason}" if aborted else None)
+
+
+#: What the command line exits with after an interrupt (= cli.EXIT_INTERRUPTED): a merge of an
+#: interrupted slice gives it too, as that run did.
+EXIT_INTERRUPTED = 130
+
+
+def _stored_result(event: TaskEvent, record: Mapping[str, Any]) -> TaskResult:
+    r = event.result
+    return TaskResult(event.host, event.play, event.display_name, event.status, r.rc if r else None,
+                      r.stdout if r else "", r.stderr if r else "", r.backend if r else None, r.message if r else None,
+                      event.changed, event.ignored, MappingProxyType(dict(record)))
+
+
+__all__ = ["AgentStopResult", "DoctorResult", "Fleet", "HostFactsResult", "HostReport", "HostResult", "RunResult",
+           "Sandbox", "TaskResult", "command_playbook", "doctor", "facts", "load_inventory", "merge_results",
+           "open_fleet", "run_command", "run_playbook", "stop_agents"]

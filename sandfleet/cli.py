@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _exec_parser(sub)
 
+    merge = sub.add_parser("merge", help="combine every slice's --results-dir (run --slice K/N) into one recap, one "
+                                         "JUnit file and one exit code, as one run over all hosts",
+                           description="Combine the --results-dir of every slice of one sliced run (sandfleet run "
+                                       "--slice K/N --results-dir DIR) as one run over all hosts would have "
+                                       "reported it: the recap, --junit, --format json, --results-dir, and its "
+                                       "exit code (the OR of the slices' bits). A slice missing or given twice, "
+                                       "or slices of another run, are refused with exit 65 (docs/slicing.md).")
+    merge.add_argument("results_dirs", nargs="+", metavar="RESULTS_DIR", help="each slice's --results-dir")
+    merge.add_argument("--format", choices=("text", "json"), default=None)
+    merge.add_argument("--junit", metavar="FILE", help="also write one JUnit XML report for every host")
+    merge.add_argument("--results-dir", metavar="DIR", help="also write DIR/<host>.json for every host, as one run")
+
     inv = sub.add_parser("inventory", help="show an inventory as ansible-inventory does")
     _inventory_arg(inv)
     what = inv.add_mutually_exclusive_group(required=True)
@@ -97,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "and where each comes from")
     config.add_argument("--format", choices=("text", "json"), default=None)
     _doctor_parsers(sub)
+    _agent_parser(sub)
     completion = sub.add_parser("completion", help="print a shell completion script: "
                                                    "source <(sandfleet completion bash)")
     completion.add_argument("shell", choices=("bash", "zsh"))
@@ -140,6 +153,10 @@ def _run_options(parser: argparse.ArgumentParser, *, verbose: str, unsandboxed: 
     parser.add_argument("-l", "--limit", metavar="PATTERN", help="further limit the hosts (pattern grammar)")
     parser.add_argument("-f", "--forks", type=_positive_int, default=None, metavar="N",
                         help="hosts to run at once")
+    parser.add_argument("--slice", metavar="K/N|auto|auto/N",
+                        help="run only the K-th of N slices of the hosts, the same split in every process "
+                             "(docs/slicing.md); auto: K and N from GitLab, Buildkite or CircleCI; auto/N: K from "
+                             "Kubernetes' JOB_COMPLETION_INDEX")
     parser.add_argument("--dry-run", action="store_true",
                         help="render every host's exact wrapper without touching any host")
     parser.add_argument("--format", choices=("text", "json"), default=None)  # = report.outputs.FORMATS; None: config
@@ -148,10 +165,27 @@ def _run_options(parser: argparse.ArgumentParser, *, verbose: str, unsandboxed: 
                         help="variables that win over all others: k=v ..., YAML/JSON, or @file (repeatable)")
     parser.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES; config
                         help="unknown SSH host keys: refuse (default) or record them")
+    _become_pass_arg(parser)
     parser.add_argument("--allow-unsandboxed", action="store_true", help=unsandboxed)
     parser.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
     parser.add_argument("--policy", metavar="FILE",
                         help="an operator policy for every host; it can only narrow the inventory's sandfleet_policy")
+
+
+def _become_pass_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-K", "--ask-become-pass", action="store_true",
+                        help="ask once for the password sudo wants on ansible_become hosts (an inventory's "
+                             "ansible_become_password wins); sent only to sudo's prompt")
+
+
+def _become_password(args: argparse.Namespace, err: TextIO) -> Optional[str]:
+    """``--ask-become-pass``: the password, asked once on the terminal (stdin when there is none,
+    as getpass does), before any host is reached; None without the flag."""
+    if not getattr(args, "ask_become_pass", False):
+        return None
+    import getpass
+
+    return getpass.getpass("BECOME password: ", stream=err)
 
 
 def _inventory_arg(parser: argparse.ArgumentParser) -> None:
@@ -304,6 +338,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     tasks the operator's policy refuses (a dry-run's verdict: the host owner's own file is checked
     only when the task reaches the host) are listed and exit 16; a playbook none of whose plays
     matches any host would run nothing: it warns as ``run`` does and exits 1."""
+    import os
+
     from sandfleet.api import TaskResult, load_inventory, run_playbook
     from sandfleet.load.playbook import load_playbook
     from sandfleet.report.terminal import printable
@@ -313,8 +349,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         playbook = load_playbook(args.playbook)
     except InputError as exc:
         errors.append(exc)
-    try:
-        inventory = load_inventory(args.inventory)
+    try:  # with the group_vars/ and host_vars/ beside the playbook: their mistakes are the files'
+        inventory = load_inventory(args.inventory).beside_playbook(os.path.dirname(os.path.abspath(args.playbook)))
     except InputError as exc:
         errors.append(exc)
     if errors:
@@ -342,11 +378,15 @@ def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """``run --list-hosts``/``--list-tasks``: ansible-playbook's listing, per play, of the hosts
     (after ``--limit``) and the task names with their tags (after ``--tags``, ``--skip-tags`` and
     ``--start-at-task``); nothing runs, and unmatched pattern terms are warned about as ``run`` does."""
+    import os
+
     from sandfleet.api import load_inventory, start_position
     from sandfleet.load.keywords import TagFilter
     from sandfleet.load.playbook import load_playbook
     from sandfleet.report.terminal import printable
+    from sandfleet.run.slicing import parse_slice, plan, run_once_warnings
 
+    part = None if args.slice is None else parse_slice(args.slice, os.environ)
     playbook, inventory = load_playbook(args.playbook), load_inventory(args.inventory)
     start = None if args.start_at_task is None else start_position(playbook, args.start_at_task)
     tags = TagFilter.from_cli(args.tags, args.skip_tags)
@@ -354,10 +394,15 @@ def cmd_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for term in dict.fromkeys(t for p in unmatched for t in inventory.unmatched_terms(p) if not t.startswith("@")):
         err.write(f"[WARNING]: Could not match supplied host pattern, ignoring: {term}\n")
     lines = ["", f"playbook: {args.playbook}"]
+    targets = [inventory.select(play.hosts, args.limit) for play in playbook.plays]
+    if part is not None:  # the same split the run makes (run/slicing.py), shown before anything runs
+        targets, shape = plan(playbook, targets, part, tags, start)
+        err.write("".join(f"{w}\n" for w in run_once_warnings(playbook, part)))
+        lines.append(f"slice {part} ({part.source}): {len(shape.assigned)} of the run's {shape.targeted} host(s)")
     for p, play in enumerate(playbook.plays):
         lines += ["", f"  play #{p + 1} ({play.hosts}): {play.name}\tTAGS: [{','.join(sorted(set(play.tags)))}]"]
         if args.list_hosts:
-            hosts = inventory.select(play.hosts, args.limit)
+            hosts = targets[p]
             lines += [f"    pattern: {[play.hosts]}", f"    hosts ({len(hosts)}):"]
             lines += [f"      {host}" for host in hosts]
             if args.list_tasks:
@@ -382,13 +427,23 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                               start_at_task=args.start_at_task, dry_run=args.dry_run, policy=args.policy,
                               allow_unsandboxed=args.allow_unsandboxed,
                               host_key_policy=args.host_key_policy, ssh_config=args.ssh_config,
+                              become_password=None if args.dry_run else _become_password(args, err),
                               on_warning=lambda w: print(w, file=err), output=out, format=args.format,
                               verbose=args.verbose, junit=args.junit, results_dir=args.results_dir,
-                              report=args.report)
+                              report=args.report, slice=args.slice)
     except KeyboardInterrupt:  # the outputs have written what they had (the partial recap, files)
         err.write("sandfleet: interrupted; the running tasks were killed\n")
         return EXIT_INTERRUPTED
     return result.exit_code
+
+
+def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
+    """The merged run's exit code: the OR of the slices' bits, 130 if one was interrupted; 65 when
+    the directories are not every slice of one run (nothing is written then)."""
+    from sandfleet.api import merge_results
+
+    return merge_results(args.results_dirs, output=out, format=args.format, junit=args.junit,
+                         results_dir=args.results_dir).exit_code
 
 
 def cmd_serve(args: argparse.Namespace, debug: bool) -> int:
@@ -427,11 +482,13 @@ def cmd_exec(args: argparse.Namespace, words: list[str], command: Optional[list[
                              extra_vars=args.extra_vars, dry_run=args.dry_run, policy=args.policy,
                              allow_unsandboxed=args.allow_unsandboxed, host_key_policy=args.host_key_policy,
                              ssh_config=args.ssh_config, output=cast(TextIO, output),
-                             format="json" if text else args.format, verbose=args.verbose)
+                             become_password=None if args.dry_run else _become_password(args, err),
+                             format="json" if text else args.format, verbose=args.verbose,
+                             on_warning=lambda w: print(w, file=err), slice=args.slice)
     except KeyboardInterrupt:
         err.write("sandfleet: interrupted; the running tasks were killed\n")
         return EXIT_INTERRUPTED
-    if text and not result.hosts:
+    if text and not result.hosts and args.slice is None:  # no recap in exec's text to say it; exit 1
         limit = f" with --limit {args.limit!r}" if args.limit else ""
         err.write(f"sandfleet: warning: the pattern {args.pattern!r}{limit} matches no host; nothing ran\n")
     return result.exit_code
@@ -535,9 +592,10 @@ def _doctor_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
     doc = sub.add_parser(
         "doctor", help="what sandboxing can work on this machine or each host, why not, and the exact fix",
         description="Start each host's agent (this machine's when no -i is given), read what it reports and run "
-                    "one trial command ('true') under the default sandbox (workspace profile, network none) and "
-                    "the operator's policy. Exit 0 when every host can enforce it; bits 4 a host is unreachable, "
-                    "8 a host cannot enforce it, 16 a policy refuses it.")
+                    "one trial command (/bin/sh -c 'exit 0') under the default sandbox (workspace profile, network "
+                    "none) and the operator's policy. Exit 0 when every host can enforce it; bits 4 a host is "
+                    "unreachable, 8 a host cannot enforce it, 16 a policy refuses it; 1 when the pattern matches no "
+                    "host.")
     # Its own dest: without -i, doctor looks at this machine (no inventory from the environment or config).
     doc.add_argument("-i", "--inventory", dest="doctor_inventory", action="append", metavar="INVENTORY",
                      help="inventory file or directory (repeatable); default: this machine only")
@@ -554,30 +612,73 @@ def _doctor_parsers(sub: argparse._SubParsersAction[_Parser]) -> None:
         parser.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES
                             help="unknown SSH host keys: refuse (default) or record them")
         parser.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+        _become_pass_arg(parser)
     doc.add_argument("--policy", metavar="FILE", help="an operator policy the trial command runs under, as for run")
 
 
-def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+def _agent_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """``agent stop``: a thin layer over ``api.stop_agents`` (docs/resident-agent.md)."""
+    agent = sub.add_parser(
+        "agent", help="manage the resident agents that sandfleet_agent_persist keeps on hosts: 'agent stop'",
+        description="stop: ask every resident agent of each host's user (all versions) to exit. Runs they serve "
+                    "finish; the next run starts a fresh agent. Exit 0, or 4 when a host could not be reached.")
+    agent.add_argument("action", choices=("stop",))
+    _inventory_arg(agent)
+    agent.add_argument("-l", "--limit", metavar="PATTERN", help="only these hosts (pattern grammar)")
+    agent.add_argument("-f", "--forks", type=_positive_int, default=None, metavar="N", help="hosts to reach at once")
+    agent.add_argument("--host-key-policy", choices=("reject", "accept-new"), default=None,  # = POLICIES
+                       help="unknown SSH host keys: refuse (default) or record them")
+    agent.add_argument("--ssh-config", metavar="FILE", help="ssh_config to read (default ~/.ssh/config)")
+
+
+def cmd_agent(args: argparse.Namespace, out: TextIO) -> int:
+    """One line per host: what was stopped, found dead, or why the host could not be asked."""
+    from sandfleet.api import stop_agents
+    from sandfleet.report.terminal import printable
+
+    results = stop_agents(args.inventory, limit=args.limit, forks=args.forks,
+                          host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config)
+    for r in results:
+        if r.unreachable is not None:
+            said = f"unreachable: {r.unreachable}"
+        elif r.skipped is not None:
+            said = f"skipped: {r.skipped}"
+        elif not r.residents:
+            said = "no resident agent"
+        else:
+            said = "; ".join(f"{state} {name}" for state, name in r.residents)
+        out.write(f"{printable(r.host)}: {printable(said)}\n")
+    if not results:
+        out.write("sandfleet agent stop: the pattern matches no host\n")
+    return EXIT_UNREACHABLE if any(r.unreachable is not None for r in results) else EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The exit code is the doctor's verdict (sandfleet/doctor.py: DoctorResult.exit_code)."""
     from sandfleet.api import doctor
     from sandfleet.doctor import doctor_json, doctor_text
 
     result = doctor(args.doctor_inventory, limit=args.limit, forks=args.forks, policy=args.policy,
-                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config)
+                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config,
+                    become_password=_become_password(args, err))
     out.write(doctor_json(result) if args.format == "json" else doctor_text(result))
     if not result.hosts and args.format != "json":
         out.write("sandfleet doctor: the pattern matches no host\n")
     return result.exit_code
 
 
-def cmd_facts(args: argparse.Namespace, out: TextIO) -> int:
-    """0 when every host answered, 4 when one could not be reached."""
+def cmd_facts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """0 when every host answered, 4 when one could not be reached, 1 when none is selected."""
     from sandfleet.api import facts
     from sandfleet.doctor import facts_json, facts_text
 
     results = facts(args.inventory, args.pattern, limit=args.limit, forks=args.forks,
-                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config)
+                    host_key_policy=args.host_key_policy or "reject", ssh_config=args.ssh_config,
+                    become_password=_become_password(args, err))
     out.write(facts_json(results) if args.format == "json" else facts_text(results))
+    if not results:  # as doctor, exec and run: a pattern that selects nothing is not a success
+        err.write(f"sandfleet facts: the pattern {args.pattern!r} matches no host\n")
+        return EXIT_NO_HOSTS
     return EXIT_UNREACHABLE if any(r.unreachable is not None for r in results) else EXIT_OK
 
 
@@ -604,15 +705,19 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: Te
         if args.command == "config":
             return cmd_config(settings, args.format, out)
         if args.command == "doctor":
-            return cmd_doctor(args, out)
+            return cmd_doctor(args, out, err)
         if args.command == "facts":
-            return cmd_facts(args, out)
+            return cmd_facts(args, out, err)
+        if args.command == "agent":
+            return cmd_agent(args, out)
         if args.command == "inventory":
             return cmd_inventory(args, out, err)
         if args.command == "check":
             return cmd_check(args, out, err)
         if args.command == "serve":
             return cmd_serve(args, debug)
+        if args.command == "merge":
+            return cmd_merge(args, out)
         return cmd_run(args, out, err)
     except InputError as exc:  # every mistake found in the files, one per line, in file order
         err.write("".join(f"sandfleet: {e.line()}\n" for e in exc.errors))

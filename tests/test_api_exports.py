@@ -9,8 +9,8 @@ import sys
 import sandfleet
 
 PUBLIC = ["Fleet", "HostResult", "InputError", "Inventory", "Playbook", "RunResult", "Sandbox", "SandfleetError",
-          "TaskResult", "TaskStatus", "UsageError", "__version__", "doctor", "facts", "load_inventory", "open_fleet",
-          "run_command", "run_playbook"]
+          "TaskResult", "TaskStatus", "UsageError", "__version__", "doctor", "facts", "load_inventory", "merge_results",
+          "open_fleet", "run_command", "run_playbook", "stop_agents"]
 
 
 def test_all_is_sorted_and_exactly_the_public_names() -> None:

@@ -28,6 +28,7 @@ ALLOWED = {
                                  "sandfleet_agent.linux", "sandfleet_agent.network"},
     "sandfleet_agent.executor": {"sandfleet_agent.*"},
     "sandfleet_agent.agent": {"sandfleet_agent.*"},
+    "sandfleet_agent.resident": {"sandfleet_agent.*"},  # serves runs as the agent does, in forks of itself
     # the controller: load and inventory know nothing of running; transports and report nothing
     # of each other; only run and the command line tie them together
     "sandfleet": {"sandfleet_agent"},  # the one version, kept by the host side

@@ -10,7 +10,10 @@ Protocol (each message one JSON line):
    share one persistent sandbox (:mod:`.sandbox_pool`); false gives every task a fresh one
 2. agent → controller: ``{"v": 1, "hello": {"version": "...", "facts": {...}}}`` — the facts it
    probed once, so the controller can check the OS and report the backends.
-3. then, repeatedly: an ExecRequest line in, its ExecResult line out (docs/architecture.md §3).
+3. then, repeatedly: an ExecRequest line in, its ExecResult line out (docs/architecture.md §3);
+   or, to an agent whose hello lists the ``batch`` feature, a batch line in (several tasks'
+   requests), their results out one by one as each is known, then ``{"v": 1, "batch_end":
+   {"ran": n}}`` (pipelining: :meth:`_Tasks.batch`).
 
 A request that cannot be decoded gets a result with status ``error`` (its id when readable) and
 the agent carries on; EOF on stdin ends the agent. Nothing but protocol lines goes to stdout.
@@ -21,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Optional, Union
 
 from sandfleet_agent import __version__, spawn
@@ -60,11 +64,11 @@ def read_resolve(init: wire.AgentInit, environ: Optional[Mapping[str, str]] = No
     return merged
 
 
-def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
+def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False, notes: Sequence[str] = ()) -> int:
     """Answer the init line, then every request. ``own_process``: this process is the agent and
     nothing else (``main``), so it may become its tasks' subreaper, drop the session keyring it
     was started with and kill every child a task leaves; code that embeds ``serve`` (tests)
-    keeps its process as it is."""
+    keeps its process as it is. ``notes``: warnings for the hello (why no resident agent started)."""
     first = stdin.readline()
     if not first:
         return 0
@@ -76,13 +80,14 @@ def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
         stdout.flush()
         return 2
     pool = SandboxPool() if init.sandbox_reuse else None
-    problems = spawn.harden_agent() if own_process else []
+    problems = [*notes, *(spawn.harden_agent() if own_process else [])]
     facts = probe(init.workspace_roots, init.protect)
     try:
         host_layers: Union[tuple[Policy, ...], str] = read_host_layers(facts.home)
     except PolicyError as exc:  # fail closed: no task runs without the host owner's walls
         host_layers = f"the host's own policy is invalid, so nothing runs here until it is fixed: {exc}"
-    stdout.write(wire.encode_hello(wire.AgentHello(__version__, facts.to_dict(), tuple(problems))) + "\n")
+    stdout.write(wire.encode_hello(wire.AgentHello(__version__, facts.to_dict(), tuple(problems),
+                                                   wire.FEATURES)) + "\n")
     stdout.flush()
     try:
         return _serve_tasks(stdin, stdout, facts, init.sandbox_pin, resolve, pool, own_process, host_layers)
@@ -94,33 +99,91 @@ def serve(stdin: IO[str], stdout: IO[str], *, own_process: bool = False) -> int:
 def _serve_tasks(stdin: IO[str], stdout: IO[str], facts: HostFacts, pin: Optional[str],
                  resolve: Mapping[str, str], pool: Optional[SandboxPool], own_process: bool,
                  host_layers: Union[tuple[Policy, ...], str]) -> int:
+    tasks = _Tasks(facts, pin, resolve, pool, own_process, host_layers, _fileno(stdin))
     for line in stdin:
         if not line.strip():
             continue
         try:
-            request = wire.decode_request(line)
-        except wire.UnenforceableRequest as exc:  # a newer controller's rule this host cannot honour
-            result = wire.ExecResult(id=exc.request_id or _id_of(line), status=wire.Status.SANDBOX_UNAVAILABLE,
-                                     message=str(exc))
+            message = wire.read_line(line)
         except wire.WireError as exc:
-            result = wire.ExecResult(id=_id_of(line), status=wire.Status.ERROR, message=f"bad request: {exc}")
+            _write(stdout, wire.encode_result(_bad(_id_of(line), exc)))
+            continue
+        if wire.is_batch(message):
+            tasks.batch(message, stdout)
         else:
-            try:
-                if isinstance(host_layers, str):
-                    result = wire.ExecResult(id=request.id, status=wire.Status.DENIED, message=host_layers)
-                else:
-                    result = _admit_size(request, len(line), host_layers) or execute(
-                        request, facts, pin, cancel_fd=_fileno(stdin), resolve=resolve, pool=pool,
-                        host_layers=host_layers)
-            except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
-                result = wire.ExecResult(id=request.id, status=wire.Status.ERROR,
-                                         message=f"agent error: {type(exc).__name__}: {exc}")
-            finally:  # what the task daemonised dies with it (the agent is their subreaper)
-                if own_process:
-                    spawn.kill_orphans(pool.pids() if pool is not None else ())
-        stdout.write(wire.encode_result(result) + "\n")
-        stdout.flush()
+            _write(stdout, wire.encode_result(tasks.answer(message, len(line))))
     return 0
+
+
+class _Tasks:
+    """How this agent answers a request, alone or in a batch: the same checks for either."""
+
+    def __init__(self, facts: HostFacts, pin: Optional[str], resolve: Mapping[str, str],
+                 pool: Optional[SandboxPool], own_process: bool, host_layers: Union[tuple[Policy, ...], str],
+                 cancel_fd: Optional[int]) -> None:
+        self.facts, self.pin, self.resolve, self.pool = facts, pin, resolve, pool
+        self.own_process, self.host_layers, self.cancel_fd = own_process, host_layers, cancel_fd
+
+    def decode(self, message: object) -> Union[wire.ExecRequest, wire.ExecResult]:
+        """The request, or the result that answers a request that cannot be decoded."""
+        try:
+            return wire.request_from_json(message)
+        except wire.UnenforceableRequest as exc:  # a newer controller's rule this host cannot honour
+            return wire.ExecResult(id=exc.request_id or _id_in(message), status=wire.Status.SANDBOX_UNAVAILABLE,
+                                   message=str(exc))
+        except wire.WireError as exc:
+            return _bad(_id_in(message), exc)
+
+    def answer(self, message: object, size: int) -> wire.ExecResult:
+        """Run one request (``size``: its length as a line of its own) and return its result."""
+        request = self.decode(message)
+        return request if isinstance(request, wire.ExecResult) else self.run(request, size)
+
+    def run(self, request: wire.ExecRequest, size: int) -> wire.ExecResult:
+        try:
+            if isinstance(self.host_layers, str):
+                return wire.ExecResult(id=request.id, status=wire.Status.DENIED, message=self.host_layers)
+            return _admit_size(request, size, self.host_layers) or execute(
+                request, self.facts, self.pin, cancel_fd=self.cancel_fd, resolve=self.resolve, pool=self.pool,
+                host_layers=self.host_layers)
+        except Exception as exc:  # never let one task take the agent (and the host's other tasks) down
+            return wire.ExecResult(id=request.id, status=wire.Status.ERROR,
+                                   message=f"agent error: {type(exc).__name__}: {exc}")
+        finally:  # what the task daemonised dies with it (the agent is their subreaper)
+            if self.own_process:
+                spawn.kill_orphans(self.pool.pids() if self.pool is not None else ())
+
+    def batch(self, message: object, stdout: IO[str]) -> None:
+        """Pipelining (docs/architecture.md §3): run a batch's requests in order, each result
+        written as soon as it is known, and stop where :func:`wire.goes_on` says, at a request
+        that cannot be decoded, or as soon as the controller writes anything (EOF included: the
+        same cancel signal as during a task, as the controller sends nothing while a batch runs);
+        then the end line, so the controller knows the rest did not run."""
+        try:
+            steps = wire.batch_from_json(message)
+        except wire.WireError as exc:
+            _write(stdout, wire.encode_batch_end(wire.BatchEnd(0, f"bad batch: {exc}")))
+            return
+        _write(stdout, wire.encode_batch_end(wire.BatchEnd(self._run_steps(steps, stdout))))
+
+    def _run_steps(self, steps: tuple[wire.RawStep, ...], stdout: IO[str]) -> int:
+        """Run the steps as far as they go; how many results were written."""
+        ran = 0
+        for step in steps:
+            go_on = True
+            for raw, size in step.requests:
+                if _spoke(self.cancel_fd):
+                    return ran
+                request = self.decode(raw)
+                result = request if isinstance(request, wire.ExecResult) else self.run(request, size)
+                _write(stdout, wire.encode_result(result))
+                ran += 1
+                if result is request:  # undecodable: its own result, and the batch stops there
+                    return ran
+                go_on = go_on and wire.goes_on(result.status, step.continue_on_failure)
+            if not go_on:
+                return ran
+        return ran
 
 
 def _admit_size(request: wire.ExecRequest, size: int, host_layers: tuple[Policy, ...]) -> Optional[wire.ExecResult]:
@@ -137,6 +200,25 @@ def _admit_size(request: wire.ExecRequest, size: int, host_layers: tuple[Policy,
                                    f"{limit} ({raise_hint(source, 'limits.request_bytes')})")
 
 
+def _bad(request_id: str, exc: wire.WireError) -> wire.ExecResult:
+    return wire.ExecResult(id=request_id, status=wire.Status.ERROR, message=f"bad request: {exc}")
+
+
+def _write(stdout: IO[str], line: str) -> None:
+    stdout.write(line + "\n")
+    stdout.flush()
+
+
+def _spoke(fd: Optional[int]) -> bool:
+    """Whether the controller wrote anything (EOF included) since the batch began."""
+    if fd is None:
+        return False
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):  # not selectable here (a pipe on Windows): tasks watch it themselves
+        return False
+
+
 def _fileno(stream: IO[str]) -> Optional[int]:
     try:
         return stream.fileno()
@@ -146,21 +228,25 @@ def _fileno(stream: IO[str]) -> Optional[int]:
 
 def _id_of(line: str) -> str:
     try:
-        data = json.loads(line)
-        return str(data.get("id", "")) if isinstance(data, dict) else ""
+        return _id_in(json.loads(line))
     except ValueError:
         return ""
 
 
-def main(caches: Optional[str] = None) -> int:
+def _id_in(message: object) -> str:
+    return str(message.get("id", "")) if isinstance(message, dict) else ""
+
+
+def main(caches: Optional[str] = None, notes: Sequence[str] = ()) -> int:
     """Serve this process's stdin. ``caches``: a private folder for compiled templates and rendered
     wrappers, given only by the bootstrap stub (its unpacked bundle, named by the bundle's hash);
-    an installed or by-hand agent keeps none, as its folder may be shared or read-only."""
+    an installed or by-hand agent keeps none, as its folder may be shared or read-only. ``notes``:
+    the stub's warnings, for the hello (:func:`serve`)."""
     if caches:
         with contextlib.suppress(OSError):  # a read-only cache only costs the compile time
             render.cache_compiled_templates(os.path.join(caches, "template-cache"))
             render.memoise_renders(os.path.join(caches, "render-memo"))
-    return serve(sys.stdin, sys.stdout, own_process=True)
+    return serve(sys.stdin, sys.stdout, own_process=True, notes=notes)
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from sandfleet_agent.portable.policy import Policy
 ConnectionKind = Literal["ssh", "local"]
 CONNECTIONS: tuple[ConnectionKind, ...] = get_args(ConnectionKind)
 _SSH_ALIASES = ("smart", "paramiko", "paramiko_ssh")
-SANDFLEET_VARS = ("sandfleet_allow_unsandboxed", "sandfleet_home", "sandfleet_network_resolve", "sandfleet_os",
-                  "sandfleet_policy", "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse",
-                  "sandfleet_tmpdir", "sandfleet_workspace_roots")
+SANDFLEET_VARS = ("sandfleet_agent_persist", "sandfleet_allow_unsandboxed", "sandfleet_home",
+                  "sandfleet_network_resolve", "sandfleet_os", "sandfleet_pipelining", "sandfleet_policy",
+                  "sandfleet_python", "sandfleet_sandbox", "sandfleet_sandbox_reuse", "sandfleet_tmpdir",
+                  "sandfleet_workspace_roots")
 _TRUE = ("y", "yes", "on", "1", "true", "t")
 _FALSE = ("n", "no", "off", "0", "false", "f")
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\[^\\/]+[\\/][^\\/]+)")
@@ -35,6 +36,11 @@ BECOME_METHODS = ("sudo",)
 #: A POSIX user name (what useradd accepts): never a shell word, an option or a sudo ``#uid``.
 _USER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 _BECOME_PASSWORDS = ("ansible_become_password", "ansible_become_pass")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smh]?)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+#: The longest ``sandfleet_agent_persist``; the resident agent caps what it is sent at the same
+#: (``sandfleet_agent.resident.MAX_PERSIST_S``; docs/resident-agent.md says why a day).
+MAX_AGENT_PERSIST_S = 24 * 3600
 #: Ansible's own ``ansible_*`` variables a user sets (connection, become, interpreter) or reads (magic
 #: variables). A variable not in here but close to one is most likely a typo that Ansible would ignore
 #: silently (``ansible_conection: local`` connects over SSH): sandfleet warns, naming the close one.
@@ -95,13 +101,23 @@ class HostConfig:
     #: ``sandfleet_sandbox_reuse`` (default true): tasks with the same sandbox share one persistent
     #: bwrap sandbox on this host (modules/sandfleet_agent/linux/sandbox_pool.py); false gives every task a fresh one.
     sandbox_reuse: bool = True
+    #: ``sandfleet_pipelining`` (default true; Ansible's ``ansible_pipelining`` is the precedent):
+    #: send a host the requests of tasks that cannot observe each other in one batch
+    #: (sandfleet/run/pipeline.py, docs/performance.md); false sends every request alone.
+    pipelining: bool = True
     #: ``sandfleet_policy``: the operator's walls for this host (``sandfleet/load/policies.py``); None
     #: means the built-in default.
     policy: Optional[Policy] = None
     #: ``ansible_become`` (+ ``ansible_become_user``, default root): the user the agent, and so
     #: every task, runs as, through ``sudo -n`` (``ansible_become_method: sudo``, the only one) after
-    #: logging in as ``user``; None: the login user. No password: sudo must allow it with NOPASSWD.
+    #: logging in as ``user``; None: the login user.
     become_user: Optional[str] = None
+    #: ``ansible_become_password`` (or ``--ask-become-pass``): answers sudo's prompt over the
+    #: session's stdin, never on a command line; None: ``sudo -n``, which never asks.
+    become_password: Optional[str] = field(default=None, repr=False)
+    #: ``sandfleet_agent_persist`` (``10m``; default 0, off): keep a resident agent on this host for
+    #: that long after a run, so later runs skip the agent's start (docs/resident-agent.md).
+    agent_persist_s: int = 0
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -125,8 +141,11 @@ def build_host_config(name: str, renderer: VarRenderer, all_vars: Mapping[str, A
         tmpdir=reader.absolute_path("sandfleet_tmpdir", os_name),
         network_resolve=reader.network_resolve(),
         sandbox_reuse=reader.boolean("sandfleet_sandbox_reuse", default=True),
+        pipelining=reader.boolean("sandfleet_pipelining", default=True),
         policy=reader.policy(),
         become_user=reader.become(),
+        become_password=reader.become_password(),
+        agent_persist_s=reader.duration("sandfleet_agent_persist", MAX_AGENT_PERSIST_S),
         vars=dict(all_vars),
     )
 
@@ -214,12 +233,26 @@ class _Reader:
             return value.strip().lower() in _TRUE
         raise self.fail(var, f"must be a boolean, got {_show(value)}", allowed=("true", "false"))
 
+    def duration(self, var: str, most: int) -> int:
+        """Seconds from ``30s``, ``10m``, ``1h`` or a plain number of seconds; 0, false, no or off
+        is 0 (off); more than ``most`` is an error naming it."""
+        value = self.r.get(var)
+        if value is None or value is False:
+            return 0
+        text = str(value).strip().lower() if not isinstance(value, bool) else ""
+        if text in _FALSE:
+            return 0
+        found = _DURATION.match(text)
+        if found is None:
+            raise self.fail(var, f"{_show(value)} is not a duration: a number of seconds or one with a unit "
+                            "(30s, 10m, 1h); 0 or false turns it off")
+        seconds = round(float(found.group(1)) * _UNITS[found.group(2) or "s"])
+        if seconds > most:
+            raise self.fail(var, f"{_show(value)} is longer than the most allowed, {most // 3600}h")
+        return max(seconds, 1)
+
     def become(self) -> Optional[str]:
         """The user to become (None: no become), its method and name checked."""
-        for var in _BECOME_PASSWORDS:
-            if self.r.get(var) is not None:
-                raise self.fail(var, "a become password is not supported: allow the login user to run the agent "
-                                "without one (a NOPASSWD sudo rule for the Python interpreter, as the become user)")
         method = self.r.get("ansible_become_method")
         if method is not None and method not in BECOME_METHODS:
             raise self.fail("ansible_become_method", f"unsupported become method {_show(method)}",
@@ -234,6 +267,16 @@ class _Reader:
             raise self.fail("ansible_become", "works only with ansible_connection: ssh (a local connection runs "
                             "as the controller's user)")
         return user or "root"
+
+    def become_password(self) -> Optional[str]:
+        """The password sudo may ask for (``ansible_become_password``, or its older name)."""
+        for var in _BECOME_PASSWORDS:
+            value = self.r.get(var)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                    raise self.fail(var, f"must be a string, got {type(value).__name__}")  # never the value
+                return str(value)
+        return None
 
     def python(self) -> str:
         value = self.text("sandfleet_python")

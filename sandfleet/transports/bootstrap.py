@@ -70,13 +70,26 @@ Stub replies, one line each, prefixed with :data:`MARKER` so noise a login shell
 (a chatty ``.bashrc``) is skipped instead of corrupting the protocol::
 
     SANDFLEET-BOOTSTRAP upload                  send SIZE bytes of zip now
-    SANDFLEET-BOOTSTRAP ready cached|stored|repaired X.Y.Z   the agent starts; its hello next
+    SANDFLEET-BOOTSTRAP ready cached|stored|repaired|resident X.Y.Z   the agent starts; its hello next
                                                 (init line next, if not on the command line)
     SANDFLEET-BOOTSTRAP too-old X.Y.Z           the interpreter is older than 3.9
     SANDFLEET-BOOTSTRAP corrupt                 the upload did not match the hash
+    SANDFLEET-BOOTSTRAP stopped|refused|gone|busy NAME   (stop mode) what became of each resident
 
 ``stored``: the zip was uploaded; ``repaired``: the unpacked copy (or its bytecode) had been
-changed and was replaced, whether or not the zip had to be uploaded again.
+changed and was replaced, whether or not the zip had to be uploaded again; ``resident``: a
+resident agent of this bundle serves the run (``sandfleet_agent_persist``), said by it.
+
+The resident agent (docs/resident-agent.md): with a persist time as one more word, the stub first
+looks for a resident of this bundle, interpreter and machine (``~/.cache/sandfleet/run``, a folder
+it checks is this user's alone) before reading or importing anything of the bundle, and hands it
+the run: its init line, environment, working directory and umask in one request with the key
+beside the socket, and the channel's own descriptors (``SCM_RIGHTS``), then waits for its end.
+Without one, it starts as above and, before the agent serves, forks one
+(:func:`sandfleet_agent.resident.detach`) from its own process, where everything imported came
+from the copy it has just verified. That client (``relay``, and ``stop`` for ``sandfleet agent
+stop``, which runs this stub with ``stop`` instead of a persist time and needs no bundle) is part
+of the stub, so it speaks to residents of any version.
 """
 
 from __future__ import annotations
@@ -95,16 +108,166 @@ import jinja2
 import markupsafe
 
 import sandfleet_agent
+from sandfleet_agent.resident import MARK as RESIDENT_MARK
+from sandfleet_agent.resident import PROTOCOL as RESIDENT_PROTOCOL
 
 AGENT_PACKAGE = "sandfleet_agent"
 MANIFEST = "MANIFEST.sha256"  # at the zip's root: ``sha256sum`` lines for every other file
 MARKER = "SANDFLEET-BOOTSTRAP"
+#: What the stub says of each resident agent it asked to stop (:meth:`AgentBundle.stop_command`).
+STOP_STATES = ("stopped", "refused", "gone", "busy")
 MIN_PYTHON = (3, 9)
 #: The largest init line sent on the command line (``ps`` shows it there; every exec'd argument
-#: must stay below Linux's 128 KiB, the stub takes ~7 KiB of it): a bigger one (a huge resolve map)
+#: must stay below Linux's 128 KiB, the stub takes ~12 KiB of it): a bigger one (a huge resolve map)
 #: is sent on stdin after the stub's ``ready`` line, one round trip later.
 INLINE_INIT = 16 * 1024
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip can hold: same bytes on every build
+
+# The stub's client of the resident agent (:mod:`sandfleet_agent.resident` is the server): reach it
+# and hand it the run (relay), or ask every resident to exit (stop). Part of the stub, so it runs
+# before anything of the bundle is read or imported, and ``sandfleet agent stop`` reaches residents
+# of every version. No single quote, as the rest of the stub; it must parse on any Python.
+_CLIENT = f"""
+# The client of the resident agent (modules/sandfleet_agent/resident.py is the server, docs/resident-agent.md
+# the design): its folder, its socket named by this bundle and this interpreter, its key beside it.
+run = os.path.join(d, "run")
+# one per bundle, interpreter and machine (a home shared by several hosts holds one for each)
+name = "a-%s-%08x" % (sha[:40], binascii.crc32((sys.executable + " " + sys.version + " " + os.uname()[1]).encode())
+                      & 0xFFFFFFFF)
+
+def private():
+    # the folder of the residents, opened without following a link; None unless only this user has it
+    try:
+        fd = os.open(run, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except (OSError, AttributeError):
+        return None
+    st = os.fstat(fd)
+    if st.st_uid == os.geteuid() and not st.st_mode & 0o077:
+        return fd
+    os.close(fd)
+    return None
+
+def b64(data):
+    return binascii.b2a_base64(data, newline=False).decode() if data else "-"
+
+def answer(s):
+    data = b""
+    while not data.endswith(b"\\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("ascii", "replace").strip()
+
+def ask(fd, base, verb, words=(), fds=()):
+    # one request to the resident base, its key read from its file: (the socket, the answer)
+    import _socket
+    k = os.open(base + ".key", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    try:
+        key = os.read(k, 200).decode("ascii").strip()
+    finally:
+        os.close(k)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.settimeout(5)
+        s.connect("/proc/self/fd/%d/%s.sock" % (fd, base))  # fits sun_path however long the home
+        cred = s.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        if int.from_bytes(cred[4:8], sys.byteorder) != os.geteuid():
+            raise OSError("another user")
+        data = " ".join(["{RESIDENT_MARK}", "{RESIDENT_PROTOCOL}", verb, key] + list(words)).encode() + b"\\n"
+        rights = b"".join(i.to_bytes(4, sys.byteorder) for i in fds)
+        sent = s.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)] if fds else [])
+        if sent < len(data):
+            s.sendall(data[sent:])
+        return s, answer(s)
+    except BaseException:
+        s.close()
+        raise
+
+def relay():
+    # hand this run (stdin, stdout, stderr, the init line) to the resident agent of this bundle, then
+    # wait for its end and exit as it did; returns only when none took the run
+    fd = private()
+    if fd is None:
+        return
+    try:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        try:
+            here = os.getcwdb()
+        except OSError:
+            here = b""
+        env = b"\\0".join(k + b"=" + v for k, v in os.environb.items())
+        s, said = ask(fd, name, "run", [sha, persist, b64(ahead[0] if ahead else b""), b64(here), "%o" % mask,
+                                        b64(env)], (0, 1, 2))
+    except Exception:
+        return
+    finally:
+        os.close(fd)
+    try:
+        if said != "ok":
+            raise OSError(said)
+        s.sendall(b"go\\n")  # the resident serves the run from here on: ready, hello, ...
+    except OSError:
+        s.close()
+        return
+    s.settimeout(None)
+    said = b""
+    while True:
+        try:
+            chunk = s.recv(4096)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            break
+        said += chunk
+    words = said.decode("ascii", "replace").split()
+    sys.exit(int(words[1]) if words[:1] == ["exit"] and words[1:2] and words[1].isdigit() else 1)
+
+def forget(fd, base):
+    # "gone": what a dead resident left (socket, key) is removed; "busy": one still holds its lock
+    import fcntl
+    try:
+        lock = os.open(base + ".lock", os.O_RDWR | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError:
+        lock = -1
+    try:
+        if lock >= 0:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        return "busy"
+    for ext in (".sock", ".key"):
+        try:
+            os.unlink(base + ext, dir_fd=fd)
+        except OSError:
+            pass
+    if lock >= 0:
+        os.close(lock)
+    return "gone"
+
+def stop(keep):
+    # ask every resident here to exit but those of bundle keep: [(stopped|refused|gone|busy, name)]
+    done = []
+    fd = private()
+    if fd is None:
+        return done
+    try:
+        names = sorted(n[:-5] for n in os.listdir("/proc/self/fd/%d" % fd) if n.endswith(".sock"))
+    except OSError:
+        names = []
+    for base in names:
+        if keep and base.startswith("a-" + keep[:40] + "-"):
+            continue
+        try:
+            s, said = ask(fd, base, "stop")
+            s.close()
+            done.append(("stopped" if said == "stopped" else "refused", base))
+        except OSError:
+            done.append((forget(fd, base), base))
+    os.close(fd)
+    return done
+"""
 
 _MAIN = f'''"""Run the sandfleet agent: python3 agent-<sha>.zip (JSON lines on stdin/stdout)."""
 import sys
@@ -130,19 +293,24 @@ v = "%d.%d.%d" % tuple(sys.version_info[:3])
 if sys.version_info < {MIN_PYTHON!r}:
     say("too-old", v)
     sys.exit(3)
-import io
-from hashlib import sha256
+import io, binascii
 sha, size, listing = sys.argv[2], int(sys.argv[3]), sys.argv[4]
-# the init line of the agent, when the controller put it on the command line (base64): the agent reads
-# it before stdin (see Ahead), so the controller sends nothing before the hello
-if len(sys.argv) > 5:
-    import binascii
-    ahead = [binascii.a2b_base64(sys.argv[5])]
-else:
-    ahead = []
+# the init line of the agent, when the controller put it on the command line (base64, "-" if not): the
+# agent reads it before stdin (see Ahead), so the controller sends nothing before the hello
+ahead = [binascii.a2b_base64(sys.argv[5])] if len(sys.argv) > 5 and sys.argv[5] != "-" else []
+# sandfleet_agent_persist: the seconds a resident agent stays after the last run ("": none), or "stop"
+persist = sys.argv[6] if len(sys.argv) > 6 else ""
 d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sandfleet")
 f = os.path.join(d, "agent-" + sha + ".zip")
 root = os.path.join(d, "agent-" + sha)
+{_CLIENT}
+if persist == "stop":
+    for what, base in stop(""):
+        say(what, base)
+    sys.exit(0)
+if persist:
+    relay()
+from hashlib import sha256
 # Bytecode is read from NAME.TAG.pyc in __pycache__ only, never written by Python: the stub
 # compiles it and lists what it compiled in __pycache__/MANIFEST.TAG.sha256.
 tag = sys.implementation.cache_tag + (".opt-%d" % sys.flags.optimize if sys.flags.optimize else "")
@@ -291,7 +459,11 @@ if ahead:
 sys.path.insert(0, root)
 sys.argv = [root]
 from {AGENT_PACKAGE}.agent import main
-sys.exit(main(root))
+notes = []
+if persist:
+    from {AGENT_PACKAGE}.resident import detach
+    notes = detach(run, name, sha, root, int(persist), check, stop)
+sys.exit(main(root, notes))
 """
 
 
@@ -304,7 +476,8 @@ class AgentBundle:
     sha256: str
     manifest_sha256: str
 
-    def command(self, python: str, init: Optional[bytes] = None, become_user: Optional[str] = None) -> str:
+    def command(self, python: str, init: Optional[bytes] = None, become_user: Optional[str] = None,
+                become_prompt: Optional[str] = None, persist_s: int = 0) -> str:
         """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
 
         ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
@@ -315,21 +488,43 @@ class AgentBundle:
         ``become_user``: run the interpreter as that user through ``sudo -n -H -u USER --`` (never
         asks for a password; ``-H``: HOME, and so the stub's cache ``~/.cache/sandfleet``, is that
         user's, and sudo's default ``env_reset`` drops the login's ``XDG_CACHE_HOME``).
+        ``become_prompt``: the controller has a become password: ``sudo -S -p PROMPT`` instead of
+        ``-n``, so sudo asks on stderr with that (unique) prompt and reads the answer from stdin,
+        where nothing else is sent before the stub speaks; sudo that does not ask reads nothing.
+        ``persist_s`` (``sandfleet_agent_persist``): hand the run to this bundle's resident agent
+        when one is up (``ready resident``), else start one beside the run that stays that many
+        seconds after the last run ends (docs/resident-agent.md); 0: no resident is used or started.
         """
+        return self._command(python, become_user, become_prompt,
+                             base64.b64encode(init).decode("ascii") if init is not None else "-",
+                             str(persist_s) if persist_s > 0 else "")
+
+    def stop_command(self, python: str, become_user: Optional[str] = None,
+                     become_prompt: Optional[str] = None) -> str:
+        """The command that asks every resident agent of the login (or become) user to exit,
+        whatever its version; the stub says ``stopped|refused|gone|busy NAME`` for each and exits."""
+        return self._command(python, become_user, become_prompt, "-", "stop")
+
+    def _command(self, python: str, become_user: Optional[str], become_prompt: Optional[str], *extra: str) -> str:
         try:
             words = shlex.split(python)
         except ValueError:  # an unbalanced quote: take the value as one path
             words = [python]
         interpreter = " ".join(shlex.quote(word) for word in words) or "python3"
-        sudo = f"sudo -n -H -u {shlex.quote(become_user)} -- " if become_user is not None else ""
+        asks = f"-S -p {shlex.quote(become_prompt)}" if become_prompt is not None else "-n"
+        sudo = f"sudo {asks} -H -u {shlex.quote(become_user)} -- " if become_user is not None else ""
+        tail = list(extra)
+        while tail and tail[-1] in ("", "-"):  # the stub's defaults: no init line, no resident
+            tail.pop()
         return (f"exec {sudo}{interpreter} -E -s -S -c {shlex.quote(_STUB.strip())} "
                 f"sandfleet-agent {self.sha256} {len(self.data)} {self.manifest_sha256}"
-                + (f" {base64.b64encode(init).decode('ascii')}" if init is not None else ""))
+                + "".join(f" {word}" for word in tail))
 
 
 @dataclass(frozen=True)
 class Reply:
-    """One stub line: ``kind`` is upload, ready, too-old or corrupt; ``words`` what follows."""
+    """One stub line: ``kind`` is upload, ready, too-old or corrupt (or, in stop mode, one of
+    :data:`STOP_STATES`); ``words`` what follows."""
 
     kind: str
     words: tuple[str, ...] = ()

@@ -18,17 +18,26 @@ import collections
 import contextlib
 import io
 import os
+import secrets
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports._lean import paramiko
 from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
-from sandfleet.transports.bootstrap import INLINE_INIT, MIN_PYTHON, AgentBundle, agent_bundle, parse_reply
+from sandfleet.transports.bootstrap import (
+    INLINE_INIT,
+    MIN_PYTHON,
+    STOP_STATES,
+    AgentBundle,
+    agent_bundle,
+    parse_reply,
+)
 from sandfleet.transports.hostkeys import POLICIES, REJECT, HostKeyPolicy, KnownHosts, host_id
 from sandfleet.transports.sshconfig import DEFAULT_IDENTITIES, Endpoint, Route, SshConfig
 from sandfleet_agent.binding.facts import HostFacts
@@ -127,6 +136,7 @@ class SshConnection(Connection):
         self.host, self.config, self.connector = config.name, config, connector
         self.uploaded: Optional[bool] = None  # after start: whether the host needed the agent zip
         self.remote_python: Optional[str] = None  # after start: the agent's Python version
+        self.resident: Optional[bool] = None  # after start: whether a resident agent serves this run
         self._transports: list[paramiko.Transport] = []
         self._channel: Optional[paramiko.Channel] = None
         self._stream: Optional[AgentStream] = None
@@ -271,9 +281,13 @@ class SshConnection(Connection):
         stream = AgentStream(self.host, writer, reader)
         line = stream.init_line(init)
         inline = len(line) <= INLINE_INIT
+        prompt = _become_prompt() if self.config.become_user and self.config.become_password is not None else None
         _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None,
-                                                become_user=self.config.become_user))
+                                                become_user=self.config.become_user, become_prompt=prompt,
+                                                persist_s=self.config.agent_persist_s))
         try:
+            if prompt is not None:
+                self._answer_sudo(channel, writer, prompt, target.timeout)
             self._bootstrap(channel, reader, writer, bundle)
             if not inline:
                 stream.send_init(init)
@@ -287,6 +301,34 @@ class SshConnection(Connection):
         self._stream = stream
         return facts
 
+    def _answer_sudo(self, channel: paramiko.Channel, writer: IO[bytes], prompt: str, timeout: float) -> None:
+        """Give sudo the become password when it asks with our prompt on stderr, at most once:
+        sudo that needs none runs the stub at once (its first line on stdout ends the wait), and a
+        second prompt means the password was wrong. The password goes to stdin only: never on a
+        command line (``ps``), in an event or in a message."""
+        wanted, seen, answered = prompt.encode(), b"", False
+        deadline = time.monotonic() + max(30.0, 3 * timeout)
+        while not channel.recv_ready():
+            if channel.recv_stderr_ready():
+                seen += channel.recv_stderr(BUFFER)
+                if wanted in seen:
+                    if answered:
+                        channel.close()
+                        raise HostUnreachable(
+                            f"sudo on {self.host} refused the become password for {self.config.become_user} "
+                            "(ansible_become_password or --ask-become-pass): check it, or give the login user "
+                            "a NOPASSWD sudoers rule")
+                    assert self.config.become_password is not None
+                    writer.write(self.config.become_password.encode() + b"\n")
+                    writer.flush()
+                    answered, seen = True, seen.split(wanted, 1)[1]
+                continue
+            if channel.exit_status_ready() or channel.closed or time.monotonic() > deadline:
+                break  # what went wrong is for _bootstrap to say, with sudo's stderr
+            time.sleep(0.002)
+        if seen:
+            self._stderr.append(seen)  # sudo's own words ("Sorry, try again."), for the error's tail
+
     def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes], bundle: AgentBundle) -> None:
         python = self.config.python
         wanted = f"python3 >= {'.'.join(map(str, MIN_PYTHON))}"
@@ -298,11 +340,14 @@ class SshConnection(Connection):
                 become = self.config.become_user
                 if become is not None and status != -1:  # sudo's own failures: 1, or 126/127 for no sudo
                     login = f" ({self.config.user})" if self.config.user else ""
+                    why = (f"allow the login user{login} to run {python} as {become} (sudoers)"
+                           if self.config.become_password is not None else
+                           f"sandfleet runs sudo -n, which never asks for a password: give it one (--ask-become-pass "
+                           f"or ansible_become_password) or allow the login user{login} to run {python} as {become} "
+                           "without one (a NOPASSWD sudoers rule)")
                     raise HostUnreachable(
                         f"sudo could not start the agent on {self.host} as {become} (ansible_become, status {status}): "
-                        f"sandfleet runs sudo -n, which never asks for a password; allow the login user{login} to "
-                        f"run {python} as {become} without one (a NOPASSWD sudoers rule), and check that sudo and "
-                        f"{python} are installed there")
+                        f"{why}, and check that sudo and {python} are installed there")
                 if status in NOT_FOUND:
                     raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} cannot be run "
                                           "(set sandfleet_python)")
@@ -319,6 +364,7 @@ class SshConnection(Connection):
                 uploaded = True
             elif reply.kind == "ready" and len(reply.words) >= 2:
                 self.uploaded, self.remote_python = uploaded, reply.words[1]  # a repair may upload too
+                self.resident = reply.words[0] == "resident"
                 warning = reply.warning(self.host)
                 if warning:  # no channel from a connection to the report: stderr, as the CLI's own warnings
                     sys.stderr.write(f"sandfleet: warning: {warning}\n")
@@ -330,6 +376,39 @@ class SshConnection(Connection):
             else:
                 raise HostUnreachable(f"the agent upload to {self.host} failed ({reply.kind})")
         raise HostUnreachable(f"{self.host} printed too much before the agent started (a login script?)")
+
+    # --- the resident agent -----------------------------------------------------------------
+
+    def stop_residents(self) -> list[tuple[str, str]]:
+        """``sandfleet agent stop``: ask every resident agent of this host's user (the become
+        user's, with become) to exit, whatever its version (docs/resident-agent.md). One
+        ``(state, name)`` per resident found: ``stopped``, ``refused``, ``gone`` (it had died; what
+        it left is removed) or ``busy``. Runs it serves finish; the connection is closed after."""
+        try:
+            route = self.connector.config.route(self.config)
+            self._open(route)
+            channel = self._channel = self._transports[-1].open_session(timeout=route.target.timeout)
+            channel.settimeout(max(30.0, 3 * route.target.timeout))
+            writer = io.BufferedWriter(_ChannelWriter(channel), BUFFER)
+            prompt = _become_prompt() if self.config.become_user and self.config.become_password is not None else None
+            channel.exec_command(self.connector.bundle().stop_command(self.config.python, self.config.become_user,
+                                                                      prompt))
+            if prompt is not None:
+                self._answer_sudo(channel, writer, prompt, route.target.timeout)
+            replies = [r for r in map(parse_reply, io.BufferedReader(_ChannelReader(channel), BUFFER)) if r]
+            status = channel.recv_exit_status()
+        except HostUnreachable:
+            self.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostUnreachable(f"{self.host}: {_describe(exc)}") from None
+        tail = self._stderr_tail()
+        self.close()
+        if status != 0 or any(r.kind == "too-old" for r in replies):
+            raise HostUnreachable(f"could not ask the resident agents on {self.host} to stop (status {status})"
+                                  f"{tail}")
+        return [(r.kind, r.words[0]) for r in replies if r.kind in STOP_STATES and r.words]
 
     # --- run --------------------------------------------------------------------------------
 
@@ -345,6 +424,14 @@ class SshConnection(Connection):
             raise HostUnreachable(f"{exc}{self._stderr_tail()}") from None
         self._drain_stderr()
         return result
+
+    @property
+    def pipelines(self) -> bool:
+        return self._stream is not None and self._stream.batches
+
+    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
+        """Queue a batch; :meth:`execute` sends and reads it, so its errors are worded as a task's."""
+        return self._stream is not None and self._stream.pipeline(steps)
 
     def _drain_stderr(self) -> None:
         """Keep the agent's stderr moving (unread, it would fill the channel window) and its tail."""
@@ -370,6 +457,11 @@ class SshConnection(Connection):
         for transport in reversed(transports):
             with contextlib.suppress(Exception):
                 transport.close()
+
+
+def _become_prompt() -> str:
+    """A prompt no program prints by chance, so sudo's question is told from other stderr."""
+    return f"[sandfleet-become:{secrets.token_hex(8)}] password: "
 
 
 def _exec_pipelined(channel: paramiko.Channel, command: str) -> None:
