@@ -27,8 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from compare import BARE_AGENT
 
+from sandfleet.load.policies import effective
 from sandfleet.transports.bootstrap import MARKER, agent_bundle
 
+UNSANDBOXED = effective(None, None, unsandboxed=True, pin=None).to_json()
 WORKSPACE = {"permissions": [{"path": {"special": "root"}, "access": "read"},
                              {"path": {"special": "workspace_roots"}, "access": "write"}],
              "network": {"mode": "none"}}
@@ -56,6 +58,8 @@ def sandfleet_agent(python: str, mode: str, tasks: int, cache: str, root: str) -
     sandbox = None if mode == "none" else WORKSPACE
     for i in range(tasks):
         request = {"v": 1, "id": f"t{i}", "argv": ["/bin/echo", "hello"], "env": {}, "sandbox": sandbox}
+        if mode == "none":  # the operator's consent, as --allow-unsandboxed sends it
+            request["policy"] = UNSANDBOXED
         proc.stdin.write((json.dumps(request) + "\n").encode())
         proc.stdin.flush()
         result = json.loads(proc.stdout.readline())
@@ -85,9 +89,9 @@ sys.path.insert(0, {os.path.join(cache, "sandfleet", "agent-" + agent_bundle().s
 cpu = time.process_time
 t0 = cpu()
 import {agent_bundle_package()}.agent
-from {agent_bundle_package()} import wire
+from {agent_bundle_package()}.portable import wire
 from {agent_bundle_package()}.executor import execute
-from {agent_bundle_package()}.facts import probe
+from {agent_bundle_package()}.binding.facts import probe
 t1 = cpu()
 facts = probe(({root!r},))
 t2 = cpu()

@@ -22,7 +22,9 @@ runner that has one runs in its "free" mode, each host at its own pace (sandflee
   per task, TCP_NODELAY: the thinnest thing one could write (peer-figures "paramiko agent").
 * sandfleet, sandbox: false (pipelined: a host's K tasks in one batch, sandfleet/run/pipeline.py),
   and again with ``sandfleet_pipelining: false`` (one round trip per task); bwrap (one persistent
-  sandbox per host and policy); bwrap, fresh sandbox per task (``sandfleet_sandbox_reuse: false``);
+  sandbox per host and policy); bwrap served by resident agents (``sandfleet_agent_persist: 10m``:
+  the warm-up leaves one per host, docs/resident-agent.md); bwrap, fresh sandbox per task
+  (``sandfleet_sandbox_reuse: false``);
   Landlock (``sandfleet_sandbox: landlock``).
 * pyinfra (``server.shell`` per task, output read back with ``-vvv``); ansible-core (``command``
   per task, ssh with ControlPersist and pipelining, forks = N, each result read from the
@@ -276,7 +278,9 @@ def timed(run: Run) -> tuple[float, int, float]:
     problem = None if proc.returncode == 0 else f"exit status {proc.returncode}"
     problem = problem or run.check(stdout)
     if problem:
-        raise RowFailed(f"{run.name}: {problem}\n{stdout[-800:]}{stderr[-800:]}")
+        lost = [line for line in stdout.splitlines() if '"host_unreachable"' in line][:3]  # why, first
+        raise RowFailed(f"{run.name}: {problem}\n" + "".join(f"{line[:400]}\n" for line in lost)
+                        + f"{stdout[-800:]}{stderr[-800:]}")
     return elapsed, int(usage.ru_maxrss), usage.ru_utime + usage.ru_stime
 
 
@@ -323,6 +327,7 @@ def rows(bench: Bench, tasks: int, only: Optional[set[str]], say: bool = True) -
         bench.sandfleet("sandfleet, sandbox: false, no pipelining", "none", {"sandfleet_pipelining": "false"},
                         tasks=tasks),
         bench.sandfleet("sandfleet bwrap", "bwrap", tasks=tasks),
+        bench.sandfleet("sandfleet bwrap, resident agent", "bwrap", {"sandfleet_agent_persist": "10m"}, tasks=tasks),
         bench.sandfleet("sandfleet bwrap, fresh sandbox per task", "bwrap", {"sandfleet_sandbox_reuse": "false"},
                         tasks=tasks),
         bench.sandfleet("sandfleet landlock", "landlock", {"sandfleet_sandbox": "landlock"}, tasks=tasks),
@@ -372,6 +377,12 @@ def scale_ssh(fleet: Fleet, work: Path, count: int, tasks: int) -> None:
           f"{wall:.2f} s, controller peak RSS {rss / 1024:.0f} MiB (target <= 300 MiB)")
     wall = statistics.median(timed(run)[0] for _ in range(2))
     print(f"  warm: {wall:.2f} s ({count * tasks / wall:.0f} tasks/s)")
+    resident = bench.sandfleet("sandfleet bwrap, resident agent", "bwrap", {"sandfleet_agent_persist": "10m"},
+                               tasks=tasks)
+    timed(resident)  # the first run leaves the resident agents
+    walls, rsses = zip(*((w, r) for w, r, _ in (timed(resident) for _ in range(2))))
+    print(f"  warm, resident agents (sandfleet_agent_persist): {statistics.median(walls):.2f} s, "
+          f"controller peak RSS {max(rsses) / 1024:.0f} MiB")
 
 
 # -- latency --------------------------------------------------------------------------------------

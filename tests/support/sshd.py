@@ -235,7 +235,19 @@ SetEnv XDG_CACHE_HOME={cache}
             host.stop()
 
     def cleanup(self) -> None:
+        """Every sshd and what runs under it, then what outlived them with a host's environment
+        (a resident agent is its own session, not under any sshd), then the files."""
         self.stop_all()
+        caches = {f"XDG_CACHE_HOME={h.cache}".encode() for h in self.hosts}
+        for entry in os.listdir("/proc"):  # one pass for every host: a fleet may have hundreds
+            if entry.isdigit():
+                try:
+                    env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if caches.intersection(env):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(entry), signal.SIGKILL)
         shutil.rmtree(self.base, ignore_errors=True)
 
     # --- files a controller needs -------------------------------------------------------------
