@@ -83,11 +83,15 @@ def bare_agent(python: str, tasks: int) -> None:
 
 def phases(python: str, cache: str, root: str) -> str:
     """CPU of each start-up phase, measured inside one agent process from the unpacked bundle."""
+    unpacked = os.path.join(cache, "sandfleet", "agent-" + agent_bundle().sha256)
     code = f"""
 import json, sys, time
-sys.path.insert(0, {os.path.join(cache, "sandfleet", "agent-" + agent_bundle().sha256)!r})
+from hashlib import sha256  # as the stub (which hashes the bundle) has it
+sys.path.insert(0, {unpacked!r})
 cpu = time.process_time
 t0 = cpu()
+from {agent_bundle_package()}.dataclass_code import cache_compiled
+cache_compiled({os.path.join(unpacked, "dataclass-cache")!r})  # as the stub does
 import {agent_bundle_package()}.agent
 from {agent_bundle_package()}.portable import wire
 from {agent_bundle_package()}.executor import execute

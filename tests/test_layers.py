@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
     # the host side, bottom up
     "sandfleet_agent.paths": set(),
+    "sandfleet_agent.dataclass_code": set(),  # the stub imports it before the agent: stdlib only
     "sandfleet_agent.portable": {"sandfleet_agent.paths"},
     "sandfleet_agent.spawn": set(),
     "sandfleet_agent.bounds": {"sandfleet_agent.portable"},

@@ -16,7 +16,8 @@ The flow of one task on a host, folder by folder (docs/architecture.md draws the
   bwrap sandbox and its init.
 - :mod:`.network`: the managed network: the allow/deny decision, the proxy, its namespace.
 - here: :mod:`.agent` (the loop over stdin/stdout), :mod:`.executor` (one request in, one
-  result out), :mod:`.spawn` (the process), :mod:`.bounds` (its limits made real), :mod:`.paths`.
+  result out), :mod:`.spawn` (the process), :mod:`.bounds` (its limits made real), :mod:`.paths`,
+  :mod:`.dataclass_code` (what the agent's start keeps compiled between runs).
 
 Lower layers never import higher ones; docs/architecture.md lists who may import whom and
 tests/test_layers.py holds the code to it.

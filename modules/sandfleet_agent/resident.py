@@ -72,6 +72,8 @@ MAX_LINE = 1 << 20  # an environment is rarely more than a few KiB
 #: a day, and so is the memory image of the run that started it (docs/resident-agent.md).
 MAX_PERSIST_S = 24 * 3600
 LOCK_WAIT_S = 2.0  # how long a new server waits for a stopping one of the same name
+#: The agent's caches at the top of its unpacked copy, which the stub's check leaves out too.
+CACHES = ("template-cache", "render-memo", "dataclass-cache")
 _SIZEOF_INT = struct.calcsize("i")
 _first_runs: list[int] = []  # the stub's end of the pipe that tells the server its first run ended
 
@@ -491,7 +493,7 @@ class Server:
 
 
 def _snapshot(root: str) -> frozenset[tuple[str, int, int, int, int]]:
-    """Every file and folder of the unpacked copy (the agent's two caches at its top left out, as
+    """Every file and folder of the unpacked copy (the agent's caches at its top left out, as
     the stub's check does) with its inode, size, mtime and ctime: what any change alters."""
     found: set[tuple[str, int, int, int, int]] = set()
     todo = [""]
@@ -502,7 +504,7 @@ def _snapshot(root: str) -> frozenset[tuple[str, int, int, int, int]]:
                 name = top + entry.name
                 st = entry.stat(follow_symlinks=False)
                 found.add((name, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-                if entry.is_dir(follow_symlinks=False) and name not in ("template-cache", "render-memo"):
+                if entry.is_dir(follow_symlinks=False) and name not in CACHES:
                     todo.append(name + "/")
     return frozenset(found)
 

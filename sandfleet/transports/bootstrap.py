@@ -23,13 +23,14 @@ policy; this is the second wall.) The zip carries ``MANIFEST.sha256`` (``sha256s
 the hash of every other file) and the command carries that manifest's own hash, so the
 controller vouches for every file without the stub reading the zip (``zipfile`` alone costs
 ~14 ms). The copy must hold exactly the listed files with their hashes, nothing else, and no
-symlink, pipe or the like; only ``__pycache__/`` folders and the agent's two caches at the top
-(``template-cache/``, ``render-memo/``, see ``agent.main``) may hold more. Anything else means
-the copy is replaced: the zip is checked against its hash (the stored one, or an upload when
-that copy is bad too), extracted aside from those checked bytes and renamed in, and the stub
-says ``repaired``; :meth:`Reply.warning` is what the user is told. The check is of what was left
-there between starts: a process writing into the folder while an agent starts can still race
-it. Before its first import the stub also drops the login folder that ``-c`` puts first on
+symlink, pipe or the like; only ``__pycache__/`` folders and the agent's caches at the top
+(``template-cache/``, ``render-memo/``, see ``agent.main``; ``dataclass-cache/``, see
+``sandfleet_agent.dataclass_code``) may hold more. Anything else means the copy is replaced:
+the zip is checked against its hash (the stored one, or an upload when that copy is bad too),
+extracted aside from those checked bytes and renamed in, and the stub says ``repaired``;
+:meth:`Reply.warning` is what the user is told. The check is of what was left there between
+starts: a process writing into the folder while an agent starts can still race it. Before its
+first import the stub also drops the login folder that ``-c`` puts first on
 ``sys.path``: an ``os.py`` or ``hashlib.py`` in the home folder is not what runs.
 
 Bytecode: a ``.pyc`` whose header matches its source's mtime and size is run instead of the
@@ -45,8 +46,9 @@ folder can forge a matching pair: nothing kept on the host can stop that; compil
 start could (measured: +190 ms of CPU per start, three times the whole agent), or a hash the
 controller remembered per host. Sources and the manifest have no such gap: the controller's
 hashes vouch for them. The agent's own caches (``template-cache/``: Jinja2 bytecode,
-``render-memo/``: rendered wrappers) are not checked here at all, and are trusted by
-:mod:`render` the same way as an unchecked ``.pyc`` would be.
+``render-memo/``: rendered wrappers, ``dataclass-cache/``: the compiled methods of its dataclasses)
+are not checked here at all, and are trusted by :mod:`render` and :mod:`dataclass_code` the same
+way as an unchecked ``.pyc`` would be.
 
 Cost, measured on Python 3.9 to 3.13 with a warm copy: importing hashlib ~2.5 ms and the check
 (~120 files, ~2.3 MB of sources and bytecode read and hashed) 2-3.5 ms of CPU, so a whole agent
@@ -340,7 +342,7 @@ def scan():
             for entry in os.scandir(os.path.join(root, top)):
                 name = top + entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    if name not in ("template-cache", "render-memo"):
+                    if name not in ("template-cache", "render-memo", "dataclass-cache"):
                         todo.append(name + "/")
                 elif not entry.is_file(follow_symlinks=False):
                     return None
@@ -458,6 +460,8 @@ if ahead:
                                  errors=getattr(sys.stdin, "errors", None) or "strict", newline="\\n")
 sys.path.insert(0, root)
 sys.argv = [root]
+from {AGENT_PACKAGE}.dataclass_code import cache_compiled
+cache_compiled(os.path.join(root, "dataclass-cache"))  # before any class of the agent is made
 from {AGENT_PACKAGE}.agent import main
 notes = []
 if persist:

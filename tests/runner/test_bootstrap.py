@@ -208,6 +208,23 @@ class TestStub:
         for name in ("template-cache", "render-memo"):
             assert (tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / name).stat().st_mode & 0o077 == 0
 
+    def test_dataclass_code_is_kept_in_the_bundle_and_a_later_agent_only_reads_it(self, tmp_path: Path) -> None:
+        """The first agent keeps its dataclasses' compiled code in ``dataclass-cache/`` of its
+        bundle; the next finds its copy as sent (``ready cached``) and rewrites nothing."""
+        folder = tmp_path / "sandfleet" / f"agent-{agent_bundle().sha256}" / "dataclass-cache"
+        seen = []
+        for _ in range(2):
+            lines, proc = bootstrap(agent_bundle().command(sys.executable), tmp_path)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b'{"v": 1, "init": {}}\n')
+            proc.stdin.flush()
+            assert "hello" in json.loads(proc.stdout.readline())
+            assert finish(proc) == 0
+            seen.append((lines[-1].split()[1:3], {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}))
+        assert seen[0][0] == ["ready", "stored"] and seen[1][0] == ["ready", "cached"], seen
+        assert len(seen[0][1]) == 1 and seen[0][1] == seen[1][1]
+        assert folder.stat().st_mode & 0o077 == 0
+
     def test_an_installed_sandfleet_keeps_no_caches_in_its_own_folder(self, tmp_path: Path) -> None:
         """Installed, the host side is ``sandfleet_agent`` under a shared folder (site-packages),
         which may even hold a ``__main__.py`` like the unpacked zip: only the bootstrap stub names

@@ -38,6 +38,18 @@ def fleet() -> Iterator[Fleet]:
         yield fleet
 
 
+def settled(cache: Path, count: int = 1, within: float = 10.0) -> dict[str, int]:
+    """:func:`residents` once ``count`` of them listen: a resident is forked by the first run's
+    stub and gets ready beside that run, so right after the run it may not be listening yet."""
+    deadline = time.monotonic() + within
+    while True:
+        found = residents(cache)
+        listening = {n: p for n, p in found.items() if (cache / "sandfleet" / "run" / f"{n}.sock").exists()}
+        if len(listening) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def residents(cache: Path) -> dict[str, int]:
     """The live resident servers whose state is under ``cache``: name -> pid (from each lock)."""
     found = {}
@@ -94,6 +106,7 @@ def test_the_second_connection_is_served_by_the_first_ones_resident(fleet: Fleet
         seen.append((conn.resident, result.status, result.backend, result.stdout))
         assert facts.workspace_roots == (str(host.workspace),)
         conn.close()
+        settled(host.cache)
     assert seen == [(False, Status.OK, "bwrap", f"{USER}\n")] + [(True, Status.OK, "bwrap", f"{USER}\n")] * 2
     ((_, pid),) = residents(host.cache).items()
     assert pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name == USER
@@ -107,7 +120,7 @@ def test_a_connection_killed_mid_task_kills_the_task_not_the_resident(fleet: Fle
     first = ctl.connection(host)
     first.start(AgentInit())
     first.close()
-    ((_, server),) = residents(host.cache).items()
+    ((_, server),) = settled(host.cache).items()
     conn = ctl.connection(host)
     conn.start(AgentInit())
     assert conn.resident
@@ -143,7 +156,7 @@ def test_agent_stop_stops_every_hosts_resident_and_names_the_unreachable(fleet: 
             conn = ctl.connection(h)
             conn.start(AgentInit())
             conn.close()
-        pids = {h.name: residents(h.cache) for h in hosts}
+        pids = {h.name: settled(h.cache) for h in hosts}
         assert all(len(found) == 1 for found in pids.values()), pids
         address, port = fleet.dead_address()
         inventory = fleet.inventory(tmp_path / "inv.yml", hosts)  # no persist setting: stop finds them anyway
@@ -184,6 +197,7 @@ def test_with_become_it_is_the_become_users_and_out_of_the_login_users_reach(fle
             conn.start(AgentInit())
             served.append((conn.resident, conn.execute(request("/usr/bin/id", "-un")).stdout))
             conn.close()
+            settled(cache, len(before) + 1)
         assert served == [(False, f"{BECOME_USER}\n"), (True, f"{BECOME_USER}\n")]
         mine = {n: p for n, p in residents(cache).items() if p not in before}
         ((name, pid),) = mine.items()

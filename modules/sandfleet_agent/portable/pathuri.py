@@ -35,7 +35,6 @@ import re
 import struct
 from dataclasses import dataclass
 from typing import Optional, Union
-from urllib.parse import unquote_to_bytes
 
 POSIX = "posix"
 WINDOWS = "windows"
@@ -50,6 +49,13 @@ _DRIVE_SEGMENT = re.compile(r"[A-Za-z]:\Z")
 _HOST = re.compile(r"[a-z0-9_\-]+(?:\.[a-z0-9_\-]+)*\Z")
 _BASE64URL = re.compile(r"[A-Za-z0-9_\-]+\Z")
 _WIN_SEPS = "\\/"
+_ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})")
+
+
+def unquote_to_bytes(text: str) -> bytes:
+    """``urllib.parse.unquote_to_bytes``: UTF-8, then each ``%XX`` decoded (any other ``%`` kept).
+    Here because urllib.parse imports ipaddress: ~1.7 ms of every agent start."""
+    return _ESCAPE.sub(lambda escape: bytes((int(escape[1], 16),)), text.encode("utf-8"))
 
 
 def _encode_segment(segment: bytes) -> str:

@@ -7,8 +7,8 @@ it is made. The wire speaks JSON and names its types in JSON's words instead.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
-from datetime import date
 from typing import Any
 
 
@@ -26,7 +26,8 @@ def describe(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    if isinstance(value, date):
+    datetime = sys.modules.get("datetime")  # not imported here (~0.8 ms of every agent start):
+    if datetime is not None and isinstance(value, datetime.date):  # no date exists without it
         return "a date"
     return f"a {type(value).__name__}"
 
