@@ -40,6 +40,7 @@ from sandfleet.report.atomic import write_atomic
 from sandfleet.report.events import TaskEvent, TaskStatus
 from sandfleet.report.jsonl import dumps, recap_object, run_start, tally_object
 from sandfleet.report.junit import JUnitReporter, _Suite, render
+from sandfleet.report.outputs import check_file_target
 from sandfleet.report.recap import Abort, Failure, HostTally, Recap, verdict
 from sandfleet.report.results_dir import SUMMARY, SUMMARY_VERSION, file_names, prepare
 from sandfleet.report.terminal import printable
@@ -459,14 +460,7 @@ def check_targets(merged: Merged, junit_path: Optional[str], results_dir: Option
                 raise UsageError(f"--results-dir {results_dir}: is {s.label}'s own directory; give a new one")
         prepare(results_dir)
     if junit_path is not None:
-        parent = os.path.dirname(os.path.abspath(junit_path))
-        if os.path.isdir(junit_path):
-            raise UsageError(f"--junit {junit_path}: is a directory")
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"--junit {junit_path}: cannot create the directory {parent}: "
-                             f"{exc.strerror or exc}") from None
+        check_file_target(junit_path)
 
 
 def write_results_dir(merged: Merged, directory: str) -> None:

@@ -102,10 +102,10 @@ def make_reporter(options: OutputOptions, out: TextIO, environ: Optional[Mapping
                         else TextReporter(out, recap, options.dry_run, options.verbose, env))
     outputs = [stdout]
     if options.junit:
-        _check_file_target(options.junit)
+        check_file_target(options.junit)
         outputs.append(JUnitReporter(options.junit))
     if options.report:
-        _check_file_target(options.report, "--report")
+        check_file_target(options.report, "--report")
         outputs.append(HtmlReporter(options.report, recap))
     if options.results_dir:
         prepare(options.results_dir)
@@ -113,7 +113,7 @@ def make_reporter(options: OutputOptions, out: TextIO, environ: Optional[Mapping
     return Outputs(recap, outputs)
 
 
-def _check_file_target(path: str, option: str = "--junit") -> None:
+def check_file_target(path: str, option: str = "--junit") -> None:
     """A report file's directory is created as ``--results-dir`` creates its own (CI jobs name
     ``reports/junit.xml`` in a fresh checkout, as ``pytest --junitxml`` allows), before the run,
     so a path that cannot be one fails before any host is touched."""

@@ -145,16 +145,27 @@ class SshConnection(Connection):
     # --- start ------------------------------------------------------------------------------
 
     def start(self, init: AgentInit) -> HostFacts:
-        try:
+        with self._reaching():
             route = self.connector.config.route(self.config)
             self._open(route)
             return self._start_agent(init, route.target)
+
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Reaching the host: on any failure the connection is closed, and an SSH or socket error
+        becomes :class:`HostUnreachable` saying what went wrong."""
+        try:
+            yield
         except HostUnreachable:
             self.close()
             raise
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise HostUnreachable(f"{self.host}: {_describe(exc)}") from None
+
+    def _become_prompt(self) -> Optional[str]:
+        """sudo's prompt for this connection when it has a become password to answer it with."""
+        return _become_prompt() if self.config.become_user and self.config.become_password is not None else None
 
     def _open(self, route: Route) -> None:
         hops = [*route.jumps, route.target]
@@ -281,7 +292,7 @@ class SshConnection(Connection):
         stream = AgentStream(self.host, writer, reader)
         line = stream.init_line(init)
         inline = len(line) <= INLINE_INIT
-        prompt = _become_prompt() if self.config.become_user and self.config.become_password is not None else None
+        prompt = self._become_prompt()
         _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None,
                                                 become_user=self.config.become_user, become_prompt=prompt,
                                                 persist_s=self.config.agent_persist_s))
@@ -384,25 +395,19 @@ class SshConnection(Connection):
         user's, with become) to exit, whatever its version (docs/resident-agent.md). One
         ``(state, name)`` per resident found: ``stopped``, ``refused``, ``gone`` (it had died; what
         it left is removed) or ``busy``. Runs it serves finish; the connection is closed after."""
-        try:
+        with self._reaching():
             route = self.connector.config.route(self.config)
             self._open(route)
             channel = self._channel = self._transports[-1].open_session(timeout=route.target.timeout)
             channel.settimeout(max(30.0, 3 * route.target.timeout))
             writer = io.BufferedWriter(_ChannelWriter(channel), BUFFER)
-            prompt = _become_prompt() if self.config.become_user and self.config.become_password is not None else None
+            prompt = self._become_prompt()
             channel.exec_command(self.connector.bundle().stop_command(self.config.python, self.config.become_user,
                                                                       prompt))
             if prompt is not None:
                 self._answer_sudo(channel, writer, prompt, route.target.timeout)
             replies = [r for r in map(parse_reply, io.BufferedReader(_ChannelReader(channel), BUFFER)) if r]
             status = channel.recv_exit_status()
-        except HostUnreachable:
-            self.close()
-            raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise HostUnreachable(f"{self.host}: {_describe(exc)}") from None
         tail = self._stderr_tail()
         self.close()
         if status != 0 or any(r.kind == "too-old" for r in replies):
