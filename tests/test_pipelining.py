@@ -435,6 +435,56 @@ def test_ctrl_c_during_a_batch_reports_the_task_in_flight_and_nothing_after(tmp_
     assert on[1] == [("first", "ok"), ("long", "cancelled")]
 
 
+def test_ctrl_c_reports_the_tasks_a_fast_host_ran_ahead_of_a_linear_play(tmp_path: Path) -> None:
+    """A linear play waits for its slowest host, while a fast host's agent runs the batch ahead.
+    Interrupted then, the tasks the fast host finished are reported as they ended (their markers
+    exist), the one it was running ``cancelled``, none after it; the slow host's task ``cancelled``."""
+    need(shutil.which("bwrap") is not None, "bubblewrap is not installed")
+    hosts = {}
+    for name, second in (("fast", "true"), ("slow", "touch started; sleep 30")):
+        (tmp_path / name).mkdir()
+        hosts[name] = {"ansible_connection": "local", "sandfleet_workspace_roots": [str(tmp_path / name)],
+                       "second": second}
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": hosts}}))
+    playbook = tmp_path / "pb.yml"
+    playbook.write_text("""\
+- hosts: all
+  tasks:
+    - {name: first, exec: {argv: ['true']}}
+    - {name: second, exec: {argv: [sh, -c, '{{ second }}'], cwd: ':workspace_roots'}}
+    - {name: ahead1, exec: {argv: [touch, ahead1], cwd: ':workspace_roots'}}
+    - {name: ahead2, exec: {argv: [sh, -c, 'touch ahead2; exit 3'], cwd: ':workspace_roots'}, ignore_errors: true}
+    - {name: long, exec: {argv: [sh, -c, 'touch long; sleep 30'], cwd: ':workspace_roots'}}
+    - {name: never, exec: {argv: [touch, never], cwd: ':workspace_roots'}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "sandfleet", "run", str(playbook), "-i", str(inventory),
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert wait_until(lambda: ((tmp_path / "slow" / "started").exists() and (tmp_path / "fast" / "long").exists())
+                          or proc.poll() is not None, within_s=60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    events = eventschema.parse(out, progress=True)
+    results = {host: [(e["task"], e["status"], e.get("ignored", False)) for e in events
+                      if e["event"] == "task_result" and e["host"] == host] for host in hosts}
+    assert results["fast"] == [("first", "ok", False), ("second", "ok", False), ("ahead1", "ok", False),
+                               ("ahead2", "failed", True), ("long", "cancelled", False)]
+    assert results["slow"] == [("first", "ok", False), ("second", "cancelled", False)]
+    assert sorted(p.name for p in (tmp_path / "fast").iterdir() if not p.name.startswith(".")) == ["ahead1", "ahead2",
+                                                                                                  "long"]
+    assert not (tmp_path / "slow" / "ahead1").exists()
+    starts = [(e["task"], e["hosts"]) for e in events if e["event"] == "task_start"]
+    assert starts[-3:] == [("ahead1", ["fast"]), ("ahead2", ["fast"]), ("long", ["fast"])]
+    recap = next(e for e in events if e["event"] == "recap")
+    assert recap["hosts"]["fast"]["ok"] == 3 and recap["hosts"]["fast"]["ignored"] == 1
+
+
 # --- real sshd hosts --------------------------------------------------------------------------------
 
 

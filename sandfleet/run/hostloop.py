@@ -12,7 +12,10 @@ is reported. When the run is interrupted (Ctrl-C, ``Fleet.cancel``), the schedul
 :meth:`HostRun.cancel` on every host *before* it closes the connections: a task in flight is then
 reported ``cancelled`` (the item that was running, with its request), once, whatever the
 connection says afterwards; the agent's answer to the kill (or the dropped connection) is dropped,
-not reported, so a killed task never looks finished, failed by itself, or like a lost host.
+not reported, so a killed task never looks finished, failed by itself, or like a lost host. A host
+with no task in flight may still have a batch running ahead of the play (a ``linear`` play waits
+for the slowest host): the tasks whose results came in are reported as they ended, the one its
+agent was running as ``cancelled``, and nothing after it, so a report never hides what ran.
 
 Deliberate differences from Ansible (each narrows, never widens, what runs):
 
@@ -59,7 +62,15 @@ from sandfleet.templating import VarRenderer, hostvars_read, names_read
 from sandfleet.transports.base import AgentInit, Connection, HostUnreachable
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable.policy import Policy
-from sandfleet_agent.portable.wire import MAX_BATCH_REQUESTS, BatchStep, ExecRequest, ExecResult, Status, encode_request
+from sandfleet_agent.portable.wire import (
+    MAX_BATCH_REQUESTS,
+    BatchEnd,
+    BatchStep,
+    ExecRequest,
+    ExecResult,
+    Status,
+    encode_request,
+)
 
 #: How long past a task's own timeout the controller waits for the agent's answer before it
 #: gives the host up: the agent enforces the timeout; this catches an agent that stopped answering.
@@ -106,10 +117,19 @@ class _Item:
     request: Optional[ExecRequest] = None
 
 
+class _NotRunYet(Exception):
+    """An interrupt's report reached a request of the batch whose result had not come in."""
+
+    def __init__(self, request: ExecRequest) -> None:
+        super().__init__(request.id)
+        self.request = request
+
+
 @dataclass
 class _Prepared:
     """A task's items rendered ahead, for a batch (:meth:`HostRun._pipelined`)."""
 
+    task: Task
     loop: list[Any]  # the loop's items ([None] without a loop)
     items: list[_Item]
     failed: bool = False  # an item (or the loop) did not render: an error event, nothing sent for it
@@ -176,6 +196,7 @@ class HostRun:
         self._flight: Optional[_InFlight] = None
         self._cancelled = False  # cancel() was called: no new task starts until begin()
         self._ahead: dict[tuple[int, int], _Prepared] = {}  # tasks rendered for the batch in flight
+        self._ahead_play: Optional[Play] = None  # the play of those tasks
 
     @property
     def name(self) -> str:
@@ -192,13 +213,22 @@ class HostRun:
     def cancel(self) -> Optional[TaskEvent]:
         """The run is interrupted: report the task in flight here (if any) as ``cancelled`` and
         return its event; from now on nothing more of this host is reported. Called before the
-        connection is closed, so the killed command's answer cannot be taken for its result."""
+        connection is closed, so the killed command's answer cannot be taken for its result.
+        With no task in flight, the tasks its agent ran ahead of the play (:meth:`_ran_ahead`)."""
         with self._flight_lock:
+            if self._cancelled:
+                return None
             self._cancelled = True
             flight = self._flight
-            if flight is None or flight.cancelled:
+            if flight is not None and flight.cancelled:
                 return None
-            flight.cancelled = True
+            if flight is not None:
+                flight.cancelled = True
+        if flight is None:
+            return self._ran_ahead()
+        return self._report_cancelled(flight)
+
+    def _report_cancelled(self, flight: _InFlight) -> TaskEvent:
         task = flight.task
         request_id = flight.request.id if flight.request is not None else None
         ms = int((time.monotonic() - flight.started) * 1000)
@@ -210,6 +240,46 @@ class HostRun:
                           run_once=task.run_once)
         self.reporter.task_event(event)
         return event
+
+    def _ran_ahead(self) -> Optional[TaskEvent]:
+        """Interrupted between two tasks (a ``linear`` play waiting for slower hosts) while the
+        agent runs the batch ahead: report, as the play would have, each task of the batch whose
+        results came in, then the request it was running as ``cancelled`` (returned), and none
+        after it; nothing when the batch had ended. Safe from the interrupting thread: with no
+        task in flight, no thread of this host renders or reports."""
+        play = self._ahead_play
+        if not self._ahead or self.done or play is None or self._play is None or self.facts is None:
+            return None
+        replies = self.connection.received()
+        if replies is None:
+            return None  # the batch had ended (the rest waits to be sent again): nothing runs ahead
+        renderer, facts = self._play[1], self.facts
+        results = {r.id: r for r in replies if isinstance(r, ExecResult)}
+        ended = any(isinstance(r, BatchEnd) for r in replies)
+
+        def result_of(request: ExecRequest) -> ExecResult:
+            if request.id in results:
+                return results[request.id]
+            raise _NotRunYet(request)
+
+        for _, prepared in sorted(self._ahead.items()):
+            sent = [item.request for item in prepared.items if item.request is not None]
+            if not sent:
+                continue  # skipped on this host: nothing ran
+            if ended and sent[0].id not in results:
+                break  # the agent stopped before it (a failure it reported)
+            self.reporter.task_start(play, prepared.task, [self.name])
+            try:
+                self._finish_prepared(play, prepared.task, renderer, facts, prepared, result_of)
+            except _NotRunYet as exc:
+                if ended:
+                    break
+                n = next(n for n, item in enumerate(prepared.items) if item.request is exc.request)
+                looped = prepared.task.loop is not None
+                return self._report_cancelled(_InFlight(
+                    play.name, prepared.task, facts.os, index=n if looped else None,
+                    item=prepared.items[n].event.item, label=prepared.items[n].event.label, request=exc.request))
+        return None
 
     def _report(self, event: TaskEvent) -> None:
         """Report one event of the task in flight, unless the run was interrupted meanwhile."""
@@ -375,12 +445,13 @@ class HostRun:
             return _Item(event)
         return _Item(event, build_request(task, request_id, renderer, facts.os, self.policy))
 
-    def _finish_item(self, task: Task, renderer: VarRenderer, item: _Item) -> TaskEvent:
+    def _finish_item(self, task: Task, renderer: VarRenderer, item: _Item,
+                     result_of: Optional[Callable[[ExecRequest], ExecResult]] = None) -> TaskEvent:
         """Send the item's request (or read its result from a batch) and judge it."""
         self._flying(label=item.event.label, request=item.request)
         if item.request is None:
             return item.event  # skipped, or its rendering failed: nothing was sent
-        result = self._execute_watched(item.request)
+        result = (result_of or self._execute_watched)(item.request)
         event = dataclasses.replace(item.event, status=TaskStatus.of(result.status), result=result,
                                     request=item.request)
         return self._judge(task, renderer, event)
@@ -399,6 +470,7 @@ class HostRun:
         if prepared is not None:
             return prepared
         self._ahead.clear()  # rendered for a batch the host did not get to the end of
+        self._ahead_play = play
         if not (self.config.pipelining and self.connection.pipelines and pipeline.pipelined(task)) \
                 or (not ahead and task.loop is None) or self._reads(task, set(), renderer):
             return None
@@ -436,14 +508,16 @@ class HostRun:
         base_id = f"p{play_index + 1}/t{task_index + 1}/{self.name}"
         if task.loop is None:
             try:
-                return _Prepared([None], [self._prepare_item(play, task, renderer, base_id, None, facts)])
+                return _Prepared(task, [None], [self._prepare_item(play, task, renderer, base_id, None, facts)])
             except InputError as exc:
-                return _Prepared([None], [_Item(self._error_event(play, task, base_id, exc, facts))], failed=True)
+                return _Prepared(task, [None], [_Item(self._error_event(play, task, base_id, exc, facts))],
+                                 failed=True)
         try:
             items = self._loop_items(task, renderer)
         except InputError as exc:
-            return _Prepared([], [_Item(self._error_event(play, task, base_id, exc, facts))], failed=True, whole=True)
-        out = _Prepared(items, [])
+            return _Prepared(task, [], [_Item(self._error_event(play, task, base_id, exc, facts))], failed=True,
+                             whole=True)
+        out = _Prepared(task, items, [])
         control = task.loop_control
         for n, item in enumerate(items):
             for name, value in control.item_vars(items, n).items():
@@ -458,8 +532,10 @@ class HostRun:
         return out
 
     def _finish_prepared(self, play: Play, task: Task, renderer: VarRenderer, facts: HostFacts,
-                         prepared: _Prepared) -> list[TaskEvent]:
-        """:meth:`_run_items` for a task rendered ahead: the same events, registered the same way."""
+                         prepared: _Prepared,
+                         result_of: Optional[Callable[[ExecRequest], ExecResult]] = None) -> list[TaskEvent]:
+        """:meth:`_run_items` for a task rendered ahead: the same events, registered the same way.
+        ``result_of``: where each result comes from (default: the agent, waiting for it)."""
         if prepared.whole:  # its loop did not render: one error, nothing registered (as _run_items)
             self._report(prepared.items[0].event)
             return [prepared.items[0].event]
@@ -472,7 +548,7 @@ class HostRun:
                     renderer.set_fixed(name, value)
                 self._flying(index=n, item=item.event.item, label=None, request=None)
             try:
-                event = self._finish_item(task, renderer, item)
+                event = self._finish_item(task, renderer, item, result_of)
             except InputError as exc:  # failed_when or changed_when did not render
                 assert item.request is not None
                 event = self._error_event(play, task, item.request.id, exc, facts, item.event.item)

@@ -7,12 +7,13 @@ spoken over whatever pipe a connection provides.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Optional, Union
 
@@ -53,8 +54,60 @@ class Connection(ABC):
         then only reads its result. False when this connection cannot (each then goes alone)."""
         return False
 
+    def received(self) -> Optional[list[Reply]]:
+        """The replies of the batch in flight that came in but were not asked for yet, oldest
+        first, without taking them: what an interrupt reports as already run
+        (``HostRun.cancel``). None: no batch is in flight (none sent, or its end line was read)."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional for connections with nothing to release
         """Release the host; safe to call more than once."""
+
+
+#: What an agent answers in a batch: a result, or the line that ends the batch.
+Reply = Union[wire.ExecResult, wire.BatchEnd]
+
+
+class _Replies:
+    """A sent batch's replies, read as they arrive by a thread of their own until the batch's end
+    line (or the stream's end). Why: in a ``linear`` play a fast host's agent runs tasks ahead of
+    the one the play reports; had their results stayed unread on the wire, an interrupt could not
+    tell that they ran (docs/performance.md, "Latency: pipelining")."""
+
+    def __init__(self, host: str, read: Callable[[], Reply]) -> None:
+        self._ready = threading.Condition()
+        self._replies: collections.deque[Reply] = collections.deque()
+        self._error: Optional[HostUnreachable] = None
+        threading.Thread(target=self._read_all, args=(read,), name=f"replies-{host}", daemon=True).start()
+
+    def _read_all(self, read: Callable[[], Reply]) -> None:
+        while True:
+            try:
+                reply = read()
+            except HostUnreachable as exc:
+                with self._ready:
+                    self._error = exc
+                    self._ready.notify_all()
+                return
+            with self._ready:
+                self._replies.append(reply)
+                self._ready.notify_all()
+            if isinstance(reply, wire.BatchEnd):
+                return
+
+    def take(self) -> Reply:
+        """The next reply, waiting for it; :class:`HostUnreachable` once the stream failed."""
+        with self._ready:
+            while not self._replies and self._error is None:
+                self._ready.wait()
+            if self._replies:
+                return self._replies.popleft()
+            assert self._error is not None
+            raise self._error
+
+    def waiting(self) -> list[Reply]:
+        with self._ready:
+            return list(self._replies)
 
 
 @dataclass
@@ -92,6 +145,7 @@ class AgentStream:
         self._lock = threading.Lock()
         self.batches = False  # the agent's hello lists the batch feature
         self._batch: Optional[_Batch] = None
+        self._replies: Optional[_Replies] = None  # the sent batch's replies, until its end line
         self.lines_sent = 0  # request and batch lines: what pipelining saves, for tests and benchmarks
 
     def _send(self, line: str) -> None:
@@ -202,8 +256,23 @@ class AgentStream:
     def _send_batch(self, batch: _Batch) -> None:
         self._send(wire.encode_batch(batch.steps))
         batch.sent = True
+        self._replies = _Replies(self.host, self._read_reply)
 
-    def _reply(self) -> Union[wire.ExecResult, wire.BatchEnd]:
+    def received(self) -> Optional[list[Reply]]:
+        """See :meth:`Connection.received`."""
+        replies = self._replies
+        return replies.waiting() if replies is not None else None
+
+    def _reply(self) -> Reply:
+        """The sent batch's next reply, as its reader took it off the wire."""
+        replies = self._replies
+        assert replies is not None, "a batch reply is read only after the batch was sent"
+        reply = replies.take()
+        if isinstance(reply, wire.BatchEnd):
+            self._replies = None  # its reader has stopped: the wire is the caller's again
+        return reply
+
+    def _read_reply(self) -> Reply:
         reply = self._receive()
         try:
             return wire.reply_from_json(reply)

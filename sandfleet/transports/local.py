@@ -20,7 +20,7 @@ from typing import IO, Optional
 
 import sandfleet
 import sandfleet_agent
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
+from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, Reply, last_words
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
 from sandfleet_agent.spawn import INHERITED_ENV
@@ -89,6 +89,10 @@ class LocalConnection(Connection):
 
     def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
         return self._stream is not None and self._stream.pipeline(steps)
+
+    def received(self) -> Optional[list[Reply]]:
+        stream = self._stream
+        return stream.received() if stream is not None else None
 
     def _agent_stderr(self) -> str:
         if self._stderr is None:

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports._lean import paramiko
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, last_words
+from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, Reply, last_words
 from sandfleet.transports.bootstrap import (
     INLINE_INIT,
     MIN_PYTHON,
@@ -437,6 +437,10 @@ class SshConnection(Connection):
     def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
         """Queue a batch; :meth:`execute` sends and reads it, so its errors are worded as a task's."""
         return self._stream is not None and self._stream.pipeline(steps)
+
+    def received(self) -> Optional[list[Reply]]:
+        stream = self._stream
+        return stream.received() if stream is not None else None
 
     def _drain_stderr(self) -> None:
         """Keep the agent's stderr moving (unread, it would fill the channel window) and its tail."""
