@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
@@ -27,9 +29,9 @@ from sandfleet_agent.backends.base import Bare, ProxyEndpoint
 from sandfleet_agent.binding.admission import Denial, admit_bare, admit_bound, backends, with_denies
 from sandfleet_agent.binding.bind import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from sandfleet_agent.binding.facts import HostFacts
-from sandfleet_agent.binding.hostfs import MemoFs
+from sandfleet_agent.binding.hostfs import MemoFs, Observation, replay
 from sandfleet_agent.bounds import Bounds
-from sandfleet_agent.linux.sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused
+from sandfleet_agent.linux.sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused, split_wrapper
 from sandfleet_agent.portable.intent import NetworkMode, NetworkPolicy
 from sandfleet_agent.portable.limits import TaskLimits, for_host
 from sandfleet_agent.portable.policy import Policy
@@ -68,7 +70,7 @@ def prepare(
     ``proxy`` is the running proxy of a managed-network task; without one (a dry-run) the
     wrapper is rendered against a nominal endpoint, and nothing is started."""
     effective = request.policy.then(*host_layers)
-    fs = MemoFs(fs)
+    fs = fs if isinstance(fs, MemoFs) else MemoFs(fs)
     asked = request.sandbox.limits if request.sandbox else TaskLimits()
     limits, denial = effective.task_limits(asked, facts.mem_total)
     if denial is not None:
@@ -105,6 +107,81 @@ def prepare(
     return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits, effective.env_passthrough)
 
 
+#: Prepared bwrap tasks one agent remembers, most recent first (docs/performance.md "Host side:
+#: each task").
+MEMO_ENTRIES = 8
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """One prepare on this host's own filesystem: what it was given (all but the argv), every
+    question it asked the filesystem with the answer, and what it returned for ``argv``."""
+
+    inputs: tuple[object, ...]
+    log: tuple[Observation, ...]
+    argv: tuple[str, ...]
+    prepared: Prepared
+
+
+_memo: list[_Remembered] = []
+_memo_lock = threading.Lock()
+
+
+def prepare_local(request: ExecRequest, facts: HostFacts, pin: Optional[str] = None,
+                  host_layers: tuple[Policy, ...] = ()) -> Union[Prepared, ExecResult]:
+    """:func:`prepare` on this host's own filesystem, reusing an earlier result for the same
+    policy, intent and cwd only when the filesystem answers every question that result was
+    computed from exactly as it did then (:func:`.hostfs.replay`): then a fresh computation would
+    take the same steps to the same wrapper, whatever a task changed in between (a ``.git``
+    created, a directory swapped for a symlink: either changes an answer, so it is computed
+    afresh). Why: binding, the policy check and rendering cost ~1.5 ms of CPU per bwrap task;
+    asking the same questions again costs a fraction."""
+    # everything prepare reads but the filesystem and the argv; the wire decodes type-strictly, so
+    # equal inputs are the same values (os.getpid(): a forked agent's Landlock temp dir differs)
+    inputs = (request.policy, request.sandbox, request.cwd, facts, pin, host_layers, os.getpid())
+    entry = _take(inputs)
+    if entry is not None:  # out of the memo: back in front if it still holds, else a fresh one replaces it
+        reused = _for_argv(entry, request.argv) if replay(entry.log, LocalFs()) else None
+        if reused is not None:
+            _keep(entry)
+            return reused
+    fs = MemoFs(LocalFs())
+    prepared = prepare(request, facts, fs, pin, None, host_layers)
+    if isinstance(prepared, Prepared) and prepared.wrapper.backend == "bwrap" and not fs.tainted \
+            and split_wrapper(prepared.wrapper, request.argv) is not None:
+        _keep(_Remembered(inputs, tuple(fs.log), request.argv, prepared))
+    return prepared
+
+
+def _take(inputs: tuple[object, ...]) -> Optional[_Remembered]:
+    """The remembered prepare for exactly these inputs, taken out of the memo."""
+    with _memo_lock:  # an embedding program may run tasks from several threads
+        for index, entry in enumerate(_memo):
+            if entry.inputs == inputs:
+                return _memo.pop(index)
+    return None
+
+
+def _keep(entry: _Remembered) -> None:
+    with _memo_lock:
+        _memo.insert(0, entry)
+        del _memo[MEMO_ENTRIES:]
+
+
+def _for_argv(entry: _Remembered, argv: tuple[str, ...]) -> Optional[Prepared]:
+    """The remembered result for another command: a bwrap wrapper ends ``--chdir CWD -- ARGV``
+    and nothing before it depends on the argv (backends/bwrap.py), each word going through JSON
+    (backends/render.py), so only words JSON gives back unchanged are put in; None otherwise."""
+    if argv == entry.argv:
+        return entry.prepared
+    wrapper = entry.prepared.wrapper
+    key = split_wrapper(wrapper, entry.argv)
+    if key is None or wrapper.cwd is None or not argv or any(json.loads(json.dumps(a)) != a for a in argv):
+        return None
+    return dataclasses.replace(entry.prepared, wrapper=dataclasses.replace(
+        wrapper, argv=(*key, "--chdir", wrapper.cwd, "--", *argv)))
+
+
 def execute(
     request: ExecRequest, facts: HostFacts, pin: Optional[str] = None, fs: Optional[FsView] = None,
     cancel_fd: Optional[int] = None, pool: Optional[SandboxPool] = None,
@@ -131,7 +208,10 @@ def _execute(
         return _with_proxy(request, request.sandbox.network, facts, resolve,
                            lambda endpoint: _execute(request, facts, pin, fs, cancel_fd, pool, resolve, endpoint,
                                                      host_layers))
-    prepared = prepare(request, facts, fs or LocalFs(), pin, proxy, host_layers)
+    if fs is None and proxy is None:
+        prepared = prepare_local(request, facts, pin, host_layers)
+    else:
+        prepared = prepare(request, facts, fs or LocalFs(), pin, proxy, host_layers)
     if isinstance(prepared, ExecResult):
         return prepared
     try:
@@ -187,6 +267,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
             outcome = bounds.finish(done.rc)
             bounds = None
         failed = _start_failure(request, done)
+        unprovided = _setup_failure(done)
     except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
@@ -203,6 +284,10 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
             bounds.finish(None)
     if failed is not None:  # a fresh bwrap said its command did not start (backends/bwrap.py)
         return cannot_start(request, failed, wrapper, warnings)
+    if unprovided is not None:  # a fresh bwrap could not set its sandbox up: nothing ran
+        return dataclasses.replace(refusal(request, f"bwrap could not set the sandbox up, so the command did not "
+                                                    f"run ({unprovided})", warnings),
+                                   backend=wrapper.backend, wrapper=wrapper.argv, wrapper_files=dict(wrapper.files))
     limit = None if done.timed_out or done.cancelled else outcome.hit
     if limit is not None and done.rc == 0:  # it hit a limit and coped (a fork failed, it retried): said, not failed
         status, message, warnings = Status.OK, None, (*warnings, f"limits: {outcome.message}")
@@ -233,6 +318,15 @@ def _start_failure(request: ExecRequest, done: spawn.Completed) -> Optional[OSEr
     from sandfleet_agent.backends.bwrap import start_failure
 
     return start_failure(request.argv[0], done.rc, done.status, done.stderr)
+
+
+def _setup_failure(done: spawn.Completed) -> Optional[str]:
+    """bwrap's words when a fresh bwrap could not set its sandbox up (nothing ran), or None."""
+    if done.status is None or done.timed_out or done.cancelled:
+        return None
+    from sandfleet_agent.backends.bwrap import setup_failure
+
+    return setup_failure(done.rc, done.status, done.stderr)
 
 
 def cannot_start(request: ExecRequest, exc: OSError, ran: Wrapper, warnings: tuple[str, ...]) -> ExecResult:

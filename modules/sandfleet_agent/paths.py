@@ -20,11 +20,17 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
+from functools import lru_cache
+
+#: Normalised keys remembered (a task compares the same few dozen paths hundreds of times:
+#: binding, the policy check and the backend; docs/performance.md "Host side: each task").
+KEY_CACHE = 4096
 
 
+@lru_cache(maxsize=KEY_CACHE)
 def _key(path: str, windows: bool) -> tuple[str, str]:
     """The normalised path without trailing separators (the root becomes ``""`` on POSIX, ``c:``
-    for ``C:\\``), and the separator."""
+    for ``C:\\``), and the separator. A pure function of its arguments, so it is memoised."""
     if windows:
         return str(ntpath.normpath(path)).lower().rstrip("\\"), "\\"
     if path[:1] == "/" and "//" not in path and "/." not in path and path[-1] != "/":

@@ -513,6 +513,22 @@ def start_failure(argv0: str, rc: Optional[int], status: Optional[bytes], stderr
     return OSError(_errno_of(text), text, argv0)
 
 
+def setup_failure(rc: Optional[int], status: Optional[bytes], stderr: str) -> Optional[str]:
+    """bwrap's own last words when it exited 1 before the task's command started for a reason other
+    than the command's ``execvp`` (:func:`start_failure`): namespaces refused, a mount that failed,
+    an option this bwrap does not know. So the sandbox could not be provided and nothing ran:
+    ``sandbox_unavailable``, never a command "exited with 1". Told apart as :func:`start_failure`
+    tells them: no ``{"exit-code": N}`` on ``--json-status-fd`` means the command was never
+    executed, and a task cannot write there. None when the command ran (or ``status`` is None:
+    no status descriptor, not a fresh bwrap)."""
+    if rc != 1 or status is None or b'"exit-code"' in status:
+        return None
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("bwrap: ")]
+    if lines and lines[-1].startswith("bwrap: execvp "):
+        return None  # the command itself could not start: start_failure's case
+    return lines[-1] if lines else "bwrap exited before starting the command, saying nothing"
+
+
 def _errno_of(text: str) -> int:
     """The errno whose C-locale message is ``text`` (bwrap never sets a locale); 0 if none."""
     return next((number for number in sorted(errno.errorcode) if os.strerror(number) == text), 0)

@@ -16,6 +16,7 @@ import ntpath
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Optional, Union
 
 from sandfleet_agent.binding.facts import HostFacts
@@ -115,7 +116,9 @@ def _parts(system: str, path: str) -> list[str]:
     ]
 
 
+@lru_cache(maxsize=4096)
 def _depth(system: str, path: str) -> int:
+    """Memoised: rules are sorted and compared by depth many times per task, on the same paths."""
     return len(_parts(system, path))
 
 

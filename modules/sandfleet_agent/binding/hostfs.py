@@ -14,7 +14,7 @@ import ntpath
 import os
 import posixpath
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from sandfleet_agent.paths import at_or_below
@@ -104,36 +104,83 @@ class LocalFs(FsView):
             return None
 
 
+#: One thing a view was asked and what it answered: (method, path, answer).
+Observation = tuple[str, str, object]
+
+
 class MemoFs(FsView):
     """Another view, its answers remembered for as long as this object lives: one task's binding,
     policy check and rendering ask about the same few dozen paths several times (a realpath is
     ~15 us, and a task asks ~60 of them). Made per task, so a path that appears between tasks is
-    seen by the next."""
+    seen by the next.
+
+    It also keeps, in order, each question it put to the inner view and the answer
+    (:attr:`log`), so a later task may check that every answer is still the same (:func:`replay`)
+    before it reuses what was computed from them (executor.py's prepare memo). ``tainted``: a
+    question raised, and a raise is not recorded, so nothing computed from this view is reused."""
 
     def __init__(self, inner: FsView) -> None:
         super().__init__(inner.system)
         self.inner, self.exact = inner, inner.exact
-        self._kind: dict[str, Optional[str]] = {}
-        self._real: dict[str, str] = {}
+        self._seen: dict[tuple[str, str], object] = {}
+        self.log: list[Observation] = []
+        self.tainted = False
+
+    def _ask(self, method: str, path: str) -> object:
+        key = (method, path)
+        if key in self._seen:
+            return self._seen[key]
+        try:
+            answer = _answer(self.inner, method, path)
+        except BaseException:
+            self.tainted = True
+            raise
+        self._seen[key] = answer
+        self.log.append((method, path, answer))
+        return answer
 
     def kind(self, path: str) -> Optional[str]:
-        if path not in self._kind:
-            self._kind[path] = self.inner.kind(path)
-        return self._kind[path]
+        answer = self._ask("kind", path)
+        assert answer is None or isinstance(answer, str)
+        return answer
 
     def realpath(self, path: str) -> str:
-        if path not in self._real:
-            self._real[path] = self.inner.realpath(path)
-        return self._real[path]
+        return str(self._ask("realpath", path))
 
     def readlink(self, path: str) -> str:
-        return self.inner.readlink(path)
+        return str(self._ask("readlink", path))
 
     def scandir(self, path: str) -> Iterator[tuple[str, Optional[str]]]:
-        return self.inner.scandir(path)
+        answer = self._ask("scandir", path)
+        assert isinstance(answer, tuple)
+        return iter(answer)
 
     def read_head(self, path: str) -> Optional[str]:
-        return self.inner.read_head(path)
+        answer = self._ask("read_head", path)
+        assert answer is None or isinstance(answer, str)
+        return answer
+
+
+def _answer(view: FsView, method: str, path: str) -> object:
+    """``view``'s answer to one question, as a value that compares by content."""
+    if method == "scandir":
+        return tuple(view.scandir(path))
+    answer: object = getattr(view, method)(path)
+    return answer
+
+
+def replay(log: Sequence[Observation], view: FsView) -> bool:
+    """Whether ``view`` answers every recorded question, asked again in the same order, exactly
+    as recorded. Then a computation that reads the filesystem only through a :class:`MemoFs`
+    would take the same steps and reach the same result now: by induction, each question it asks
+    is the next recorded one (it depends only on earlier answers), and gets the same answer."""
+    for method, path, answer in log:
+        try:
+            if _answer(view, method, path) != answer:
+                return False
+        except Exception:  # it answered before; a raise now is a change
+            return False
+    return True
 
 
 def _mode_kind(mode: int) -> str:

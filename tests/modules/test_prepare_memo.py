@@ -1,0 +1,146 @@
+"""The agent's prepare memo (executor.py ``prepare_local``): a repeated request reuses an earlier
+wrapper only when the filesystem still answers every question that wrapper was computed from, so
+whatever a task changed in between, the next task gets exactly what a fresh agent computes.
+
+Each case lets a real task (real bwrap) or the host change the filesystem between two identical
+requests, then compares the second result with a fresh computation (``prepare`` with a new view,
+which no memo reaches) and shows the wall holds by attempting what it forbids.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sandfleet_agent import executor
+from sandfleet_agent.binding.facts import HostFacts, probe
+from sandfleet_agent.binding.hostfs import LocalFs, MemoFs, replay
+from sandfleet_agent.executor import Prepared, execute, prepare, prepare_local
+from sandfleet_agent.portable.intent import Access, FilePath, Glob, NetworkPolicy, Permission, SandboxIntent, Special
+from sandfleet_agent.portable.pathuri import PathUri
+from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+
+WORKSPACE = (Permission(Special("root"), Access.READ), Permission(Special("workspace_roots"), Access.WRITE))
+
+
+@pytest.fixture(autouse=True)
+def _empty_memo() -> None:
+    executor._memo.clear()
+
+
+def facts_for(root: Path) -> HostFacts:
+    facts = probe((str(root),))
+    status = facts.backend("bwrap")
+    if status is None or not status.available:
+        pytest.skip(f"bwrap unavailable: {status.reason if status else 'not probed'}")
+    return facts
+
+
+def request(*argv: str, extra: tuple[Permission, ...] = (), cwd: Special | None = None) -> ExecRequest:
+    intent = SandboxIntent(WORKSPACE + extra, network=NetworkPolicy())
+    return ExecRequest(id="t", argv=argv, sandbox=intent, cwd=cwd)
+
+
+def fresh(req: ExecRequest, facts: HostFacts) -> Prepared | ExecResult:
+    """What an agent that never saw a task computes now."""
+    return prepare(req, facts, LocalFs())
+
+
+def wrapper_of(prepared: Prepared | ExecResult) -> tuple[str, ...]:
+    assert isinstance(prepared, Prepared), prepared
+    return prepared.wrapper.argv
+
+
+def test_an_unchanged_filesystem_reuses_the_wrapper_for_any_command(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    facts = facts_for(tmp_path)
+    first = prepare_local(request("/bin/true"), facts)
+    assert prepare_local(request("/bin/true"), facts) is first  # reused, not recomputed
+    for argv in (("/bin/echo", "a b", "'\"$x", "é", "\udcff"), ("/bin/sh", "-c", "echo --chdir -- /")):
+        again = prepare_local(request(*argv), facts)
+        assert again == fresh(request(*argv), facts) and wrapper_of(again)[-len(argv):] == argv
+
+
+def test_a_protected_dir_a_task_leaves_behind_is_seen(tmp_path: Path) -> None:
+    """The first task finds no ``.git`` and bwrap blocks its creation with an empty mount point,
+    which stays on the host: the second must bind it as the directory it now is."""
+    facts = facts_for(tmp_path)
+    first = execute(request("/bin/true"), facts)
+    assert first.status is Status.OK and (tmp_path / ".git").is_dir()
+    now = fresh(request("/bin/true"), facts)
+    second = execute(request("/bin/sh", "-c", "mkdir .git/hooks"), facts)
+    assert second.wrapper == wrapper_of(fresh(request("/bin/sh", "-c", "mkdir .git/hooks"), facts))
+    assert wrapper_of(now) != first.wrapper  # the memo had to see the change
+    assert second.status is Status.FAILED and not (tmp_path / ".git" / "hooks").exists()
+
+
+def test_a_gitdir_file_planted_between_tasks_is_guarded(tmp_path: Path) -> None:
+    """A ``.git`` file's ``gitdir:`` target is read-only too: its content is an answer as well."""
+    (tmp_path / ".git").write_text("gitdir: real-git\n")
+    (tmp_path / "real-git").mkdir()
+    (tmp_path / "other-git").mkdir()
+    facts = facts_for(tmp_path)
+    assert execute(request("/bin/true"), facts).status is Status.OK
+    (tmp_path / ".git").write_text("gitdir: other-git\n")  # what a task could not do, the host did
+    second = execute(request("/bin/sh", "-c", "touch other-git/x"), facts)
+    assert second.wrapper == wrapper_of(fresh(request("/bin/sh", "-c", "touch other-git/x"), facts))
+    assert str(tmp_path / "other-git") in second.wrapper
+    assert second.status is Status.FAILED and not (tmp_path / "other-git" / "x").exists()
+
+
+def test_a_dir_a_task_swaps_for_a_symlink_is_refused_as_afresh(tmp_path: Path) -> None:
+    """A read-only ``sub`` inside the writable root, which a task under this policy cannot touch
+    (shown) but one under another policy, or the host, can swap for a symlink to /etc. A
+    read-only rule through a link in a writable root cannot be enforced: the next identical
+    request is refused exactly as a fresh agent refuses it."""
+    (tmp_path / "sub").mkdir()
+    facts = facts_for(tmp_path)
+    read_sub = (Permission(FilePath(PathUri.from_native(str(tmp_path / "sub")).uri), Access.READ),)
+    first = execute(request("/bin/sh", "-c", "touch sub/x", extra=read_sub), facts)
+    assert first.status is Status.FAILED and not (tmp_path / "sub" / "x").exists()
+    shutil.rmtree(tmp_path / "sub")
+    os.symlink("/etc", tmp_path / "sub")
+    second = execute(request("/bin/sh", "-c", "touch sub/x", extra=read_sub), facts)
+    expected = fresh(request("/bin/sh", "-c", "touch sub/x", extra=read_sub), facts)
+    assert isinstance(expected, ExecResult) and second.status is expected.status is Status.SANDBOX_UNAVAILABLE
+    assert second.message == expected.message and not second.wrapper
+
+
+def test_a_cwd_swapped_for_a_symlink_by_a_task_moves_with_it(tmp_path: Path) -> None:
+    """A task in the writable root replaces the cwd ``sub`` with a link to /etc: the next task
+    starts where a fresh agent would start it (/etc, read-only there), not in the old ``sub``."""
+    (tmp_path / "sub").mkdir()
+    facts = facts_for(tmp_path)
+    in_sub = Special("workspace_roots", "sub")
+    swap = execute(request("/bin/sh", "-c", "cd .. && rmdir sub && ln -s /etc sub", cwd=in_sub), facts)
+    assert swap.status is Status.OK and (tmp_path / "sub").is_symlink()
+    second = execute(request("/bin/sh", "-c", "pwd; touch x", cwd=in_sub), facts)
+    assert second.wrapper == wrapper_of(fresh(request("/bin/sh", "-c", "pwd; touch x", cwd=in_sub), facts))
+    assert second.stdout == "/etc\n" and second.status is Status.FAILED and not os.path.exists("/etc/x")
+
+
+def test_a_file_a_task_creates_under_a_deny_glob_is_masked_next_time(tmp_path: Path) -> None:
+    facts = facts_for(tmp_path)
+    deny_pem = (Permission(Glob("*.pem"), Access.DENY),)
+    first = execute(request("/bin/sh", "-c", "echo secret > key.pem", extra=deny_pem), facts)
+    assert first.status is Status.OK
+    second = execute(request("/bin/cat", "key.pem", extra=deny_pem), facts)
+    assert second.wrapper == wrapper_of(fresh(request("/bin/cat", "key.pem", extra=deny_pem), facts))
+    assert second.status is Status.FAILED and "secret" not in second.stdout
+
+
+def test_replay_fails_on_any_changed_answer_and_a_raise_is_never_remembered(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    view = MemoFs(LocalFs())
+    view.kind(str(tmp_path / "d"))
+    view.realpath(str(tmp_path / "d"))
+    assert list(view.scandir(str(tmp_path))) == [("d", "dir")]
+    assert replay(view.log, LocalFs())
+    (tmp_path / "e").touch()  # only the listing changes
+    assert not replay(view.log, LocalFs())
+    with pytest.raises(OSError):
+        view.readlink(str(tmp_path / "d"))
+    assert view.tainted
