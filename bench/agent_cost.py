@@ -3,7 +3,8 @@
 Why: on loopback the benchmark's hosts share the controller's cores, so what an agent costs the
 host (interpreter start, imports, facts probe, Jinja2, the persistent sandbox's start) shows up
 as wall time in ``bench/compare.py``. This measures it alone: the agent is started the way sshd
-would start it (the bootstrap command under ``sh -c``, the zip cached as on a warm host), serves
+would start it (the bootstrap command under ``sh -c``, the zip cached as on a warm host, with its
+caches: compiled dataclasses and templates, a working bwrap remembered), serves
 K ``/bin/echo hello`` tasks and exits; the CPU of it and everything it waited for is summed.
 
     python bench/agent_cost.py [--python /usr/bin/python3] [--tasks 1,10] [--rounds 8]

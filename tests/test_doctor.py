@@ -31,6 +31,7 @@ from sandfleet.doctor import (
     doctor_text,
     facts_text,
 )
+from sandfleet.transports.base import AgentInit
 from sandfleet_agent.binding.facts import (
     BackendStatus,
     HostFacts,
@@ -124,6 +125,27 @@ def test_cli_facts_one_block_or_object_per_host(tmp_path: Path) -> None:
     assert code == 0 and out.startswith("here | OK | linux") and "\n  python: " in out and "\n  euid: " in out
     code, out, err = _run("facts", "-i", inv, "nosuchgroup")
     assert code == 1 and out == "" and "the pattern 'nosuchgroup' matches no host" in err
+
+
+def test_doctor_and_facts_ask_for_fresh_facts_and_a_run_does_not(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent may keep a working bwrap's verdict for minutes (binding/facts.py ``kept_bwrap``);
+    doctor and facts are about the host as it is now, so their init line says ``fresh_facts``."""
+    from sandfleet.transports.local import LocalConnection
+
+    sent: list[tuple[str, bool]] = []
+    real_start = LocalConnection.start
+
+    def start(self: LocalConnection, init: AgentInit) -> HostFacts:
+        sent.append((self.host, init.fresh_facts))
+        return real_start(self, init)
+
+    monkeypatch.setattr(LocalConnection, "start", start)
+    inv = _inventory(tmp_path)
+    api.doctor(inv, "here")
+    api.facts(inv, "here")
+    api.run_command(["true"], hosts="here", inventory=inv, sandbox=False, allow_unsandboxed=True)
+    assert sent == [("here", True), ("here", True), ("here", False)]
 
 
 # -- HostFacts stays readable from older agents ---------------------------------------------------

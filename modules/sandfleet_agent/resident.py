@@ -73,7 +73,7 @@ MAX_LINE = 1 << 20  # an environment is rarely more than a few KiB
 MAX_PERSIST_S = 24 * 3600
 LOCK_WAIT_S = 2.0  # how long a new server waits for a stopping one of the same name
 #: The agent's caches at the top of its unpacked copy, which the stub's check leaves out too.
-CACHES = ("template-cache", "render-memo", "dataclass-cache")
+CACHES = ("template-cache", "render-memo", "dataclass-cache", "facts-cache")
 _SIZEOF_INT = struct.calcsize("i")
 _first_runs: list[int] = []  # the stub's end of the pipe that tells the server its first run ended
 

@@ -197,6 +197,8 @@ class HostRun:
         self._cancelled = False  # cancel() was called: no new task starts until begin()
         self._ahead: dict[tuple[int, int], _Prepared] = {}  # tasks rendered for the batch in flight
         self._ahead_play: Optional[Play] = None  # the play of those tasks
+        #: Ask the agent to probe every backend anew, never from its cache (``sandfleet doctor``).
+        self.fresh_facts = False
 
     @property
     def name(self) -> str:
@@ -356,7 +358,8 @@ class HostRun:
         """Start the host's agent once per run and its variables once per play."""
         if self.facts is None:
             facts = self.connection.start(AgentInit(self.config.workspace_roots, self.config.sandbox_pin,
-                                                    self.config.network_resolve, self.config.sandbox_reuse))
+                                                    self.config.network_resolve, self.config.sandbox_reuse,
+                                                    fresh_facts=self.fresh_facts))
             if self.config.os and facts.os != self.config.os:
                 raise HostUnreachable(f"{self.name} runs {facts.os}, but the inventory says sandfleet_os="
                                       f"{self.config.os}; fix the inventory")

@@ -7,7 +7,9 @@ rendering code, which is why a dry-run shows what would run.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import json
 import os
 import posixpath
 import re
@@ -16,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -326,16 +329,30 @@ def _run_probe(path: str, args: Sequence[str]) -> tuple[Optional[int], str]:
     return proc.returncode, proc.stderr.decode(errors="replace")
 
 
-def probe_bwrap() -> BackendStatus:
+def probe_bwrap(cache: Optional[str] = None) -> BackendStatus:
     """Whether bwrap works here: the system's bwrap (:func:`trusted_binary`, never PATH), started
     once with the namespaces a task uses (~4 ms). If only mounting a fresh /proc fails (containers),
     a second start without it: then bwrap is available with ``proc=False`` and sandboxes get an
-    empty /proc (``Bwrap._proc``). Any other failure says its cause and fix (:func:`classify_bwrap_failure`)."""
+    empty /proc (``Bwrap._proc``). Any other failure says its cause and fix (:func:`classify_bwrap_failure`).
+    ``cache``: a private folder where a working bwrap is remembered (:func:`kept_bwrap`)."""
     dirs = _bwrap_dirs()
     path, why = trusted_binary("bwrap", dirs) if dirs else (None, f"bwrap is not installed where this agent "
                                                                f"looks ({BWRAP_DIRS_ENV} names no directory)")
     if path is None:
         return BackendStatus("bwrap", False, f"{why}; {_BWRAP_PACKAGE}")
+    key = bwrap_key(path) if cache is not None else None
+    if cache is None or key is None:
+        return _start_bwrap(path)
+    status = kept_bwrap(cache, key, path)
+    if status is None:
+        status = _start_bwrap(path)
+        if status.available:  # never a failure: the next agent probes again
+            keep_bwrap(cache, key, status)
+    return status
+
+
+def _start_bwrap(path: str) -> BackendStatus:
+    """:func:`probe_bwrap`'s trial starts of the trusted bwrap at ``path``."""
     version = bwrap_version(path)
     code, stderr = _run_probe(path, _BWRAP_PROBE)
     if code is None:
@@ -352,6 +369,91 @@ def probe_bwrap() -> BackendStatus:
         code, stderr = code2, stderr2
     cause, fix = classify_bwrap_failure(stderr, code)
     return BackendStatus("bwrap", False, f"{cause}; {fix}", path, version=version)
+
+
+#: How long a working bwrap is remembered (:func:`kept_bwrap`): a change its key cannot see (an
+#: AppArmor profile removed on a kernel without a policy revision file) lasts at most this long.
+BWRAP_KEPT_S = 600
+_BWRAP_KEPT = "bwrap.json"
+
+
+def bwrap_key(path: str) -> Optional[str]:
+    """What decides whether the trusted bwrap at ``path`` works, as one string: the boot, that
+    binary (its inode, size, mtime and ctime), the user namespace sysctls, the AppArmor policy
+    revision, this process's euid, user namespace and seccomp mode; None when any of it is
+    unreadable (then nothing is remembered)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        st = os.stat(path)
+        userns = os.readlink("/proc/self/ns/user")
+    except (OSError, ValueError):
+        return None
+    try:
+        with open("/sys/kernel/security/apparmor/revision", encoding="ascii") as fh:
+            apparmor = fh.read().strip()
+    except (OSError, ValueError):
+        apparmor = ""  # no AppArmor, or not readable here: the time limit covers it
+    return json.dumps([boot, path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                       userns_sysctls(), apparmor, os.geteuid(), userns, seccomp_mode()])
+
+
+def kept_bwrap(cache: str, key: str, path: str) -> Optional[BackendStatus]:
+    """The working bwrap an earlier agent probed under this very ``key``, at most
+    :data:`BWRAP_KEPT_S` ago, saving this one bwrap's start (~3 ms, docs/performance.md); None
+    otherwise. Only what the probe learnt comes from the file (its ``/proc`` verdict and version),
+    never the binary: ``path`` is the one just trusted. A file this user does not own alone, in a
+    folder not private to them, is ignored. Forging one takes writing to the agent's own state
+    dir, which its code there already trusts (its compiled dataclasses); and it fails closed: a
+    task under a bwrap that does not work is not ok and its command never runs."""
+    try:
+        folder = os.open(cache, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(_BWRAP_KEPT, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder) if _private(folder) else -1
+    except OSError:
+        fd = -1
+    finally:
+        os.close(folder)
+    if fd < 0:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            kept = json.loads(fh.read()) if _private(fh.fileno(), stat.S_IFREG) else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(kept, dict) or kept.get("key") != key:
+        return None
+    at, proc, reason, version = kept.get("at"), kept.get("proc"), kept.get("proc_reason"), kept.get("version")
+    if not (isinstance(at, (int, float)) and 0 <= time.time() - at <= BWRAP_KEPT_S and isinstance(proc, bool)
+            and isinstance(reason, str) and isinstance(version, str)):
+        return None
+    return BackendStatus("bwrap", True, "", path, proc=proc, proc_reason=reason, version=version)
+
+
+def keep_bwrap(cache: str, key: str, status: BackendStatus) -> None:
+    """Remember a working bwrap for the next agents (:func:`kept_bwrap`): the whole file or none."""
+    entry = {"key": key, "at": time.time(), "proc": status.proc, "proc_reason": status.proc_reason,
+             "version": status.version}
+    part = os.path.join(cache, f"{_BWRAP_KEPT}.{os.getpid()}")
+    old = os.umask(0o077)
+    try:
+        os.makedirs(cache, mode=0o700, exist_ok=True)
+        with open(part, "x", encoding="utf-8") as out:
+            out.write(json.dumps(entry))
+        os.replace(part, os.path.join(cache, _BWRAP_KEPT))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+    finally:
+        os.umask(old)
+
+
+def _private(fd: int, kind: int = stat.S_IFDIR) -> bool:
+    """Whether ``fd`` is a ``kind`` that this euid owns and nobody else may write."""
+    st = os.fstat(fd)
+    return stat.S_IFMT(st.st_mode) == kind and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 _VERSION_IN_BINARY = re.compile(rb"\0bubblewrap (\d+\.\d+(?:\.\d+)?)\0")
@@ -504,14 +606,16 @@ def cap_eff() -> int:
     return 0
 
 
-def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = ()) -> HostFacts:
-    """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms); what
+def probe(workspace_roots: tuple[str, ...] = (), protected: tuple[str, ...] = (),
+          bwrap_cache: Optional[str] = None) -> HostFacts:
+    """Facts of the machine this code runs on. Costs one bwrap start on Linux (~4 ms), unless
+    ``bwrap_cache`` (a private folder) remembers a working one (:func:`kept_bwrap`); what
     ``sandfleet doctor`` needs besides (bwrap's version, sysctls, seccomp mode) ~0.2 ms of reads."""
     system = host_os()
     backends: list[BackendStatus] = []
     abi = 0
     if system == "linux":
-        backends.append(probe_bwrap())
+        backends.append(probe_bwrap(bwrap_cache))
         landlock, abi = probe_landlock()
         backends.append(landlock)
     elif system == "macos":

@@ -171,6 +171,9 @@ class AgentInit:
     #: interpreter, its PATH): a local agent is given the controller's own installation. It only
     #: ever adds walls, so whoever sends the line cannot remove any.
     protect: tuple[str, ...] = ()
+    #: Probe every backend anew, never from the agent's cache of a working bwrap
+    #: (:func:`sandfleet_agent.binding.facts.probe_bwrap`): for ``sandfleet doctor``.
+    fresh_facts: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,8 @@ def encode_init(init: AgentInit) -> str:
                                                "sandbox_pin": init.sandbox_pin,
                                                "network_resolve": dict(init.network_resolve),
                                                "sandbox_reuse": init.sandbox_reuse,
-                                               "protect": list(init.protect)}})
+                                               "protect": list(init.protect),
+                                               **({"fresh_facts": True} if init.fresh_facts else {})}})
 
 
 def decode_init(line: Union[str, bytes]) -> AgentInit:
@@ -231,6 +235,7 @@ def decode_init(line: Union[str, bytes]) -> AgentInit:
         sandbox_reuse=init.get("sandbox_reuse") is not False,
         protect=tuple(p for p in protect if isinstance(p, str) and os.path.isabs(p))
         if isinstance(protect, list) else (),
+        fresh_facts=init.get("fresh_facts") is True,
     )
 
 
