@@ -29,8 +29,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Optional, TextIO, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO, Union
 
+# Not imported lazily (~2.5 ms): the first import of the module sandfleet.doctor sets the package's
+# attribute ``sandfleet.doctor``, which must stay the function :func:`doctor` once it was looked up.
 from sandfleet.doctor import DoctorResult, HostFactsResult, HostReport
 from sandfleet.errors import InputError, UsageError
 from sandfleet.inventory import HostConfig, Inventory
@@ -44,15 +46,15 @@ from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.jsonl import dumps, task_result
 from sandfleet.report.outputs import OutputFormat, OutputOptions, Outputs, make_reporter
 from sandfleet.report.recap import Recap
-from sandfleet.report.results_dir import ResultsDirReporter
-from sandfleet.run.dry import DryConnection
 from sandfleet.run.scheduler import HostSet
-from sandfleet.run.slicing import Slice, parse_slice, run_once_warnings
-from sandfleet.run.slicing import plan as slice_plan
 from sandfleet.transports.base import Connection
 from sandfleet.transports.hostkeys import REJECT, HostKeyPolicy
-from sandfleet.transports.local import LocalConnection
 from sandfleet_agent.portable.policy import Policy
+
+# What a plain run does not use is imported where it is used: the results directory, the
+# dry-run, slicing and the local connection (each import is on every run's critical path).
+if TYPE_CHECKING:
+    from sandfleet.run.slicing import Slice
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: A task's sandbox: a :class:`Sandbox`, ``True`` for the default one (workspace profile,
@@ -212,6 +214,8 @@ def _connector(host_key_policy: HostKeyPolicy, ssh_config: Optional[str],
     def connect(config: HostConfig) -> Connection:
         if config.connection == "local":
             passthrough = (config.policy.env_passthrough or ()) if config.policy else ()
+            from sandfleet.transports.local import LocalConnection  # an ssh fleet never uses it
+
             return LocalConnection(config.name, passthrough=passthrough)
         if become_password is not None and config.become_user is not None and config.become_password is None:
             config = dataclasses.replace(config, become_password=become_password)
@@ -276,8 +280,13 @@ def _job(inventory: Union[Inventory, PathLike, Sequence[PathLike]], *, limit: Op
          become_password: Optional[str] = None) -> _Job:
     if forks is not None and forks < 1:
         raise UsageError(f"forks must be a positive number, got {forks}")
-    connect: Callable[[HostConfig], Connection] = DryConnection if dry_run else _connector(host_key_policy,
-                                                                                            ssh_config, become_password)
+    connect: Callable[[HostConfig], Connection]
+    if dry_run:
+        from sandfleet.run.dry import DryConnection  # a real run does not render on the controller
+
+        connect = DryConnection
+    else:
+        connect = _connector(host_key_policy, ssh_config, become_password)
     return _Job(_inventory(inventory), limit, forks, _extra_vars(extra_vars), _policy(policy), allow_unsandboxed,
                 dry_run, connect)
 
@@ -301,6 +310,8 @@ def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector
     try:
         hosts.play(playbook, targets, outputs, tags, start)
     except KeyboardInterrupt:
+        from sandfleet.report.results_dir import ResultsDirReporter  # imported only with --results-dir
+
         outputs.stop_live()  # so what follows gets a line of its own on a terminal
         for output in outputs.outputs:
             if isinstance(output, ResultsDirReporter):
@@ -317,10 +328,19 @@ def _play(job: _Job, playbook: Playbook, outputs: Outputs, collector: _Collector
     return collector.result(outputs.recap)
 
 
+def _parse_slice(value: Union[str, tuple[int, int]]) -> Slice:
+    from sandfleet.run.slicing import parse_slice  # only a sliced run needs it
+
+    return parse_slice(value, os.environ)
+
+
 def _slice_targets(playbook: Playbook, targets: list[list[str]], part: Slice, outputs: Outputs, tags: TagFilter,
                    start: Optional[tuple[int, int]], on_warning: Optional[Callable[[str], None]]) -> list[list[str]]:
     """Each play's hosts in this slice; a results directory is told, so its summary lets
     ``sandfleet merge`` check the slices belong together."""
+    from sandfleet.report.results_dir import ResultsDirReporter  # imported only with --results-dir
+    from sandfleet.run.slicing import plan as slice_plan
+
     sliced, shape = slice_plan(playbook, targets, part, tags, start)
     for output in outputs.outputs:
         if isinstance(output, ResultsDirReporter):
@@ -386,7 +406,7 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
     also gets which slice this is and how many hosts it has, and a warning for each ``run_once``
     task (it runs once per slice). :func:`merge_results` combines the slices' ``results_dir``.
     """
-    part = None if slice is None else parse_slice(slice, os.environ)
+    part = None if slice is None else _parse_slice(slice)
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
                ssh_config=ssh_config, become_password=become_password)
@@ -396,7 +416,10 @@ def run_playbook(playbook: Union[PathLike, Playbook], inventory: Union[Inventory
             os.path.abspath(book.path))))
     start = None if start_at_task is None else start_position(book, start_at_task)
     warnings = [str(w) for w in book.warnings]
-    warnings += run_once_warnings(book, part) if part is not None else []
+    if part is not None:
+        from sandfleet.run.slicing import run_once_warnings
+
+        warnings += run_once_warnings(book, part)
     warnings += [f"{task.mark}: warning: register: {task.register} is also given with -e; extra vars win, "
                  "so later tasks see the -e value, not this task's result"
                  for play in book.plays for task in play.tasks if task.register in job.extra_vars]
@@ -479,7 +502,7 @@ def run_command(argv: Sequence[str], *, hosts: str = "all",
     ``limit`` that matches no host is warned about (``on_warning``, Ansible's ``[WARNING]: Could
     not match supplied host pattern, ignoring: TERM``), and when no host is selected nothing runs
     and the exit code is 1; ``slice`` runs one slice of the hosts, as there."""
-    part = None if slice is None else parse_slice(slice, os.environ)
+    part = None if slice is None else _parse_slice(slice)
     job = _job(inventory, limit=limit, forks=forks, extra_vars=extra_vars, policy=policy,
                allow_unsandboxed=allow_unsandboxed, dry_run=dry_run, host_key_policy=host_key_policy,
                ssh_config=ssh_config, become_password=become_password)
@@ -616,6 +639,8 @@ def doctor(inventory: Union[Inventory, PathLike, Sequence[PathLike], None] = Non
     with open_fleet(inv, "localhost" if inventory is None else hosts, limit=limit, forks=forks, policy=policy,
                     host_key_policy=host_key_policy, ssh_config=ssh_config,
                     become_password=become_password) as fleet:
+        for run in fleet._set.runs.values():
+            run.fresh_facts = True  # the host as it is now, never an agent's kept verdict
         result = fleet.run(list(_TRIAL_ARGV), name="sandfleet doctor: the default sandbox", timeout=60)
         reports = {}
         for name in fleet.hosts:
@@ -655,7 +680,7 @@ def facts(inventory: Union[Inventory, PathLike, Sequence[PathLike]], hosts: str 
             return HostFactsResult(config.name, None, str(exc))
         try:
             found = connection.start(AgentInit(config.workspace_roots, config.sandbox_pin, config.network_resolve,
-                                               config.sandbox_reuse))
+                                               config.sandbox_reuse, fresh_facts=True))
             return HostFactsResult(config.name, found)
         except HostUnreachable as exc:
             return HostFactsResult(config.name, None, str(exc))

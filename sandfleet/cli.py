@@ -683,6 +683,10 @@ def cmd_facts(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    if argv is None:  # the sandfleet process itself, not a caller of main([...]): sandfleet/startup.py
+        from sandfleet.startup import keep_dataclass_code
+
+        keep_dataclass_code()
     words, command = _split_exec(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in words
     try:

@@ -21,7 +21,6 @@ from sandfleet.load.playbook import Play, Task
 from sandfleet.report.events import Reporter, TaskEvent, TaskStatus
 from sandfleet.report.recap import HostTally, Recap
 from sandfleet.report.terminal import Console, Palette, elapsed, printable, wants_colour, wants_live
-from sandfleet_agent.backends.escaping import sh, sh_join
 from sandfleet_agent.portable.limits import described
 from sandfleet_agent.portable.wire import ExecResult
 
@@ -189,6 +188,8 @@ class TextReporter(Reporter):
     def _record_lines(self, argv: Sequence[str], r: ExecResult) -> list[str]:
         """``-v``: the task's own argv and the wrapper that enforced it (for a persistent sandbox,
         its command; the task entered it as the argv above)."""
+        from sandfleet_agent.backends.escaping import sh_join  # with the backends' package: ~8 ms, -v only
+
         lines = [self.paint(f"    $ {printable(sh_join(argv))}", "dim")]
         if r.wrapper:
             lines.append(self.paint(f"    wrapper: {printable(dry_argv(r.wrapper, r.wrapper_files))}", "dim"))
@@ -293,6 +294,8 @@ def dry_argv(argv: Sequence[str], files: Mapping[str, str]) -> str:
     Seatbelt profile after ``-p``, the Windows launcher after ``-Command``) is written
     ``"$(cat NAME)"``, NAME being that file, listed below the command, rather than printed twice
     with its quotes escaped. ``--format json`` carries every word and file exactly."""
+    from sandfleet_agent.backends.escaping import sh  # with the backends' package: ~8 ms, not every run's
+
     by_content = {content: name for name, content in files.items() if "\n" in content}
     return " ".join(f'"$(cat {sh(by_content[w])})"' if w in by_content else sh(w) for w in argv)
 
