@@ -45,20 +45,23 @@ class Sample:
 #: Each measured process is started by a small launcher that reports its wall time, CPU and peak
 #: RSS. Not by this process: Linux keeps the parent's high-water RSS across fork and exec, so a
 #: child of this one (which holds every run's output) would report at least this one's size.
+#: Used by bench/compare.py too (its 200-host row). Arguments: the stdout file, the stderr file
+#: ("-": with stdout), the command.
 LAUNCHER = """\
 import resource, subprocess, sys, time
 t0 = time.perf_counter()
-with open(sys.argv[1], "wb") as out:
-    code = subprocess.run(sys.argv[2:], stdout=out, stderr=subprocess.STDOUT).returncode
+with open(sys.argv[1], "wb") as out, open(sys.argv[2] if sys.argv[2] != "-" else "/dev/null", "wb") as err:
+    code = subprocess.run(sys.argv[3:], stdout=out, stderr=subprocess.STDOUT if sys.argv[2] == "-" else err,
+                          stdin=subprocess.DEVNULL).returncode
 wall = time.perf_counter() - t0
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(wall, ru.ru_maxrss, ru.ru_utime + ru.ru_stime, code)
 """
 
 
-def start(argv: list[str], out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), *argv], stdout=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+def start(argv: list[str], out: Path, err: str = "-") -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(out), err, *argv], stdout=subprocess.PIPE,
+                            text=True, cwd=ROOT)
 
 
 def finish(proc: subprocess.Popen[str], out: Path) -> Sample:
