@@ -22,7 +22,7 @@ import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -412,18 +412,25 @@ def interrupted(tmp_path: Path, pipelining: bool) -> tuple[int, list[tuple[str, 
     - {name: long, exec: {argv: [sh, -c, 'touch started; sleep 30'], cwd: ':workspace_roots'}}
     - {name: never, exec: {argv: [touch, never], cwd: ':workspace_roots'}}
 """)
+    code, out = sigint_once(playbook, inventory, lambda: (ws / "started").exists())
+    assert not (ws / "never").exists()
+    return code, [(e["task"], e["status"]) for e in eventschema.parse(out) if e["event"] == "task_result"]
+
+
+def sigint_once(playbook: Path, inventory: Path, ready: Callable[[], bool]) -> tuple[int, str]:
+    """A real ``python -m sandfleet run --format json``, sent SIGINT once ``ready``: its exit code
+    and stdout."""
     proc = subprocess.Popen([sys.executable, "-m", "sandfleet", "run", str(playbook), "-i", str(inventory),
                              "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
-        assert wait_until(lambda: (ws / "started").exists() or proc.poll() is not None, within_s=60)
+        assert wait_until(lambda: ready() or proc.poll() is not None, within_s=60)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert not (ws / "never").exists()
-    return proc.returncode, [(e["task"], e["status"]) for e in eventschema.parse(out) if e["event"] == "task_result"]
+    return proc.returncode, out
 
 
 def test_ctrl_c_during_a_batch_reports_the_task_in_flight_and_nothing_after(tmp_path: Path) -> None:
@@ -458,18 +465,9 @@ def test_ctrl_c_reports_the_tasks_a_fast_host_ran_ahead_of_a_linear_play(tmp_pat
     - {name: long, exec: {argv: [sh, -c, 'touch long; sleep 30'], cwd: ':workspace_roots'}}
     - {name: never, exec: {argv: [touch, never], cwd: ':workspace_roots'}}
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "sandfleet", "run", str(playbook), "-i", str(inventory),
-                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert wait_until(lambda: ((tmp_path / "slow" / "started").exists() and (tmp_path / "fast" / "long").exists())
-                          or proc.poll() is not None, within_s=60)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130
+    code, out = sigint_once(playbook, inventory,
+                            lambda: (tmp_path / "slow" / "started").exists() and (tmp_path / "fast" / "long").exists())
+    assert code == 130
     events = eventschema.parse(out, progress=True)
     results = {host: [(e["task"], e["status"], e.get("ignored", False)) for e in events
                       if e["event"] == "task_result" and e["host"] == host] for host in hosts}
