@@ -15,9 +15,7 @@ import dataclasses
 import errno
 import json
 import os
-import shutil
 import signal
-import subprocess
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -232,6 +230,8 @@ def _fresh_scratch(paths: tuple[str, ...]) -> None:
 
 
 def _remove_scratch(paths: tuple[str, ...]) -> None:
+    import shutil  # here: with its archive formats it costs every agent's start ~1 ms
+
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -268,7 +268,7 @@ def _spawn(request: ExecRequest, prepared: Prepared, facts: HostFacts, cancel_fd
             bounds = None
         failed = _start_failure(request, done)
         unprovided = _setup_failure(done)
-    except subprocess.SubprocessError as exc:  # the sandbox could not be applied in the child: nothing ran
+    except spawn.ChildSetupFailed as exc:  # the sandbox could not be applied in the child: nothing ran
         return refusal(request, f"{wrapper.backend}: applying the sandbox in the child failed ({exc})",
                        prepared.warnings)
     except SandboxDied as exc:

@@ -13,11 +13,8 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -116,7 +113,13 @@ def host_os() -> str:
 
 def _tmpdir() -> str:
     env = os.environ.get("TMPDIR", "")
-    return env if os.path.isabs(env) else tempfile.gettempdir()
+    if os.path.isabs(env):
+        return env
+    if not (os.environ.get("TEMP") or os.environ.get("TMP")) and os.access("/tmp", os.W_OK | os.X_OK):
+        return "/tmp"  # what tempfile.gettempdir() finds first then, without importing it (~1.4 ms)
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 #: Where sandbox helper binaries (bwrap, ...) are taken from: root-owned system directories only,
@@ -221,6 +224,8 @@ def trusted_binary(name: str, dirs: Sequence[str] = SYSTEM_BIN_DIRS) -> tuple[Op
         if not problem:
             return candidate, ""
         refused.append(f"{candidate} is not used: {problem}")
+    import shutil
+
     on_path = shutil.which(name)  # only to name it in the reason below, never to run it
     if on_path and os.path.isabs(on_path) and posixpath.normpath(on_path) not in seen:
         problem = _trust_problem(on_path)
@@ -322,6 +327,8 @@ def _is_proc_failure(stderr: str) -> bool:
 
 def _run_probe(path: str, args: Sequence[str]) -> tuple[Optional[int], str]:
     """bwrap's exit status and stderr; ``(None, why)`` when it could not be started at all."""
+    import subprocess  # only when bwrap is probed, not when its verdict is kept
+
     try:
         proc = subprocess.run([path, *args], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
