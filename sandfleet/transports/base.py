@@ -68,6 +68,25 @@ class Connection(ABC):
 Reply = Union[wire.ExecResult, wire.BatchEnd]
 
 
+class StreamConnection(Connection):
+    """A connection whose agent speaks :class:`AgentStream` (local and SSH): pipelining and what
+    an interrupt reads go to the stream once the agent has started."""
+
+    _stream: Optional[AgentStream] = None
+
+    @property
+    def pipelines(self) -> bool:
+        return self._stream is not None and self._stream.batches
+
+    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
+        """Queue a batch; :meth:`execute` sends and reads it, so its errors are worded as a task's."""
+        return self._stream is not None and self._stream.pipeline(steps)
+
+    def received(self) -> Optional[list[Reply]]:
+        stream = self._stream
+        return stream.received() if stream is not None else None
+
+
 class _Replies:
     """A sent batch's replies, read as they arrive by a thread of their own until the batch's end
     line (or the stream's end). Why: in a ``linear`` play a fast host's agent runs tasks ahead of

@@ -20,7 +20,7 @@ from typing import IO, Optional
 
 import sandfleet
 import sandfleet_agent
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, Reply, last_words
+from sandfleet.transports.base import AgentInit, AgentStream, HostUnreachable, StreamConnection, last_words
 from sandfleet_agent.binding.facts import HostFacts
 from sandfleet_agent.portable import wire
 from sandfleet_agent.spawn import INHERITED_ENV
@@ -49,7 +49,7 @@ def own_installation() -> tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.realpath(p) for p in paths if p))
 
 
-class LocalConnection(Connection):
+class LocalConnection(StreamConnection):
     def __init__(self, host: str, python: Optional[str] = None, passthrough: Sequence[str] = ()) -> None:
         self.host, self.passthrough = host, tuple(passthrough)
         self.python = python or sys.executable
@@ -82,17 +82,6 @@ class LocalConnection(Connection):
             return self._stream.execute(request)
         except HostUnreachable as exc:
             raise HostUnreachable(f"{exc}{self._agent_stderr()}") from None
-
-    @property
-    def pipelines(self) -> bool:
-        return self._stream is not None and self._stream.batches
-
-    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
-        return self._stream is not None and self._stream.pipeline(steps)
-
-    def received(self) -> Optional[list[Reply]]:
-        stream = self._stream
-        return stream.received() if stream is not None else None
 
     def _agent_stderr(self) -> str:
         if self._stderr is None:

@@ -23,13 +23,13 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
 from sandfleet.transports._lean import paramiko
-from sandfleet.transports.base import AgentInit, AgentStream, Connection, HostUnreachable, Reply, last_words
+from sandfleet.transports.base import AgentInit, AgentStream, HostUnreachable, StreamConnection, last_words
 from sandfleet.transports.bootstrap import (
     INLINE_INIT,
     MIN_PYTHON,
@@ -131,7 +131,7 @@ def _load_key(path: str) -> Union[paramiko.PKey, str]:
         return f"unreadable: {exc}"
 
 
-class SshConnection(Connection):
+class SshConnection(StreamConnection):
     def __init__(self, config: HostConfig, connector: SshConnector) -> None:
         self.host, self.config, self.connector = config.name, config, connector
         self.uploaded: Optional[bool] = None  # after start: whether the host needed the agent zip
@@ -429,18 +429,6 @@ class SshConnection(Connection):
             raise HostUnreachable(f"{exc}{self._stderr_tail()}") from None
         self._drain_stderr()
         return result
-
-    @property
-    def pipelines(self) -> bool:
-        return self._stream is not None and self._stream.batches
-
-    def pipeline(self, steps: Sequence[wire.BatchStep]) -> bool:
-        """Queue a batch; :meth:`execute` sends and reads it, so its errors are worded as a task's."""
-        return self._stream is not None and self._stream.pipeline(steps)
-
-    def received(self) -> Optional[list[Reply]]:
-        stream = self._stream
-        return stream.received() if stream is not None else None
 
     def _drain_stderr(self) -> None:
         """Keep the agent's stderr moving (unread, it would fill the channel window) and its tail."""
