@@ -98,6 +98,22 @@ def test_a_changed_binary_an_old_entry_or_a_writable_file_probes_again(bwrap_dir
     assert _starts(bwrap_dir) == 5
 
 
+@pytest.mark.parametrize("garbage", ["", "{not json", "[]", '"works"', "null", '{"key": null}', "\udcff"],
+                         ids=["empty", "broken", "list", "string", "null", "no-key", "undecodable"])
+def test_garbage_in_the_file_probes_again(bwrap_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          garbage: str) -> None:
+    """Whatever else the file holds, the agent probes bwrap itself, and never fails for it."""
+    _fake(bwrap_dir, "exit 0")
+    monkeypatch.setenv(BWRAP_DIRS_ENV, str(bwrap_dir))
+    cache = tmp_path / "facts-cache"
+    cache.mkdir(mode=0o700)
+    kept = cache / "bwrap.json"
+    kept.write_bytes(garbage.encode("utf-8", "surrogateescape"))
+    kept.chmod(0o600)
+    assert probe_bwrap(str(cache)).available
+    assert _starts(bwrap_dir) == 1
+
+
 def test_the_binary_never_comes_from_the_file(bwrap_dir: Path, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     exe = _fake(bwrap_dir, DENIED)
