@@ -251,9 +251,28 @@ def user_processes() -> int:
     return count
 
 
-def rlimits(limits: TaskLimits, mechanism: str) -> list[tuple[int, int]]:
+def nproc_counted_per_userns(release: Optional[str] = None) -> bool:
+    """Whether this kernel counts ``RLIMIT_NPROC`` per user namespace (ucounts, Linux 5.14)."""
+    parts = (release or os.uname().release).split(".")
+    try:
+        version = int(parts[0]), int("".join(c for c in parts[1][:3] if c.isdigit()) or "0")
+    except (IndexError, ValueError):
+        return False
+    return version >= (5, 14)
+
+
+def rlimits(limits: TaskLimits, mechanism: str, alone_in_userns: bool = False) -> list[tuple[int, int]]:
     """The (resource, value) pairs the child sets before exec: always CPU, file size and open
-    files; memory and processes too where no cgroup holds them."""
+    files; memory and processes too where no cgroup holds them.
+
+    ``RLIMIT_NPROC`` is checked against the processes of the task's uid *in the task's user
+    namespace* (Linux 5.14+ counts them per namespace, then each parent namespace against the
+    limit its creator had). A task started directly is in the agent's namespace, with every
+    process of the user, so it gets those plus ``pids``. ``alone_in_userns``: the task starts in
+    a persistent sandbox's own user namespace, where only its pid 1 lives between tasks (it kills
+    every leftover), and which was made without this limit; there it is ``pids`` plus that one.
+    (Counting the user's processes there too would let a task make them all again, and scanning
+    /proc costs ~1 ms a task.) Older kernels count every process of the user in one place."""
     import resource
 
     out: list[tuple[int, int]] = []
@@ -267,7 +286,8 @@ def rlimits(limits: TaskLimits, mechanism: str) -> list[tuple[int, int]]:
         if limits.memory is not None:
             out.append((resource.RLIMIT_AS, limits.memory))
         if limits.pids is not None and os.getuid() != 0:  # root is not counted by RLIMIT_NPROC
-            out.append((resource.RLIMIT_NPROC, user_processes() + limits.pids))
+            alone = alone_in_userns and nproc_counted_per_userns()
+            out.append((resource.RLIMIT_NPROC, (1 if alone else user_processes()) + limits.pids))
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -21,7 +22,7 @@ import pytest
 
 from sandfleet_agent.binding.facts import HostFacts, assumed_facts, cap_eff, own_paths, probe, state_dir
 from sandfleet_agent.binding.hostfs import AssumedFs
-from sandfleet_agent.bounds import AS_NOTE
+from sandfleet_agent.bounds import AS_NOTE, nproc_counted_per_userns
 from sandfleet_agent.executor import Prepared, execute, prepare
 from sandfleet_agent.linux.sandbox_pool import SandboxPool
 from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxIntent
@@ -278,6 +279,38 @@ def _unprivileged(ws: str, code: str, arg: str, limits: TaskLimits) -> ExecResul
     return execute(request, facts, pin="bwrap")
 
 
+def _unprivileged_reused(ws: str, code: str, arg: str, limits: TaskLimits, others: int) -> ExecResult:
+    """:func:`_unprivileged` as the third task of a persistent sandbox, while ``others``
+    processes of the same user run outside it (sleepers, killed after)."""
+    home = os.environ["HOME"]
+    facts = dataclasses.replace(probe(), home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
+                                protected=own_paths(), workspace_roots=(ws,))
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(others)]
+    pool = SandboxPool(python=(PY,), fresh_first=0)  # an interpreter the user can run (not a pyenv under /root)
+    try:
+        intent = SandboxIntent(PROFILES["workspace"], NetworkPolicy(), limits=limits)
+        for _ in "12":
+            execute(ExecRequest(id="t", argv=("true",), timeout_s=60, sandbox=intent), facts, pin="bwrap", pool=pool)
+        result = execute(ExecRequest(id="t", argv=(PY, "-c", code, arg), timeout_s=60, sandbox=intent),
+                         facts, pin="bwrap", pool=pool)
+    finally:
+        pool.close()
+        for proc in sleepers:
+            proc.kill()
+            proc.wait()
+    assert "--as-pid-1" in result.wrapper, (result.message, result.warnings)
+    return result
+
+
+@pytest.mark.parametrize(("release", "per_userns"), [
+    ("6.18.44-fc-v1252", True), ("5.14.0-284.el9.x86_64", True), ("5.13.19", False),
+    ("4.18.0-553.el8_10.x86_64", False), ("5.4.0-150-generic", False), ("garbage", False), ("5", False)])
+def test_only_kernels_from_5_14_count_processes_per_user_namespace(release: str, per_userns: bool) -> None:
+    """Before 5.14 the kernel counted every process of the user against RLIMIT_NPROC, wherever it
+    ran: a persistent sandbox's task then needs the user's processes added, as any other task."""
+    assert nproc_counted_per_userns(release) is per_userns
+
+
 class TestWithoutCgroups:
     """An agent logged in as an ordinary user: no cgroup of its own, so rlimits."""
 
@@ -298,6 +331,16 @@ class TestWithoutCgroups:
         r = as_user(_unprivileged, str(ws), FORK_BOMB, marker, TaskLimits(pids=24))
         made, errno = (int(x) for x in r.stdout.split())
         assert errno == 11 and made <= 24, r
+        assert survivors(marker) == []
+
+    def test_a_fork_bomb_in_a_persistent_sandbox_gets_no_more_for_the_users_other_processes(self, ws: Path) -> None:
+        """The sandbox is a user namespace of its own, where the kernel counts only its processes:
+        the limit is the task's pids plus its pid 1, not plus every process the user has outside."""
+        marker = f"bomb-{uuid.uuid4().hex}"
+        r = as_user(_unprivileged_reused, str(ws), FORK_BOMB, marker, TaskLimits(pids=24), 60)
+        made, errno = (int(x) for x in r.stdout.split())
+        assert errno == 11 and 16 <= made <= 24, r
+        assert r.limits_mechanism == "rlimit"
         assert survivors(marker) == []
 
 

@@ -8,15 +8,24 @@ private pytest temp dir.
 
 from __future__ import annotations
 
+# What the host-side code imports lazily, imported here before any fork: the interpreter running
+# the tests may live where the test user cannot read it (a pyenv under /root).
+import ctypes  # noqa: F401
+import encodings.ascii
+import encodings.latin_1  # noqa: F401
 import os
 import pickle
 import pwd
+import resource  # noqa: F401
 import shutil
+import subprocess  # noqa: F401
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TypeVar
+
+import jinja2  # noqa: F401
 
 from support.sshd import USER, ensure_user
 

@@ -218,7 +218,7 @@ class Sandbox:
         message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
                                  "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
                                  "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch],
-                                 "rlimits": rlimits(limits, self.mechanism or "rlimit")})
+                                 "rlimits": rlimits(limits, self.mechanism or "rlimit", alone_in_userns=True)})
         task = InitTask(self, message, limits)
         try:
             done = task.run(timeout_s, cancel_fd, cap)
