@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -169,3 +171,25 @@ def test_a_killed_task_that_never_reports_its_exit_is_given_up_once_the_kill_tim
     with pytest.raises(TimeoutError, match="no exit after 1 kill"):
         task.run(timeout_s=0.1, cancel_fd=None, cap=spawn.DEFAULT_CAP)
     assert task.kills == 1
+
+
+class TestSpawnedWaitFor:
+    """A persistent sandbox's process is waited for at the agent's end with a timeout."""
+
+    def test_an_exit_within_the_timeout_gives_its_status(self) -> None:
+        child = spawn.Spawned(os.posix_spawn("/bin/sh", ["sh", "-c", "sleep 0.05; exit 3"], dict(os.environ)))
+        assert child.wait_for(10) == 3 and child.poll() == 3
+
+    def test_one_still_running_gives_none_after_the_timeout_and_stays_waitable(self) -> None:
+        child = spawn.Spawned(os.posix_spawn("/bin/sleep", ["sleep", "10"], dict(os.environ)))
+        try:
+            started = time.monotonic()
+            assert child.wait_for(0.2) is None
+            assert 0.15 <= time.monotonic() - started < 5
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+        assert child.wait() == -signal.SIGKILL
+
+    def test_one_already_reaped_is_answered_from_its_status(self) -> None:
+        child = spawn.Spawned(os.posix_spawn("/bin/true", ["true"], dict(os.environ)))
+        assert child.wait() == 0 and child.wait_for(0) == 0
