@@ -281,3 +281,193 @@ def _cwd(path: str) -> object:
     from sandfleet_agent.portable.pathuri import PathUri
 
     return FilePath(str(PathUri.from_native(path)))
+
+
+# The sandbox's init on its own (modules/sandfleet_agent/linux/sandbox_init.py): how it makes itself
+# non-dumpable, reads its state and receives its messages, each pinned where it was made cheaper.
+
+#: The probes about init itself: the host's /dev, mounts, SysV IPC and keys change under other processes.
+OWN_STATE = ("limits", "nice", "affinity", "scheduler", "oom_score_adj", "coredump_filter")
+
+
+def _in_init(body: str, wrapper: tuple[str, ...] = ()) -> str:
+    """``body`` run by a fresh ``python -I -S`` (as the sandbox runs init, under ``wrapper``) with
+    init's code, as the agent sends it, loaded but not started; its stdout."""
+    import subprocess
+    import sys
+
+    from sandfleet_agent.linux.sandbox_pool import _init_code
+
+    loader = ("import marshal, sys\nns = {'__name__': 'sandbox_init'}\n"
+              "exec(marshal.loads(sys.stdin.buffer.read()), ns)\nexec(sys.argv[1], ns)")
+    proc = subprocess.run([*wrapper, sys.executable, "-I", "-S", "-c", loader, body], input=_init_code(),
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout.decode()
+
+
+class TestInitNonDumpable:
+    def test_it_reads_back_non_dumpable_without_the_ctypes_package(self) -> None:
+        """``_ctypes`` alone (the ``ctypes`` package costs every sandbox start ~2 ms); checked
+        afterwards through ``ctypes`` itself."""
+        out = _in_init("import sys\n_nondumpable()\nloaded = 'ctypes' in sys.modules\n"
+                       "import ctypes\nprint(loaded, ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")
+        assert out == "False 0\n"
+
+    def test_ctypes_is_the_fallback_where__ctypes_has_another_shape(self) -> None:
+        out = _in_init("import ctypes, sys, types\nsys.modules['_ctypes'] = types.ModuleType('_ctypes')\n"
+                       "_nondumpable()\nprint(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))")
+        assert out == "0\n"
+
+    def test_a_prctl_that_fails_or_does_not_take_fails_closed(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from sandfleet_agent.linux import sandbox_init
+
+        monkeypatch.setattr(sandbox_init, "_prctl", lambda: (lambda *args: -1, lambda: 1))
+        with pytest.raises(OSError, match=r"prctl\(PR_SET_DUMPABLE\) failed") as failed:
+            sandbox_init._nondumpable()
+        assert failed.value.errno == 1
+        ignored = {sandbox_init.PR_SET_DUMPABLE: 0, sandbox_init.PR_GET_DUMPABLE: 1}
+        monkeypatch.setattr(sandbox_init, "_prctl", lambda: (lambda option, *args: ignored[option], lambda: 0))
+        with pytest.raises(OSError, match="did not take"):
+            sandbox_init._nondumpable()
+
+    def test_init_says_so_and_exits_when_it_stays_dumpable(self) -> None:
+        """The whole start, as the agent sees it: one ``error`` line, exit status 1, before any task."""
+        import marshal
+        import socket
+        import subprocess
+        import sys
+
+        from sandfleet_agent.linux.sandbox_pool import _init_code
+
+        first = compile("import marshal, os\nns = {'__name__': 'sandbox_init'}\n"
+                        "exec(marshal.loads(os.read(0, 1 << 20)), ns)\n"
+                        "ns['_prctl'] = lambda: (lambda option, *args: 0 if option == 4 else 1, lambda: 0)\n"
+                        "raise SystemExit(ns['main']())", "stays-dumpable", "exec")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours, theirs:
+            proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", LOADER], stdin=theirs)
+            ours.send(marshal.dumps(first))
+            ours.send(_init_code())
+            ours.settimeout(30)
+            reply = ours.recv(4096)
+        assert proc.wait(30) == 1
+        assert reply == b"error 0 cannot make the sandbox's init non-dumpable: " \
+                        b"[Errno 0] prctl(PR_SET_DUMPABLE) did not take"
+
+
+class TestInitState:
+    def test_its_proc_files_are_read_again_through_descriptors_it_holds(self) -> None:
+        """Opened once, close-on-exec, and what a fresh open reads; a change is seen through them."""
+        out = _in_init(f"""
+import os, resource
+start = _state()
+held, fds = dict(_HELD), sorted(os.listdir('/proc/self/fd'))
+assert {{'/proc/self/mountinfo', '/proc/self/limits', '/proc/self/oom_score_adj'}} <= set(held), held
+assert _drift(start, {OWN_STATE!r}) is None and _drift(start, {OWN_STATE!r}) is None
+assert _HELD == held and sorted(os.listdir('/proc/self/fd')) == fds  # nothing opened again
+assert not any(os.get_inheritable(fd) for fd in held.values())
+for path in held:
+    with open(path, 'rb') as fh:
+        assert _read(path) == fh.read(), path
+with open('/proc/self/oom_score_adj', 'w') as fh:
+    fh.write(str(int(start['oom_score_adj']) + 1))
+print(_drift(start, {OWN_STATE!r}))
+""")
+        assert out == "oom_score_adj\n"
+
+    @pytest.mark.parametrize("limit", ["resource.RLIMIT_NOFILE", "resource.RLIMIT_CORE", "resource.RLIMIT_RTTIME",
+                                       "10"], ids=["NOFILE", "CORE", "RTTIME", "LOCKS"])
+    def test_a_changed_limit_is_a_difference(self, limit: str) -> None:
+        """Every limit, soft or hard (RTTIME and LOCKS too, which ``_LIMITS`` misses: a task
+        inherits them from init). Lowered: the soft one, or the hard one where the soft is 0."""
+        out = _in_init(f"""
+import resource
+start = _state()
+soft, hard = resource.getrlimit({limit})
+resource.setrlimit({limit}, (0, hard) if soft != 0 else (0, 0))
+print(_drift(start, ('limits',)))
+""")
+        assert out == "limits\n"
+
+    def test_limits_come_from_resource_where_proc_cannot_be_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import resource
+
+        from sandfleet_agent.linux import sandbox_init
+
+        text = sandbox_init._limits()
+        assert isinstance(text, bytes) and b"Max open files" in text and b"Max realtime timeout" in text
+        monkeypatch.setattr(sandbox_init, "_read", lambda path: b"")
+        fallback = sandbox_init._limits()
+        assert fallback == [resource.getrlimit(getattr(resource, name)) for name in sandbox_init._LIMITS
+                            if hasattr(resource, name)]
+        assert fallback != text  # a switch between the two forms retires the sandbox too
+
+    def test_a_mount_is_seen_even_where_a_fresh_read_of_the_table_is_faked(self, tmp_path: Path) -> None:
+        """The mount table is read through the descriptor held since the start: a bind mount over
+        the path (what a fresh ``open`` would read) hides nothing. Run with CAP_SYS_ADMIN in a
+        user and mount namespace of its own (bwrap), so mounts stay there."""
+        need(shutil.which("bwrap") is not None, "bwrap is needed")
+        need(os.geteuid() == 0, "bwrap --cap-add needs root")
+        (tmp_path / "m").mkdir()
+        wrapper = ("bwrap", "--unshare-user", "--uid", "0", "--cap-add", "CAP_SYS_ADMIN", "--dev-bind", "/", "/",
+                   "--proc", "/proc", "--")
+        out = _in_init(f"""
+import os, subprocess
+start = _state(('mounts',))
+fake = {str(tmp_path / 'fake')!r}
+with open(fake, 'wb') as fh:
+    fh.write(start['mounts'])
+subprocess.run(['mount', '-t', 'tmpfs', 'none', {str(tmp_path / 'm')!r}], check=True)
+subprocess.run(['mount', '--bind', fake, '/proc/%d/mountinfo' % os.getpid()], check=True)
+with open('/proc/self/mountinfo', 'rb') as fh:
+    print(fh.read() == start['mounts'], _drift(start, ('mounts',)))
+""", wrapper)
+        assert out == "True mounts\n"
+
+    def test_empty_removes_everything_inside_and_takes_an_empty_dir_as_it_is(self, tmp_path: Path) -> None:
+        from sandfleet_agent.linux import sandbox_init
+
+        top = tmp_path / "scratch"
+        (top / "d" / "e").mkdir(parents=True)
+        (top / "d" / "e" / "f").write_text("x")
+        (top / "g").symlink_to(tmp_path)
+        sandbox_init._empty(str(top))
+        assert list(top.iterdir()) == [] and tmp_path.is_dir()
+        sandbox_init._empty(str(top))  # nothing to remove
+        with pytest.raises(OSError):
+            sandbox_init._empty(str(tmp_path / "missing"))
+
+
+class TestInitMessages:
+    def test_a_message_arrives_whole_with_its_fds_and_nothing_else(self) -> None:
+        """Its size is peeked first; the peek installs no fd, and a message far above a page
+        (within the socket's buffer) comes whole."""
+        import array
+        import marshal
+        import socket
+
+        from sandfleet_agent.linux import sandbox_init
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r, w = os.pipe()
+        try:
+            init = sandbox_init.Init(theirs, r)
+            before = sorted(os.listdir("/proc/self/fd"))
+            task = {"op": "run", "env": {b"BIG": b"v" * 150_000}}
+            ours.sendmsg([marshal.dumps(task)], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [r, w]))])
+            message, fds = init.receive()
+            assert message == task and len(fds) == 2
+            assert not any(os.get_inheritable(fd) for fd in fds)
+            for fd in fds:
+                os.close(fd)
+            assert sorted(os.listdir("/proc/self/fd")) == before
+            ours.send(marshal.dumps(None))  # one byte, not a dict
+            assert init.receive() == ({}, [])
+            ours.close()
+            assert init.receive() == (None, [])
+        finally:
+            ours.close()
+            theirs.close()
+            os.close(r)
+            os.close(w)

@@ -31,19 +31,17 @@ then runs the task in a fresh one. Tasks cannot signal, ptrace or read this proc
 signals it handles (just SIGCHLD, which merely wakes it), and it is made non-dumpable.
 """
 
-from __future__ import annotations
-
 import marshal
 import os
 import select
 import sys
 
 TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing costs every sandbox start ~6 ms
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations naming these are quoted: importing __future__ costs every sandbox start ~0.17 ms
     from typing import Any, Callable, Optional
 
-_signal: Any = __import__("_signal")  # the C module: `signal` would import enum (~7 ms per sandbox start)
-_socket: Any = __import__("_socket")
+_signal: "Any" = __import__("_signal")  # the C module: `signal` would import enum (~7 ms per sandbox start)
+_socket: "Any" = __import__("_socket")
 
 CONTROL_FD = 0
 SIGKILL = 9
@@ -55,20 +53,46 @@ _LIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZ
            "RLIMIT_SIGPENDING", "RLIMIT_STACK")
 
 
-def _read(path: str) -> str:
+_HELD: dict[str, int] = {}  # kernel files opened once by _read, by path
+
+
+def _read(path: str) -> bytes:
+    """The whole of a /proc file, b"" where it cannot be read. Opened once, then read from offset
+    0 each time (``pread``): ``open()`` added five system calls and a file object per file and task.
+
+    The held descriptor reads what a fresh ``open`` would: each file shows this process, or what
+    its opener sees (mount table and root, SysV IPC namespace, keys by the opener's credentials),
+    and this process never changes its namespaces, root or credentials, nor shares its fs_struct
+    with a task. Another file behind the same path needs a mount, which the mount table shows; read
+    through its own held descriptor, a mount over its path cannot hide one. A path that cannot be
+    opened is tried again next time, as before. Close-on-exec: no task inherits a descriptor."""
+    fd = _HELD.get(path)
+    if fd is None:
+        try:
+            fd = _HELD[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return b""
+    chunks: list[bytes] = []
+    offset = 0
     try:
-        with open(path, "rb") as fh:
-            return fh.read().decode("latin-1")
+        while True:  # 4 KiB at a time: a sysctl file costs the kernel a buffer as large as the read asks
+            data = os.pread(fd, 4096, offset)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+            offset += len(data)
     except OSError:
-        return ""
+        return b""
 
 
 def _xattrs(path: str) -> list[tuple[str, bytes]]:
     """Extended attributes of ``path`` (not following a link): a task of the sandbox could leave
     data in them for the next one."""
     try:
-        return sorted((name, os.getxattr(path, name, follow_symlinks=False))
-                      for name in os.listxattr(path, follow_symlinks=False))
+        names = os.listxattr(path, follow_symlinks=False)
+        if not names:  # nearly always: no sort, no generator
+            return []
+        return sorted([(name, os.getxattr(path, name, follow_symlinks=False)) for name in names])
     except OSError:
         return []
 
@@ -78,21 +102,24 @@ def _dev_tree(top: str = "/dev") -> list[tuple[object, ...]]:
     attributes (mtimes left out: a file made and removed again leaves nothing behind)."""
     found: list[tuple[object, ...]] = [(top, _xattrs(top))]
     todo = [top]
+    lstat, xattrs = os.lstat, _xattrs  # run per entry and task: locals
     while todo:
         path = todo.pop()
         try:
-            names = sorted(os.listdir(path))
+            names = os.listdir(path)
         except OSError:
             continue
+        names.sort()
         for name in names:
             full = path + "/" + name
             try:
-                st = os.lstat(full)
+                st = lstat(full)
             except OSError:
                 continue
-            size = 0 if full in ("/dev/shm", "/dev/mqueue") else st.st_size
-            found.append((full, st.st_mode, st.st_ino, st.st_rdev, st.st_uid, size, _xattrs(full)))
-            if (st.st_mode & 0o170000) == 0o040000:
+            mode = st.st_mode
+            size = 0 if full == "/dev/shm" or full == "/dev/mqueue" else st.st_size
+            found.append((full, mode, st.st_ino, st.st_rdev, st.st_uid, size, xattrs(full)))
+            if (mode & 0o170000) == 0o040000:
                 todo.append(full)
     return found
 
@@ -100,26 +127,33 @@ def _dev_tree(top: str = "/dev") -> list[tuple[object, ...]]:
 def _keys() -> list[tuple[str, ...]]:
     """Keys this user can see (``/proc/keys``): id, type and description, not the usage counts."""
     rows = []
-    for line in _read("/proc/keys").splitlines():
+    for line in _read("/proc/keys").decode("latin-1").splitlines():
         words = line.split()
         if len(words) >= 9:
             rows.append((words[0], words[7], " ".join(words[8:])))
     return sorted(rows)
 
 
-def _sysvipc() -> list[str]:
-    """SysV shared memory, semaphores and message queues of the sandbox's IPC namespace."""
-    return [line for kind in ("shm", "sem", "msg")
-            for line in _read("/proc/sysvipc/" + kind).splitlines()[1:]]
+def _sysvipc() -> tuple[bytes, ...]:
+    """SysV shared memory, semaphores and message queues of the sandbox's IPC namespace: each
+    file whole (its header line is the kernel's, the same every time)."""
+    return _read("/proc/sysvipc/shm"), _read("/proc/sysvipc/sem"), _read("/proc/sysvipc/msg")
 
 
-def _limits() -> list[tuple[int, int]]:
+def _limits() -> object:
+    """This process's soft and hard limits. ``/proc/self/limits`` prints every one of them
+    (``_LIMITS`` and RLIMIT_LOCKS, RLIMIT_RTTIME), each pair as a number or ``unlimited``; the
+    ``resource`` module only where it cannot be read (importing it costs every sandbox start
+    ~0.1 ms). A switch from one form to the other is a difference too."""
+    text = _read("/proc/self/limits")
+    if text:
+        return text
     import resource
 
     return [resource.getrlimit(getattr(resource, name)) for name in _LIMITS if hasattr(resource, name)]
 
 
-_PROBES: dict[str, Callable[[], object]] = {
+_PROBES: "dict[str, Callable[[], object]]" = {
     "/dev": _dev_tree,
     "mounts": lambda: _read("/proc/self/mountinfo"),
     "sysvipc": _sysvipc,
@@ -134,33 +168,56 @@ _PROBES: dict[str, Callable[[], object]] = {
 }
 
 
-def _state(only: Optional[tuple[str, ...]] = None) -> dict[str, object]:
+def _state(only: "Optional[tuple[str, ...]]" = None) -> dict[str, object]:
     """What a task could change that a later task would inherit or see, and a fresh sandbox would
     not: the private /dev tmpfs, the mount table, SysV IPC, keys, and pid 1's own attributes that
     another process of the same uid may change (``prlimit``, ``renice``, ``taskset``, /proc files)."""
     return {name: _PROBES[name]() for name in (only or _PROBES)}
 
 
-def _drift(start: dict[str, object], only: Optional[tuple[str, ...]] = None) -> Optional[str]:
+def _drift(start: dict[str, object], only: "Optional[tuple[str, ...]]" = None) -> "Optional[str]":
     now = _state(only)
     changed = [name for name in now if start[name] != now[name]]
     return ", ".join(changed) if changed else None
+
+
+def _prctl() -> "tuple[Callable[..., int], Callable[[], int]]":
+    """libc's ``prctl`` and ctypes' saved errno, built from ``_ctypes`` as ``ctypes.CDLL(None,
+    use_errno=True).prctl`` builds them (the same in Python 3.9 to 3.13): importing the
+    ``ctypes`` package costs every sandbox start ~2 ms more (docs/performance.md). ``ctypes``
+    itself where ``_ctypes`` has another shape."""
+    try:
+        base: Any = __import__("_ctypes")
+
+        class CInt(base._SimpleCData):  # type: ignore[misc]
+            _type_ = "i"
+
+        class Function(base.CFuncPtr):  # type: ignore[misc]
+            _flags_ = base.FUNCFLAG_CDECL | base.FUNCFLAG_USE_ERRNO
+            _restype_ = CInt
+
+        class Libc:
+            _handle = base.dlopen(None, base.RTLD_LOCAL)
+
+        return Function(("prctl", Libc())), base.get_errno
+    except (AttributeError, TypeError):
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl, ctypes.get_errno
 
 
 def _nondumpable() -> None:
     """Only a dumpable process can be ptraced or have its /proc files (fds, memory) opened by
     another of the same uid; tasks have no capabilities to override that. The result is read back
     (``PR_GET_DUMPABLE``), so a call that did not take fails closed."""
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl, get_errno = _prctl()
     if prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        raise OSError(get_errno(), "prctl(PR_SET_DUMPABLE) failed")
     if prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(0, "prctl(PR_SET_DUMPABLE) did not take")
 
 
-def _say(ctl: Any, *words: object) -> None:
+def _say(ctl: "Any", *words: object) -> None:
     ctl.send(" ".join(str(w) for w in words).encode("ascii", "replace"))
 
 
@@ -205,13 +262,15 @@ def _kill_all() -> None:
             return
 
 
-def _empty(top: str, dev: Optional[int] = None) -> None:
+def _empty(top: str, dev: "Optional[int]" = None) -> None:
     """Remove everything inside ``top`` that lives on ``top``'s own file system (``/dev/shm``,
     ``/dev/mqueue``, a private temp dir). Never crosses into a mount: a workspace bound below the
     private temp dir is the host's, and must come out of this untouched. A directory that holds
     such a mount point stays (it is the same for every task)."""
-    dev = os.lstat(top).st_dev if dev is None else dev
-    for name in os.listdir(top):
+    names = os.listdir(top)
+    if names and dev is None:  # asked only where there is something to remove (nearly never)
+        dev = os.lstat(top).st_dev
+    for name in names:
         path = top + "/" + name
         st = os.lstat(path)
         if st.st_dev != dev:
@@ -283,14 +342,21 @@ def _spawn_limited(path: bytes, argv: list[bytes], env: dict[bytes, bytes], cwd:
 
 
 class Init:
-    def __init__(self, ctl: Any, wake: int) -> None:
+    def __init__(self, ctl: "Any", wake: int) -> None:
         self.ctl, self.wake = ctl, wake
+        self.peeked = bytearray(1)
         self.signals = [s for s in _signal.valid_signals() if s not in (SIGKILL, 19)]
         self.retired: Optional[str] = None
         self.scratch: Optional[list[tuple[object, ...]]] = None  # private temp dirs as first seen
 
-    def receive(self) -> tuple[Optional[dict[str, Any]], list[int]]:
-        data, ancillary, _flags, _addr = self.ctl.recvmsg(1 << 20, 64, _socket.MSG_CMSG_CLOEXEC)
+    def receive(self) -> "tuple[Optional[dict[str, Any]], list[int]]":
+        """The next message (None at EOF) and the fds it carries. Its size is asked first
+        (``MSG_PEEK | MSG_TRUNC``, Linux 3.4; without ancillary room a peek installs no fd): a 1 MiB
+        buffer for each cost an mmap, a mremap and a munmap (~13 µs). At most 1 MiB, as before;
+        where the answer is no size (EOF, an older kernel), a 1 MiB buffer."""
+        size = self.ctl.recv_into(self.peeked, 1, _socket.MSG_PEEK | _socket.MSG_TRUNC)
+        size = size if 1 < size <= 1 << 20 else 1 << 20
+        data, ancillary, _flags, _addr = self.ctl.recvmsg(size, 64, _socket.MSG_CMSG_CLOEXEC)
         fds: list[int] = []
         for level, kind, payload in ancillary:
             if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
@@ -301,7 +367,7 @@ class Init:
         message: Any = marshal.loads(data)
         return (message if isinstance(message, dict) else {}), fds
 
-    def spawn(self, task: dict[str, Any], out: int, err: int) -> int:
+    def spawn(self, task: "dict[str, Any]", out: int, err: int) -> int:
         argv: list[bytes] = task["argv"]
         env: dict[bytes, bytes] = task["env"]
         path = _which(argv[0], env)

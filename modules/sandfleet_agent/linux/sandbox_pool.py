@@ -25,7 +25,7 @@ mounting mqueue, so a queue a task creates and does not unlink stays reachable b
 tasks of the same sandbox (tasks with the same policy already share its writable paths).
 
 A key gets its persistent sandbox from its second task on (:class:`KeyUses`): starting one costs
-~13 ms of CPU on the host (Python inside bwrap; bench/agent_cost.py), against ~4 ms for one fresh
+~11 ms of CPU on the host (Python inside bwrap; bench/agent_cost.py), against ~4 ms for one fresh
 bwrap, and each task in it ~1 ms less than a fresh one, so a policy a host runs once (the common
 one-task play) never pays for it.
 
