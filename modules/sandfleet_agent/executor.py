@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import operator
 import os
 import signal
 import threading
@@ -27,12 +28,12 @@ from sandfleet_agent.backends.base import Bare, ProxyEndpoint
 from sandfleet_agent.binding.admission import Denial, admit_bare, admit_bound, backends, with_denies
 from sandfleet_agent.binding.bind import BindError, FsView, LocalFs, bind, bind_cwd, workspace_roots
 from sandfleet_agent.binding.facts import HostFacts
-from sandfleet_agent.binding.hostfs import MemoFs, Observation, replay
+from sandfleet_agent.binding.hostfs import MemoFs, Observation, ReplayFs, replay
 from sandfleet_agent.bounds import Bounds
 from sandfleet_agent.linux.sandbox_pool import SandboxDied, SandboxPool, reusable, run_reused, split_wrapper
 from sandfleet_agent.portable.intent import NetworkMode, NetworkPolicy
 from sandfleet_agent.portable.limits import TaskLimits, for_host
-from sandfleet_agent.portable.policy import Policy
+from sandfleet_agent.portable.policy import Effective, Policy
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
 
 
@@ -105,8 +106,8 @@ def prepare(
     return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits, effective.env_passthrough)
 
 
-#: Prepared bwrap tasks one agent remembers, most recent first (docs/performance.md "Host side:
-#: each task").
+#: Prepared bwrap and bare tasks one agent remembers, most recent first (docs/performance.md
+#: "Host side: each task").
 MEMO_ENTRIES = 8
 
 
@@ -132,23 +133,31 @@ def prepare_local(request: ExecRequest, facts: HostFacts, pin: Optional[str] = N
     computed from exactly as it did then (:func:`.hostfs.replay`): then a fresh computation would
     take the same steps to the same wrapper, whatever a task changed in between (a ``.git``
     created, a directory swapped for a symlink: either changes an answer, so it is computed
-    afresh). Why: binding, the policy check and rendering cost ~1.5 ms of CPU per bwrap task;
-    asking the same questions again costs a fraction."""
+    afresh). Why: binding, the policy check and rendering cost ~1.5 ms of CPU per bwrap task
+    (a bare task's ~0.1 ms); asking the same questions again costs a fraction."""
     # everything prepare reads but the filesystem and the argv; the wire decodes type-strictly, so
     # equal inputs are the same values (os.getpid(): a forked agent's Landlock temp dir differs)
     inputs = (request.policy, request.sandbox, request.cwd, facts, pin, host_layers, os.getpid())
     entry = _take(inputs)
     if entry is not None:  # out of the memo: back in front if it still holds, else a fresh one replaces it
-        reused = _for_argv(entry, request.argv) if replay(entry.log, LocalFs()) else None
+        reused = _for_argv(entry, request.argv, facts) if replay(entry.log, ReplayFs()) else None
         if reused is not None:
             _keep(entry)
             return reused
     fs = MemoFs(LocalFs())
     prepared = prepare(request, facts, fs, pin, None, host_layers)
-    if isinstance(prepared, Prepared) and prepared.wrapper.backend == "bwrap" and not fs.tainted \
-            and split_wrapper(prepared.wrapper, request.argv) is not None:
+    if isinstance(prepared, Prepared) and not fs.tainted and _argv_apart(request, prepared.wrapper, facts):
         _keep(_Remembered(inputs, tuple(fs.log), request.argv, prepared))
     return prepared
+
+
+def _argv_apart(request: ExecRequest, wrapper: Wrapper, facts: HostFacts) -> bool:
+    """Whether another argv can be put in ``wrapper`` (:func:`_for_argv`): a bwrap wrapper's
+    tail, or a bare task's wrapper, which :func:`prepare` makes last from the argv and the cwd
+    alone (``render_bare``; checked: it is the one rendered for them)."""
+    if wrapper.backend == "bwrap":
+        return split_wrapper(wrapper, request.argv) is not None
+    return request.sandbox is None and wrapper == Bare(facts).render_bare(request.argv, wrapper.cwd)
 
 
 def _take(inputs: tuple[object, ...]) -> Optional[_Remembered]:
@@ -166,13 +175,17 @@ def _keep(entry: _Remembered) -> None:
         del _memo[MEMO_ENTRIES:]
 
 
-def _for_argv(entry: _Remembered, argv: tuple[str, ...]) -> Optional[Prepared]:
-    """The remembered result for another command: a bwrap wrapper ends ``--chdir CWD -- ARGV``
-    and nothing before it depends on the argv (backends/bwrap.py), each word going through JSON
-    (backends/render.py), so only words JSON gives back unchanged are put in; None otherwise."""
+def _for_argv(entry: _Remembered, argv: tuple[str, ...], facts: HostFacts) -> Optional[Prepared]:
+    """The remembered result for another command: a bare task's wrapper rendered anew for it, as
+    :func:`prepare` does last; a bwrap wrapper ends ``--chdir CWD -- ARGV`` and nothing before it
+    depends on the argv (backends/bwrap.py), each word going through JSON (backends/render.py),
+    so only words JSON gives back unchanged are put in; None otherwise."""
     if argv == entry.argv:
         return entry.prepared
     wrapper = entry.prepared.wrapper
+    if wrapper.backend != "bwrap":  # a bare task's, the only other kind kept (_argv_apart)
+        return dataclasses.replace(entry.prepared, wrapper=Bare(facts).render_bare(argv, wrapper.cwd)) if argv \
+            else None
     key = split_wrapper(wrapper, entry.argv)
     if key is None or wrapper.cwd is None or not argv or any(json.loads(json.dumps(a)) != a for a in argv):
         return None
@@ -191,7 +204,24 @@ def execute(
     own proxy (``resolve``: the operator's name → address map), for exactly as long as it runs."""
     effective = request.policy.then(*host_layers)
     result = _execute(request, facts, pin, fs, cancel_fd, pool, resolve, proxy, host_layers)
-    return dataclasses.replace(result, policy_sources=effective.sources, policy_digest=effective.digest())
+    return dataclasses.replace(result, policy_sources=effective.sources, policy_digest=_digest(effective))
+
+
+#: The last effective policy's layers and their digest.
+_last_digest: tuple[tuple[Policy, ...], str] = ((), "")
+
+
+def _digest(effective: Effective) -> str:
+    """``effective.digest()``, kept for the same layer objects (immutable): an agent's requests
+    share them (the wire decodes a run's repeated policy once; the host's layers are read once),
+    and the digest is ~12 us of JSON and SHA-256 a task (docs/performance.md "Host side: each task")."""
+    global _last_digest
+    layers, digest = _last_digest
+    if len(layers) == len(effective.layers) and all(map(operator.is_, layers, effective.layers)):
+        return digest
+    digest = effective.digest()
+    _last_digest = (effective.layers, digest)
+    return digest
 
 
 def _execute(
@@ -230,6 +260,8 @@ def _fresh_scratch(paths: tuple[str, ...]) -> None:
 
 
 def _remove_scratch(paths: tuple[str, ...]) -> None:
+    if not paths:  # only Landlock has private temp dirs: no other task pays for shutil's import
+        return
     import shutil  # here: with its archive formats it costs every agent's start ~1 ms
 
     for path in paths:

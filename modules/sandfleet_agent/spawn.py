@@ -103,11 +103,40 @@ def task_env(extra: Mapping[str, str], base: Optional[Mapping[str, str]] = None,
     """A task's environment: :data:`INHERITED_ENV`, ``LC_*`` and the ``passthrough`` names the
     policy allows, as the agent has them (``base``), then ``extra`` (the task's own, which wins)."""
     source = os.environ if base is None else base
-    env = {k: source[k] for k in INHERITED_ENV if k in source}
-    env.update({k: v for k, v in source.items() if k.startswith("LC_")})
+    env = dict(_agent_inherited()) if base is None else _inherited(source)
     env.update({k: source[k] for k in passthrough if k in source})
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env.update(extra)
+    return env
+
+
+def _inherited(source: Mapping[str, str]) -> dict[str, str]:
+    """What every task inherits of ``source``: :data:`INHERITED_ENV` and ``LC_*``."""
+    env = {k: source[k] for k in INHERITED_ENV if k in source}
+    env.update({k: v for k, v in source.items() if k.startswith("LC_")})
+    return env
+
+
+#: The agent's environment as it last was (``os.environ``'s own data, copied) and
+#: :func:`_inherited` of it.
+_last_inherited: Optional[tuple[dict[object, object], dict[str, str]]] = None
+
+
+def _agent_inherited() -> dict[str, str]:
+    """:func:`_inherited` of ``os.environ``, recomputed only when its data changed: walking
+    ``os.environ`` decodes every variable, ~0.05 ms a task in an agent (docs/performance.md "Host
+    side: each task"), while comparing its raw data with a copy is ~1 us. Equal raw data decode
+    to equal variables. Do not change the dict returned."""
+    global _last_inherited
+    data = getattr(os.environ, "_data", None)
+    if not isinstance(data, dict):  # not CPython's os._Environ: no raw data to compare
+        return _inherited(os.environ)
+    last = _last_inherited
+    if last is not None and last[0] == data:
+        return last[1]
+    snapshot = dict(data)  # copied before reading: a change made meanwhile is seen next time
+    env = _inherited(os.environ)
+    _last_inherited = (snapshot, env)
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -11,8 +12,11 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import pytest
+
 from sandfleet_agent import agent, spawn
 from sandfleet_agent.portable import wire
+from sandfleet_agent.portable.policy import Effective
 from support.policies import WIDE
 
 
@@ -100,3 +104,53 @@ def test_start_times_are_iso_8601_utc_with_milliseconds() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
     parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
+
+
+def test_each_change_to_the_agents_environment_reaches_the_next_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spawn.task_env keeps what tasks inherit of ``os.environ`` until its data changes: a
+    variable set, changed (through ``os.environb`` too) or removed is seen by the next task, and
+    what one task's environment gets never reaches another's."""
+    def inherited() -> dict[str, str]:
+        env = spawn.task_env({})
+        assert list(env.items()) == list(spawn.task_env({}, dict(os.environ)).items())  # as from a plain copy
+        return env
+
+    monkeypatch.setenv("LC_SANDFLEET_TEST", "one")
+    monkeypatch.setenv("SANDFLEET_TEST_SECRET", "kept out")
+    first = inherited()
+    assert first["LC_SANDFLEET_TEST"] == "one" and "SANDFLEET_TEST_SECRET" not in first
+    first["LC_SANDFLEET_TEST"], first["LEAKED"] = "changed by a task", "x"
+    assert inherited()["LC_SANDFLEET_TEST"] == "one" and "LEAKED" not in inherited()
+    monkeypatch.setenv("LC_SANDFLEET_TEST", "two")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    assert inherited()["LC_SANDFLEET_TEST"] == "two" and inherited()["LANG"] == "C.UTF-8"
+    try:
+        os.environb[b"LC_SANDFLEET_TEST"] = b"three\xff"
+        assert inherited()["LC_SANDFLEET_TEST"] == "three\udcff"
+    finally:
+        os.environb[b"LC_SANDFLEET_TEST"] = b"two"
+    monkeypatch.delenv("LC_SANDFLEET_TEST")
+    monkeypatch.delenv("LANG")
+    assert "LC_SANDFLEET_TEST" not in inherited() and "LANG" not in inherited()
+    assert spawn.task_env({"LANG": "mine"}, passthrough=["SANDFLEET_TEST_SECRET"]) == {
+        **inherited(), "SANDFLEET_TEST_SECRET": "kept out", "LANG": "mine"}
+
+
+def test_a_changed_variable_reaches_the_next_task_of_the_same_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    request = wire.ExecRequest(policy=WIDE, id="e", argv=("sh", "-c", "echo $LC_SANDFLEET_TEST"), sandbox=None)
+    for value in ("one", "two"):
+        monkeypatch.setenv("LC_SANDFLEET_TEST", value)
+        assert converse(INIT, wire.encode_request(request))[1]["stdout"] == f"{value}\n"
+
+
+def test_each_result_carries_the_digest_of_its_own_policy() -> None:
+    """The executor keeps the last policy's digest for the same layer objects only: alternating
+    policies, equal ones in new objects, each result names the digest of the policy it ran under."""
+    other = Effective(tuple(dataclasses.replace(layer, source="test: another source") for layer in WIDE.layers))
+    policies = (WIDE, other, WIDE, other, Effective(WIDE.layers), wire.decode_request(wire.encode_request(
+        wire.ExecRequest(policy=other, id="d", argv=("true",), sandbox=None))).policy)
+    lines = [wire.encode_request(wire.ExecRequest(policy=p, id=f"d{i}", argv=("true",), sandbox=None))
+             for i, p in enumerate(policies)]
+    replies = converse(INIT, *lines)[1:]
+    assert [r["policy_digest"] for r in replies] == [p.digest() for p in policies]
+    assert replies[0]["policy_digest"] != replies[1]["policy_digest"]

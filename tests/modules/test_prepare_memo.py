@@ -9,19 +9,23 @@ which no memo reaches) and shows the wall holds by attempting what it forbids.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sandfleet_agent import executor
 from sandfleet_agent.binding.facts import HostFacts, probe
-from sandfleet_agent.binding.hostfs import LocalFs, MemoFs, replay
+from sandfleet_agent.binding.hostfs import LocalFs, MemoFs, ReplayFs, replay
 from sandfleet_agent.executor import Prepared, execute, prepare, prepare_local
 from sandfleet_agent.portable.intent import Access, FilePath, Glob, NetworkPolicy, Permission, SandboxIntent, Special
 from sandfleet_agent.portable.pathuri import PathUri
 from sandfleet_agent.portable.wire import ExecRequest, ExecResult, Status
+from support.policies import WIDE
+from support.unprivileged import as_user, user_tree
 
 WORKSPACE = (Permission(Special("root"), Access.READ), Permission(Special("workspace_roots"), Access.WRITE))
 
@@ -144,3 +148,85 @@ def test_replay_fails_on_any_changed_answer_and_a_raise_is_never_remembered(tmp_
     with pytest.raises(OSError):
         view.readlink(str(tmp_path / "d"))
     assert view.tainted
+
+
+def _realpath_mismatches(root: str) -> list[str]:
+    """Every path built from the names under ``root`` (links of each kind, a loop, a file used as
+    a directory, a folder this user cannot search, ``.``, ``..``, empty parts) whose answer from
+    the views differs from ``os.path.realpath``'s, raises included."""
+    names = ("d", "f", "rel", "abs", "dangling", "loop", "self", "up", "chain", "shut", "missing", ".", "..", "")
+    paths = {root, "/", "//", "///x", root + "/", "relative/x", ".", "..", root + "/d\0x", root + "/\udcff",
+             root + "/\ud800"}
+    paths.update(root + "/" + "/".join(p) for n in (1, 2, 3) for p in itertools.product(names, repeat=n))
+
+    def outcome(fn: Callable[[str], str], path: str) -> object:
+        try:
+            return fn(path)
+        except Exception as exc:  # the same raise is the same answer
+            return type(exc)
+
+    return [f"{path!r}: {outcome(view.realpath, path)!r} != {outcome(os.path.realpath, path)!r}"
+            for path in sorted(paths) for view in (LocalFs(), ReplayFs())
+            if outcome(view.realpath, path) != outcome(os.path.realpath, path)]
+
+
+def test_the_views_realpath_is_os_path_realpath_for_every_kind_of_path() -> None:
+    """LocalFs answers a plain path itself (hostfs._realpath): pinned against the real one on a
+    tree with every case it must leave to it, as root and as a user a folder is closed to."""
+    with user_tree("sandfleet-realpath-") as root:
+        (root / "d" / "e").mkdir(parents=True)
+        (root / "f").write_text("x")
+        (root / "shut" / "inner").mkdir(parents=True)
+        links = {"rel": "d", "abs": str(root / "d"), "dangling": "nowhere", "loop": "loop2", "loop2": "loop",
+                 "self": "self", "up": "..", "chain": "rel", "d/e/up2": "../.."}
+        for name, target in links.items():
+            os.symlink(target, root / name)
+        (root / "shut").chmod(0o700)  # root's: the user gets EACCES below it
+        assert _realpath_mismatches(str(root)) == []
+        assert as_user(_realpath_mismatches, str(root)) == []
+
+
+def test_a_replay_lstats_each_path_once_and_still_sees_a_change(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """ReplayFs: a kind and the realpaths through a path share one lstat of it within a replay; a
+    change made before the replay is seen all the same, and the next replay asks afresh."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    view = MemoFs(LocalFs())
+    for path in (tmp_path / "a", tmp_path / "a" / "b"):
+        view.realpath(str(path))
+        view.kind(str(path))
+    asked: list[str] = []
+    real_lstat = os.lstat
+    monkeypatch.setattr(os, "lstat", lambda path: asked.append(path) or real_lstat(path))
+    assert replay(view.log, ReplayFs())
+    assert sorted(asked) == sorted(set(asked)) and str(tmp_path / "a" / "b") in asked
+    (tmp_path / "a" / "b").rmdir()
+    os.symlink("/etc", tmp_path / "a" / "b")
+    assert not replay(view.log, ReplayFs())
+    assert replay(view.log, LocalFs()) is False
+    (tmp_path / "a" / "b").unlink()
+    (tmp_path / "a" / "b").mkdir()
+    assert replay(view.log, ReplayFs())
+
+
+def bare(*argv: str, cwd: Special | None = None) -> ExecRequest:
+    return ExecRequest(id="t", argv=argv, sandbox=None, cwd=cwd, policy=WIDE)
+
+
+def test_a_bare_task_reuses_its_prepare_for_any_command_and_follows_its_cwd(tmp_path: Path) -> None:
+    """A ``sandbox: false`` task's prepare is kept too: another argv gets the wrapper a fresh
+    agent renders for it, and a cwd swapped for a symlink moves the task as afresh."""
+    (tmp_path / "sub").mkdir()
+    facts = probe((str(tmp_path),))
+    in_sub = Special("workspace_roots", "sub")
+    first = prepare_local(bare("/bin/true", cwd=in_sub), facts)
+    assert isinstance(first, Prepared) and first.wrapper.cwd == str(tmp_path / "sub")
+    assert prepare_local(bare("/bin/true", cwd=in_sub), facts) is first
+    other = prepare_local(bare("/bin/echo", "a b", "\udcff", cwd=in_sub), facts)
+    assert other == fresh(bare("/bin/echo", "a b", "\udcff", cwd=in_sub), facts)
+    assert wrapper_of(other) == ("/bin/echo", "a b", "\udcff")
+    (tmp_path / "sub").rmdir()
+    os.symlink("/etc", tmp_path / "sub")
+    moved = prepare_local(bare("/bin/true", cwd=in_sub), facts)
+    assert moved == fresh(bare("/bin/true", cwd=in_sub), facts)
+    assert isinstance(moved, Prepared) and moved.wrapper.cwd == "/etc"

@@ -32,7 +32,7 @@ from sandfleet_agent.portable.intent import (
 )
 from sandfleet_agent.portable.limits import TaskLimits
 from sandfleet_agent.portable.pathuri import PathUri
-from sandfleet_agent.portable.policy import Effective
+from sandfleet_agent.portable.policy import Effective, effective_from_json
 from sandfleet_agent.portable.wire import (
     AgentHello,
     AgentInit,
@@ -51,6 +51,7 @@ from sandfleet_agent.portable.wire import (
     encode_request,
     encode_result,
 )
+from support.policies import WIDE
 
 FIXTURES = sorted((Path(__file__).parent / "data" / "wire").glob("*.json"))
 
@@ -471,3 +472,78 @@ class TestInitAndHello:
         assert decode_hello(encode_hello(hello)) == hello
         with pytest.raises(WireError, match="bad init line: nope"):
             decode_hello(encode_init_error("bad init line: nope"))
+
+
+def _policy_outcome(document: object) -> object:
+    """What the wire makes of a request's policy: the Effective, or the message it is refused with."""
+    try:
+        return wire.request_from_json({"v": 1, "id": "p", "argv": ["true"], "sandbox": None, "policy": document}).policy
+    except WireError as exc:
+        return str(exc)
+
+
+def _unmemoised(document: object) -> object:
+    try:
+        return effective_from_json(document)
+    except ValueError as exc:
+        return str(exc)
+
+
+WIDE_DOC = WIDE.to_json()
+# documents that print alike, or nearly, but are other values: none may be taken for another
+LOOKALIKES = [
+    [{"source": "s", "policy": {"unsandboxed": True}}],
+    [{"source": "s", "policy": {"unsandboxed": 1}}],
+    [{"source": "s", "policy": {"unsandboxed": 1.0}}],
+    [{"source": "s", "policy": {"linux_backends": ["bwrap"]}}],
+    [{"source": "s", "policy": {"linux_backends": ("bwrap",)}}],
+    [{"source": "s", "policy": {"limits": {"argv_bytes": 1000}}}],
+    [{"source": "s", "policy": {"limits": {"argv_bytes": 1000.0}}}],
+    [{"source": "s", "policy": {"limits": {"argv_bytes": float("nan")}}}],
+    [{"source": "s", "policy": {"deny": ["*.pem", "*.key"]}}],
+    [{"source": "s", "policy": {"deny": ["*.key", "*.pem"]}}],
+    [{"source": "s", "policy": {"filesystem": {":root": "read", ":workspace_roots": "write"}}}],
+    [{"source": "s", "policy": {"filesystem": {":workspace_roots": "write", ":root": "read"}}}],
+    ({"source": "s", "policy": {}},),
+    [{"source": type("Text", (str,), {})("s"), "policy": {}}],
+]
+
+
+def test_a_repeated_policy_is_decoded_once_and_never_taken_for_another() -> None:
+    """The wire keeps decoded policies by their JSON text (a run sends the same layers with every
+    request): the same document gives the very same Effective, and any other value, however
+    alike in print (1, 1.0 and true; a tuple; a str subclass; NaN), what a fresh decode gives."""
+    first, again = _policy_outcome(WIDE_DOC), _policy_outcome(json.loads(json.dumps(WIDE_DOC)))
+    assert first is again and first == WIDE
+    for order in (LOOKALIKES, LOOKALIKES[::-1], LOOKALIKES + LOOKALIKES):
+        wire._policies.clear()
+        for document in order:
+            assert _policy_outcome(document) == _unmemoised(document), document
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(["bwrap", "s"]),
+                           lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple)
+                           | st.dictionaries(st.sampled_from(["unsandboxed", "deny", "limits", "argv_bytes"]), inner,
+                                             max_size=3), max_leaves=8)
+
+
+@given(st.lists(st.lists(st.fixed_dictionaries({"source": st.just("s"), "policy": json_values}), max_size=2)
+                | json_values, min_size=1, max_size=6))
+def test_any_policy_decodes_as_a_fresh_decode_in_any_order(documents: list[object]) -> None:
+    for document in documents:
+        assert _policy_outcome(document) == _unmemoised(document)
+
+
+def test_string_lists_and_maps_take_str_subclasses_and_name_the_first_offender() -> None:
+    """The checks done in C (every item exactly a str) fall back to the item by item one."""
+    text = type("Text", (str,), {})
+    line = {"v": 1, "id": "s", "argv": ["a", text("b")], "env": {text("K"): text("v")}, "sandbox": None}
+    request = wire.request_from_json(line)
+    assert request.argv == ("a", "b") and type(request.argv[1]) is text and request.env == {"K": "v"}
+    for field, value, message in (("argv", ["a", 1, None], "argv[1] must be a string, not a number"),
+                                  ("env", {"A": "x", "B": None}, "env['B'] must be a string, not null")):
+        with pytest.raises(WireError) as info:
+            wire.request_from_json({**line, field: value})
+        assert str(info.value) == message
+    with pytest.raises(WireError, match=re.escape("wrapper[2] must be a string, not an array")):
+        wire.result_from_json({"id": "r", "status": "ok", "wrapper": ["a", "b", []]})

@@ -14,7 +14,7 @@ import ntpath
 import os
 import posixpath
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Optional
 
 from sandfleet_agent.paths import at_or_below
@@ -76,13 +76,18 @@ class LocalFs(FsView):
         super().__init__(host_os())
 
     def kind(self, path: str) -> Optional[str]:
-        try:
-            return _mode_kind(os.lstat(path).st_mode)
-        except OSError:
-            return None
+        mode = self.mode(path)
+        return None if mode is None else _mode_kind(mode)
 
     def realpath(self, path: str) -> str:
-        return os.path.realpath(path)
+        return _realpath(path, self.mode) if os.path is posixpath else os.path.realpath(path)
+
+    def mode(self, path: str) -> Optional[int]:
+        """``path``'s ``st_mode``, not following a final symlink; None when it cannot be lstat-ed."""
+        try:
+            return os.lstat(path).st_mode
+        except OSError:
+            return None
 
     def readlink(self, path: str) -> str:
         return os.readlink(path)
@@ -102,6 +107,30 @@ class LocalFs(FsView):
                 return fh.read(4096)
         except OSError:
             return None
+
+
+class ReplayFs(LocalFs):
+    """This machine's filesystem for one :func:`replay`: each path is lstat-ed once, and later
+    questions of the same replay about it (its kind, a realpath through it) reuse that answer:
+    a bwrap task's replay made ~80 lstats of ~27 paths (docs/performance.md "Host side: each task").
+
+    Why it answers as a :class:`LocalFs` would: a change made before the replay began (by the
+    task before, by the host) is seen by every lstat of it, the first included. Only a change
+    made *while* it runs (by another process) can be missed by a later question, and an uncached
+    replay misses it as well when it lands just after that path's last lstat; so does a fresh
+    :func:`~executor.prepare` (its :class:`MemoFs` keeps each answer for the whole computation),
+    and the sandbox is built after either: neither is a snapshot, and this is not less of one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._modes: dict[str, Optional[int]] = {}
+
+    def mode(self, path: str) -> Optional[int]:
+        modes = self._modes
+        if path in modes:
+            return modes[path]
+        mode = modes[path] = super().mode(path)  # a raise (a NUL in the path) is not kept
+        return mode
 
 
 #: One thing a view was asked and what it answered: (method, path, answer).
@@ -181,6 +210,30 @@ def replay(log: Sequence[Observation], view: FsView) -> bool:
         except Exception:  # it answered before; a raise now is a change
             return False
     return True
+
+
+def _realpath(path: str, mode: Callable[[str], Optional[int]]) -> str:
+    """``os.path.realpath(path)`` (POSIX), cheaper where that is ``path`` itself: an absolute,
+    normalised path none of whose prefixes is a symlink (``mode``: :meth:`LocalFs.mode`). Every
+    version's realpath (3.9 to 3.14) rewrites only ``.``, ``..``, empty components and symlinks,
+    and takes a prefix it cannot lstat for no symlink, so it returns such a path unchanged, after
+    one lstat per prefix, as here. Why: its per-component Python was most of a replay's cost
+    (docs/performance.md "Host side: each task"). Anything else, or any doubt (a symlink, a NUL,
+    an unencodable name), it asks os.path.realpath."""
+    if path[:1] != "/" or path[:2] == "//" or posixpath.normpath(path) != path:
+        return os.path.realpath(path)
+    start = 1
+    while start < len(path):  # "/" has no prefix to look at
+        end = path.find("/", start)
+        end = len(path) if end < 0 else end
+        try:
+            prefix_mode = mode(path[:end])
+        except ValueError:
+            return os.path.realpath(path)
+        if prefix_mode is not None and stat.S_ISLNK(prefix_mode):
+            return os.path.realpath(path)
+        start = end + 1
+    return path
 
 
 def _mode_kind(mode: int) -> str:

@@ -32,10 +32,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, cast
 
 from sandfleet_agent.portable.intent import (
     Access,
@@ -552,10 +552,57 @@ def request_from_json(obj: object) -> ExecRequest:
 
 
 def _policy(value: object) -> Effective:
+    key = _json_key(value)
+    known = _policies.get(key) if key is not None else None
+    if known is not None:
+        return known
     try:
-        return effective_from_json(value)
+        effective = effective_from_json(value)
     except ValueError as exc:
         raise WireError(str(exc)) from None
+    if key is not None:
+        if len(_policies) >= _POLICIES_MAX:
+            _policies.clear()
+        _policies[key] = effective
+    return effective
+
+
+#: Decoded policies by their JSON text (:func:`_json_key`): every request of a run carries the
+#: same layers, and parsing them is ~0.08 ms a task in an agent (docs/performance.md "Host side:
+#: each task"). Bounded: emptied when full. An Effective is immutable, so sharing one is safe.
+_policies: dict[str, Effective] = {}
+_POLICIES_MAX = 64
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_key(value: object) -> Optional[str]:
+    """``value`` as compact JSON text when it is made of JSON's own types only (what
+    ``json.loads`` gives): then equal texts are equal documents, so they decode alike. None for
+    anything else (a tuple would read as a list; a subclass may behave otherwise)."""
+    if not _plain_json(value):
+        return None
+    try:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except (ValueError, RecursionError):  # NaN, infinity, a huge integer, too deep: decoded as it is
+        return None
+
+
+def _plain_json(value: object) -> bool:
+    """Whether ``value`` holds only dicts with str keys, lists and JSON's scalars, exactly."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            if type(item) is not dict or not _all_str(item):
+                return False
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            if type(item) is not list:
+                return False
+            todo.extend(item)
+        elif type(item) not in _JSON_SCALARS:
+            return False
+    return True
 
 
 def _id(o: Mapping[str, object]) -> str:
@@ -929,7 +976,20 @@ def _bool(value: object, where: str) -> bool:
 
 
 def _str_list(value: object, where: str) -> tuple[str, ...]:
-    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(_list(value, where)))
+    items = _list(value, where)
+    if _all_str(items):
+        return cast("tuple[str, ...]", tuple(items))
+    return tuple(_string(item, f"{where}[{i}]") for i, item in enumerate(items))
+
+
+_STR = frozenset({str})
+
+
+def _all_str(items: Iterable[object]) -> bool:
+    """Whether every item is exactly a ``str``, checked in C: a result's wrapper alone is ~80
+    words (docs/performance.md "Host side: each task"). False sends the caller to the item by
+    item check, which also takes ``str`` subclasses and names the first offender."""
+    return set(map(type, items)) <= _STR
 
 
 def _int_map(value: object, where: str) -> dict[str, int]:
@@ -944,8 +1004,11 @@ def _int_map(value: object, where: str) -> dict[str, int]:
 def _str_map(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
+    o = _object(value, where)
+    if _all_str(o) and _all_str(o.values()):
+        return cast("dict[str, str]", dict(o))
     out: dict[str, str] = {}
-    for key, item in _object(value, where).items():
+    for key, item in o.items():
         if not isinstance(key, str):  # only reachable when encoding; json.dumps would stringify it
             raise WireError(f"{where} keys must be strings, not {_describe(key)}")
         out[key] = _string(item, f"{where}[{key!r}]")
