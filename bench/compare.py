@@ -30,8 +30,10 @@ runner that has one runs in its "free" mode, each host at its own pace (sandflee
   per task, ssh with ControlPersist and pipelining, forks = N, each result read from the
   ``oneline`` callback).
 
-"ctl CPU s" is the controller process's own user + sys CPU (wait4): on loopback the hosts' sshd
-and agents share the same 2 cores, so what is not controller CPU is the hosts' share. Every sshd
+"ctl CPU s" is the controller process's own user + sys CPU (wait4); "all CPU s" is the whole
+machine's busy CPU meanwhile (/proc/stat: the hosts' sshd, agents and sandboxes too, and anything
+else running, so run it on a quiet machine). On loopback the hosts share the controller's 2 cores:
+once "all CPU s" nears twice the wall time, the run is bound by CPU, not by round trips. Every sshd
 this starts is stopped by PID when it ends (also on Ctrl-C).
 
 ``--rtt MS,MS,...`` puts bench/latency_proxy.py in front of every sshd (RTT/2 per direction, order
@@ -262,15 +264,30 @@ def with_bytecode_cache(env: Optional[dict[str, str]]) -> dict[str, str]:
     return env
 
 
-def timed(run: Run) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + sys, from wait4) of one whole process; raises
-    :class:`RowFailed` if its output is wrong. Not its peak RSS: see :func:`launched`."""
+def machine_busy() -> float:
+    """CPU seconds this machine has been busy (every process and the kernel, not idle or iowait),
+    from /proc/stat; 0 where there is none. Over a run on loopback it holds the hosts' sshd, agents
+    and sandboxes as well as the controller: what bounds the wall time once the cores are full."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(run: Run) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + sys, from wait4) of one whole process and the machine's
+    busy CPU seconds meanwhile (:func:`machine_busy`); raises :class:`RowFailed` if its output is
+    wrong. Not its peak RSS: see :func:`launched`."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        busy = machine_busy()
         start = time.perf_counter()
         proc = subprocess.Popen(run.argv, stdout=out, stderr=out if run.merged else err, stdin=subprocess.DEVNULL,
                                 cwd=ROOT, env=with_bytecode_cache(run.env))
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
+        busy = machine_busy() - busy
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -281,7 +298,7 @@ def timed(run: Run) -> tuple[float, float]:
         lost = [line for line in stdout.splitlines() if '"host_unreachable"' in line][:3]  # why, first
         raise RowFailed(f"{run.name}: {problem}\n" + "".join(f"{line[:400]}\n" for line in lost)
                         + f"{stdout[-800:]}{stderr[-800:]}")
-    return elapsed, usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_utime + usage.ru_stime, busy
 
 
 class RowFailed(Exception):
@@ -302,20 +319,23 @@ def table(runs: Sequence[Run], repeat: int, label: str) -> dict[str, float]:
     runs = kept
     samples: dict[str, list[float]] = {run.name: [] for run in runs}
     cpu: dict[str, list[float]] = {run.name: [] for run in runs}
+    machine: dict[str, list[float]] = {run.name: [] for run in runs}
     for _ in range(repeat):
         for run in runs:
-            wall, used = timed(run)
+            wall, used, busy = timed(run)
             samples[run.name].append(wall)
             cpu[run.name].append(used)
+            machine[run.name].append(busy)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     base = medians.get(BASE_ROW)
     print(f"\n{label}: whole process, median of {repeat} (alternating, after a warm-up run each)")
-    print(f"{'runner':<40} {'wall s':>7} {'tasks/s':>8} {'x bare':>7} {'ctl CPU s':>9}   runs")
+    print(f"{'runner':<40} {'wall s':>7} {'tasks/s':>8} {'x bare':>7} {'ctl CPU s':>9} {'all CPU s':>9}   runs")
     total = int(label.split(" tasks")[0].split(" x ")[0]) * int(label.split(" x ")[1].split(" ")[0])
     for name, values in samples.items():
         med = medians[name]
         ratio = f"{med / base:.2f}" if base else "-"
-        print(f"{name:<40} {med:>7.2f} {total / med:>8.0f} {ratio:>7} {statistics.median(cpu[name]):>9.2f}   "
+        print(f"{name:<40} {med:>7.2f} {total / med:>8.0f} {ratio:>7} {statistics.median(cpu[name]):>9.2f} "
+              f"{statistics.median(machine[name]):>9.2f}   "
               f"{', '.join(f'{v:.2f}' for v in values)}")
     return medians
 
@@ -431,6 +451,7 @@ def latency_tables(fleet: Fleet, hosts: list[SshHost], work: Path, ks: list[int]
                         raise SystemExit(f"the baseline failed: {exc}") from None
                     failed[run.name] = f"K={k} loopback: " + str(exc).splitlines()[0]
         samples: dict[tuple[str, int, str], list[float]] = {}
+        machine: dict[tuple[str, int, str], list[float]] = {}  # the machine's busy CPU s (timed)
         for _ in range(repeat):
             for k in ks:
                 for label, _rtt in columns:
@@ -438,7 +459,9 @@ def latency_tables(fleet: Fleet, hosts: list[SshHost], work: Path, ks: list[int]
                         if run.name in failed:
                             continue
                         try:
-                            samples.setdefault((run.name, k, label), []).append(timed(run)[0])
+                            wall, _cpu, busy = timed(run)
+                            samples.setdefault((run.name, k, label), []).append(wall)
+                            machine.setdefault((run.name, k, label), []).append(busy)
                         except RowFailed as exc:
                             failed[run.name] = f"K={k} {label}: " + str(exc).splitlines()[0]
     finally:
@@ -447,11 +470,12 @@ def latency_tables(fleet: Fleet, hosts: list[SshHost], work: Path, ks: list[int]
     proxied = [(label, rtt / 1000) for label, rtt in columns if rtt is not None]
     slopes: dict[tuple[str, int], float] = {}
     print(f"\n{len(hosts)} hosts x K tasks (/bin/echo hello), whole process wall s, median of {repeat}; "
-          "columns: loopback (no proxy), then RTT through bench/latency_proxy.py")
+          "columns: loopback (no proxy), then RTT through bench/latency_proxy.py; all CPU s: the machine's "
+          "busy CPU during a loopback run")
     for k in ks:
         print(f"\nK = {k}")
         head = "".join(f"{label:>10}" for label, _ in columns)
-        print(f"{'runner':<40}{head} {'RT/run':>8}")
+        print(f"{'runner':<40}{head} {'RT/run':>8} {'all CPU s':>10}")
         for name in names:
             meds = {label: statistics.median(samples[(name, k, label)]) for label, _ in columns}
             slope = "-"
@@ -459,7 +483,9 @@ def latency_tables(fleet: Fleet, hosts: list[SshHost], work: Path, ks: list[int]
                 fit = statistics.linear_regression([rtt for _, rtt in proxied], [meds[label] for label, _ in proxied])
                 slopes[(name, k)] = fit.slope
                 slope = f"{fit.slope:.1f}"
-            print(f"{name:<40}" + "".join(f"{meds[label]:>10.2f}" for label, _ in columns) + f" {slope:>8}")
+            busy = statistics.median(machine[(name, k, "loopback")])
+            print(f"{name:<40}" + "".join(f"{meds[label]:>10.2f}" for label, _ in columns) + f" {slope:>8}"
+                  + f" {busy:>10.2f}")
     if not slopes:
         print("\n(the slope needs two RTTs or more, e.g. --rtt 0,50)")
     elif len(ks) >= 2:
