@@ -106,20 +106,23 @@ def prepare(
     return Prepared(wrapper, policy.warnings + wrapper.notes + limit_notes, limits, effective.env_passthrough)
 
 
-#: Prepared bwrap and bare tasks one agent remembers, most recent first (docs/performance.md
-#: "Host side: each task").
+#: Prepared tasks one agent remembers, most recent first (docs/performance.md "Host side: each
+#: task").
 MEMO_ENTRIES = 8
 
 
 @dataclass(frozen=True)
 class _Remembered:
     """One prepare on this host's own filesystem: what it was given (all but the argv), every
-    question it asked the filesystem with the answer, and what it returned for ``argv``."""
+    question it asked the filesystem with the answer, and what it returned for ``argv``;
+    ``apart``: whether another argv can be put in its wrapper (:func:`_argv_apart`), else it
+    serves this argv only (a Landlock task's)."""
 
     inputs: tuple[object, ...]
     log: tuple[Observation, ...]
     argv: tuple[str, ...]
     prepared: Prepared
+    apart: bool
 
 
 _memo: list[_Remembered] = []
@@ -146,8 +149,9 @@ def prepare_local(request: ExecRequest, facts: HostFacts, pin: Optional[str] = N
             return reused
     fs = MemoFs(LocalFs())
     prepared = prepare(request, facts, fs, pin, None, host_layers)
-    if isinstance(prepared, Prepared) and not fs.tainted and _argv_apart(request, prepared.wrapper, facts):
-        _keep(_Remembered(inputs, tuple(fs.log), request.argv, prepared))
+    if isinstance(prepared, Prepared) and not fs.tainted:
+        _keep(_Remembered(inputs, tuple(fs.log), request.argv, prepared,
+                          _argv_apart(request, prepared.wrapper, facts)))
     return prepared
 
 
@@ -182,8 +186,10 @@ def _for_argv(entry: _Remembered, argv: tuple[str, ...], facts: HostFacts) -> Op
     so only words JSON gives back unchanged are put in; None otherwise."""
     if argv == entry.argv:
         return entry.prepared
+    if not entry.apart:
+        return None
     wrapper = entry.prepared.wrapper
-    if wrapper.backend != "bwrap":  # a bare task's, the only other kind kept (_argv_apart)
+    if wrapper.backend != "bwrap":  # a bare task's, the only other kind apart (_argv_apart)
         return dataclasses.replace(entry.prepared, wrapper=Bare(facts).render_bare(argv, wrapper.cwd)) if argv \
             else None
     key = split_wrapper(wrapper, entry.argv)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+import sandfleet_agent.backends.landlock  # noqa: F401 - before as_user: its child may not read this interpreter's files
 from sandfleet_agent import executor
 from sandfleet_agent.binding.facts import HostFacts, probe
 from sandfleet_agent.binding.hostfs import LocalFs, MemoFs, ReplayFs, replay
@@ -230,3 +231,45 @@ def test_a_bare_task_reuses_its_prepare_for_any_command_and_follows_its_cwd(tmp_
     moved = prepare_local(bare("/bin/true", cwd=in_sub), facts)
     assert moved == fresh(bare("/bin/true", cwd=in_sub), facts)
     assert isinstance(moved, Prepared) and moved.wrapper.cwd == "/etc"
+
+
+
+def _landlock_memo(root: str) -> list[str]:
+    """As the unprivileged user (Landlock refuses root): what differs from a fresh computation."""
+    ws = Path(root)
+    (ws / ".git").mkdir()
+    (ws / "a").write_text("a")
+    facts = probe((root,))
+    status = facts.backend("landlock")
+    if status is None or not status.available:
+        return [f"skip: landlock unavailable: {status.reason if status else 'not probed'}"]
+    executor._memo.clear()
+    wrong = []
+    first = prepare_local(request("/bin/true"), facts, pin="landlock")
+    if not isinstance(first, Prepared) or first.wrapper.backend != "landlock":
+        return [f"not a landlock prepare: {getattr(first, 'message', first)}"]
+    if prepare_local(request("/bin/true"), facts, pin="landlock") is not first:
+        wrong.append("the same request was computed again")
+    other = prepare_local(request("/bin/echo", "x"), facts, pin="landlock")
+    if other is first or other != prepare(request("/bin/echo", "x"), facts, LocalFs(), pin="landlock"):
+        wrong.append("another command did not get a fresh prepare")
+    (ws / "b").write_text("b")
+    again = prepare_local(request("/bin/true"), facts, pin="landlock")
+    if again is first or again != prepare(request("/bin/true"), facts, LocalFs(), pin="landlock"):
+        wrong.append("a new entry of the workspace was not seen")
+    elif str(ws / "b") not in again.wrapper.files["landlock.json"] or str(ws / "b") in first.wrapper.files[
+            "landlock.json"]:
+        wrong.append("the new entry is not in the new ruleset alone")
+    return wrong
+
+
+def test_a_landlock_prepare_serves_its_own_command_only_and_sees_a_new_entry() -> None:
+    """Landlock's ruleset is the slow part of its prepare (a writable workspace with a read-only
+    ``.git`` is granted entry by entry): an identical request reuses it after a replay; another
+    command is computed afresh (its wrapper is not a tail to swap); a file a task adds to the
+    workspace changes a listing the replay asks again, so the next ruleset grants it."""
+    with user_tree("sandfleet-landlock-memo-") as root:
+        wrong = as_user(_landlock_memo, str(root))
+    if wrong[:1] and wrong[0].startswith("skip: "):
+        pytest.skip(wrong[0][6:])
+    assert wrong == []

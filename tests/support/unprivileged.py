@@ -12,11 +12,13 @@ from __future__ import annotations
 # the tests may live where the test user cannot read it (a pyenv under /root).
 import ctypes  # noqa: F401
 import encodings.ascii
-import encodings.latin_1  # noqa: F401
+import encodings.latin_1
+import encodings.unicode_escape  # noqa: F401
 import os
 import pickle
 import pwd
 import resource  # noqa: F401
+import shlex  # noqa: F401
 import shutil
 import subprocess  # noqa: F401
 import tempfile
