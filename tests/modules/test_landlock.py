@@ -486,3 +486,25 @@ def test_no_sockets_close_udp_tcp_and_unix_but_keep_socket_pairs(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0] == "pair ok"
     assert "LEAK" not in out.stdout and out.stdout.count("denied") == 6
+
+
+def test_a_read_rule_under_a_write_rule_is_named_with_the_first_write_rule_it_lies_under():
+    """The check runs against the write rules alone (docs/performance.md), and still names the
+    first offending pair in the rules' order."""
+    rules = (FsRule("/", "read"), FsRule("/w2", "write"), FsRule("/w1", "write"), FsRule("/w1/r", "read"),
+             *(FsRule(f"/usr/x{i}", "read") for i in range(300)))
+    with pytest.raises(RulesetError, match=r"'/w1/r' \(read\) lies at or beneath the write rule '/w1'"):
+        LandlockRuleset(abi=1, fs=rules)
+    rules = (FsRule("/a", "write"), FsRule("/a/b", "write"), FsRule("/a/b/c", "read"))
+    with pytest.raises(RulesetError, match=r"'/a/b/c' \(read\) lies at or beneath the write rule '/a'"):
+        LandlockRuleset(abi=1, fs=rules)
+
+
+def test_a_ruleset_file_is_parsed_once_per_text_and_a_bad_one_fails_every_time():
+    from sandfleet_agent.backends.landlock import _parsed
+
+    text = json.dumps(EXAMPLE)
+    assert _parsed(text) is _parsed(text) == LandlockRuleset.from_json(text)
+    for _ in "12":
+        with pytest.raises(RulesetError, match="not valid JSON"):
+            _parsed("{")
