@@ -18,7 +18,8 @@ ALLOWED = {
     "sandfleet_agent.paths": set(),
     "sandfleet_agent.dataclass_code": set(),  # the stub imports it before the agent: stdlib only
     "sandfleet_agent.portable": {"sandfleet_agent.paths"},
-    "sandfleet_agent.spawn": set(),
+    "sandfleet_agent.linux.libc": set(),  # libc functions without the ctypes package: stdlib only
+    "sandfleet_agent.spawn": {"sandfleet_agent.linux.libc"},
     "sandfleet_agent.bounds": {"sandfleet_agent.portable"},
     "sandfleet_agent.binding": {"sandfleet_agent.paths", "sandfleet_agent.portable", "sandfleet_agent.bounds",
                                 "sandfleet_agent.linux"},  # facts probe Landlock and seccomp, lazily
