@@ -268,11 +268,15 @@ class TestPersistentSandbox:
         assert roomy.status is Status.OK and roomy.limit is None, roomy
 
 
-def _unprivileged(ws: str, code: str, arg: str, limits: TaskLimits) -> ExecResult:
+def _user_facts(ws: str) -> HostFacts:
+    """This host's facts as the unprivileged user's agent has them, ``ws`` its workspace."""
     home = os.environ["HOME"]
-    facts = probe()
-    facts = dataclasses.replace(facts, home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
-                                protected=own_paths(), workspace_roots=(ws,))
+    return dataclasses.replace(probe(), home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
+                               protected=own_paths(), workspace_roots=(ws,))
+
+
+def _unprivileged(ws: str, code: str, arg: str, limits: TaskLimits) -> ExecResult:
+    facts = _user_facts(ws)
     assert facts.limits == "rlimit", facts.limits_reason
     request = ExecRequest(id="t", argv=(PY, "-c", code, arg), timeout_s=60,
                           sandbox=SandboxIntent(PROFILES["workspace"], NetworkPolicy(), limits=limits))
@@ -282,9 +286,7 @@ def _unprivileged(ws: str, code: str, arg: str, limits: TaskLimits) -> ExecResul
 def _unprivileged_reused(ws: str, code: str, arg: str, limits: TaskLimits, others: int) -> ExecResult:
     """:func:`_unprivileged` as the third task of a persistent sandbox, while ``others``
     processes of the same user run outside it (sleepers, killed after)."""
-    home = os.environ["HOME"]
-    facts = dataclasses.replace(probe(), home=home, euid=os.geteuid(), cap_eff=cap_eff(), state_dir=state_dir(home),
-                                protected=own_paths(), workspace_roots=(ws,))
+    facts = _user_facts(ws)
     sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(others)]
     pool = SandboxPool(python=(PY,), fresh_first=0)  # an interpreter the user can run (not a pyenv under /root)
     try:
