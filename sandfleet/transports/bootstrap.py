@@ -461,7 +461,8 @@ if ahead:
                                  errors=getattr(sys.stdin, "errors", None) or "strict", newline="\\n")
 sys.path.insert(0, root)
 sys.argv = [root]
-from {AGENT_PACKAGE}.dataclass_code import cache_compiled
+from {AGENT_PACKAGE}.dataclass_code import cache_compiled, defer_inspect
+defer_inspect()  # before dataclasses is imported
 cache_compiled(os.path.join(root, "dataclass-cache"))  # before any class of the agent is made
 from {AGENT_PACKAGE}.agent import leave, main
 notes = []

@@ -89,3 +89,42 @@ def test_without_a_folder_it_compiles_as_before(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     assert run(tmp_path / "file" / "dataclass-cache") == EXPECTED
 
+
+
+#: The stub's order: defer inspect, then import every module of the agent (a resident imports them
+#: all; the test imports each file it finds). Prints whether inspect was imported by then, and
+#: what it gives once it is used.
+DEFERRED = """
+import json, sys
+sys.path.insert(0, {modules!r})
+from sandfleet_agent import dataclass_code
+dataclass_code.defer_inspect()
+import importlib, os
+top = os.path.join({modules!r}, "sandfleet_agent")
+for folder, _, files in os.walk(top):
+    package = os.path.relpath(folder, {modules!r}).replace(os.sep, ".")
+    for name in sorted(files):
+        if name.endswith(".py") and name != "__init__.py":
+            importlib.import_module(package + "." + name[:-3])
+imported = type(sys.modules["inspect"]) is not dataclass_code.Deferred or "ast" in sys.modules
+from dataclasses import dataclass
+
+@dataclass
+class Undocumented:
+    count: int = 0
+
+import inspect
+print(json.dumps({{"imported": imported, "doc": Undocumented.__doc__,
+                   "real": type(inspect) is not dataclass_code.Deferred,
+                   "signature": str(inspect.signature(Undocumented)), "isclass": inspect.isclass(Undocumented)}}))
+"""
+
+
+def test_the_agent_never_imports_inspect_and_code_that_uses_it_gets_the_real_one() -> None:
+    """Every module of the agent imports without inspect (each of its dataclasses has a docstring,
+    so dataclasses never writes one); a class without one, and code that uses inspect, still get
+    what the real module gives."""
+    code = DEFERRED.format(modules=MODULES)
+    out = subprocess.run([sys.executable, "-E", "-s", "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"imported": False, "doc": "Undocumented(count: int = 0)", "real": True,
+                               "signature": "(count: int = 0) -> None", "isclass": True}

@@ -107,6 +107,9 @@ class AclEntry:
 
 @dataclass(frozen=True)
 class Plan:
+    """What the launcher applies for one task: its AppContainer SID, working folder, capabilities
+    and ACL entries, and the notes the run reports."""
+
     sid: str
     cwd: str
     capabilities: tuple[tuple[str, str], ...]

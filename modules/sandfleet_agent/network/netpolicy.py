@@ -138,6 +138,8 @@ DEFAULT_PORTS = (443, 80)
 
 @dataclass(frozen=True)
 class _Rule:
+    """One allow or deny entry, parsed: the name it matches and on which ports."""
+
     text: str  # as written, for the decision's reason
     name: str  # canonical, wildcard stripped
     wildcard: bool
