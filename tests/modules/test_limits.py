@@ -24,7 +24,7 @@ from sandfleet_agent.binding.facts import HostFacts, assumed_facts, cap_eff, own
 from sandfleet_agent.binding.hostfs import AssumedFs
 from sandfleet_agent.bounds import AS_NOTE, nproc_counted_per_userns
 from sandfleet_agent.executor import Prepared, execute, prepare
-from sandfleet_agent.linux.sandbox_pool import SandboxPool
+from sandfleet_agent.linux.sandbox_pool import SandboxPool, SandboxStartFailed
 from sandfleet_agent.portable.intent import PROFILES, NetworkPolicy, SandboxIntent
 from sandfleet_agent.portable.limits import TaskLimits, lowest, merged, parse_limits, parse_size
 from sandfleet_agent.portable.policy import DEFAULT, Effective, Policy, complete
@@ -266,6 +266,45 @@ class TestPersistentSandbox:
         assert loose.limit == "pids" and 16 < int(loose.stdout.split()[0]) < 128, loose
         assert again.limit == "memory", again
         assert roomy.status is Status.OK and roomy.limit is None, roomy
+
+    def test_tasks_inherit_the_limits_their_sandbox_took_and_cannot_raise_them(self, host_facts: HostFacts,
+                                                                               ws: Path) -> None:
+        """Init takes its tasks' rlimits itself (file size and open files here) and starts them
+        without a fork: each task has exactly its own limits, soft and hard, cannot raise them,
+        and tasks with other limits (or none) run in sandboxes of their own."""
+        need(host_facts.backend("bwrap") is not None, "no bwrap")
+        show = ("ulimit -Sf; ulimit -Hf; ulimit -Sn; ulimit -Hn; "
+                "(ulimit -Hn 100000) 2>/dev/null && echo raised || echo refused")
+        tight, loose = TaskLimits(file_size=1 << 20, open_files=300), TaskLimits(file_size=4 << 20, open_files=400)
+        pool = SandboxPool(fresh_first=0)
+        try:
+            first = run("bwrap-reused", host_facts, ws, "/bin/sh", "-c", show, limits=tight, pool=pool)
+            boxes = len(pool.pids())
+            other = run("bwrap-reused", host_facts, ws, "/bin/sh", "-c", show, limits=loose, pool=pool)
+            unbounded = run("bwrap-reused", host_facts, ws, "/bin/sh", "-c", "ulimit -Hf", pool=pool)
+            again = run("bwrap-reused", host_facts, ws, "/bin/sh", "-c", show, limits=tight, pool=pool)
+            assert len(pool.pids()) == boxes + 2  # one sandbox each, the first one serving `again`
+        finally:
+            pool.close()
+        assert first.stdout == again.stdout == "2048\n2048\n300\n300\nrefused\n", (first, again)
+        assert other.stdout == "8192\n8192\n400\n400\nrefused\n", other
+        assert unbounded.stdout == "unlimited\n", unbounded
+
+    def test_a_sandbox_told_to_start_a_task_with_other_limits_retires(self, host_facts: HostFacts, ws: Path) -> None:
+        """An agent that sent a sandbox a task with rlimits other than those its init took would
+        have it start with limits that are not its own: init refuses, nothing runs."""
+        need(host_facts.backend("bwrap") is not None, "no bwrap")
+        pool = SandboxPool(fresh_first=0)
+        try:
+            run("bwrap-reused", host_facts, ws, "true", limits=TaskLimits(file_size=1 << 20), pool=pool)
+            box = next(iter(pool._boxes.values()))
+            with pytest.raises(SandboxStartFailed, match="its tasks inherit other limits"):
+                box.run(("/bin/sh", "-c", f"touch {ws}/ran"), cwd=str(ws), env={}, timeout_s=10, cancel_fd=None,
+                        cap=4096, limits=TaskLimits(file_size=2 << 20))
+            assert box.proc.wait_for(5) is not None  # init exits, and the sandbox with it
+        finally:
+            pool.close()
+        assert not (ws / "ran").exists()
 
 
 def _user_facts(ws: str) -> HostFacts:

@@ -218,7 +218,7 @@ class Sandbox:
         message = marshal.dumps({"op": "run", "argv": [os.fsencode(a) for a in argv],
                                  "env": {os.fsencode(k): os.fsencode(v) for k, v in env.items()},
                                  "cwd": os.fsencode(cwd), "scratch": [os.fsencode(p) for p in scratch],
-                                 "rlimits": rlimits(limits, self.mechanism or "rlimit", alone_in_userns=True)})
+                                 "rlimits": list(task_rlimits(limits, self.mechanism))})
         task = InitTask(self, message, limits)
         try:
             done = task.run(timeout_s, cancel_fd, cap)
@@ -315,6 +315,12 @@ class InitTask(spawn.Runner):
             os.close(fd)
 
 
+def task_rlimits(limits: TaskLimits, mechanism: str) -> tuple[tuple[int, int], ...]:
+    """The rlimits init gives a task of a persistent sandbox (the rest of its limits are the
+    sandbox's cgroup's, where there is one)."""
+    return tuple(rlimits(limits, mechanism or "rlimit", alone_in_userns=True))
+
+
 class KeyUses:
     """Counts each key's tasks: the first ``fresh_first`` run in fresh sandboxes, later ones in
     the key's persistent sandbox. The agent's pool and the dry-run count alike, so a dry-run
@@ -331,13 +337,19 @@ class KeyUses:
         return seen >= self.fresh_first
 
 
+#: A persistent sandbox's place in the pool: its key and the rlimits of every task it serves (its
+#: init takes them itself where it can, so that its tasks start without a fork: sandbox_init.py).
+BoxKey = tuple[tuple[str, ...], tuple[tuple[int, int], ...]]
+
+
 class SandboxPool:
-    """The persistent sandboxes of one agent, by key, least recently used evicted past ``limit``."""
+    """The persistent sandboxes of one agent, by key and task rlimits, least recently used
+    evicted past ``limit``."""
 
     def __init__(self, python: Sequence[str] = (sys.executable,), limit: int = MAX_SANDBOXES,
                  fresh_first: int = FRESH_FIRST) -> None:
         self.python, self.limit = tuple(python), limit
-        self._boxes: OrderedDict[tuple[str, ...], Sandbox] = OrderedDict()
+        self._boxes: OrderedDict[BoxKey, Sandbox] = OrderedDict()
         self._failed: dict[tuple[str, ...], str] = {}
         self._sockets: dict[tuple[str, ...], Optional[str]] = {}  # each key's seccomp socket mode
         self._mechanisms: dict[tuple[str, ...], str] = {}  # each key's limits mechanism (HostFacts.limits)
@@ -364,25 +376,27 @@ class SandboxPool:
             raise SandboxStartFailed(self._failed[key])
         self._sockets[key] = wrapper.seccomp
         self._mechanisms[key] = mechanism
+        box_key = (key, task_rlimits(limits, mechanism))
         for attempt in (1, 2):
-            box = self._get(key)
+            box = self._get(box_key)
             try:
                 return box.run(argv, cwd=wrapper.cwd, env=env, timeout_s=timeout_s, cancel_fd=cancel_fd, cap=cap,
                                scratch=wrapper.sandbox_scratch, limits=limits)
             except SandboxStartFailed:  # it retired itself before running anything: once more, fresh
-                self._drop(key)
+                self._drop(box_key)
                 if attempt == 2:
                     raise
             except SandboxDied:
-                self._drop(key)
+                self._drop(box_key)
                 raise
         raise AssertionError("unreachable")
 
-    def _get(self, key: tuple[str, ...]) -> Sandbox:
-        box = self._boxes.get(key)
+    def _get(self, box_key: BoxKey) -> Sandbox:
+        box = self._boxes.get(box_key)
         if box is not None and not box.alive():
-            self._drop(key)
+            self._drop(box_key)
             box = None
+        key = box_key[0]
         if box is None:
             try:
                 box = Sandbox(key, self.python, spawn.task_env({}), self._sockets.get(key),
@@ -390,14 +404,14 @@ class SandboxPool:
             except SandboxStartFailed as exc:
                 self._failed[key] = str(exc)
                 raise
-            self._boxes[key] = box
+            self._boxes[box_key] = box
             while len(self._boxes) > self.limit:
                 self._drop(next(iter(self._boxes)))
-        self._boxes.move_to_end(key)
+        self._boxes.move_to_end(box_key)
         return box
 
-    def _drop(self, key: tuple[str, ...]) -> None:
-        box = self._boxes.pop(key, None)
+    def _drop(self, box_key: BoxKey) -> None:
+        box = self._boxes.pop(box_key, None)
         if box is not None:
             box.close()
 
@@ -406,8 +420,8 @@ class SandboxPool:
         return tuple(box.proc.pid for box in self._boxes.values())
 
     def close(self) -> None:
-        for key in list(self._boxes):
-            self._drop(key)
+        for box_key in list(self._boxes):
+            self._drop(box_key)
 
 
 def reusable(request: ExecRequest) -> bool:
