@@ -35,18 +35,20 @@ ALLOWED = {
     # of each other; only run and the command line tie them together
     "sandfleet": {"sandfleet_agent"},  # the one version, kept by the host side
     "sandfleet.errors": set(),
+    "sandfleet.cachedir": set(),  # the controller's private cache folder: stdlib only
     "sandfleet.templating": {"sandfleet.errors"},
     "sandfleet.load": {"sandfleet.errors", "sandfleet.templating", "sandfleet_agent.portable", "sandfleet_agent.paths"},
     "sandfleet.inventory": {"sandfleet.errors", "sandfleet.load", "sandfleet.templating",
                             "sandfleet_agent.portable", "sandfleet_agent.network.netpolicy"},
-    "sandfleet.transports": {"sandfleet", "sandfleet.errors", "sandfleet.inventory", "sandfleet_agent.*"},
+    "sandfleet.transports": {"sandfleet", "sandfleet.errors", "sandfleet.inventory", "sandfleet.cachedir",
+                             "sandfleet_agent.*"},
     "sandfleet.report": {"sandfleet", "sandfleet.errors", "sandfleet.load", "sandfleet_agent.portable",
                          "sandfleet_agent.backends"},
     "sandfleet.run": {"sandfleet", "sandfleet.errors", "sandfleet.load", "sandfleet.inventory", "sandfleet.templating",
                       "sandfleet.report", "sandfleet.transports", "sandfleet_agent.*"},
     "sandfleet.api": {"sandfleet.*", "sandfleet_agent.*"},
     "sandfleet.cli": {"sandfleet.*"},
-    "sandfleet.startup": {"sandfleet_agent.dataclass_code"},  # the command line's start (kept dataclass code)
+    "sandfleet.startup": {"sandfleet.cachedir", "sandfleet_agent.dataclass_code"},  # the command line's start
     "sandfleet.serve": {"sandfleet.*", "sandfleet_agent.portable"},  # over the API, speaking the wire's JSON rules
     "sandfleet.doctor": {"sandfleet.report", "sandfleet_agent.binding", "sandfleet_agent.linux",
                          "sandfleet_agent.portable"},  # judges an agent's facts: pure, no running

@@ -1,5 +1,5 @@
-"""The command line's start (sandfleet/startup.py): dataclass code kept between runs, only from a
-private folder, and the same classes either way."""
+"""The command line's start (sandfleet/startup.py, sandfleet/cachedir.py): dataclass code kept
+between runs, only from a private folder, and the same classes either way."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandfleet.startup import _private, cache_folder
+from sandfleet.cachedir import _private, cache_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 
