@@ -4,7 +4,8 @@ Why: on loopback the benchmark's hosts share the controller's cores, so what an 
 host (interpreter start, imports, facts probe, Jinja2, the persistent sandbox's start) shows up
 as wall time in ``bench/compare.py``. This measures it alone: the agent is started the way sshd
 would start it (the bootstrap command under ``sh -c``, the zip cached as on a warm host, with its
-caches: compiled dataclasses and templates, a working bwrap remembered), serves
+caches: compiled dataclasses and templates, a working bwrap remembered; and the copy's stamp, as
+the controller sends it), serves
 K ``/bin/echo hello`` tasks and exits; the CPU of it and everything it waited for is summed.
 
     python bench/agent_cost.py [--python /usr/bin/python3] [--tasks 1,10] [--rounds 8]
@@ -29,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from compare import BARE_AGENT
 
 from sandfleet.load.policies import effective
+from sandfleet.transports import stamps
 from sandfleet.transports.bootstrap import MARKER, agent_bundle
 
 UNSANDBOXED = effective(None, None, unsandboxed=True, pin=None).to_json()
@@ -42,16 +44,24 @@ def children_cpu_ms() -> float:
     return (usage.ru_utime + usage.ru_stime) * 1000
 
 
+#: The stamp each cache's copy last reported, sent with its next start as the controller does
+#: (sandfleet/transports/stamps.py): a warm host's stub then checks nothing.
+STAMPS: dict[str, str] = {}
+
+
 def sandfleet_agent(python: str, mode: str, tasks: int, cache: str, root: str) -> None:
     bundle = agent_bundle()
-    proc = subprocess.Popen(["sh", "-c", bundle.command(python)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            env={**os.environ, "XDG_CACHE_HOME": cache})
+    proc = subprocess.Popen(["sh", "-c", bundle.command(python, stamp=STAMPS.get(cache))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env={**os.environ, "XDG_CACHE_HOME": cache})
     assert proc.stdin is not None and proc.stdout is not None
     line = proc.stdout.readline()
     if line.startswith(f"{MARKER} upload".encode()):
         proc.stdin.write(bundle.data)
         proc.stdin.flush()
-        proc.stdout.readline()
+        line = proc.stdout.readline()
+    words = line.decode().split()
+    if len(words) == 5 and stamps.valid(words[4]):
+        STAMPS[cache] = words[4]
     init = {"v": 1, "init": {"workspace_roots": [root], "sandbox_pin": None, "sandbox_reuse": mode != "fresh"}}
     proc.stdin.write((json.dumps(init) + "\n").encode())
     proc.stdin.flush()
@@ -87,12 +97,12 @@ def phases(python: str, cache: str, root: str) -> str:
     unpacked = os.path.join(cache, "sandfleet", "agent-" + agent_bundle().sha256)
     code = f"""
 import json, sys, time
-from hashlib import sha256  # as the stub (which hashes the bundle) has it
 sys.path.insert(0, {unpacked!r})
 cpu = time.process_time
 t0 = cpu()
-from {agent_bundle_package()}.dataclass_code import cache_compiled
-cache_compiled({os.path.join(unpacked, "dataclass-cache")!r})  # as the stub does
+from {agent_bundle_package()}.dataclass_code import cache_compiled, defer_inspect
+defer_inspect()  # as the stub does
+cache_compiled({os.path.join(unpacked, "dataclass-cache")!r})
 import {agent_bundle_package()}.agent
 from {agent_bundle_package()}.portable import wire
 from {agent_bundle_package()}.executor import execute

@@ -11,6 +11,7 @@ hold without building the huge value. Policy documents get file:line:column erro
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -104,6 +105,12 @@ class TestRules:
         a = Effective((complete(Policy("inv", network=NetworkMode.FULL)),))
         b = Effective((complete(Policy("inv", network=NetworkMode.NONE)),))
         assert a.digest() != b.digest() and a.digest() == Effective(a.layers).digest() and len(a.digest()) == 16
+
+    def test_the_digest_is_sha256_of_the_policys_json(self) -> None:
+        """Computed by CPython's own SHA-256 (no OpenSSL at the agent's start): hashlib's digest."""
+        eff = Effective((complete(Policy("inv", network=NetworkMode.FULL)),))
+        text = json.dumps(eff.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        assert eff.digest() == hashlib.sha256(text).hexdigest()[:16]
 
     def test_a_request_round_trips_its_policy(self) -> None:
         eff = Effective((complete(parse({"filesystem": {"/opt/cache": "write", ":root": "read"},

@@ -7,8 +7,8 @@ timestamps), and named by its sha256: a host that already has ``agent-<sha>.zip`
 skips the upload, and a new sandfleet version never runs an old agent.
 
 The remote shell sees exactly one string per host (:meth:`AgentBundle.command`): the interpreter,
-a short Python stub, the zip's hash and size, the hash of its manifest and the agent's init line
-(base64; see below). The stub checks the
+a short Python stub, the zip's hash and size, the hash of its manifest, the agent's init line
+(base64; see below), the persist time and the copy's last stamp (see below). The stub checks the
 Python version, says whether it needs the zip, reads it from the channel's stdin when asked (no
 SFTP, no temp files in shared places), verifies the hash and stores it atomically (dir 0700, file
 0600) as ``agent-<sha>.zip`` beside its unpacked copy ``agent-<sha>/``. The agent runs from the
@@ -53,10 +53,19 @@ way as an unchecked ``.pyc`` would be.
 
 Cost, measured on Python 3.9 to 3.13 with a warm copy: importing hashlib ~2.5 ms and the check
 (~120 files, ~2.3 MB of sources and bytecode read and hashed) 2-3.5 ms of CPU, so a whole agent
-start went from ~63 to ~67 ms. Mending (unpack, compile every file, including Jinja2's) costs
-~170-220 ms, once per bundle and interpreter and after a change; concurrent stubs mend one at a
-time (``flock`` on the cache folder, taken only when there is something to do) and one that
-waited checks again, so it finds the work done.
+start went from ~63 to ~67 ms. Hence the **stamp** (:mod:`sandfleet.transports.stamps`): after a
+check the stub reports a digest of every checked file's device, inode, size, mtime and ctime
+(``_blake2``, no OpenSSL); the controller keeps it and sends it with the host's next start, and a
+copy whose stamp is the same is the one checked then, so nothing is read or hashed (~0.6 ms: one
+``lstat`` per file). A write, rename, link or replacement sets a file's ctime to now, which only
+root can set back, and a new file has its own inode: no process of the user can change the copy
+and keep its stamp. A different stamp (or none) is only a reason to check, as before. With the
+stamp, no OpenSSL is loaded at all (~6 ms less per start, ``python bench/agent_cost.py``).
+
+Mending (unpack, compile every file, including Jinja2's) costs ~170-220 ms, once per bundle and
+interpreter and after a change; concurrent stubs mend one at a time (``flock`` on the cache
+folder, taken only when there is something to do) and one that waited checks again, so it finds
+the work done.
 
 Round trips: the init line (workspace roots, sandbox pin, resolve map, protected paths: nothing
 secret, and no task data) rides on the command line, base64 so that no shell alters it, when it is
@@ -73,8 +82,10 @@ Stub replies, one line each, prefixed with :data:`MARKER` so noise a login shell
 (a chatty ``.bashrc``) is skipped instead of corrupting the protocol::
 
     SANDFLEET-BOOTSTRAP upload                  send SIZE bytes of zip now
-    SANDFLEET-BOOTSTRAP ready cached|stored|repaired|resident X.Y.Z   the agent starts; its hello next
-                                                (init line next, if not on the command line)
+    SANDFLEET-BOOTSTRAP ready cached|stored|repaired|resident X.Y.Z [STAMP]
+                                                the agent starts; its hello next (init line next,
+                                                if not on the command line); STAMP: the copy's
+                                                stamp ("-": none; a resident says none)
     SANDFLEET-BOOTSTRAP too-old X.Y.Z           the interpreter is older than 3.9
     SANDFLEET-BOOTSTRAP corrupt                 the upload did not match the hash
     SANDFLEET-BOOTSTRAP stopped|refused|gone|busy NAME   (stop mode) what became of each resident
@@ -111,6 +122,7 @@ import jinja2
 import markupsafe
 
 import sandfleet_agent
+from sandfleet.transports import stamps
 from sandfleet_agent.resident import MARK as RESIDENT_MARK
 from sandfleet_agent.resident import PROTOCOL as RESIDENT_PROTOCOL
 
@@ -301,8 +313,10 @@ sha, size, listing = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 # the init line of the agent, when the controller put it on the command line (base64, "-" if not): the
 # agent reads it before stdin (see Ahead), so the controller sends nothing before the hello
 ahead = [binascii.a2b_base64(sys.argv[5])] if len(sys.argv) > 5 and sys.argv[5] != "-" else []
-# sandfleet_agent_persist: the seconds a resident agent stays after the last run ("": none), or "stop"
-persist = sys.argv[6] if len(sys.argv) > 6 else ""
+# sandfleet_agent_persist: the seconds a resident agent stays after the last run ("-": none), or "stop"
+persist = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] != "-" else ""
+# the stamp the controller remembers of this copy ("-": none): the same now means no check (see stamp)
+known = sys.argv[7] if len(sys.argv) > 7 else "-"
 d = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "sandfleet")
 f = os.path.join(d, "agent-" + sha + ".zip")
 root = os.path.join(d, "agent-" + sha)
@@ -313,7 +327,6 @@ if persist == "stop":
     sys.exit(0)
 if persist:
     relay()
-from hashlib import sha256
 # Bytecode is read from NAME.TAG.pyc in __pycache__ only, never written by Python: the stub
 # compiles it and lists what it compiled in __pycache__/MANIFEST.TAG.sha256.
 tag = sys.implementation.cache_tag + (".opt-%d" % sys.flags.optimize if sys.flags.optimize else "")
@@ -321,6 +334,7 @@ compiled = os.path.join(root, "__pycache__", "MANIFEST." + tag + ".sha256")
 sys.pycache_prefix, sys.dont_write_bytecode = None, True
 
 def digest(path):
+    from hashlib import sha256  # here: a start whose stamp is unchanged never loads OpenSSL
     with open(path, "rb") as fh:
         return sha256(fh.read()).hexdigest()
 
@@ -333,9 +347,9 @@ def load(path):
         return None
     return dict(line.split("  ", 1)[::-1] for line in lines if "  " in line)
 
-def scan():
-    # path -> hash of every file and of the bytecode this Python reads, the agent caches at the
-    # top left out; None if a folder is unreadable or anything is a link, pipe or device
+def scan(identify):
+    # path -> identify(entry) of every file and of the bytecode this Python reads, the agent caches
+    # at the top left out; None if a folder is unreadable or anything is a link, pipe or device
     files, pycs, todo = dict(), dict(), [""]
     try:
         while todo:
@@ -348,18 +362,38 @@ def scan():
                 elif not entry.is_file(follow_symlinks=False):
                     return None
                 elif "__pycache__/" not in name:
-                    files[name] = digest(entry.path)
+                    files[name] = identify(entry)
                 elif name.endswith("." + tag + ".pyc"):
-                    pycs[name] = digest(entry.path)
+                    pycs[name] = identify(entry)
     except OSError:
         return None
     return files, pycs
+
+def identity(entry):
+    # what a write, rename, link or replacement of the file changes: its ctime becomes now, which no
+    # process but root can set back, and a new file has its own inode
+    st = entry.stat(follow_symlinks=False)
+    return "%d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+def stamp():
+    # the stamp of the copy ("-": none): a digest of every file check() reads, as identity() sees it. The
+    # controller remembers it after a check (sandfleet/transports/stamps.py) and sends it with the next
+    # start: the same stamp then is the same, checked copy, so no file is read or hashed
+    found = None if os.path.islink(root) else scan(identity)
+    if found is None:
+        return "-"
+    try:
+        from _blake2 import blake2b  # not hashlib, which loads OpenSSL (~2-4 ms)
+    except ImportError:
+        from hashlib import blake2b
+    rows = sorted(found[0].items()) + sorted(found[1].items())
+    return blake2b(repr(rows).encode(), digest_size=20).hexdigest()
 
 def check():
     # "" if the copy is the one sent, else "missing", "bytecode" (none yet for this Python) or "changed"
     if not os.path.lexists(root):
         return "missing"
-    found = None if os.path.islink(root) else scan()
+    found = None if os.path.islink(root) else scan(lambda entry: digest(entry.path))
     listed = load(os.path.join(root, "{MANIFEST}"))
     if found is None or listed is None or found[0].get("{MANIFEST}") != listing:
         return "changed"
@@ -373,6 +407,7 @@ def check():
 
 def fetch():
     # the zip, checked against its hash: the stored copy, else an upload (then stored)
+    from hashlib import sha256
     try:
         with open(f, "rb") as fh:
             data = fh.read()
@@ -426,22 +461,25 @@ def compile_all():
     os.replace(tmp, compiled)
 
 state = "cached"
-if check():
-    import fcntl
-    mask = os.umask(0o077)
-    os.makedirs(d, exist_ok=True)
-    lock = os.open(d, os.O_RDONLY)
-    fcntl.flock(lock, fcntl.LOCK_EX)  # one stub mends at a time
-    problem = check()  # again: another stub may have mended it meanwhile
-    if problem in ("missing", "changed"):
-        data, uploaded = fetch()
-        unpack(data)
-        state = "repaired" if problem == "changed" else "stored" if uploaded else "cached"
-    if problem:
-        compile_all()
-    os.close(lock)
-    os.umask(mask)
-say("ready", state, v)
+now = stamp() if known != "-" else "-"
+if now == "-" or now != known:
+    if check():
+        import fcntl
+        mask = os.umask(0o077)
+        os.makedirs(d, exist_ok=True)
+        lock = os.open(d, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one stub mends at a time
+        problem = check()  # again: another stub may have mended it meanwhile
+        if problem in ("missing", "changed"):
+            data, uploaded = fetch()
+            unpack(data)
+            state = "repaired" if problem == "changed" else "stored" if uploaded else "cached"
+        if problem:
+            compile_all()
+        os.close(lock)
+        os.umask(mask)
+    now = stamp()  # of the copy just checked
+say("ready", state, v, now)
 if ahead:
     class Ahead(io.RawIOBase):
         # fd 0 as the agent reads it, after the init line from the command line (fileno() stays
@@ -483,7 +521,7 @@ class AgentBundle:
     manifest_sha256: str
 
     def command(self, python: str, init: Optional[bytes] = None, become_user: Optional[str] = None,
-                become_prompt: Optional[str] = None, persist_s: int = 0) -> str:
+                become_prompt: Optional[str] = None, persist_s: int = 0, stamp: Optional[str] = None) -> str:
         """The one string the remote login shell (POSIX quoting, as Ansible assumes) runs.
 
         ``python`` is split like a shebang line (``/usr/bin/env python3`` works) and every word is
@@ -500,10 +538,14 @@ class AgentBundle:
         ``persist_s`` (``sandfleet_agent_persist``): hand the run to this bundle's resident agent
         when one is up (``ready resident``), else start one beside the run that stays that many
         seconds after the last run ends (docs/resident-agent.md); 0: no resident is used or started.
+        ``stamp``: what this host's stub last reported of its copy (:mod:`.stamps`); the same now
+        means the copy is the one it checked then, and it is not checked again.
         """
+        if stamp is not None and not stamps.valid(stamp):
+            raise ValueError("not a stamp")
         return self._command(python, become_user, become_prompt,
                              base64.b64encode(init).decode("ascii") if init is not None else "-",
-                             str(persist_s) if persist_s > 0 else "")
+                             str(persist_s) if persist_s > 0 else "-", stamp or "-")
 
     def stop_command(self, python: str, become_user: Optional[str] = None,
                      become_prompt: Optional[str] = None) -> str:

@@ -28,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from sandfleet.errors import UsageError
 from sandfleet.inventory import HostConfig
+from sandfleet.transports import stamps
 from sandfleet.transports._lean import paramiko
 from sandfleet.transports.base import AgentInit, AgentStream, HostUnreachable, StreamConnection, last_words
 from sandfleet.transports.bootstrap import (
@@ -293,13 +294,17 @@ class SshConnection(StreamConnection):
         line = stream.init_line(init)
         inline = len(line) <= INLINE_INIT
         prompt = self._become_prompt()
+        copy = self._copy_key(target, bundle)
+        known = stamps.remembered(copy)
         _exec_pipelined(channel, bundle.command(self.config.python, init=line if inline else None,
                                                 become_user=self.config.become_user, become_prompt=prompt,
-                                                persist_s=self.config.agent_persist_s))
+                                                persist_s=self.config.agent_persist_s, stamp=known))
         try:
             if prompt is not None:
                 self._answer_sudo(channel, writer, prompt, target.timeout)
-            self._bootstrap(channel, reader, writer, bundle)
+            stamp = self._bootstrap(channel, reader, writer, bundle)
+            if stamp is not None and stamp != known:
+                stamps.remember(copy, stamp)
             if not inline:
                 stream.send_init(init)
             facts = stream.receive_hello()
@@ -311,6 +316,13 @@ class SshConnection(StreamConnection):
         channel.settimeout(None)
         self._stream = stream
         return facts
+
+    def _copy_key(self, target: Endpoint, bundle: AgentBundle) -> str:
+        """Names the agent's copy this start reaches, for its stamp (:mod:`.stamps`): the host by
+        its verified key, the login and become users, the interpreter and the bundle."""
+        key = self._transports[-1].get_remote_server_key()
+        return (f"{key.get_name()} {key.get_fingerprint().hex()} {target} {self.config.become_user or '-'} "
+                f"{self.config.python} {bundle.sha256}")
 
     def _answer_sudo(self, channel: paramiko.Channel, writer: IO[bytes], prompt: str, timeout: float) -> None:
         """Give sudo the become password when it asks with our prompt on stderr, at most once:
@@ -340,7 +352,9 @@ class SshConnection(StreamConnection):
         if seen:
             self._stderr.append(seen)  # sudo's own words ("Sorry, try again."), for the error's tail
 
-    def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes], bundle: AgentBundle) -> None:
+    def _bootstrap(self, channel: paramiko.Channel, reader: IO[bytes], writer: IO[bytes],
+                   bundle: AgentBundle) -> Optional[str]:
+        """Answer the stub until it says ``ready``; returns the stamp it reported (None: none)."""
         python = self.config.python
         wanted = f"python3 >= {'.'.join(map(str, MIN_PYTHON))}"
         uploaded = False
@@ -379,7 +393,7 @@ class SshConnection(StreamConnection):
                 warning = reply.warning(self.host)
                 if warning:  # no channel from a connection to the report: stderr, as the CLI's own warnings
                     sys.stderr.write(f"sandfleet: warning: {warning}\n")
-                return
+                return reply.words[2] if len(reply.words) > 2 and stamps.valid(reply.words[2]) else None
             elif reply.kind == "too-old":
                 version = reply.words[0] if reply.words else "?"
                 raise HostUnreachable(f"{wanted} not found on {self.host}: {python!r} is Python {version} "

@@ -62,25 +62,29 @@ def version_of(python: str) -> tuple[int, ...]:
     return tuple(int(n) for n in out.split())
 
 
-def bootstrap(command: str, cache: Path, upload: bytes | None = None,
-              cwd: Path | None = None) -> tuple[list[str], subprocess.Popen[bytes]]:
-    """Start the command as sshd would; send ``upload`` when asked. Returns the stub's lines."""
+def bootstrap(command: str, cache: Path, upload: bytes | None = None, cwd: Path | None = None,
+              raw: bool = False) -> tuple[list[str], subprocess.Popen[bytes]]:
+    """Start the command as sshd would; send ``upload`` when asked. Returns the stub's lines,
+    ``ready`` without the copy's stamp unless ``raw`` (:class:`TestStamp` is about it)."""
     proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "XDG_CACHE_HOME": str(cache)}, cwd=cwd)
     assert proc.stdin is not None and proc.stdout is not None
     lines: list[str] = []
     while True:
         line = proc.stdout.readline().decode()
-        lines.append(line.strip())
+        words = line.split()
+        shown = " ".join(words[:4]) if not raw and words[:2] == [MARKER, "ready"] and len(words) == 5 else line.strip()
+        lines.append(shown)
         if not line or not line.startswith(f"{MARKER} upload"):
             return lines, proc
         proc.stdin.write(upload if upload is not None else agent_bundle().data)
         proc.stdin.flush()
 
 
-def start(cache: Path, python: str = sys.executable, cwd: Path | None = None) -> tuple[list[str], dict[str, Any]]:
+def start(cache: Path, python: str = sys.executable, cwd: Path | None = None, command: str | None = None,
+          raw: bool = False) -> tuple[list[str], dict[str, Any]]:
     """One agent's start through its hello, then EOF; the stub's lines and the hello."""
-    lines, proc = bootstrap(agent_bundle().command(python), cache, cwd=cwd)
+    lines, proc = bootstrap(command or agent_bundle().command(python), cache, cwd=cwd, raw=raw)
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b'{"v": 1, "init": {"workspace_roots": [], "sandbox_pin": null}}\n')
     proc.stdin.flush()
@@ -344,7 +348,7 @@ class TestTheInitLineOnTheCommandLine:
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
                               env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
         out = proc.stdout.decode().splitlines()
-        assert proc.returncode == 0 and out[0] == f"{MARKER} ready cached {VERSION}", proc
+        assert proc.returncode == 0 and out[0].startswith(f"{MARKER} ready cached {VERSION} "), proc
         assert json.loads(out[1])["hello"]["facts"]["workspace_roots"] == [str(work)] and len(out) == 2
 
     def test_a_line_longer_than_the_agent_reads_at_once_arrives_whole(self, tmp_path: Path) -> None:
@@ -497,3 +501,87 @@ class TestTheCopyIsCheckedOnEveryStart:
         assert lines[0].startswith(f"{MARKER} ready cached ")
         assert start(tmp_path)[0] == [f"{MARKER} ready cached {VERSION}"]
         assert len(list((tree(tmp_path) / "__pycache__").glob("MANIFEST.*.sha256"))) == 2
+
+
+def stamped(cache: Path, stamp: str | None = None, command: str | None = None) -> tuple[list[str], str]:
+    """One start given ``stamp``: the ``ready`` words (state, version) and the stamp it reported."""
+    lines, hello = start(cache, command=command or agent_bundle().command(sys.executable, stamp=stamp), raw=True)
+    words = lines[-1].split()
+    assert words[:2] == [MARKER, "ready"] and len(words) == 5 and "hello" in hello, (lines, hello)
+    return words[2:4], words[4]
+
+
+class TestStamp:
+    """A start given the stamp its copy had when last checked does not check it again; any change
+    a process of the user can make to the copy changes the stamp, so that copy is checked and
+    mended as without one (sandfleet/transports/stamps.py)."""
+
+    def test_a_stamped_start_skips_the_check_and_an_unstamped_one_does_not(self, tmp_path: Path) -> None:
+        """Shown with a command whose manifest hash is wrong: the check would call the copy
+        changed and replace it; given the copy's stamp, the stub does not look."""
+        _, stamp = stamped(tmp_path)
+        bundle = agent_bundle()
+        wrong = "0" * len(bundle.manifest_sha256)
+        assert stamped(tmp_path, stamp) == ([ "cached", VERSION], stamp)
+        lying = bundle.command(sys.executable, stamp=stamp).replace(bundle.manifest_sha256, wrong)
+        assert stamped(tmp_path, command=lying) == (["cached", VERSION], stamp)
+        unstamped = bundle.command(sys.executable).replace(bundle.manifest_sha256, wrong)
+        assert stamped(tmp_path, command=unstamped)[0] == ["repaired", VERSION]
+
+    @pytest.mark.parametrize("change", ["append", "same size, mtime put back", "replaced by a copy", "linked aside",
+                                        "added module", "planted pyc"])
+    def test_every_change_changes_the_stamp_and_is_mended(self, tmp_path: Path, change: str) -> None:
+        _, stamp = stamped(tmp_path)
+        module, marker = tree(tmp_path) / AGENT_PACKAGE / "agent.py", tmp_path / "pwned"
+        payload = f"\nopen({str(marker)!r}, 'w').close()\n"
+        st = module.stat()
+        if change == "append":
+            module.write_text(module.read_text() + payload)
+        elif change == "same size, mtime put back":
+            text = module.read_text()
+            module.write_text(payload + text[len(payload):])
+            assert module.stat().st_size == st.st_size
+            os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+        elif change == "replaced by a copy":
+            copy = module.with_name("copy")
+            shutil.copy2(module, copy)
+            os.replace(copy, module)
+        elif change == "linked aside":
+            os.link(module, tmp_path / "aside")
+            os.unlink(tmp_path / "aside")
+        elif change == "added module":
+            (tree(tmp_path) / AGENT_PACKAGE / "evil.py").write_text(payload)
+        else:
+            plant_pyc(module, payload)
+        state, now = stamped(tmp_path, stamp)
+        assert now != stamp
+        assert state == (["cached", VERSION] if change in ("replaced by a copy", "linked aside") else
+                         ["repaired", VERSION])  # the same bytes: nothing to mend, but checked
+        assert not marker.exists() and module.read_bytes() == sent(f"{AGENT_PACKAGE}/agent.py")
+        assert stamped(tmp_path, now) == (["cached", VERSION], now)
+
+    def test_a_stamp_of_another_copy_only_means_a_check(self, tmp_path: Path) -> None:
+        _, stamp = stamped(tmp_path)
+        assert stamped(tmp_path, "ab" * 20) == (["cached", VERSION], stamp)
+        shutil.rmtree(tree(tmp_path))
+        assert stamped(tmp_path, stamp)[0] == ["cached", VERSION]  # unpacked again from the stored zip
+
+    @pytest.mark.parametrize("bad", ["", "x", "AB" * 20, "ab" * 21, "ab; rm -rf ~", "-"])
+    def test_the_command_takes_only_a_stamp(self, bad: str) -> None:
+        with pytest.raises(ValueError, match="stamp"):
+            agent_bundle().command(sys.executable, stamp=bad)
+
+    def test_a_stamped_start_never_loads_openssl(self, tmp_path: Path) -> None:
+        """Hashing the copy was the start's one use of hashlib, whose OpenSSL costs ~2-4 ms: with
+        the stamp, neither the stub nor the agent maps libcrypto (the policy digest is CPython's
+        own SHA-256)."""
+        _, stamp = stamped(tmp_path)
+        for given, loaded in ((None, True), (stamp, False)):
+            lines, proc = bootstrap(agent_bundle().command(sys.executable, stamp=given), tmp_path)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b'{"v": 1, "init": {"workspace_roots": [], "sandbox_pin": null}}\n')
+            proc.stdin.flush()
+            assert "hello" in json.loads(proc.stdout.readline()), lines
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+            assert finish(proc) == 0
+            assert ("libcrypto" in maps) is loaded, given

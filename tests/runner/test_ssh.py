@@ -7,6 +7,7 @@ never reads root's ~/.ssh: each test passes ``--ssh-config`` naming its own know
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -22,10 +23,10 @@ from typing import Any
 import pytest
 
 from sandfleet.inventory import HostConfig
-from sandfleet.transports import ssh
+from sandfleet.transports import ssh, stamps
 from sandfleet.transports._lean import paramiko
 from sandfleet.transports.base import AgentInit, AgentStream, HostUnreachable
-from sandfleet.transports.bootstrap import agent_bundle
+from sandfleet.transports.bootstrap import AgentBundle, agent_bundle
 from sandfleet.transports.hostkeys import ChangedHostKey, UnknownHostKey, fingerprint
 from sandfleet.transports.ssh import SshConnection, SshConnector
 from sandfleet_agent.portable.wire import ExecRequest
@@ -216,6 +217,40 @@ class TestFleetRun:
             conn.close()
             seen.append(conn.uploaded)
         assert seen == [True, False]
+
+    def test_a_later_start_sends_the_copys_stamp_and_a_changed_copy_is_still_mended(
+            self, ctl: Controller, spare: SshHost, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+            capsys: pytest.CaptureFixture[str]) -> None:
+        """The stub reports its copy's stamp; the controller keeps it in its private cache folder
+        and sends it with the next start, so that host does not check its copy again. A copy
+        changed since has another stamp: it is checked and mended before the agent runs."""
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "controller-cache"))
+        monkeypatch.setattr(stamps, "_folder", functools.cache(stamps._folder.__wrapped__))  # found anew
+        ctl.trust([spare])
+        sent: list[str | None] = []
+        command = AgentBundle.command
+        monkeypatch.setattr(AgentBundle, "command", lambda self, *a, **kw: sent.append(kw.get("stamp")) or
+                            command(self, *a, **kw))
+
+        def echo() -> str:
+            conn = ctl.connection(spare)
+            conn.start(AgentInit((str(spare.workspace),)))
+            out = conn.execute(request(["/bin/echo", "hi"])).stdout
+            conn.close()
+            return out
+
+        assert echo() == echo() == "hi\n"
+        first = sent[1]
+        assert sent[0] is None and first is not None and stamps.valid(first)
+        kept = list((tmp_path / "controller-cache" / "sandfleet" / "controller" / "stamps").iterdir())
+        assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
+        marker = spare.workspace / "pwned"
+        agent = spare.cache / "sandfleet" / f"agent-{agent_bundle().sha256}" / "sandfleet_agent" / "agent.py"
+        agent.write_text(agent.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
+        capsys.readouterr()
+        assert echo() == echo() == "hi\n"
+        assert sent[2] == first and sent[3] not in (None, first)  # checked, mended, stamped anew
+        assert "had been modified" in capsys.readouterr().err and not marker.exists()
 
     def test_cli_rerun_leaves_the_cached_zip_untouched(self, ctl: Controller, hosts: list[SshHost]) -> None:
         ctl.trust(hosts[:2])

@@ -58,11 +58,11 @@ exceeded, the layer that refused, and what would raise it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any, Optional, Union
 
 from sandfleet_agent.portable.intent import BACKENDS_BY_OS, Access, FilePath, Glob, NetworkMode, PathSpec, Special
@@ -594,7 +594,23 @@ class Effective:
     def digest(self) -> str:
         """A short fingerprint of the whole effective policy, for records and comparisons."""
         text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        return str(_sha256()(text.encode("utf-8", "surrogatepass")).hexdigest()[:16])
+
+
+@cache
+def _sha256() -> Any:
+    """SHA-256 from CPython's own module (``_sha2`` from 3.12, ``_sha256`` before): the same
+    digest as ``hashlib.sha256``, without the OpenSSL that importing hashlib loads (~2-4 ms of every
+    agent start, when the stub no longer needs it: sandfleet/transports/stamps.py). hashlib where a
+    build has neither."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return __import__(name).sha256
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256
 
 
 #: The policy of a task whose request names none: the built-in default alone.
