@@ -59,7 +59,8 @@ check the stub reports a digest of every checked file's device, inode, size, mti
 copy whose stamp is the same is the one checked then, so nothing is read or hashed (~0.6 ms: one
 ``lstat`` per file). A write, rename, link or replacement sets a file's ctime to now, which only
 root can set back, and a new file has its own inode: no process of the user can change the copy
-and keep its stamp. A different stamp (or none) is only a reason to check, as before. With the
+and keep its stamp (a copy with a file changed this second gets none: ctimes may count whole
+seconds). A different stamp (or none) is only a reason to check, as before. With the
 stamp, no OpenSSL is loaded at all (~6 ms less per start, ``python bench/agent_cost.py``).
 
 Mending (unpack, compile every file, including Jinja2's) costs ~170-220 ms, once per bundle and
@@ -373,14 +374,18 @@ def identity(entry):
     # what a write, rename, link or replacement of the file changes: its ctime becomes now, which no
     # process but root can set back, and a new file has its own inode
     st = entry.stat(follow_symlinks=False)
-    return "%d %d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 def stamp():
     # the stamp of the copy ("-": none): a digest of every file check() reads, as identity() sees it. The
     # controller remembers it after a check (sandfleet/transports/stamps.py) and sends it with the next
-    # start: the same stamp then is the same, checked copy, so no file is read or hashed
+    # start: the same stamp then is the same, checked copy, so no file is read or hashed. None while a
+    # file changed this second: where ctimes count whole seconds, a change later this second would
+    # keep the same one
+    import time
     found = None if os.path.islink(root) else scan(identity)
-    if found is None:
+    second = time.time_ns() // 1000000000 * 1000000000
+    if found is None or any(i[4] >= second for part in found for i in part.values()):
         return "-"
     try:
         from _blake2 import blake2b  # not hashlib, which loads OpenSSL (~2-4 ms)

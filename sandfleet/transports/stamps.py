@@ -8,7 +8,9 @@ ctime. The controller keeps it here, one file per host, login, become user, inte
 bundle, and sends it with the next start: a copy whose stamp is unchanged is the one checked
 then, so the stub skips the hashing. No process on the host can make a changed copy keep its
 stamp without root: writing a file, renaming or linking it sets its ctime to now, which nothing
-but the clock can set back, and a new file has an inode of its own.
+but the clock can set back, and a new file has an inode of its own. A copy with a file changed in
+the current second gets no stamp (the next start checks it): where a file system counts ctimes in
+whole seconds, a change later in that second would keep the ctime.
 
 The stamp is trusted as the check it replaces, so it is kept only in the controller's private
 cache folder (:mod:`sandfleet.cachedir`): whoever could write there could make a host skip the

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from sandfleet.transports.bootstrap import (
     build_bundle,
     parse_reply,
 )
+from sandfleet.transports.stamps import valid
 
 VERSION = ".".join(map(str, sys.version_info[:3]))
 
@@ -511,6 +513,17 @@ def stamped(cache: Path, stamp: str | None = None, command: str | None = None) -
     return words[2:4], words[4]
 
 
+def settled(cache: Path) -> str:
+    """Once no file of the copy changed this second (the stub gives no stamp before: where ctimes
+    count whole seconds, a change later in that second would keep it), a start's stamp."""
+    newest = max(p.stat().st_ctime_ns for p in tree(cache).rglob("*") if p.is_file())
+    while time.time_ns() // 10**9 * 10**9 <= newest:
+        time.sleep(0.05)
+    state, stamp = stamped(cache)
+    assert state == ["cached", VERSION] and valid(stamp), (state, stamp)
+    return stamp
+
+
 class TestStamp:
     """A start given the stamp its copy had when last checked does not check it again; any change
     a process of the user can make to the copy changes the stamp, so that copy is checked and
@@ -519,10 +532,11 @@ class TestStamp:
     def test_a_stamped_start_skips_the_check_and_an_unstamped_one_does_not(self, tmp_path: Path) -> None:
         """Shown with a command whose manifest hash is wrong: the check would call the copy
         changed and replace it; given the copy's stamp, the stub does not look."""
-        _, stamp = stamped(tmp_path)
+        start(tmp_path)
+        stamp = settled(tmp_path)
         bundle = agent_bundle()
         wrong = "0" * len(bundle.manifest_sha256)
-        assert stamped(tmp_path, stamp) == ([ "cached", VERSION], stamp)
+        assert stamped(tmp_path, stamp) == (["cached", VERSION], stamp)
         lying = bundle.command(sys.executable, stamp=stamp).replace(bundle.manifest_sha256, wrong)
         assert stamped(tmp_path, command=lying) == (["cached", VERSION], stamp)
         unstamped = bundle.command(sys.executable).replace(bundle.manifest_sha256, wrong)
@@ -531,7 +545,8 @@ class TestStamp:
     @pytest.mark.parametrize("change", ["append", "same size, mtime put back", "replaced by a copy", "linked aside",
                                         "added module", "planted pyc"])
     def test_every_change_changes_the_stamp_and_is_mended(self, tmp_path: Path, change: str) -> None:
-        _, stamp = stamped(tmp_path)
+        start(tmp_path)
+        stamp = settled(tmp_path)
         module, marker = tree(tmp_path) / AGENT_PACKAGE / "agent.py", tmp_path / "pwned"
         payload = f"\nopen({str(marker)!r}, 'w').close()\n"
         st = module.stat()
@@ -558,13 +573,16 @@ class TestStamp:
         assert state == (["cached", VERSION] if change in ("replaced by a copy", "linked aside") else
                          ["repaired", VERSION])  # the same bytes: nothing to mend, but checked
         assert not marker.exists() and module.read_bytes() == sent(f"{AGENT_PACKAGE}/agent.py")
-        assert stamped(tmp_path, now) == (["cached", VERSION], now)
+        again = settled(tmp_path)
+        assert again != stamp and stamped(tmp_path, again) == (["cached", VERSION], again)
 
     def test_a_stamp_of_another_copy_only_means_a_check(self, tmp_path: Path) -> None:
-        _, stamp = stamped(tmp_path)
+        start(tmp_path)
+        stamp = settled(tmp_path)
         assert stamped(tmp_path, "ab" * 20) == (["cached", VERSION], stamp)
         shutil.rmtree(tree(tmp_path))
         assert stamped(tmp_path, stamp)[0] == ["cached", VERSION]  # unpacked again from the stored zip
+        assert settled(tmp_path) != stamp
 
     @pytest.mark.parametrize("bad", ["", "x", "AB" * 20, "ab" * 21, "ab; rm -rf ~", "-"])
     def test_the_command_takes_only_a_stamp(self, bad: str) -> None:
@@ -575,7 +593,8 @@ class TestStamp:
         """Hashing the copy was the start's one use of hashlib, whose OpenSSL costs ~2-4 ms: with
         the stamp, neither the stub nor the agent maps libcrypto (the policy digest is CPython's
         own SHA-256)."""
-        _, stamp = stamped(tmp_path)
+        start(tmp_path)
+        stamp = settled(tmp_path)
         for given, loaded in ((None, True), (stamp, False)):
             lines, proc = bootstrap(agent_bundle().command(sys.executable, stamp=given), tmp_path)
             assert proc.stdin is not None and proc.stdout is not None

@@ -239,8 +239,10 @@ class TestFleetRun:
             conn.close()
             return out
 
-        assert echo() == echo() == "hi\n"
-        first = sent[1]
+        assert echo() == "hi\n"  # the upload: its copy changed this second, so no stamp yet
+        time.sleep(1.1)
+        assert echo() == echo() == "hi\n"  # checked and stamped, then the stamp sent
+        first = sent[2]
         assert sent[0] is None and first is not None and stamps.valid(first)
         kept = list((tmp_path / "controller-cache" / "sandfleet" / "controller" / "stamps").iterdir())
         assert len(kept) == 1 and kept[0].stat().st_mode & 0o777 == 0o600
@@ -248,9 +250,11 @@ class TestFleetRun:
         agent = spare.cache / "sandfleet" / f"agent-{agent_bundle().sha256}" / "sandfleet_agent" / "agent.py"
         agent.write_text(agent.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n")
         capsys.readouterr()
-        assert echo() == echo() == "hi\n"
-        assert sent[2] == first and sent[3] not in (None, first)  # checked, mended, stamped anew
+        assert echo() == "hi\n" and sent[3] == first
         assert "had been modified" in capsys.readouterr().err and not marker.exists()
+        time.sleep(1.1)
+        assert echo() == echo() == "hi\n"
+        assert sent[5] not in (None, first)  # the mended copy, checked and stamped anew
 
     def test_cli_rerun_leaves_the_cached_zip_untouched(self, ctl: Controller, hosts: list[SshHost]) -> None:
         ctl.trust(hosts[:2])
