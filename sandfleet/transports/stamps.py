@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from functools import cache
 from typing import Optional
 
@@ -30,6 +31,9 @@ from sandfleet.cachedir import cache_folder, private_folder
 
 #: The stamp: 40 hex digits (blake2b, 20 bytes).
 LENGTH = 40
+#: A stamp not written for this long is removed when another is kept: those of hosts, users and
+#: bundles no longer run do not pile up (one that is still in use only costs its host one check).
+KEEP_S = 30 * 24 * 3600
 _STAMP = re.compile(rf"[0-9a-f]{{{LENGTH}}}")
 
 
@@ -71,6 +75,7 @@ def remember(key: str, stamp: str) -> None:
     path = _path(key)
     if path is None or not valid(stamp):
         return
+    _forget_stale(os.path.dirname(path))
     part = f"{path}.{os.getpid()}"
     try:
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -81,4 +86,15 @@ def remember(key: str, stamp: str) -> None:
         pass
 
 
-__all__ = ["LENGTH", "remember", "remembered", "valid"]
+def _forget_stale(folder: str) -> None:
+    cutoff = time.time() - KEEP_S
+    try:
+        with os.scandir(folder) as entries:
+            stale = [e.path for e in entries if e.stat(follow_symlinks=False).st_mtime < cutoff]
+        for path in stale:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+__all__ = ["KEEP_S", "LENGTH", "remember", "remembered", "valid"]

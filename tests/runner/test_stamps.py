@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,15 @@ def test_what_is_not_a_stamp_is_neither_kept_nor_read(folder: Path, bad: str) ->
     path = next((folder / "stamps").iterdir())
     path.write_text(bad)
     assert stamps.remembered("web1") is None
+
+
+def test_stamps_not_written_for_a_month_are_removed_when_another_is_kept(folder: Path) -> None:
+    stamps.remember("old", STAMP)
+    stamps.remember("recent", STAMP)
+    month_ago = time.time() - stamps.KEEP_S - 60
+    os.utime(stamps._path("old") or "", (month_ago, month_ago))
+    stamps.remember("new", STAMP)
+    assert stamps.remembered("old") is None and stamps.remembered("recent") == stamps.remembered("new") == STAMP
 
 
 def test_a_folder_others_may_write_is_not_used(folder: Path) -> None:
