@@ -12,6 +12,7 @@ hosts in parallel, tasks on a host in order, and every task's output is checked.
     python bench/compare.py --scale             # dry-run 1,000 x 10; 200 sshd x 10 with peak RSS
     python bench/compare.py --rtt 0,10,50 --tasks 1,10   # each row again behind a latency proxy
     python bench/compare.py --self-check        # the latency proxy against its promises
+    python bench/compare.py --against /tmp/old  # each sandfleet row also from another checkout (A/B)
 
 Rows (whole-process wall time, Python start to exit; median of ``--repeat`` runs taken in
 alternation after one warm-up round; ratios are to the bare paramiko agent of the same run). Every
@@ -44,6 +45,13 @@ proxied columns: the slope (s per s) is the number of round trips a run waits fo
 other, the hosts being in parallel: round trips per host's critical path. With two K it splits
 that into round trips per task ((slope(K2) - slope(K1)) / (K2 - K1)) and per host (the rest: the
 connection, the agent's start, the end).
+
+``--against TREE`` measures a change: every sandfleet row runs twice per round, once as it is and
+once with the checkout TREE first on ``PYTHONPATH`` (e.g. ``git worktree add /tmp/old HEAD~3``;
+its controller, and so the agent it ships), alternated, so that the change's effect on wall time
+and on the machine's CPU ("all CPU s") is read from one table. The hosts see each version's own
+bundle (a different hash), so both stay cached. The resident agent's row has no twin (a resident
+stops those of other bundles).
 """
 
 from __future__ import annotations
@@ -93,6 +101,7 @@ class Run:
     check: Callable[[str], Optional[str]]  # None when every result is right, else what is wrong
     env: Optional[dict[str, str]] = None
     merged: bool = False  # check stdout and stderr together (pyinfra logs task output to stderr)
+    cwd: Optional[str] = None  # ROOT when None (``-m sandfleet`` imports from the working folder first)
 
 
 # -- the bare baseline ----------------------------------------------------------------------------
@@ -284,7 +293,7 @@ def timed(run: Run) -> tuple[float, float, float]:
         busy = machine_busy()
         start = time.perf_counter()
         proc = subprocess.Popen(run.argv, stdout=out, stderr=out if run.merged else err, stdin=subprocess.DEVNULL,
-                                cwd=ROOT, env=with_bytecode_cache(run.env))
+                                cwd=run.cwd or ROOT, env=with_bytecode_cache(run.env))
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         busy = machine_busy() - busy
@@ -329,15 +338,29 @@ def table(runs: Sequence[Run], repeat: int, label: str) -> dict[str, float]:
     medians = {name: statistics.median(values) for name, values in samples.items()}
     base = medians.get(BASE_ROW)
     print(f"\n{label}: whole process, median of {repeat} (alternating, after a warm-up run each)")
-    print(f"{'runner':<40} {'wall s':>7} {'tasks/s':>8} {'x bare':>7} {'ctl CPU s':>9} {'all CPU s':>9}   runs")
+    print(f"{'runner':<48} {'wall s':>7} {'tasks/s':>8} {'x bare':>7} {'ctl CPU s':>9} {'all CPU s':>9}   runs")
     total = int(label.split(" tasks")[0].split(" x ")[0]) * int(label.split(" x ")[1].split(" ")[0])
     for name, values in samples.items():
         med = medians[name]
         ratio = f"{med / base:.2f}" if base else "-"
-        print(f"{name:<40} {med:>7.2f} {total / med:>8.0f} {ratio:>7} {statistics.median(cpu[name]):>9.2f} "
+        print(f"{name:<48} {med:>7.2f} {total / med:>8.0f} {ratio:>7} {statistics.median(cpu[name]):>9.2f} "
               f"{statistics.median(machine[name]):>9.2f}   "
               f"{', '.join(f'{v:.2f}' for v in values)}")
     return medians
+
+
+def against(runs: list[Run], tree: str) -> list[Run]:
+    """Each sandfleet row followed by its twin from the checkout ``tree`` (``--against``). Not the
+    resident agent's: a resident stops those of other bundles, so two versions in turn would each
+    start theirs anew at every run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tree, os.path.join(tree, "modules")])}
+    out: list[Run] = []
+    for run in runs:
+        out.append(run)
+        if run.name.startswith("sandfleet") and "resident" not in run.name:
+            out.append(dataclasses.replace(run, name=f"{run.name} [{os.path.basename(tree.rstrip('/'))}]", env=env,
+                                           cwd=tree))
+    return out
 
 
 def rows(bench: Bench, tasks: int, only: Optional[set[str]], say: bool = True) -> list[Run]:
@@ -516,6 +539,8 @@ def main() -> int:
     parser.add_argument("--peers", metavar="DIR", help="where pyinfra and ansible-playbook are (e.g. a venv's bin)")
     parser.add_argument("--marginal", action="store_true", help="also K=1, and per host-task cost from K=1 to K")
     parser.add_argument("--scale", action="store_true", help="instead: dry-run 1,000 x 10 and 200 sshd x 10")
+    parser.add_argument("--against", metavar="TREE", help="also run each sandfleet row from this checkout "
+                        "(PYTHONPATH), alternated: an A/B of a change")
     parser.add_argument("--bare-worker", metavar="SPEC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     ks = [int(k) for k in args.tasks.split(",")]
@@ -552,7 +577,10 @@ def main() -> int:
                 load = os.getloadavg()
                 print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
                 return 0
-            wide = table(rows(bench, args.tasks, only), args.repeat, f"{args.hosts} x {args.tasks} tasks")
+            measured = rows(bench, args.tasks, only)
+            if args.against:
+                measured = against(measured, os.path.abspath(args.against))
+            wide = table(measured, args.repeat, f"{args.hosts} x {args.tasks} tasks")
             if args.marginal:
                 narrow = table(rows(bench, 1, only), args.repeat, f"{args.hosts} x 1 tasks")
                 print(f"\nmarginal cost per host-task, (wall(K={args.tasks}) - wall(K=1)) / ({args.tasks - 1} x "
